@@ -1,0 +1,315 @@
+//! The sync engine's bookkeeping, shared by every source: state per (source, stream,
+//! scope), row batching, the time budget, rejects, and the run record. A source's stream
+//! logic pulls pages and decides cursors; [`StreamRun`] turns them into transactions.
+
+use crate::http::HttpStats;
+use crate::schema::{Table, REJECTS, RUNS, STATE};
+use crate::warehouse::{prepare_row, Batch, Row, StoredState, Value, Warehouse, WarehouseError};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Identifies one stream's state: e.g. (rollbar, occurrences, project "web").
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    pub source: &'static str,
+    pub stream: &'static str,
+    pub scope: String,
+}
+
+impl StreamKey {
+    pub fn new(source: &'static str, stream: &'static str, scope: impl Into<String>) -> Self {
+        Self {
+            source,
+            stream,
+            scope: scope.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.source, self.stream, self.scope)
+    }
+}
+
+/// What every run of every source shares.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub run_id: String,
+    /// Stop starting new pages after this instant; `None` runs until caught up.
+    pub deadline: Option<Instant>,
+    /// Source rows per transaction.
+    pub batch_rows: usize,
+}
+
+impl SyncOptions {
+    pub fn new(deadline: Option<Instant>) -> Self {
+        Self {
+            run_id: uuid::Uuid::new_v4().to_string(),
+            deadline,
+            batch_rows: 1000,
+        }
+    }
+
+    pub fn time_left(&self) -> bool {
+        self.deadline.is_none_or(|d| Instant::now() < d)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    /// Caught up with the source.
+    Succeeded,
+    /// Stopped at the time budget with work left; the next run resumes.
+    Partial,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Figures of one finished stream run (also the source of metrics).
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub key: StreamKey,
+    pub status: RunStatus,
+    pub rows_written: u64,
+    pub pages_fetched: u64,
+    pub api_retries: u64,
+    pub rejects: u64,
+    pub newest_source_time: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub duration: std::time::Duration,
+}
+
+/// One stream's run: collects rows, commits them with their cursor, records the run.
+pub struct StreamRun {
+    warehouse: Arc<dyn Warehouse>,
+    key: StreamKey,
+    options: SyncOptions,
+    started_at: DateTime<Utc>,
+    started: Instant,
+    pending: Batch,
+    pending_rows: usize,
+    rows_written: u64,
+    pages_fetched: u64,
+    rejects: u64,
+    http: Option<Arc<HttpStats>>,
+    retries_at_start: u64,
+    source_time: Option<DateTime<Utc>>,
+}
+
+impl StreamRun {
+    /// Reads the stream's state and records the run as started.
+    pub async fn begin(
+        warehouse: Arc<dyn Warehouse>,
+        key: StreamKey,
+        options: &SyncOptions,
+        http: Option<Arc<HttpStats>>,
+    ) -> Result<(Self, Option<StoredState>), WarehouseError> {
+        let state = warehouse.read_state(key.source, key.stream, &key.scope).await?;
+        let retries_at_start = http.as_ref().map_or(0, |h| h.retries());
+        let run = Self {
+            warehouse,
+            key,
+            options: options.clone(),
+            started_at: Utc::now(),
+            started: Instant::now(),
+            pending: Batch::default(),
+            pending_rows: 0,
+            rows_written: 0,
+            pages_fetched: 0,
+            rejects: 0,
+            http,
+            retries_at_start,
+            source_time: state.as_ref().and_then(|s| s.source_time),
+        };
+        let mut batch = Batch::default();
+        batch.push(&RUNS, run.run_row(RunStatus::Running, None, None));
+        run.warehouse.commit(&batch).await?;
+        Ok((run, state))
+    }
+
+    pub fn key(&self) -> &StreamKey {
+        &self.key
+    }
+
+    pub fn options(&self) -> &SyncOptions {
+        &self.options
+    }
+
+    pub fn time_left(&self) -> bool {
+        self.options.time_left()
+    }
+
+    pub fn page_fetched(&mut self) {
+        self.pages_fetched += 1;
+    }
+
+    /// The newest source event time seen (drives the freshness lag).
+    pub fn observe_source_time(&mut self, time: DateTime<Utc>) {
+        if self.source_time.is_none_or(|t| time > t) {
+            self.source_time = Some(time);
+        }
+    }
+
+    pub fn pending_rows(&self) -> usize {
+        self.pending_rows
+    }
+
+    pub fn batch_full(&self) -> bool {
+        self.pending_rows >= self.options.batch_rows
+    }
+
+    /// Queues a row. A row that cannot be stored becomes a reject with its reason and its
+    /// raw payload, committed with the batch; the sync goes on.
+    pub fn add(&mut self, table: &'static Table, row: Row, raw: impl FnOnce() -> serde_json::Value) {
+        let key = row.key_text(table);
+        match prepare_row(table, row) {
+            Ok(row) => {
+                self.pending.push(table, row);
+                self.pending_rows += 1;
+            }
+            Err(reason) => self.reject(table, &key, &reason, raw()),
+        }
+    }
+
+    /// Records a payload that could not be mapped at all.
+    pub fn reject(&mut self, table: &'static Table, record_key: &str, reason: &str, raw: serde_json::Value) {
+        tracing::warn!(stream = %self.key, table = table.name, record_key, reason, "row rejected");
+        self.rejects += 1;
+        let row = Row(vec![
+            Value::Text(self.key.source.to_string()),
+            Value::Text(table.name.to_string()),
+            Value::Text(if record_key.is_empty() { "(no key)".into() } else { record_key.to_string() }),
+            Value::Text(self.key.scope.clone()),
+            Value::Text(self.options.run_id.clone()),
+            Value::Text(reason.to_string()),
+            Value::Json(raw),
+            Value::Timestamp(Utc::now()),
+        ]);
+        match prepare_row(&REJECTS, row) {
+            Ok(row) => self.pending.push(&REJECTS, row),
+            Err(e) => tracing::error!(error = %e, "reject record itself cannot be stored"),
+        }
+    }
+
+    /// Queues another stream's state to be committed with this batch (e.g. items to
+    /// refresh, recorded together with the occurrences that touched them).
+    pub fn stage_state_of(&mut self, key: &StreamKey, cursor: serde_json::Value) {
+        let row = state_row(key, cursor, None, &self.options.run_id);
+        self.pending.push(&STATE, row);
+    }
+
+    /// Commits the queued rows, this stream's new cursor and the run record in ONE
+    /// transaction. Returns how many source rows it wrote.
+    pub async fn commit(&mut self, cursor: serde_json::Value) -> Result<usize, WarehouseError> {
+        let mut batch = std::mem::take(&mut self.pending);
+        let rows = std::mem::take(&mut self.pending_rows);
+        let written = self.rows_written + rows as u64;
+        batch.push(
+            &STATE,
+            state_row(&self.key, cursor, self.source_time, &self.options.run_id),
+        );
+        let run_row = self.run_row_with(RunStatus::Running, None, None, written);
+        batch.push(&RUNS, run_row);
+        for write in &mut batch.writes {
+            write.dedup_by_key();
+        }
+        self.warehouse.commit(&batch).await?;
+        self.rows_written = written;
+        tracing::debug!(stream = %self.key, rows, total = written, "batch committed");
+        Ok(rows)
+    }
+
+    /// Records the run's end. Rows still queued are dropped (they were never covered by a
+    /// committed cursor, so the next run fetches them again).
+    pub async fn finish(self, result: Result<RunStatus, String>) -> RunOutcome {
+        let (status, error) = match result {
+            Ok(status) => (status, None),
+            Err(error) => (RunStatus::Failed, Some(error)),
+        };
+        let mut batch = Batch::default();
+        batch.push(
+            &RUNS,
+            self.run_row(status, Some(Utc::now()), error.as_deref()),
+        );
+        if let Err(e) = self.warehouse.commit(&batch).await {
+            tracing::error!(stream = %self.key, error = %e, "could not record the run's end");
+        }
+        RunOutcome {
+            key: self.key.clone(),
+            status,
+            rows_written: self.rows_written,
+            pages_fetched: self.pages_fetched,
+            api_retries: self.retries(),
+            rejects: self.rejects,
+            newest_source_time: self.source_time,
+            error,
+            duration: self.started.elapsed(),
+        }
+    }
+
+    fn retries(&self) -> u64 {
+        self.http
+            .as_ref()
+            .map_or(0, |h| h.retries().saturating_sub(self.retries_at_start))
+    }
+
+    fn run_row(&self, status: RunStatus, finished: Option<DateTime<Utc>>, error: Option<&str>) -> Row {
+        self.run_row_with(status, finished, error, self.rows_written)
+    }
+
+    fn run_row_with(
+        &self,
+        status: RunStatus,
+        finished: Option<DateTime<Utc>>,
+        error: Option<&str>,
+        rows_written: u64,
+    ) -> Row {
+        let row = Row(vec![
+            Value::Text(self.options.run_id.clone()),
+            Value::Text(self.key.source.to_string()),
+            Value::Text(self.key.stream.to_string()),
+            Value::Text(self.key.scope.clone()),
+            Value::Timestamp(self.started_at),
+            Value::timestamp(finished),
+            Value::Text(status.as_str().to_string()),
+            Value::BigInt(rows_written as i64),
+            Value::BigInt(self.pages_fetched as i64),
+            Value::BigInt(self.retries() as i64),
+            Value::BigInt(self.rejects as i64),
+            Value::text(error),
+            Value::Timestamp(Utc::now()),
+        ]);
+        // Run rows are built here from known types; prepare_row only trims the error text.
+        prepare_row(&RUNS, row.clone()).unwrap_or(row)
+    }
+}
+
+fn state_row(
+    key: &StreamKey,
+    cursor: serde_json::Value,
+    source_time: Option<DateTime<Utc>>,
+    run_id: &str,
+) -> Row {
+    Row(vec![
+        Value::Text(key.source.to_string()),
+        Value::Text(key.stream.to_string()),
+        Value::Text(key.scope.clone()),
+        Value::Json(cursor),
+        Value::timestamp(source_time),
+        Value::Text(run_id.to_string()),
+        Value::Timestamp(Utc::now()),
+    ])
+}

@@ -1,0 +1,439 @@
+//! The HTTP client every source uses: timeouts, jittered exponential backoff, Retry-After,
+//! rate-limit headers and a bounded retry budget. Errors name the URL, never a header value,
+//! so tokens (always sent in headers) cannot leak into logs.
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Tunables of [`HttpClient`]; the defaults suit the public APIs.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (headers and body).
+    pub request_timeout: Duration,
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// Retries allowed over the client's life (one run); past it, failures surface at once.
+    pub retry_budget: u64,
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// A longer Retry-After than this is treated as an error rather than slept through.
+    pub max_retry_after: Duration,
+    /// Headers that tell how many calls are left and when the window resets (Unix seconds).
+    pub rate_limit: Option<RateLimitHeaders>,
+    pub user_agent: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_attempts: 6,
+            retry_budget: 200,
+            base_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(20),
+            max_retry_after: Duration::from_secs(120),
+            rate_limit: None,
+            user_agent: format!("heimdallr/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitHeaders {
+    pub remaining: HeaderName,
+    pub reset_unix: HeaderName,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{url}: unauthorized (HTTP 401): the token was rejected; check that it is set and valid")]
+    Unauthorized { url: String },
+    #[error("{url}: forbidden (HTTP 403): the token lacks the scope this call needs")]
+    Forbidden { url: String },
+    #[error("{url}: not found (HTTP 404)")]
+    NotFound { url: String },
+    #[error("{url}: HTTP {status}: {detail}")]
+    Status {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("{url}: unreachable after {attempts} attempt(s): {detail}")]
+    Unreachable {
+        url: String,
+        attempts: u32,
+        detail: String,
+    },
+    #[error("{url}: malformed response after {attempts} attempt(s): {detail}")]
+    Malformed {
+        url: String,
+        attempts: u32,
+        detail: String,
+    },
+    #[error("{url}: rate limited and asked to wait {wait_secs}s, longer than allowed")]
+    RateLimited { url: String, wait_secs: u64 },
+    #[error("invalid URL {0:?}")]
+    BadUrl(String),
+}
+
+impl HttpError {
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, Self::Unauthorized { .. } | Self::Forbidden { .. })
+    }
+}
+
+/// Counters shared with the engine for run records and metrics.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl HttpStats {
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// A response whose status was 2xx.
+#[derive(Debug)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    config: Arc<HttpConfig>,
+    stats: Arc<HttpStats>,
+    /// Earliest instant the next request may start (set by rate-limit headers).
+    not_before: Arc<Mutex<Option<Instant>>>,
+}
+
+enum Attempt {
+    Done(ApiResponse),
+    Retry { detail: String, wait: Option<Duration> },
+    Fail(HttpError),
+}
+
+impl HttpClient {
+    pub fn new(config: HttpConfig) -> Result<Self, HttpError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(config.user_agent.clone())
+            .build()
+            .map_err(|e| HttpError::BadUrl(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            config: Arc::new(config),
+            stats: Arc::new(HttpStats::default()),
+            not_before: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<HttpStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// GET `url` with `headers`, retrying what is worth retrying. Returns 2xx responses;
+    /// 401/403/404 and other 4xx become typed errors at once.
+    pub async fn get(
+        &self,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<ApiResponse, HttpError> {
+        self.get_with(url, headers, |_| Ok(())).await
+    }
+
+    /// GET and decode JSON. A body that does not decode (truncated, malformed) is retried
+    /// like a failed request, then reported with the URL.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<(T, HeaderMap), HttpError> {
+        let mut decoded = None;
+        let response = self
+            .get_with(url, headers, |body| {
+                match serde_json::from_slice::<T>(body) {
+                    Ok(value) => {
+                        decoded = Some(value);
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("invalid JSON ({e})")),
+                }
+            })
+            .await?;
+        match decoded {
+            Some(value) => Ok((value, response.headers)),
+            None => Err(HttpError::Malformed {
+                url: url.to_string(),
+                attempts: 1,
+                detail: "no body decoded".into(),
+            }),
+        }
+    }
+
+    async fn get_with(
+        &self,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        mut validate: impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<ApiResponse, HttpError> {
+        let parsed = reqwest::Url::parse(url).map_err(|_| HttpError::BadUrl(url.to_string()))?;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.wait_for_rate_limit().await;
+            let outcome = match self.attempt(&parsed, url, headers).await {
+                Attempt::Done(response) => match validate(&response.body) {
+                    Ok(()) => Attempt::Done(response),
+                    Err(detail) => Attempt::Retry {
+                        detail: format!("malformed body: {detail}"),
+                        wait: None,
+                    },
+                },
+                other => other,
+            };
+            match outcome {
+                Attempt::Done(response) => return Ok(response),
+                Attempt::Fail(error) => return Err(error),
+                Attempt::Retry { detail, wait } => {
+                    let budget_left =
+                        self.stats.retries.load(Ordering::Relaxed) < self.config.retry_budget;
+                    if attempt >= self.config.max_attempts || !budget_left {
+                        let detail = if budget_left {
+                            detail
+                        } else {
+                            format!("{detail} (retry budget of {} used up)", self.config.retry_budget)
+                        };
+                        return Err(if detail.starts_with("malformed body") {
+                            HttpError::Malformed {
+                                url: url.to_string(),
+                                attempts: attempt,
+                                detail,
+                            }
+                        } else {
+                            HttpError::Unreachable {
+                                url: url.to_string(),
+                                attempts: attempt,
+                                detail,
+                            }
+                        });
+                    }
+                    let sleep = match wait {
+                        Some(wait) if wait > self.config.max_retry_after => {
+                            return Err(HttpError::RateLimited {
+                                url: url.to_string(),
+                                wait_secs: wait.as_secs(),
+                            })
+                        }
+                        Some(wait) => wait,
+                        None => self.backoff(attempt),
+                    };
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(url, attempt, retry_in_ms = sleep.as_millis() as u64, reason = %detail, "retrying request");
+                    tokio::time::sleep(sleep).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        parsed: &reqwest::Url,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Attempt {
+        let mut request = self.client.get(parsed.clone());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                return Attempt::Retry {
+                    detail: describe_transport_error(&e),
+                    wait: None,
+                }
+            }
+        };
+        let status = response.status();
+        let response_headers = response.headers().clone();
+        self.note_rate_limit(&response_headers);
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) => {
+                return Attempt::Retry {
+                    detail: format!("body cut short: {}", describe_transport_error(&e)),
+                    wait: None,
+                }
+            }
+        };
+        self.stats
+            .bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        if status.is_success() {
+            return Attempt::Done(ApiResponse {
+                status: status.as_u16(),
+                headers: response_headers,
+                body,
+            });
+        }
+        let url = url.to_string();
+        match status {
+            StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::INTERNAL_SERVER_ERROR
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT => Attempt::Retry {
+                detail: format!("HTTP {}", status.as_u16()),
+                wait: retry_after(&response_headers),
+            },
+            StatusCode::UNAUTHORIZED => Attempt::Fail(HttpError::Unauthorized { url }),
+            StatusCode::FORBIDDEN => Attempt::Fail(HttpError::Forbidden { url }),
+            StatusCode::NOT_FOUND => Attempt::Fail(HttpError::NotFound { url }),
+            other => Attempt::Fail(HttpError::Status {
+                url,
+                status: other.as_u16(),
+                detail: body_snippet(&body),
+            }),
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .config
+            .base_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let cap = exp.min(self.config.max_backoff);
+        // Full jitter: spreads retries of concurrent clients apart.
+        cap.mul_f64(rand::random::<f64>()).max(Duration::from_millis(10))
+    }
+
+    fn note_rate_limit(&self, headers: &HeaderMap) {
+        let Some(limits) = &self.config.rate_limit else {
+            return;
+        };
+        let remaining = header_u64(headers, &limits.remaining);
+        let reset = header_u64(headers, &limits.reset_unix);
+        if let (Some(0), Some(reset)) = (remaining, reset) {
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            let wait = Duration::from_secs(reset.saturating_sub(now).min(
+                self.config.max_retry_after.as_secs(),
+            ));
+            if let Ok(mut slot) = self.not_before.lock() {
+                *slot = Some(Instant::now() + wait);
+            }
+        }
+    }
+
+    async fn wait_for_rate_limit(&self) {
+        let until = self.not_before.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(until) = until {
+            let now = Instant::now();
+            if until > now {
+                tracing::info!(wait_ms = (until - now).as_millis() as u64, "rate limit window exhausted; waiting for reset");
+                tokio::time::sleep(until - now).await;
+            }
+        }
+    }
+}
+
+fn header_u64(headers: &HeaderMap, name: &HeaderName) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Retry-After as seconds or as an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Some(Duration::from_secs_f64(secs));
+        }
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = when.signed_duration_since(chrono::Utc::now());
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+fn describe_transport_error(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() || error.is_decode() {
+        "body read failed"
+    } else {
+        "request failed"
+    };
+    // reqwest's Display includes the URL (never headers); walk the sources for the cause.
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        cause = inner.to_string();
+        source = inner.source();
+    }
+    if cause.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {cause}")
+    }
+}
+
+fn body_snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = crate::text::truncate_utf8(text.trim(), 300);
+    if text.is_empty() {
+        "(empty body)".into()
+    } else {
+        text.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_under_the_cap() {
+        let client = HttpClient::new(HttpConfig {
+            base_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..HttpConfig::default()
+        })
+        .unwrap();
+        for attempt in 1..20 {
+            assert!(client.backoff(attempt) <= Duration::from_secs(1));
+        }
+    }
+}

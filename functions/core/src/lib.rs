@@ -1,0 +1,18 @@
+//! Heimdallr's engine: everything more than one source needs, written once.
+//!
+//! - [`http`]: the API client every source uses (timeouts, retries, rate limits).
+//! - [`engine`]: sync state, batching, the time budget and run records.
+//! - [`warehouse`]: the store trait, its backends and every line of SQL.
+//! - [`schema`]: the tables and the versioned migrations that create them.
+//! - [`pii`]: what happens to personal data before it is stored.
+
+pub mod engine;
+pub mod http;
+pub mod pii;
+pub mod schema;
+pub mod text;
+pub mod time;
+pub mod warehouse;
+
+pub use engine::{RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions};
+pub use warehouse::{Row, Value, Warehouse, WarehouseError};

@@ -1,0 +1,264 @@
+//! The warehouse's tables and the versioned migrations that create them.
+//!
+//! Tables are described once, as data; each backend's dialect turns a description into
+//! DDL and DML. Descriptions are append-only: a released column is never changed in
+//! place; a change is a new [`Migration`] step.
+
+/// Column types every backend can store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    BigInt,
+    Integer,
+    Boolean,
+    Double,
+    /// Text of at most this many bytes (UTF-8); longer values are cut at a character
+    /// boundary before storage, the full value staying in the raw JSON.
+    Text(u32),
+    Timestamp,
+    /// A whole JSON document (JSON in DuckDB, JSONB in PostgreSQL, SUPER in Redshift).
+    Json,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub name: &'static str,
+    pub ty: ColumnType,
+    pub nullable: bool,
+}
+
+const fn col(name: &'static str, ty: ColumnType) -> Column {
+    Column {
+        name,
+        ty,
+        nullable: true,
+    }
+}
+
+const fn key(name: &'static str, ty: ColumnType) -> Column {
+    Column {
+        name,
+        ty,
+        nullable: false,
+    }
+}
+
+/// A table's description: its columns, its natural key, and the column rows are ordered
+/// by in time (the leading sort key of event tables on Redshift).
+#[derive(Debug)]
+pub struct Table {
+    pub name: &'static str,
+    pub columns: &'static [Column],
+    pub key: &'static [&'static str],
+    pub event_time: Option<&'static str>,
+}
+
+impl Table {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    pub fn key_indexes(&self) -> Vec<usize> {
+        self.key
+            .iter()
+            .filter_map(|k| self.column_index(k))
+            .collect()
+    }
+}
+
+use ColumnType::*;
+
+/// Longest VARCHAR Redshift allows; the cap for free text everywhere.
+pub const MAX_TEXT_BYTES: u32 = 65_535;
+
+pub static ROLLBAR_ITEMS: Table = Table {
+    name: "rollbar_items",
+    columns: &[
+        key("id", BigInt),
+        col("project_id", BigInt),
+        col("counter", BigInt),
+        col("environment", Text(255)),
+        col("level", Text(32)),
+        col("status", Text(32)),
+        col("title", Text(4096)),
+        col("framework", Text(64)),
+        col("platform", Text(64)),
+        col("fingerprint", Text(255)),
+        col("total_occurrences", BigInt),
+        col("unique_occurrences", BigInt),
+        col("first_occurrence_id", BigInt),
+        col("first_occurrence_at", Timestamp),
+        col("last_occurrence_id", BigInt),
+        col("last_occurrence_at", Timestamp),
+        col("last_activated_at", Timestamp),
+        col("last_resolved_at", Timestamp),
+        col("activating_occurrence_id", BigInt),
+        col("resolved_in_version", Text(255)),
+        col("assigned_user_id", BigInt),
+        col("group_item_id", BigInt),
+        col("data", Json),
+        col("synced_at", Timestamp),
+    ],
+    key: &["id"],
+    event_time: Some("last_occurrence_at"),
+};
+
+pub static ROLLBAR_OCCURRENCES: Table = Table {
+    name: "rollbar_occurrences",
+    columns: &[
+        key("id", BigInt),
+        col("item_id", BigInt),
+        col("project_id", BigInt),
+        col("occurred_at", Timestamp),
+        col("client_timestamp", Timestamp),
+        col("environment", Text(255)),
+        col("level", Text(32)),
+        col("body_type", Text(32)),
+        col("title", Text(4096)),
+        col("exception_class", Text(1024)),
+        col("exception_message", Text(MAX_TEXT_BYTES)),
+        col("person_id", Text(255)),
+        col("person_username", Text(255)),
+        col("person_email", Text(255)),
+        col("code_version", Text(255)),
+        col("framework", Text(64)),
+        col("platform", Text(64)),
+        col("language", Text(64)),
+        col("request_url", Text(4096)),
+        col("request_method", Text(16)),
+        col("request_user_ip", Text(128)),
+        col("server_host", Text(255)),
+        col("uuid", Text(64)),
+        col("context", Text(1024)),
+        col("data", Json),
+        col("synced_at", Timestamp),
+    ],
+    key: &["id"],
+    event_time: Some("occurred_at"),
+};
+
+/// Where each stream is: its cursor, committed with the rows it covers.
+pub static STATE: Table = Table {
+    name: "_heimdallr_state",
+    columns: &[
+        key("source", Text(64)),
+        key("stream", Text(64)),
+        key("scope", Text(255)),
+        col("cursor", Json),
+        col("source_time", Timestamp),
+        col("run_id", Text(64)),
+        col("updated_at", Timestamp),
+    ],
+    key: &["source", "stream", "scope"],
+    event_time: None,
+};
+
+/// One row per run and stream, updated with every batch the run commits.
+pub static RUNS: Table = Table {
+    name: "_heimdallr_runs",
+    columns: &[
+        key("run_id", Text(64)),
+        key("source", Text(64)),
+        key("stream", Text(64)),
+        key("scope", Text(255)),
+        col("started_at", Timestamp),
+        col("finished_at", Timestamp),
+        col("status", Text(32)),
+        col("rows_written", BigInt),
+        col("pages_fetched", BigInt),
+        col("api_retries", BigInt),
+        col("rejects", BigInt),
+        col("error", Text(4096)),
+        col("updated_at", Timestamp),
+    ],
+    key: &["run_id", "source", "stream", "scope"],
+    event_time: Some("started_at"),
+};
+
+/// Rows that could not be stored, with the reason; the sync goes on without them.
+pub static REJECTS: Table = Table {
+    name: "_heimdallr_rejects",
+    columns: &[
+        key("source", Text(64)),
+        key("target_table", Text(64)),
+        key("record_key", Text(255)),
+        col("scope", Text(255)),
+        col("run_id", Text(64)),
+        col("reason", Text(4096)),
+        col("raw", Json),
+        col("rejected_at", Timestamp),
+    ],
+    key: &["source", "target_table", "record_key"],
+    event_time: Some("rejected_at"),
+};
+
+/// Applied migrations (version, name, applied_at); created by the backend itself.
+pub const MIGRATIONS_TABLE: &str = "_heimdallr_migrations";
+
+/// One step of a migration, rendered by each backend's dialect.
+#[derive(Debug)]
+pub enum Step {
+    CreateTable(&'static Table),
+}
+
+#[derive(Debug)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub steps: &'static [Step],
+}
+
+/// Every migration, in order. Append only.
+pub static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "engine tables",
+        steps: &[
+            Step::CreateTable(&STATE),
+            Step::CreateTable(&RUNS),
+            Step::CreateTable(&REJECTS),
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "rollbar items and occurrences",
+        steps: &[
+            Step::CreateTable(&ROLLBAR_ITEMS),
+            Step::CreateTable(&ROLLBAR_OCCURRENCES),
+        ],
+    },
+];
+
+/// Every table a migration creates, for status and docs.
+pub fn all_tables() -> impl Iterator<Item = &'static Table> {
+    MIGRATIONS.iter().flat_map(|m| {
+        m.steps.iter().map(|step| match step {
+            Step::CreateTable(table) => *table,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_column_exists_and_is_not_null() {
+        for table in all_tables() {
+            assert!(!table.key.is_empty(), "{} has no key", table.name);
+            for k in table.key {
+                let column = table.columns.iter().find(|c| c.name == *k);
+                let column = column.unwrap_or_else(|| panic!("{}.{k} missing", table.name));
+                assert!(!column.nullable, "{}.{k} must be NOT NULL", table.name);
+            }
+            if let Some(t) = table.event_time {
+                assert!(table.column_index(t).is_some(), "{}.{t} missing", table.name);
+            }
+        }
+    }
+
+    #[test]
+    fn migration_versions_increase() {
+        let versions: Vec<_> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]));
+    }
+}

@@ -1,0 +1,85 @@
+//! Text clean-up shared by every backend: the full value always stays in the raw JSON.
+
+/// Cuts `text` to at most `max_bytes` bytes without splitting a UTF-8 character.
+/// Returns the text unchanged when it already fits.
+pub fn truncate_utf8(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// PostgreSQL text and JSONB cannot hold U+0000; every backend gets the same replacement
+/// (U+FFFD) so that the warehouses agree with each other.
+pub fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// Replaces U+0000 inside every string (keys included) of a JSON document.
+pub fn json_without_nul(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => {
+            if s.contains('\0') {
+                *s = s.replace('\0', "\u{FFFD}");
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(json_without_nul),
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries: Vec<_> = std::mem::take(map).into_iter().collect();
+                for (k, mut v) in entries {
+                    json_without_nul(&mut v);
+                    map.insert(k.replace('\0', "\u{FFFD}"), v);
+                }
+            } else {
+                map.values_mut().for_each(json_without_nul);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_never_splits_a_character() {
+        let text = "aé😀b";
+        assert_eq!(truncate_utf8(text, 100), text);
+        assert_eq!(truncate_utf8(text, 1), "a");
+        assert_eq!(truncate_utf8(text, 2), "a");
+        assert_eq!(truncate_utf8(text, 3), "aé");
+        assert_eq!(truncate_utf8(text, 6), "aé");
+        assert_eq!(truncate_utf8(text, 7), "aé😀");
+        assert_eq!(truncate_utf8(text, 0), "");
+    }
+
+    #[test]
+    fn long_multibyte_text_is_cut_to_the_byte_limit() {
+        let text = "ж".repeat(40_000); // 80 000 bytes
+        let cut = truncate_utf8(&text, 65_535);
+        assert!(cut.len() <= 65_535);
+        assert_eq!(cut.len(), 65_534);
+        assert!(cut.chars().all(|c| c == 'ж'));
+    }
+
+    #[test]
+    fn nul_characters_are_replaced_in_text_and_json() {
+        assert_eq!(without_nul("a\0b"), "a\u{FFFD}b");
+        let mut doc = serde_json::json!({"k\0": ["x\0", {"y": "\0"}], "n": 1});
+        json_without_nul(&mut doc);
+        assert_eq!(
+            doc,
+            serde_json::json!({"k\u{FFFD}": ["x\u{FFFD}", {"y": "\u{FFFD}"}], "n": 1})
+        );
+    }
+}
