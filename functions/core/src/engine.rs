@@ -41,6 +41,18 @@ pub struct SyncOptions {
     pub deadline: Option<Instant>,
     /// Source rows per transaction.
     pub batch_rows: usize,
+    /// Told after every committed batch (the command's progress bar).
+    pub progress: Option<Progress>,
+}
+
+/// A callback told (stream, rows written so far in this run) after each commit.
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(&StreamKey, u64) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 impl SyncOptions {
@@ -49,6 +61,7 @@ impl SyncOptions {
             run_id: uuid::Uuid::new_v4().to_string(),
             deadline,
             batch_rows: 1000,
+            progress: None,
         }
     }
 
@@ -90,6 +103,23 @@ pub struct RunOutcome {
     pub newest_source_time: Option<DateTime<Utc>>,
     pub error: Option<String>,
     pub duration: std::time::Duration,
+}
+
+impl RunOutcome {
+    /// A run that failed before it could read its state (e.g. the warehouse is down).
+    pub fn not_started(key: StreamKey, error: String) -> Self {
+        Self {
+            key,
+            status: RunStatus::Failed,
+            rows_written: 0,
+            pages_fetched: 0,
+            api_retries: 0,
+            rejects: 0,
+            newest_source_time: None,
+            error: Some(error),
+            duration: std::time::Duration::ZERO,
+        }
+    }
 }
 
 /// One stream's run: collects rows, commits them with their cursor, records the run.
@@ -228,6 +258,9 @@ impl StreamRun {
         }
         self.warehouse.commit(&batch).await?;
         self.rows_written = written;
+        if let Some(progress) = &self.options.progress {
+            (progress.0)(&self.key, written);
+        }
         tracing::debug!(stream = %self.key, rows, total = written, "batch committed");
         Ok(rows)
     }

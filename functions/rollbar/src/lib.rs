@@ -1,1 +1,11 @@
-pub fn _y(){}
+//! Rollbar source: reads items and occurrences of one or more projects and hands typed
+//! rows to the engine. Everything Rollbar-specific (envelope, paging, field quirks) is here.
+
+pub mod api;
+pub mod config;
+pub mod mapping;
+pub mod sync;
+
+pub use api::RollbarClient;
+pub use config::{ConfigError, Project, RollbarConfig};
+pub use sync::sync_all;

@@ -1,0 +1,188 @@
+//! Rollbar settings: projects and their read tokens, paging, refresh cadence, PII policy.
+
+use heimdallr_core::pii::PiiPolicy;
+use std::fmt;
+use std::time::Duration;
+
+pub const DEFAULT_API_URL: &str = "https://api.rollbar.com/api/1";
+/// The API's maximum `limit` for the occurrence walk.
+pub const MAX_PAGE_LIMIT: u32 = 5000;
+
+/// A project read token. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// One Rollbar project: a label (the state scope, stable across runs) and its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub label: String,
+    pub token: Token,
+}
+
+#[derive(Debug, Clone)]
+pub struct RollbarConfig {
+    pub api_url: String,
+    pub projects: Vec<Project>,
+    /// Occurrences per page of the keyset walk (1 to 5000).
+    pub page_limit: u32,
+    /// How often every item is re-read, so resolves and mutes reach the warehouse.
+    pub items_sweep_interval: Duration,
+    /// Items touched by new occurrences are re-read one by one up to this many per run;
+    /// past it a full sweep is cheaper.
+    pub item_refresh_limit: usize,
+    pub pii: PiiPolicy,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("ROLLBAR_ACCESS_TOKEN is not set: give a project read token, or several as label=token,label=token")]
+    MissingToken,
+    #[error("ROLLBAR_ACCESS_TOKEN entry {position}: {reason}")]
+    BadTokenEntry { position: usize, reason: String },
+    #[error("ROLLBAR_ACCESS_TOKEN names project {0:?} twice")]
+    DuplicateLabel(String),
+    #[error("Rollbar page limit must be between 1 and {MAX_PAGE_LIMIT}, not {0}")]
+    BadPageLimit(u32),
+}
+
+/// Parses the token setting: either one bare token (project label `default`) or a list of
+/// `label=token` pairs separated by commas, spaces or newlines.
+pub fn parse_projects(setting: &str) -> Result<Vec<Project>, ConfigError> {
+    let entries: Vec<&str> = setting
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.is_empty() {
+        return Err(ConfigError::MissingToken);
+    }
+    if entries.len() == 1 && !entries[0].contains('=') {
+        return Ok(vec![Project {
+            label: "default".into(),
+            token: Token::new(entries[0]),
+        }]);
+    }
+    let mut projects: Vec<Project> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let position = i + 1;
+        let Some((label, token)) = entry.split_once('=') else {
+            return Err(ConfigError::BadTokenEntry {
+                position,
+                reason: "expected label=token when several projects are given".into(),
+            });
+        };
+        let label_ok = !label.is_empty()
+            && label.len() <= 100
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !label_ok {
+            return Err(ConfigError::BadTokenEntry {
+                position,
+                reason: format!("label {label:?} must be letters, digits, '_', '-' or '.'"),
+            });
+        }
+        if token.is_empty() {
+            return Err(ConfigError::BadTokenEntry {
+                position,
+                reason: format!("project {label:?} has an empty token"),
+            });
+        }
+        if projects.iter().any(|p| p.label == label) {
+            return Err(ConfigError::DuplicateLabel(label.to_string()));
+        }
+        projects.push(Project {
+            label: label.to_string(),
+            token: Token::new(token),
+        });
+    }
+    Ok(projects)
+}
+
+impl RollbarConfig {
+    pub fn new(api_url: Option<&str>, token_setting: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            api_url: api_url
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .unwrap_or(DEFAULT_API_URL)
+                .trim_end_matches('/')
+                .to_string(),
+            projects: parse_projects(token_setting)?,
+            page_limit: 1000,
+            items_sweep_interval: Duration::from_secs(3600),
+            item_refresh_limit: 100,
+            pii: PiiPolicy::default(),
+        })
+    }
+
+    pub fn with_page_limit(mut self, limit: u32) -> Result<Self, ConfigError> {
+        if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
+            return Err(ConfigError::BadPageLimit(limit));
+        }
+        self.page_limit = limit;
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_token_is_the_default_project() {
+        let projects = parse_projects("  abc123\n").unwrap();
+        assert_eq!(projects.len(), 1);
+        assert_eq!(projects[0].label, "default");
+        assert_eq!(projects[0].token.expose(), "abc123");
+    }
+
+    #[test]
+    fn several_projects_are_label_token_pairs() {
+        let projects = parse_projects("web=aaa, worker=bbb\nmobile-ios=ccc").unwrap();
+        let labels: Vec<_> = projects.iter().map(|p| p.label.as_str()).collect();
+        assert_eq!(labels, ["web", "worker", "mobile-ios"]);
+        assert_eq!(projects[2].token.expose(), "ccc");
+    }
+
+    #[test]
+    fn bad_settings_say_what_is_wrong_without_the_token() {
+        assert_eq!(parse_projects(" "), Err(ConfigError::MissingToken));
+        let err = parse_projects("web=aaa,secret-token-value").unwrap_err();
+        assert!(err.to_string().contains("entry 2"));
+        assert!(!err.to_string().contains("secret-token-value"));
+        assert_eq!(
+            parse_projects("web=a,web=b"),
+            Err(ConfigError::DuplicateLabel("web".into()))
+        );
+        assert!(parse_projects("we b=a,x=").is_err());
+        assert!(format!("{:?}", Token::new("s3cr3t")).find("s3cr3t").is_none());
+    }
+
+    #[test]
+    fn api_url_defaults_and_page_limit_is_bounded() {
+        let config = RollbarConfig::new(None, "t").unwrap();
+        assert_eq!(config.api_url, DEFAULT_API_URL);
+        let config = RollbarConfig::new(Some("http://127.0.0.1:9/api/1/"), "t").unwrap();
+        assert_eq!(config.api_url, "http://127.0.0.1:9/api/1");
+        assert!(config.clone().with_page_limit(5000).is_ok());
+        assert_eq!(
+            config.with_page_limit(5001).unwrap_err(),
+            ConfigError::BadPageLimit(5001)
+        );
+    }
+}

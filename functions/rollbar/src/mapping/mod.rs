@@ -1,0 +1,235 @@
+//! Rollbar payloads to rows. Rollbar's fields vary with SDK and age: ids and levels arrive as
+//! numbers or strings, bodies take four shapes, most fields may be missing.
+
+use chrono::{DateTime, Utc};
+use heimdallr_core::pii::PiiPolicy;
+use heimdallr_core::schema::{ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
+use heimdallr_core::time::from_unix_seconds;
+use heimdallr_core::{Row, Value};
+use serde_json::Value as Json;
+
+/// What the stream logic needs from an occurrence besides its row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OccurrenceMeta {
+    pub id: i64,
+    pub item_id: Option<i64>,
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+fn at<'a>(value: &'a Json, path: &[&str]) -> Option<&'a Json> {
+    path.iter().try_fold(value, |node, key| node.get(*key))
+}
+
+/// An integer sent as a number or as a numeric string.
+pub fn lenient_i64(value: Option<&Json>) -> Option<i64> {
+    match value? {
+        Json::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Text sent as a string, a number or a boolean (e.g. person.id).
+pub fn lenient_text(value: Option<&Json>) -> Option<String> {
+    match value? {
+        Json::String(s) if !s.is_empty() => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        Json::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Unix seconds as a number or numeric string.
+fn lenient_time(value: Option<&Json>) -> Option<DateTime<Utc>> {
+    let seconds = match value? {
+        Json::Number(n) => n.as_f64()?,
+        Json::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    from_unix_seconds(seconds)
+}
+
+/// Levels: names, or the numeric codes of older payloads.
+pub fn level_name(value: Option<&Json>) -> Option<String> {
+    match value? {
+        Json::Number(n) => Some(
+            match n.as_i64()? {
+                10 => "debug",
+                20 => "info",
+                30 => "warning",
+                40 => "error",
+                50 => "critical",
+                other => return Some(other.to_string()),
+            }
+            .to_string(),
+        ),
+        other => lenient_text(Some(other)).map(|s| s.to_ascii_lowercase()),
+    }
+}
+
+/// Item statuses: names, or the numeric codes of older payloads.
+pub fn status_name(value: Option<&Json>) -> Option<String> {
+    match value? {
+        Json::Number(n) => Some(
+            match n.as_i64()? {
+                1 => "active",
+                2 => "resolved",
+                3 => "muted",
+                4 => "archived",
+                other => return Some(other.to_string()),
+            }
+            .to_string(),
+        ),
+        other => lenient_text(Some(other)).map(|s| s.to_ascii_lowercase()),
+    }
+}
+
+/// (body type, exception class, exception message) of the four body shapes.
+fn body_summary(body: Option<&Json>) -> (Option<String>, Option<String>, Option<String>) {
+    let Some(body) = body else {
+        return (None, None, None);
+    };
+    let exception = |trace: &Json| {
+        (
+            lenient_text(at(trace, &["exception", "class"])),
+            lenient_text(at(trace, &["exception", "message"])),
+        )
+    };
+    if let Some(trace) = body.get("trace").filter(|t| t.is_object()) {
+        let (class, message) = exception(trace);
+        return (Some("trace".into()), class, message);
+    }
+    if let Some(chain) = body.get("trace_chain").and_then(Json::as_array) {
+        // The first trace is the outermost exception, the one people see.
+        let (class, message) = chain.first().map(exception).unwrap_or((None, None));
+        return (Some("trace_chain".into()), class, message);
+    }
+    if let Some(message) = body.get("message") {
+        let text = lenient_text(message.get("body")).or_else(|| lenient_text(Some(message)));
+        return (Some("message".into()), None, text);
+    }
+    if let Some(crash) = body.get("crash_report") {
+        let text = lenient_text(crash.get("raw")).or_else(|| lenient_text(Some(crash)));
+        return (Some("crash_report".into()), None, text);
+    }
+    (None, None, None)
+}
+
+fn code_version(data: &Json) -> Option<String> {
+    [
+        &["code_version"][..],
+        &["server", "code_version"],
+        &["client", "javascript", "code_version"],
+        &["server", "sha"],
+    ]
+    .iter()
+    .find_map(|path| lenient_text(at(data, path)))
+}
+
+/// Maps one occurrence (`/instances/` element) to a `rollbar_occurrences` row, applying the
+/// PII policy to the columns and to the stored `data` document alike.
+pub fn occurrence_row(
+    instance: &Json,
+    pii: &PiiPolicy,
+    synced_at: DateTime<Utc>,
+) -> Result<(Row, OccurrenceMeta), String> {
+    let id = lenient_i64(instance.get("id")).ok_or("occurrence has no numeric id")?;
+    let mut data = instance.get("data").cloned().unwrap_or(Json::Null);
+    if !data.is_object() {
+        data = Json::Object(Default::default());
+    }
+    let occurred_at = lenient_time(instance.get("timestamp"))
+        .or_else(|| lenient_time(data.get("timestamp")));
+    let item_id = lenient_i64(instance.get("item_id"));
+    let (body_type, class, message) = body_summary(data.get("body"));
+    let personal = |path: &[&str]| lenient_text(at(&data, path)).and_then(|v| pii.apply(&v));
+    let username = personal(&["person", "username"]);
+    let email = personal(&["person", "email"]);
+    let user_ip = personal(&["request", "user_ip"]);
+    let text = |path: &[&str]| lenient_text(at(&data, path));
+    let values = vec![
+        Value::BigInt(id),
+        Value::bigint(item_id),
+        Value::bigint(lenient_i64(instance.get("project_id"))),
+        Value::timestamp(occurred_at),
+        Value::timestamp(lenient_time(data.get("timestamp"))),
+        Value::text(text(&["environment"])),
+        Value::text(level_name(data.get("level"))),
+        Value::text(body_type),
+        Value::text(text(&["title"])),
+        Value::text(class),
+        Value::text(message),
+        Value::text(lenient_text(at(&data, &["person", "id"]))),
+        Value::text(username),
+        Value::text(email),
+        Value::text(code_version(&data)),
+        Value::text(text(&["framework"])),
+        Value::text(text(&["platform"])),
+        Value::text(text(&["language"])),
+        Value::text(text(&["request", "url"])),
+        Value::text(text(&["request", "method"])),
+        Value::text(user_ip),
+        Value::text(text(&["server", "host"])),
+        Value::text(text(&["uuid"])),
+        Value::text(text(&["context"])),
+        Value::Null, // data, set below once the PII policy has been applied
+        Value::Timestamp(synced_at),
+    ];
+    for path in [
+        &["person", "username"][..],
+        &["person", "email"],
+        &["request", "user_ip"],
+    ] {
+        pii.apply_in_json(&mut data, path);
+    }
+    let mut row = Row(values);
+    let data_index = ROLLBAR_OCCURRENCES.column_index("data").ok_or("no data column")?;
+    row.0[data_index] = Value::Json(data);
+    Ok((
+        row,
+        OccurrenceMeta {
+            id,
+            item_id,
+            occurred_at,
+        },
+    ))
+}
+
+/// Maps one item (`/items/` element or `/item/{id}/` result) to a `rollbar_items` row.
+pub fn item_row(item: &Json, synced_at: DateTime<Utc>) -> Result<Row, String> {
+    let id = lenient_i64(item.get("id")).ok_or("item has no numeric id")?;
+    let int = |field: &str| Value::bigint(lenient_i64(item.get(field)));
+    let time = |field: &str| Value::timestamp(lenient_time(item.get(field)));
+    let text = |field: &str| Value::text(lenient_text(item.get(field)));
+    let row = Row(vec![
+        Value::BigInt(id),
+        int("project_id"),
+        int("counter"),
+        text("environment"),
+        Value::text(level_name(item.get("level"))),
+        Value::text(status_name(item.get("status"))),
+        text("title"),
+        text("framework"),
+        text("platform"),
+        text("hash"),
+        int("total_occurrences"),
+        int("unique_occurrences"),
+        int("first_occurrence_id"),
+        time("first_occurrence_timestamp"),
+        int("last_occurrence_id"),
+        time("last_occurrence_timestamp"),
+        time("last_activated_timestamp"),
+        time("last_resolved_timestamp"),
+        int("activating_occurrence_id"),
+        text("resolved_in_version"),
+        int("assigned_user_id"),
+        int("group_item_id"),
+        Value::Json(item.clone()),
+        Value::Timestamp(synced_at),
+    ]);
+    debug_assert_eq!(row.0.len(), ROLLBAR_ITEMS.columns.len());
+    Ok(row)
+}
+
+#[cfg(test)]
+mod tests;
