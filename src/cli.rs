@@ -1,0 +1,106 @@
+//! Command-line surface: names here are the ones the README documents.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "heimdallr",
+    version,
+    about = "Copies Rollbar data into a warehouse (DuckDB file, PostgreSQL), exactly once."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log lines as text for people or JSON for machines (stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "HEIMDALLR_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WarehouseArgs {
+    /// Where to write: a DuckDB file path (default heimdallr.duckdb), duckdb://PATH,
+    /// or postgres://user[:password]@host:port/database.
+    #[arg(long, env = "HEIMDALLR_WAREHOUSE", default_value = "heimdallr.duckdb")]
+    pub warehouse: String,
+    /// Schema that holds Heimdallr's tables.
+    #[arg(long, env = "HEIMDALLR_SCHEMA", default_value = "heimdallr")]
+    pub schema: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy what is new and what changed from a source into the warehouse.
+    Sync(SyncArgs),
+    /// Show each stream's cursor, last run, rows and lag behind the source.
+    Status(WarehouseArgs),
+    /// Create or upgrade the warehouse tables (sync does this too).
+    Migrate(WarehouseArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceName {
+    Rollbar,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Which source to sync.
+    #[arg(value_enum)]
+    pub source: SourceName,
+    /// Run one pass and exit, instead of syncing every --interval until interrupted.
+    #[arg(long)]
+    pub once: bool,
+    /// Time between passes when not --once.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop starting new pages after this long (e.g. 90s, 10m); the next run resumes.
+    #[arg(long, env = "HEIMDALLR_MAX_DURATION", value_parser = parse_duration)]
+    pub max_duration: Option<Duration>,
+    /// Source rows per transaction.
+    #[arg(long, env = "HEIMDALLR_BATCH_ROWS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_rows: u32,
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
+    #[command(flatten)]
+    pub rollbar: RollbarArgs,
+    /// Personal fields (person username and email, request user_ip): keep, hash or drop.
+    #[arg(long, env = "HEIMDALLR_PII", default_value = "drop")]
+    pub pii: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbarArgs {
+    /// Rollbar API base URL, version path included.
+    #[arg(long = "rollbar-api-url", env = "ROLLBAR_API_URL", default_value = heimdallr_rollbar::config::DEFAULT_API_URL)]
+    pub api_url: String,
+    /// Occurrences per page of the walk (1 to 5000).
+    #[arg(long = "rollbar-page-limit", env = "ROLLBAR_PAGE_LIMIT", default_value_t = 1000)]
+    pub page_limit: u32,
+    /// How often every item is re-read.
+    #[arg(long = "rollbar-items-sweep-interval", env = "ROLLBAR_ITEMS_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub items_sweep_interval: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    heimdallr_core::time::parse_duration(text)
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => builder.with_target(false).compact().init(),
+    }
+}

@@ -1,0 +1,222 @@
+//! What each subcommand does. Configuration errors are reported with context and exit 2;
+//! a pass in which a stream failed exits 1.
+
+use crate::cli::{Cli, Command, LogFormat, SourceName, SyncArgs, WarehouseArgs};
+use anyhow::{Context, Result};
+use heimdallr_core::engine::{Progress, RunOutcome, RunStatus, SyncOptions};
+use heimdallr_core::pii::PiiPolicy;
+use heimdallr_core::warehouse::{self, Warehouse, WarehouseTarget};
+use heimdallr_rollbar::{RollbarClient, RollbarConfig};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Migrate(args) => {
+            let warehouse = open_warehouse(&args).await?;
+            let applied = warehouse.migrate().await?;
+            if applied.is_empty() {
+                println!("{}: schema is up to date", warehouse.describe());
+            } else {
+                println!("{}: applied migrations {applied:?}", warehouse.describe());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(args) => {
+            let warehouse = open_warehouse(&args).await?;
+            warehouse.migrate().await?;
+            print_status(warehouse.as_ref()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync(args) => sync(args, cli.log_format).await,
+    }
+}
+
+async fn open_warehouse(args: &WarehouseArgs) -> Result<Arc<dyn Warehouse>> {
+    let target = WarehouseTarget::parse(&args.warehouse)?;
+    Ok(warehouse::open(&target, &args.schema).await?)
+}
+
+/// Everything a pass of the Rollbar source needs, built once.
+struct RollbarSource {
+    client: RollbarClient,
+    config: RollbarConfig,
+}
+
+fn rollbar_source(args: &SyncArgs) -> Result<RollbarSource> {
+    let tokens = std::env::var("ROLLBAR_ACCESS_TOKEN").unwrap_or_default();
+    let mut config = RollbarConfig::new(Some(&args.rollbar.api_url), &tokens)?
+        .with_page_limit(args.rollbar.page_limit)?;
+    config.items_sweep_interval = args.rollbar.items_sweep_interval;
+    let salt = std::env::var("HEIMDALLR_PII_SALT").ok();
+    config.pii = PiiPolicy::from_config(&args.pii, salt.as_deref())?;
+    let client = RollbarClient::new(&config.api_url)
+        .with_context(|| format!("invalid ROLLBAR_API_URL {:?}", config.api_url))?;
+    Ok(RollbarSource { client, config })
+}
+
+async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
+    // Validate every setting before touching the warehouse.
+    let rollbar = match args.source {
+        SourceName::Rollbar | SourceName::All => rollbar_source(&args)?,
+    };
+    let warehouse = open_warehouse(&args.warehouse).await?;
+    let applied = warehouse.migrate().await?;
+    if !applied.is_empty() {
+        tracing::info!(warehouse = %warehouse.describe(), migrations = ?applied, "schema migrated");
+    }
+    let progress = ProgressDisplay::new(log_format);
+    loop {
+        let started = Instant::now();
+        let mut options = SyncOptions::new(args.max_duration.map(|d| started + d));
+        options.batch_rows = args.batch_rows as usize;
+        options.progress = progress.callback();
+        tracing::info!(run_id = %options.run_id, warehouse = %warehouse.describe(), "sync pass started");
+        let outcomes = heimdallr_rollbar::sync_all(
+            Arc::clone(&warehouse),
+            &rollbar.client,
+            &rollbar.config,
+            &options,
+        )
+        .await;
+        progress.clear();
+        report(&outcomes);
+        let failed = outcomes.iter().any(|o| o.status == RunStatus::Failed);
+        if args.once {
+            return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        }
+        let wait = args.interval.saturating_sub(started.elapsed());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted; stopping between passes");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+}
+
+fn report(outcomes: &[RunOutcome]) {
+    for outcome in outcomes {
+        let line = format!(
+            "{}: {} - {} rows, {} pages, {} retries, {} rejects in {:.1}s",
+            outcome.key,
+            outcome.status.as_str(),
+            outcome.rows_written,
+            outcome.pages_fetched,
+            outcome.api_retries,
+            outcome.rejects,
+            outcome.duration.as_secs_f64()
+        );
+        match &outcome.error {
+            None => {
+                tracing::info!(
+                    stream = %outcome.key,
+                    status = outcome.status.as_str(),
+                    rows = outcome.rows_written,
+                    pages = outcome.pages_fetched,
+                    retries = outcome.api_retries,
+                    rejects = outcome.rejects,
+                    "stream done"
+                );
+                println!("{line}");
+            }
+            Some(error) => {
+                tracing::error!(stream = %outcome.key, %error, "stream failed");
+                println!("{line}");
+                eprintln!("heimdallr: error: {} failed: {error}", outcome.key);
+            }
+        }
+    }
+}
+
+async fn print_status(warehouse: &dyn Warehouse) -> Result<()> {
+    let rows = warehouse.status().await?;
+    println!("{}", warehouse.describe());
+    if rows.is_empty() {
+        println!("no stream has run yet: try `heimdallr sync rollbar --once`");
+        return Ok(());
+    }
+    println!(
+        "{:<34} {:<10} {:<20} {:>9} {:>10}  CURSOR",
+        "STREAM", "LAST RUN", "STARTED (UTC)", "ROWS", "LAG"
+    );
+    let now = chrono::Utc::now();
+    for row in rows {
+        let lag = row
+            .source_time
+            .map(|t| human_duration((now - t).to_std().unwrap_or_default()))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<34} {:<10} {:<20} {:>9} {:>10}  {}",
+            format!("{}/{}/{}", row.source, row.stream, row.scope),
+            row.last_run_status.as_deref().unwrap_or("-"),
+            row.last_run_started_at
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "-".into()),
+            row.last_run_rows.map_or("-".into(), |r| r.to_string()),
+            lag,
+            row.cursor.as_deref().unwrap_or("-"),
+        );
+        if let Some(error) = row.last_run_error {
+            println!("    last error: {error}");
+        }
+    }
+    Ok(())
+}
+
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, (secs % 86_400) / 3600),
+    }
+}
+
+/// A spinner on stderr while a pass runs, only when stderr is a terminal and logs are text.
+struct ProgressDisplay {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ProgressDisplay {
+    fn new(log_format: LogFormat) -> Self {
+        let interactive = log_format == LogFormat::Text && std::io::stderr().is_terminal();
+        let bar = interactive.then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self { bar }
+    }
+
+    fn callback(&self) -> Option<Progress> {
+        let bar = self.bar.clone()?;
+        Some(Progress(Arc::new(move |key, rows| {
+            bar.set_message(format!("{key}: {rows} rows written"));
+        })))
+    }
+
+    fn clear(&self) {
+        if let Some(bar) = &self.bar {
+            bar.set_message("");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn lag_reads_at_a_glance() {
+        assert_eq!(human_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(human_duration(Duration::from_secs(192)), "3m12s");
+        assert_eq!(human_duration(Duration::from_secs(7300)), "2h01m");
+        assert_eq!(human_duration(Duration::from_secs(90_000)), "1d01h");
+    }
+}

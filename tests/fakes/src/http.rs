@@ -1,0 +1,164 @@
+//! A deliberately small HTTP/1.1 server (GET only, keep-alive) that gives the fakes full
+//! control over the wire: slow answers, bodies cut short, connections reset.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub path: String,
+    pub query: HashMap<String, String>,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+}
+
+/// What to send back.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Response {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// Headers promise the whole body; the connection closes halfway through it.
+    CutShort { body: Vec<u8> },
+    /// Close the connection without answering (a reset).
+    Reset,
+    /// Wait, then answer.
+    Delayed(Duration, Box<Reply>),
+}
+
+impl Reply {
+    pub fn json(status: u16, body: &serde_json::Value) -> Self {
+        Reply::Response {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        if let Reply::Response { headers, .. } = &mut self {
+            headers.push((name.to_string(), value.to_string()));
+        }
+        self
+    }
+}
+
+pub type Handler = Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
+
+/// Serves `handler` on 127.0.0.1 (a free port) until the returned task is aborted.
+pub async fn serve(handler: Handler) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = Arc::clone(&handler);
+            tokio::spawn(async move {
+                let _ = connection(stream, handler).await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+async fn connection(stream: TcpStream, handler: Handler) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).await? == 0 {
+            return Ok(());
+        }
+        let mut headers = HashMap::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+            }
+        }
+        let target = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let parsed = url::Url::parse(&format!("http://fake{target}"))
+            .unwrap_or_else(|_| url::Url::parse("http://fake/").expect("static URL"));
+        let request = Request {
+            path: parsed.path().to_string(),
+            query: parsed.query_pairs().into_owned().collect(),
+            headers,
+        };
+        let mut reply = handler(request).await;
+        while let Reply::Delayed(wait, inner) = reply {
+            tokio::time::sleep(wait).await;
+            reply = *inner;
+        }
+        let stream = reader.get_mut();
+        match reply {
+            Reply::Response {
+                status,
+                headers,
+                body,
+            } => {
+                let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+                for (name, value) in headers {
+                    head.push_str(&format!("{name}: {value}\r\n"));
+                }
+                head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(&body).await?;
+                stream.flush().await?;
+            }
+            Reply::CutShort { body } => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(&body[..body.len() / 2]).await?;
+                stream.flush().await?;
+                return Ok(());
+            }
+            Reply::Reset => {
+                // Linger 0 turns the close into a TCP RST.
+                #[allow(deprecated)]
+                let _ = stream.set_linger(Some(Duration::ZERO));
+                return Ok(());
+            }
+            Reply::Delayed(..) => unreachable!("delays are unwrapped above"),
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}

@@ -1,0 +1,5 @@
+//! Loopback stand-ins for the APIs Heimdallr reads. They page, rate-limit and fail the way
+//! the real services do, so the real binaries can be tested end to end without a network.
+
+pub mod http;
+pub mod rollbar;

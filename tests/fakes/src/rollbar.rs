@@ -1,0 +1,474 @@
+//! A fake Rollbar API (`/api/1`): keyset and page-number paging of occurrences, items that
+//! change in place, occurrences that keep arriving during a sync, and injected faults
+//! (429 with Retry-After, 500/503, slow answers, bodies cut short, connection resets).
+
+use crate::http::{serve, Handler, Reply, Request};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Faults injected at random, each with its own probability per request.
+#[derive(Debug, Clone, Default)]
+pub struct FaultRates {
+    pub rate_limited: f64,
+    pub server_error: f64,
+    pub slow: f64,
+    pub cut_short: f64,
+    pub reset: f64,
+}
+
+impl FaultRates {
+    /// Every kind of fault, each on `rate` of requests.
+    pub fn all(rate: f64) -> Self {
+        Self {
+            rate_limited: rate,
+            server_error: rate,
+            slow: rate,
+            cut_short: rate,
+            reset: rate,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Project {
+    id: i64,
+    occurrences: BTreeMap<i64, Value>,
+    items: BTreeMap<i64, Value>,
+}
+
+#[derive(Debug)]
+struct World {
+    rng: StdRng,
+    projects: BTreeMap<String, Project>,
+    next_occurrence_id: i64,
+    next_item_id: i64,
+    faults: FaultRates,
+    /// New occurrences added to every project before each occurrences request.
+    arrivals_per_request: usize,
+    requests: u64,
+    faults_served: u64,
+}
+
+/// Handle on a running fake; cloneable, shared with the server task.
+#[derive(Clone)]
+pub struct FakeRollbar {
+    world: Arc<Mutex<World>>,
+    addr: SocketAddr,
+    _server: Arc<ServerTask>,
+}
+
+struct ServerTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ServerTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+const ENVIRONMENTS: &[&str] = &["production", "staging"];
+const CODE_VERSIONS: &[&str] = &[
+    "9f1c2d3e4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d",
+    "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b",
+    "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00",
+];
+const MESSAGES: &[&str] = &[
+    "undefined method `name' for nil:NilClass",
+    "Ошибка соединения с базой данных",
+    "timeout after 30s 😀 while calling payments",
+    "x'); DROP TABLE rollbar_items; --",
+    "KeyError: 'user_id'",
+];
+
+impl FakeRollbar {
+    /// Starts an empty fake on a free loopback port.
+    pub async fn start(seed: u64) -> std::io::Result<Self> {
+        let world = Arc::new(Mutex::new(World {
+            rng: StdRng::seed_from_u64(seed),
+            projects: BTreeMap::new(),
+            next_occurrence_id: 400_000_000_000,
+            next_item_id: 800_000_000,
+            faults: FaultRates::default(),
+            arrivals_per_request: 0,
+            requests: 0,
+            faults_served: 0,
+        }));
+        let shared = Arc::clone(&world);
+        let handler: Handler = Arc::new(move |request| {
+            let world = Arc::clone(&shared);
+            Box::pin(async move { handle(&world, request) })
+        });
+        let (addr, task) = serve(handler).await?;
+        Ok(Self {
+            world,
+            addr,
+            _server: Arc::new(ServerTask(task)),
+        })
+    }
+
+    /// `ROLLBAR_API_URL` for this fake.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api/1", self.addr)
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a project reachable with `token`, with `items` items and `occurrences` occurrences.
+    pub fn add_project(&self, token: &str, project_id: i64, items: usize, occurrences: usize) {
+        let mut world = self.world();
+        world.projects.insert(
+            token.to_string(),
+            Project {
+                id: project_id,
+                occurrences: BTreeMap::new(),
+                items: BTreeMap::new(),
+            },
+        );
+        for _ in 0..items.max(1) {
+            world.new_item(token);
+        }
+        world.arrive(token, occurrences);
+    }
+
+    /// `count` new occurrences arrive in the project of `token`.
+    pub fn arrive(&self, token: &str, count: usize) {
+        self.world().arrive(token, count);
+    }
+
+    /// Occurrences that arrive in every project before each occurrences request.
+    pub fn set_arrivals_per_request(&self, count: usize) {
+        self.world().arrivals_per_request = count;
+    }
+
+    pub fn set_faults(&self, faults: FaultRates) {
+        self.world().faults = faults;
+    }
+
+    /// Resolves an item in place (status, resolved time and version; counters restart).
+    pub fn resolve_item(&self, token: &str, item_id: i64) {
+        let mut world = self.world();
+        if let Some(item) = world
+            .projects
+            .get_mut(token)
+            .and_then(|p| p.items.get_mut(&item_id))
+        {
+            item["status"] = json!("resolved");
+            item["last_resolved_timestamp"] = json!(1_795_700_000);
+            item["resolved_in_version"] = json!(CODE_VERSIONS[2]);
+            item["total_occurrences"] = json!(0);
+        }
+    }
+
+    /// Changes an item's assignment and level in place.
+    pub fn reassign_item(&self, token: &str, item_id: i64, user: i64) {
+        let mut world = self.world();
+        if let Some(item) = world
+            .projects
+            .get_mut(token)
+            .and_then(|p| p.items.get_mut(&item_id))
+        {
+            item["assigned_user_id"] = json!(user);
+            item["level"] = json!(50);
+        }
+    }
+
+    /// Adds an occurrence that the sync cannot store as is (no numeric id).
+    pub fn add_unstorable_occurrence(&self, token: &str) {
+        let mut world = self.world();
+        let id = world.next_occurrence_id;
+        world.next_occurrence_id += 1;
+        if let Some(project) = world.projects.get_mut(token) {
+            // Keyed by id for paging, but the payload carries a non-numeric id.
+            project
+                .occurrences
+                .insert(id, json!({"id": "not-a-number", "data": {"level": "error"}}));
+        }
+    }
+
+    /// Ground truth: every occurrence of the project, by id.
+    pub fn occurrences(&self, token: &str) -> BTreeMap<i64, Value> {
+        self.world()
+            .projects
+            .get(token)
+            .map(|p| p.occurrences.clone())
+            .unwrap_or_default()
+    }
+
+    /// Ground truth: every item of the project, by id.
+    pub fn items(&self, token: &str) -> BTreeMap<i64, Value> {
+        self.world()
+            .projects
+            .get(token)
+            .map(|p| p.items.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.world().requests
+    }
+
+    pub fn faults_served(&self) -> u64 {
+        self.world().faults_served
+    }
+}
+
+impl World {
+    fn new_item(&mut self, token: &str) -> i64 {
+        let id = self.next_item_id;
+        self.next_item_id += 1;
+        let level = ["error", "warning", "critical"][self.rng.random_range(0..3)];
+        let Some(project) = self.projects.get_mut(token) else {
+            return id;
+        };
+        let counter = project.items.len() as i64 + 1;
+        // Older payload shapes send level and status as numbers.
+        let numeric = counter % 4 == 0;
+        project.items.insert(
+            id,
+            json!({
+                "id": id,
+                "project_id": project.id,
+                "counter": counter,
+                "environment": ENVIRONMENTS[counter as usize % ENVIRONMENTS.len()],
+                "framework": if numeric { json!(2) } else { json!("rails") },
+                "hash": format!("{:040x}", id),
+                "level": if numeric { json!(40) } else { json!(level) },
+                "status": if numeric { json!(1) } else { json!("active") },
+                "platform": "linux",
+                "title": format!("{} #{counter}", MESSAGES[counter as usize % MESSAGES.len()]),
+                "total_occurrences": 0,
+                "unique_occurrences": null,
+                "first_occurrence_id": null,
+                "first_occurrence_timestamp": null,
+                "last_occurrence_id": null,
+                "last_occurrence_timestamp": null,
+                "last_activated_timestamp": null,
+                "last_resolved_timestamp": null,
+                "activating_occurrence_id": null,
+                "resolved_in_version": null,
+                "assigned_user_id": null,
+                "group_item_id": null,
+            }),
+        );
+        id
+    }
+
+    fn arrive(&mut self, token: &str, count: usize) {
+        for _ in 0..count {
+            let Some(project) = self.projects.get(token) else {
+                return;
+            };
+            let item_ids: Vec<i64> = project.items.keys().copied().collect();
+            let project_id = project.id;
+            // Ids grow with gaps, as Rollbar's global ids do.
+            self.next_occurrence_id += self.rng.random_range(1..40);
+            let id = self.next_occurrence_id;
+            let item_id = item_ids[self.rng.random_range(0..item_ids.len())];
+            let timestamp = 1_795_000_000 + (id - 400_000_000_000) / 10;
+            let person = match self.rng.random_range(0..4) {
+                0 => Value::Null,
+                1 => json!({"id": self.rng.random_range(1..500), "username": "numeric-user", "email": "n@example.com"}),
+                _ => json!({"id": format!("user-{}", self.rng.random_range(1..500)), "username": "ann ✓", "email": "ann@example.com"}),
+            };
+            let message = MESSAGES[self.rng.random_range(0..MESSAGES.len())];
+            let body = match id % 3 {
+                0 => json!({"trace_chain": [
+                    {"exception": {"class": "RuntimeError", "message": message}, "frames": frames(id)},
+                    {"exception": {"class": "KeyError", "message": "inner"}, "frames": frames(id + 1)}
+                ]}),
+                1 => json!({"message": {"body": message}}),
+                _ => json!({"trace": {"exception": {"class": "NoMethodError", "message": message}, "frames": frames(id)}}),
+            };
+            let mut data = json!({
+                "environment": ENVIRONMENTS[(id % 2) as usize],
+                "level": if id % 5 == 0 { json!(40) } else { json!("error") },
+                "timestamp": timestamp - 2,
+                "code_version": CODE_VERSIONS[(id % 3) as usize],
+                "framework": "rails",
+                "language": "ruby",
+                "platform": "linux",
+                "uuid": format!("00000000-0000-4000-8000-{:012x}", id % 0xffff_ffff_ffff),
+                "context": "orders#create",
+                "body": body,
+                "request": {"url": format!("https://shop.example.com/orders/{id}"), "method": "POST", "user_ip": "203.0.113.7"},
+                "server": {"host": "web-1", "root": "/srv/app"},
+                "notifier": {"name": "rollbar-gem", "version": "3.5.0"},
+            });
+            if !person.is_null() {
+                data["person"] = person;
+            }
+            let instance = json!({
+                "id": id,
+                "project_id": project_id,
+                "timestamp": timestamp,
+                "version": 2,
+                "billable": 1,
+                "item_id": item_id,
+                "data": data,
+            });
+            let Some(project) = self.projects.get_mut(token) else {
+                return;
+            };
+            project.occurrences.insert(id, instance);
+            if let Some(item) = project.items.get_mut(&item_id) {
+                let total = item["total_occurrences"].as_i64().unwrap_or(0) + 1;
+                item["total_occurrences"] = json!(total);
+                item["last_occurrence_id"] = json!(id);
+                item["last_occurrence_timestamp"] = json!(timestamp);
+                if item["first_occurrence_id"].is_null() {
+                    item["first_occurrence_id"] = json!(id);
+                    item["first_occurrence_timestamp"] = json!(timestamp);
+                }
+                if item["status"] == json!("resolved") {
+                    item["status"] = json!("active");
+                    item["last_activated_timestamp"] = json!(timestamp);
+                    item["activating_occurrence_id"] = json!(id);
+                }
+            }
+        }
+    }
+
+    fn draw_fault(&mut self) -> Option<Reply> {
+        let faults = self.faults.clone();
+        let roll = |rng: &mut StdRng, p: f64| p > 0.0 && rng.random_bool(p.min(1.0));
+        let reply = if roll(&mut self.rng, faults.rate_limited) {
+            Reply::json(429, &json!({"err": 1, "message": "rate limit reached"}))
+                .with_header("retry-after", "1")
+        } else if roll(&mut self.rng, faults.server_error) {
+            let status = if self.rng.random_bool(0.5) { 500 } else { 503 };
+            Reply::json(status, &json!({"err": 1, "message": "internal error"}))
+        } else if roll(&mut self.rng, faults.reset) {
+            Reply::Reset
+        } else {
+            return None;
+        };
+        self.faults_served += 1;
+        Some(reply)
+    }
+}
+
+fn frames(seed: i64) -> Value {
+    json!((0..8)
+        .map(|i| json!({
+            "filename": format!("/srv/app/app/models/order_{}.rb", (seed + i) % 17),
+            "lineno": 10 + i,
+            "method": format!("step_{i}"),
+            "code": "total = line_items.sum(&:price)",
+        }))
+        .collect::<Vec<_>>())
+}
+
+fn error(status: u16, message: &str) -> Reply {
+    Reply::json(status, &json!({"err": 1, "message": message}))
+}
+
+fn handle(world: &Mutex<World>, request: Request) -> Reply {
+    let mut world = world.lock().unwrap_or_else(|p| p.into_inner());
+    world.requests += 1;
+    let token = request.header("x-rollbar-access-token").unwrap_or_default().to_string();
+    if !world.projects.contains_key(&token) {
+        return error(401, "invalid access token");
+    }
+    if let Some(fault) = world.draw_fault() {
+        return fault;
+    }
+    let (slow_rate, cut_rate) = (world.faults.slow.min(1.0), world.faults.cut_short.min(1.0));
+    let slow = slow_rate > 0.0 && world.rng.random_bool(slow_rate);
+    let cut = cut_rate > 0.0 && world.rng.random_bool(cut_rate);
+    let reply = route(&mut world, &token, &request);
+    let reply = match reply {
+        Reply::Response { status: 200, body, .. } if cut => {
+            world.faults_served += 1;
+            Reply::CutShort { body }
+        }
+        other => other,
+    };
+    let reply = reply
+        .with_header("x-rate-limit-limit", "5000")
+        .with_header("x-rate-limit-remaining", "4999")
+        .with_header("x-rate-limit-reset", "0");
+    if slow {
+        world.faults_served += 1;
+        Reply::Delayed(Duration::from_millis(300), Box::new(reply))
+    } else {
+        reply
+    }
+}
+
+fn route(world: &mut World, token: &str, request: &Request) -> Reply {
+    let path = request.path.trim_end_matches('/');
+    if path == "/api/1/instances" {
+        let arrivals = world.arrivals_per_request;
+        if arrivals > 0 {
+            let tokens: Vec<String> = world.projects.keys().cloned().collect();
+            for t in tokens {
+                world.arrive(&t, arrivals);
+            }
+        }
+        let Some(project) = world.projects.get(token) else {
+            return error(401, "invalid access token");
+        };
+        let limit = match request.query("limit").map(str::parse::<usize>) {
+            None => 20,
+            Some(Ok(limit)) if (1..=5000).contains(&limit) => limit,
+            Some(_) => return error(422, "limit must be between 1 and 5000"),
+        };
+        let page: Vec<Value> = if let Some(last_id) = request.query("lastId") {
+            let Ok(last_id) = last_id.parse::<i64>() else {
+                return error(422, "lastId must be an integer");
+            };
+            project
+                .occurrences
+                .range(..last_id)
+                .rev()
+                .take(limit)
+                .map(|(_, v)| v.clone())
+                .collect()
+        } else {
+            // Page-number paging (20 a page by default) shifts as occurrences arrive.
+            let page = request.query("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
+            project
+                .occurrences
+                .values()
+                .rev()
+                .skip((page - 1) * limit)
+                .take(limit)
+                .cloned()
+                .collect()
+        };
+        return Reply::json(200, &json!({"err": 0, "result": {"instances": page, "page": 1}}));
+    }
+    let Some(project) = world.projects.get(token) else {
+        return error(401, "invalid access token");
+    };
+    if path == "/api/1/items" {
+        let page = request.query("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
+        // Most recently active first, like Rollbar's list: an item moves up the pages
+        // when it gets a new occurrence.
+        let mut items: Vec<&Value> = project.items.values().collect();
+        items.sort_by_key(|item| {
+            (
+                std::cmp::Reverse(item["last_occurrence_timestamp"].as_i64().unwrap_or(0)),
+                item["id"].as_i64().unwrap_or(0),
+            )
+        });
+        let page_items: Vec<Value> = items.into_iter().skip((page - 1) * 100).take(100).cloned().collect();
+        return Reply::json(
+            200,
+            &json!({"err": 0, "result": {"items": page_items, "page": page, "total_count": project.items.len()}}),
+        );
+    }
+    if let Some(id) = path.strip_prefix("/api/1/item/") {
+        return match id.parse::<i64>().ok().and_then(|id| project.items.get(&id)) {
+            Some(item) => Reply::json(200, &json!({"err": 0, "result": item})),
+            None => error(404, "Item not found"),
+        };
+    }
+    error(404, "Not found")
+}
