@@ -82,7 +82,11 @@ pub struct RollbarArgs {
     #[arg(long = "rollbar-api-url", env = "ROLLBAR_API_URL", default_value = heimdallr_rollbar::config::DEFAULT_API_URL)]
     pub api_url: String,
     /// Occurrences per page of the walk (1 to 5000).
-    #[arg(long = "rollbar-page-limit", env = "ROLLBAR_PAGE_LIMIT", default_value_t = 1000)]
+    #[arg(
+        long = "rollbar-page-limit",
+        env = "ROLLBAR_PAGE_LIMIT",
+        default_value_t = 1000
+    )]
     pub page_limit: u32,
     /// How often every item is re-read.
     #[arg(long = "rollbar-items-sweep-interval", env = "ROLLBAR_ITEMS_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
@@ -100,7 +104,11 @@ pub fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
         LogFormat::Text => builder.with_target(false).compact().init(),
     }
 }

@@ -85,7 +85,11 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
         report(&outcomes);
         let failed = outcomes.iter().any(|o| o.status == RunStatus::Failed);
         if args.once {
-            return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
+            return Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            });
         }
         let wait = args.interval.saturating_sub(started.elapsed());
         tokio::select! {

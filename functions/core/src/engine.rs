@@ -45,9 +45,12 @@ pub struct SyncOptions {
     pub progress: Option<Progress>,
 }
 
-/// A callback told (stream, rows written so far in this run) after each commit.
+/// Told (stream, rows written so far in this run) after each commit.
+pub type ProgressFn = dyn Fn(&StreamKey, u64) + Send + Sync;
+
+/// The command's progress callback.
 #[derive(Clone)]
-pub struct Progress(pub Arc<dyn Fn(&StreamKey, u64) + Send + Sync>);
+pub struct Progress(pub Arc<ProgressFn>);
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,7 +150,9 @@ impl StreamRun {
         options: &SyncOptions,
         http: Option<Arc<HttpStats>>,
     ) -> Result<(Self, Option<StoredState>), WarehouseError> {
-        let state = warehouse.read_state(key.source, key.stream, &key.scope).await?;
+        let state = warehouse
+            .read_state(key.source, key.stream, &key.scope)
+            .await?;
         let retries_at_start = http.as_ref().map_or(0, |h| h.retries());
         let run = Self {
             warehouse,
@@ -203,7 +208,12 @@ impl StreamRun {
 
     /// Queues a row. A row that cannot be stored becomes a reject with its reason and its
     /// raw payload, committed with the batch; the sync goes on.
-    pub fn add(&mut self, table: &'static Table, row: Row, raw: impl FnOnce() -> serde_json::Value) {
+    pub fn add(
+        &mut self,
+        table: &'static Table,
+        row: Row,
+        raw: impl FnOnce() -> serde_json::Value,
+    ) {
         let key = row.key_text(table);
         match prepare_row(table, row) {
             Ok(row) => {
@@ -215,13 +225,23 @@ impl StreamRun {
     }
 
     /// Records a payload that could not be mapped at all.
-    pub fn reject(&mut self, table: &'static Table, record_key: &str, reason: &str, raw: serde_json::Value) {
+    pub fn reject(
+        &mut self,
+        table: &'static Table,
+        record_key: &str,
+        reason: &str,
+        raw: serde_json::Value,
+    ) {
         tracing::warn!(stream = %self.key, table = table.name, record_key, reason, "row rejected");
         self.rejects += 1;
         let row = Row(vec![
             Value::Text(self.key.source.to_string()),
             Value::Text(table.name.to_string()),
-            Value::Text(if record_key.is_empty() { "(no key)".into() } else { record_key.to_string() }),
+            Value::Text(if record_key.is_empty() {
+                "(no key)".into()
+            } else {
+                record_key.to_string()
+            }),
             Value::Text(self.key.scope.clone()),
             Value::Text(self.options.run_id.clone()),
             Value::Text(reason.to_string()),
@@ -299,7 +319,12 @@ impl StreamRun {
             .map_or(0, |h| h.retries().saturating_sub(self.retries_at_start))
     }
 
-    fn run_row(&self, status: RunStatus, finished: Option<DateTime<Utc>>, error: Option<&str>) -> Row {
+    fn run_row(
+        &self,
+        status: RunStatus,
+        finished: Option<DateTime<Utc>>,
+        error: Option<&str>,
+    ) -> Row {
         self.run_row_with(status, finished, error, self.rows_written)
     }
 

@@ -52,7 +52,9 @@ pub struct RateLimitHeaders {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("{url}: unauthorized (HTTP 401): the token was rejected; check that it is set and valid")]
+    #[error(
+        "{url}: unauthorized (HTTP 401): the token was rejected; check that it is set and valid"
+    )]
     Unauthorized { url: String },
     #[error("{url}: forbidden (HTTP 403): the token lacks the scope this call needs")]
     Forbidden { url: String },
@@ -124,7 +126,10 @@ pub struct HttpClient {
 
 enum Attempt {
     Done(ApiResponse),
-    Retry { detail: String, wait: Option<Duration> },
+    Retry {
+        detail: String,
+        wait: Option<Duration>,
+    },
     Fail(HttpError),
 }
 
@@ -218,7 +223,10 @@ impl HttpClient {
                         let detail = if budget_left {
                             detail
                         } else {
-                            format!("{detail} (retry budget of {} used up)", self.config.retry_budget)
+                            format!(
+                                "{detail} (retry budget of {} used up)",
+                                self.config.retry_budget
+                            )
                         };
                         return Err(if detail.starts_with("malformed body") {
                             HttpError::Malformed {
@@ -323,7 +331,8 @@ impl HttpClient {
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         let cap = exp.min(self.config.max_backoff);
         // Full jitter: spreads retries of concurrent clients apart.
-        cap.mul_f64(rand::random::<f64>()).max(Duration::from_millis(10))
+        cap.mul_f64(rand::random::<f64>())
+            .max(Duration::from_millis(10))
     }
 
     fn note_rate_limit(&self, headers: &HeaderMap) {
@@ -334,9 +343,11 @@ impl HttpClient {
         let reset = header_u64(headers, &limits.reset_unix);
         if let (Some(0), Some(reset)) = (remaining, reset) {
             let now = chrono::Utc::now().timestamp().max(0) as u64;
-            let wait = Duration::from_secs(reset.saturating_sub(now).min(
-                self.config.max_retry_after.as_secs(),
-            ));
+            let wait = Duration::from_secs(
+                reset
+                    .saturating_sub(now)
+                    .min(self.config.max_retry_after.as_secs()),
+            );
             if let Ok(mut slot) = self.not_before.lock() {
                 *slot = Some(Instant::now() + wait);
             }
@@ -348,7 +359,10 @@ impl HttpClient {
         if let Some(until) = until {
             let now = Instant::now();
             if until > now {
-                tracing::info!(wait_ms = (until - now).as_millis() as u64, "rate limit window exhausted; waiting for reset");
+                tracing::info!(
+                    wait_ms = (until - now).as_millis() as u64,
+                    "rate limit window exhausted; waiting for reset"
+                );
                 tokio::time::sleep(until - now).await;
             }
         }

@@ -139,26 +139,39 @@ mod tests {
 
     #[test]
     fn policies_parse_and_hash_requires_a_salt() {
-        assert_eq!(PiiPolicy::from_config("KEEP", None).unwrap(), PiiPolicy::Keep);
-        assert_eq!(PiiPolicy::from_config("drop", None).unwrap(), PiiPolicy::Drop);
+        assert_eq!(
+            PiiPolicy::from_config("KEEP", None).unwrap(),
+            PiiPolicy::Keep
+        );
+        assert_eq!(
+            PiiPolicy::from_config("drop", None).unwrap(),
+            PiiPolicy::Drop
+        );
         assert_eq!(
             PiiPolicy::from_config("hash", None).unwrap_err(),
             PiiPolicyError::MissingSalt
         );
         assert!(PiiPolicy::from_config("mask", None).is_err());
         assert_eq!(PiiPolicy::default(), PiiPolicy::Drop);
-        let debug = format!("{:?}", PiiPolicy::from_config("hash", Some("s3cret")).unwrap());
+        let debug = format!(
+            "{:?}",
+            PiiPolicy::from_config("hash", Some("s3cret")).unwrap()
+        );
         assert!(!debug.contains("s3cret"));
     }
 
     #[test]
     fn json_paths_are_dropped_or_hashed_in_place() {
-        let mut doc = json!({"person": {"id": 7, "email": "a@b.c"}, "request": {"user_ip": "1.2.3.4"}});
+        let mut doc =
+            json!({"person": {"id": 7, "email": "a@b.c"}, "request": {"user_ip": "1.2.3.4"}});
         PiiPolicy::Drop.apply_in_json(&mut doc, &["person", "email"]);
         PiiPolicy::Drop.apply_in_json(&mut doc, &["missing", "email"]);
         assert_eq!(doc["person"], json!({"id": 7}));
         let hash = PiiPolicy::from_config("hash", Some("s")).unwrap();
         hash.apply_in_json(&mut doc, &["request", "user_ip"]);
-        assert!(doc["request"]["user_ip"].as_str().unwrap().starts_with("sha256:"));
+        assert!(doc["request"]["user_ip"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"));
     }
 }

@@ -251,7 +251,11 @@ mod tests {
                 assert!(!column.nullable, "{}.{k} must be NOT NULL", table.name);
             }
             if let Some(t) = table.event_time {
-                assert!(table.column_index(t).is_some(), "{}.{t} missing", table.name);
+                assert!(
+                    table.column_index(t).is_some(),
+                    "{}.{t} missing",
+                    table.name
+                );
             }
         }
     }

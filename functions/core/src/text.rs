@@ -26,11 +26,7 @@ pub fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
 /// Replaces U+0000 inside every string (keys included) of a JSON document.
 pub fn json_without_nul(value: &mut serde_json::Value) {
     match value {
-        serde_json::Value::String(s) => {
-            if s.contains('\0') {
-                *s = s.replace('\0', "\u{FFFD}");
-            }
-        }
+        serde_json::Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
         serde_json::Value::Array(items) => items.iter_mut().for_each(json_without_nul),
         serde_json::Value::Object(map) => {
             if map.keys().any(|k| k.contains('\0')) {

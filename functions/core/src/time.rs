@@ -61,7 +61,8 @@ pub fn from_unix_seconds(seconds: f64) -> Option<DateTime<Utc>> {
     }
     let whole = seconds.floor();
     let nanos = ((seconds - whole) * 1e9).round() as u32;
-    Utc.timestamp_opt(whole as i64, nanos.min(999_999_999)).single()
+    Utc.timestamp_opt(whole as i64, nanos.min(999_999_999))
+        .single()
 }
 
 #[cfg(test)]

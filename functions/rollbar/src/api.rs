@@ -142,9 +142,16 @@ mod tests {
 
     #[test]
     fn lists_are_taken_from_the_result() {
-        let list = take_list(json!({"instances": [{"id": 1}], "page": 1}), "instances", "u").unwrap();
+        let list = take_list(
+            json!({"instances": [{"id": 1}], "page": 1}),
+            "instances",
+            "u",
+        )
+        .unwrap();
         assert_eq!(list.len(), 1);
-        assert!(take_list(json!({"page": 3}), "items", "u").unwrap().is_empty());
+        assert!(take_list(json!({"page": 3}), "items", "u")
+            .unwrap()
+            .is_empty());
         assert!(take_list(json!({"items": 5}), "items", "u").is_err());
     }
 }

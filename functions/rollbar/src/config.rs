@@ -170,7 +170,9 @@ mod tests {
             Err(ConfigError::DuplicateLabel("web".into()))
         );
         assert!(parse_projects("we b=a,x=").is_err());
-        assert!(format!("{:?}", Token::new("s3cr3t")).find("s3cr3t").is_none());
+        assert!(format!("{:?}", Token::new("s3cr3t"))
+            .find("s3cr3t")
+            .is_none());
     }
 
     #[test]

@@ -100,7 +100,8 @@ pub async fn sync_all(
 ) -> Vec<RunOutcome> {
     let mut outcomes = Vec::new();
     for project in &config.projects {
-        outcomes.extend(sync_project(Arc::clone(&warehouse), client, project, config, options).await);
+        outcomes
+            .extend(sync_project(Arc::clone(&warehouse), client, project, config, options).await);
     }
     outcomes
 }
@@ -147,7 +148,14 @@ async fn begin(
     client: &RollbarClient,
     options: &SyncOptions,
 ) -> Result<(StreamRun, Option<serde_json::Value>), RunOutcome> {
-    match StreamRun::begin(Arc::clone(warehouse), key.clone(), options, Some(client.stats())).await {
+    match StreamRun::begin(
+        Arc::clone(warehouse),
+        key.clone(),
+        options,
+        Some(client.stats()),
+    )
+    .await
+    {
         Ok((run, state)) => Ok((run, state.map(|s| s.cursor))),
         Err(e) => {
             tracing::error!(stream = %key, error = %e, "stream run could not start");
@@ -162,7 +170,10 @@ async fn finish(run: StreamRun, result: Result<RunStatus, StreamError>) -> (RunO
     if let Err(e) = &result {
         tracing::error!(stream = %run.key(), error = %e, "stream run failed");
     }
-    (run.finish(result.map_err(|e| e.to_string())).await, unauthorized)
+    (
+        run.finish(result.map_err(|e| e.to_string())).await,
+        unauthorized,
+    )
 }
 
 /// Walks occurrences newest first down to the high-water mark, committing each batch with
@@ -203,7 +214,12 @@ async fn walk_occurrences(
             let (mut lowest, mut highest) = (i64::MAX, i64::MIN);
             for instance in &page {
                 let Some(id) = lenient_i64(instance.get("id")) else {
-                    run.reject(&ROLLBAR_OCCURRENCES, "", "occurrence has no numeric id", instance.clone());
+                    run.reject(
+                        &ROLLBAR_OCCURRENCES,
+                        "",
+                        "occurrence has no numeric id",
+                        instance.clone(),
+                    );
                     continue;
                 };
                 lowest = lowest.min(id);
@@ -218,7 +234,12 @@ async fn walk_occurrences(
                         }
                         run.add(&ROLLBAR_OCCURRENCES, row, || instance.clone());
                     }
-                    Err(reason) => run.reject(&ROLLBAR_OCCURRENCES, &id.to_string(), &reason, instance.clone()),
+                    Err(reason) => run.reject(
+                        &ROLLBAR_OCCURRENCES,
+                        &id.to_string(),
+                        &reason,
+                        instance.clone(),
+                    ),
                 }
             }
             if lowest == i64::MAX {
@@ -280,11 +301,17 @@ async fn refresh_items(
         if !run.time_left() {
             return Ok(RunStatus::Partial);
         }
-        let chunk: Vec<i64> = cursor.pending.iter().take(ITEM_FETCH_CONCURRENCY * 4).copied().collect();
-        let fetched: Vec<_> = futures::stream::iter(chunk.iter().map(|&id| client.item(&project.token, id)))
-            .buffered(ITEM_FETCH_CONCURRENCY)
-            .collect()
-            .await;
+        let chunk: Vec<i64> = cursor
+            .pending
+            .iter()
+            .take(ITEM_FETCH_CONCURRENCY * 4)
+            .copied()
+            .collect();
+        let fetched: Vec<_> =
+            futures::stream::iter(chunk.iter().map(|&id| client.item(&project.token, id)))
+                .buffered(ITEM_FETCH_CONCURRENCY)
+                .collect()
+                .await;
         let synced_at = Utc::now();
         for (id, result) in chunk.iter().zip(fetched) {
             run.page_fetched();
@@ -342,7 +369,9 @@ fn add_item(run: &mut StreamRun, item: &serde_json::Value, synced_at: DateTime<U
             run.add(&ROLLBAR_ITEMS, row, || item.clone());
         }
         Err(reason) => {
-            let key = lenient_i64(item.get("id")).map(|id| id.to_string()).unwrap_or_default();
+            let key = lenient_i64(item.get("id"))
+                .map(|id| id.to_string())
+                .unwrap_or_default();
             run.reject(&ROLLBAR_ITEMS, &key, &reason, item.clone());
         }
     }

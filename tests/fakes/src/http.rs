@@ -59,7 +59,8 @@ impl Reply {
     }
 }
 
-pub type Handler = Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
+pub type Handler =
+    Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
 
 /// Serves `handler` on 127.0.0.1 (a free port) until the returned task is aborted.
 pub async fn serve(handler: Handler) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -98,7 +99,11 @@ async fn connection(stream: TcpStream, handler: Handler) -> std::io::Result<()> 
                 headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
             }
         }
-        let target = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let target = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
         let parsed = url::Url::parse(&format!("http://fake{target}"))
             .unwrap_or_else(|_| url::Url::parse("http://fake/").expect("static URL"));
         let request = Request {

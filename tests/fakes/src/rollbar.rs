@@ -185,9 +185,10 @@ impl FakeRollbar {
         world.next_occurrence_id += 1;
         if let Some(project) = world.projects.get_mut(token) {
             // Keyed by id for paging, but the payload carries a non-numeric id.
-            project
-                .occurrences
-                .insert(id, json!({"id": "not-a-number", "data": {"level": "error"}}));
+            project.occurrences.insert(
+                id,
+                json!({"id": "not-a-number", "data": {"level": "error"}}),
+            );
         }
     }
 
@@ -273,8 +274,12 @@ impl World {
             let timestamp = 1_795_000_000 + (id - 400_000_000_000) / 10;
             let person = match self.rng.random_range(0..4) {
                 0 => Value::Null,
-                1 => json!({"id": self.rng.random_range(1..500), "username": "numeric-user", "email": "n@example.com"}),
-                _ => json!({"id": format!("user-{}", self.rng.random_range(1..500)), "username": "ann ✓", "email": "ann@example.com"}),
+                1 => {
+                    json!({"id": self.rng.random_range(1..500), "username": "numeric-user", "email": "n@example.com"})
+                }
+                _ => {
+                    json!({"id": format!("user-{}", self.rng.random_range(1..500)), "username": "ann ✓", "email": "ann@example.com"})
+                }
             };
             let message = MESSAGES[self.rng.random_range(0..MESSAGES.len())];
             let body = match id % 3 {
@@ -283,7 +288,9 @@ impl World {
                     {"exception": {"class": "KeyError", "message": "inner"}, "frames": frames(id + 1)}
                 ]}),
                 1 => json!({"message": {"body": message}}),
-                _ => json!({"trace": {"exception": {"class": "NoMethodError", "message": message}, "frames": frames(id)}}),
+                _ => {
+                    json!({"trace": {"exception": {"class": "NoMethodError", "message": message}, "frames": frames(id)}})
+                }
             };
             let mut data = json!({
                 "environment": ENVIRONMENTS[(id % 2) as usize],
@@ -371,7 +378,10 @@ fn error(status: u16, message: &str) -> Reply {
 fn handle(world: &Mutex<World>, request: Request) -> Reply {
     let mut world = world.lock().unwrap_or_else(|p| p.into_inner());
     world.requests += 1;
-    let token = request.header("x-rollbar-access-token").unwrap_or_default().to_string();
+    let token = request
+        .header("x-rollbar-access-token")
+        .unwrap_or_default()
+        .to_string();
     if !world.projects.contains_key(&token) {
         return error(401, "invalid access token");
     }
@@ -383,7 +393,9 @@ fn handle(world: &Mutex<World>, request: Request) -> Reply {
     let cut = cut_rate > 0.0 && world.rng.random_bool(cut_rate);
     let reply = route(&mut world, &token, &request);
     let reply = match reply {
-        Reply::Response { status: 200, body, .. } if cut => {
+        Reply::Response {
+            status: 200, body, ..
+        } if cut => {
             world.faults_served += 1;
             Reply::CutShort { body }
         }
@@ -432,7 +444,11 @@ fn route(world: &mut World, token: &str, request: &Request) -> Reply {
                 .collect()
         } else {
             // Page-number paging (20 a page by default) shifts as occurrences arrive.
-            let page = request.query("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
+            let page = request
+                .query("page")
+                .and_then(|p| p.parse::<usize>().ok())
+                .unwrap_or(1)
+                .max(1);
             project
                 .occurrences
                 .values()
@@ -442,13 +458,20 @@ fn route(world: &mut World, token: &str, request: &Request) -> Reply {
                 .cloned()
                 .collect()
         };
-        return Reply::json(200, &json!({"err": 0, "result": {"instances": page, "page": 1}}));
+        return Reply::json(
+            200,
+            &json!({"err": 0, "result": {"instances": page, "page": 1}}),
+        );
     }
     let Some(project) = world.projects.get(token) else {
         return error(401, "invalid access token");
     };
     if path == "/api/1/items" {
-        let page = request.query("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
+        let page = request
+            .query("page")
+            .and_then(|p| p.parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1);
         // Most recently active first, like Rollbar's list: an item moves up the pages
         // when it gets a new occurrence.
         let mut items: Vec<&Value> = project.items.values().collect();
@@ -458,7 +481,12 @@ fn route(world: &mut World, token: &str, request: &Request) -> Reply {
                 item["id"].as_i64().unwrap_or(0),
             )
         });
-        let page_items: Vec<Value> = items.into_iter().skip((page - 1) * 100).take(100).cloned().collect();
+        let page_items: Vec<Value> = items
+            .into_iter()
+            .skip((page - 1) * 100)
+            .take(100)
+            .cloned()
+            .collect();
         return Reply::json(
             200,
             &json!({"err": 0, "result": {"items": page_items, "page": page, "total_count": project.items.len()}}),

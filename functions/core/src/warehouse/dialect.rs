@@ -1,6 +1,6 @@
 //! SQL text for each backend, generated from table descriptions. No other module writes SQL.
 
-use crate::schema::{Column, ColumnType, Table, MIGRATIONS_TABLE, STATE, RUNS};
+use crate::schema::{Column, ColumnType, Table, MIGRATIONS_TABLE, RUNS, STATE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -262,9 +262,13 @@ mod tests {
         let sql = Dialect::DuckDb.merge_row("h", &ROLLBAR_OCCURRENCES);
         assert!(sql.contains("CAST($4 AS TIMESTAMPTZ)"));
         assert!(sql.contains("AS JSON)"));
-        let ddl = Dialect::DuckDb.create_table("h", &ROLLBAR_OCCURRENCES).join(";");
+        let ddl = Dialect::DuckDb
+            .create_table("h", &ROLLBAR_OCCURRENCES)
+            .join(";");
         assert!(ddl.contains("\"data\" JSON") && !ddl.contains("INDEX"));
-        let ddl = Dialect::Postgres.create_table("h", &ROLLBAR_OCCURRENCES).join(";");
+        let ddl = Dialect::Postgres
+            .create_table("h", &ROLLBAR_OCCURRENCES)
+            .join(";");
         assert!(ddl.contains("\"data\" JSONB") && ddl.contains("CREATE INDEX IF NOT EXISTS"));
     }
 }

@@ -76,9 +76,7 @@ fn to_duck(value: &Value) -> DuckValue {
         Value::Double(v) => DuckValue::Double(*v),
         Value::Text(v) => DuckValue::Text(v.clone()),
         // Bound as text and cast in SQL: explicit UTC offset, microsecond precision.
-        Value::Timestamp(v) => {
-            DuckValue::Text(v.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string())
-        }
+        Value::Timestamp(v) => DuckValue::Text(v.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()),
         Value::Json(v) => DuckValue::Text(v.to_string()),
     }
 }
@@ -164,7 +162,8 @@ impl Warehouse for DuckDbWarehouse {
         self.with_connection("commit batch", move |conn| {
             let tx = conn.transaction()?;
             for write in batch.writes.iter().filter(|w| !w.rows.is_empty()) {
-                let mut stmt = tx.prepare_cached(&Dialect::DuckDb.merge_row(&schema, write.table))?;
+                let mut stmt =
+                    tx.prepare_cached(&Dialect::DuckDb.merge_row(&schema, write.table))?;
                 for row in &write.rows {
                     stmt.execute(params_from_iter(row.0.iter().map(to_duck)))?;
                 }

@@ -104,7 +104,10 @@ pub fn prepare_row(table: &Table, mut row: Row) -> Result<Row, String> {
             ));
         }
         if value.is_null() && !column.nullable {
-            return Err(format!("column {} is part of the key and is missing", column.name));
+            return Err(format!(
+                "column {} is part of the key and is missing",
+                column.name
+            ));
         }
         match (value, column.ty) {
             (Value::Text(text), ColumnType::Text(max)) => {
@@ -116,7 +119,10 @@ pub fn prepare_row(table: &Table, mut row: Row) -> Result<Row, String> {
             }
             (Value::Json(doc), _) => crate::text::json_without_nul(doc),
             (Value::Double(v), _) if !v.is_finite() => {
-                return Err(format!("column {}: {v} is not a finite number", column.name))
+                return Err(format!(
+                    "column {}: {v} is not a finite number",
+                    column.name
+                ))
             }
             _ => {}
         }
@@ -156,7 +162,11 @@ pub struct Batch {
 
 impl Batch {
     pub fn push(&mut self, table: &'static Table, row: Row) {
-        match self.writes.iter_mut().find(|w| std::ptr::eq(w.table, table)) {
+        match self
+            .writes
+            .iter_mut()
+            .find(|w| std::ptr::eq(w.table, table))
+        {
             Some(write) => write.rows.push(row),
             None => self.writes.push(TableRows {
                 table,
@@ -263,14 +273,18 @@ impl WarehouseTarget {
             .or_else(|| url.strip_prefix("duckdb:"))
         {
             if rest.is_empty() {
-                return Err(bad("no file path after duckdb:// (e.g. duckdb://./heimdallr.duckdb)"));
+                return Err(bad(
+                    "no file path after duckdb:// (e.g. duckdb://./heimdallr.duckdb)",
+                ));
             }
             return Ok(Self::DuckDb { path: rest.into() });
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
             if parsed.host_str().unwrap_or_default().is_empty() {
-                return Err(bad("no host (e.g. postgres://user@localhost:5432/analytics)"));
+                return Err(bad(
+                    "no host (e.g. postgres://user@localhost:5432/analytics)",
+                ));
             }
             return Ok(Self::Postgres {
                 url: url.to_string(),
@@ -338,6 +352,32 @@ pub async fn open(
     }
 }
 
+/// Every statement one migration runs on `dialect`.
+fn migration_statements(
+    dialect: Dialect,
+    schema: &str,
+    migration: &crate::schema::Migration,
+) -> Vec<String> {
+    migration
+        .steps
+        .iter()
+        .flat_map(|step| match step {
+            crate::schema::Step::CreateTable(table) => dialect.create_table(schema, table),
+        })
+        .collect()
+}
+
+fn parse_cursor(text: Option<&str>, target: &str) -> Result<serde_json::Value, WarehouseError> {
+    match text {
+        None => Ok(serde_json::Value::Null),
+        Some(text) => serde_json::from_str(text).map_err(|e| WarehouseError::Query {
+            target: target.to_string(),
+            context: "read state".into(),
+            detail: format!("stored cursor is not JSON: {e}"),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,7 +415,11 @@ mod tests {
     #[test]
     fn rows_are_cut_to_fit_or_rejected_with_a_reason() {
         let long = "é".repeat(3000); // 6000 bytes > 4096
-        let row = prepare_row(&ROLLBAR_ITEMS, item_row(Value::BigInt(1), Value::Text(long))).unwrap();
+        let row = prepare_row(
+            &ROLLBAR_ITEMS,
+            item_row(Value::BigInt(1), Value::Text(long)),
+        )
+        .unwrap();
         let Value::Text(title) = &row.0[ROLLBAR_ITEMS.column_index("title").unwrap()] else {
             panic!("title is text")
         };
@@ -383,8 +427,11 @@ mod tests {
 
         let err = prepare_row(&ROLLBAR_ITEMS, item_row(Value::Null, Value::Null)).unwrap_err();
         assert!(err.contains("column id"), "{err}");
-        let err =
-            prepare_row(&ROLLBAR_ITEMS, item_row(Value::Text("x".into()), Value::Null)).unwrap_err();
+        let err = prepare_row(
+            &ROLLBAR_ITEMS,
+            item_row(Value::Text("x".into()), Value::Null),
+        )
+        .unwrap_err();
         assert!(err.contains("does not fit"), "{err}");
         assert!(prepare_row(&ROLLBAR_ITEMS, Row(vec![])).is_err());
     }
@@ -402,31 +449,5 @@ mod tests {
         rows.dedup_by_key();
         let titles: Vec<_> = rows.rows.iter().map(|r| r.0[6].key_text()).collect();
         assert_eq!(titles, vec!["two", "new"]);
-    }
-}
-
-/// Every statement one migration runs on `dialect`.
-fn migration_statements(
-    dialect: Dialect,
-    schema: &str,
-    migration: &crate::schema::Migration,
-) -> Vec<String> {
-    migration
-        .steps
-        .iter()
-        .flat_map(|step| match step {
-            crate::schema::Step::CreateTable(table) => dialect.create_table(schema, table),
-        })
-        .collect()
-}
-
-fn parse_cursor(text: Option<&str>, target: &str) -> Result<serde_json::Value, WarehouseError> {
-    match text {
-        None => Ok(serde_json::Value::Null),
-        Some(text) => serde_json::from_str(text).map_err(|e| WarehouseError::Query {
-            target: target.to_string(),
-            context: "read state".into(),
-            detail: format!("stored cursor is not JSON: {e}"),
-        }),
     }
 }

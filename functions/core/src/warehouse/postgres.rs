@@ -88,7 +88,11 @@ impl PostgresWarehouse {
         Ok(())
     }
 
-    async fn try_commit(&self, client: &mut Client, batch: &Batch) -> Result<(), tokio_postgres::Error> {
+    async fn try_commit(
+        &self,
+        client: &mut Client,
+        batch: &Batch,
+    ) -> Result<(), tokio_postgres::Error> {
         let tx = client.transaction().await?;
         for write in batch.writes.iter().filter(|w| !w.rows.is_empty()) {
             self.write_table(&tx, write.table, &write.rows).await?;
@@ -224,7 +228,11 @@ impl Warehouse for PostgresWarehouse {
             }
             tx.execute(
                 &dialect.insert_migration(&self.schema),
-                &[&migration.version, &migration.name, &Utc::now().to_rfc3339()],
+                &[
+                    &migration.version,
+                    &migration.name,
+                    &Utc::now().to_rfc3339(),
+                ],
             )
             .await
             .map_err(|e| self.query_error("record migration", &e))?;

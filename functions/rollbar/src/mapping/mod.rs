@@ -138,8 +138,8 @@ pub fn occurrence_row(
     if !data.is_object() {
         data = Json::Object(Default::default());
     }
-    let occurred_at = lenient_time(instance.get("timestamp"))
-        .or_else(|| lenient_time(data.get("timestamp")));
+    let occurred_at =
+        lenient_time(instance.get("timestamp")).or_else(|| lenient_time(data.get("timestamp")));
     let item_id = lenient_i64(instance.get("item_id"));
     let (body_type, class, message) = body_summary(data.get("body"));
     let personal = |path: &[&str]| lenient_text(at(&data, path)).and_then(|v| pii.apply(&v));
@@ -183,7 +183,9 @@ pub fn occurrence_row(
         pii.apply_in_json(&mut data, path);
     }
     let mut row = Row(values);
-    let data_index = ROLLBAR_OCCURRENCES.column_index("data").ok_or("no data column")?;
+    let data_index = ROLLBAR_OCCURRENCES
+        .column_index("data")
+        .ok_or("no data column")?;
     row.0[data_index] = Value::Json(data);
     Ok((
         row,

@@ -46,10 +46,15 @@ fn sdk_trace_with_numeric_person_id_maps_every_column() {
     );
     assert_eq!(text(&row, "person_id").as_deref(), Some("12345"));
     assert_eq!(text(&row, "person_username").as_deref(), Some("ann"));
-    assert_eq!(text(&row, "person_email").as_deref(), Some("ann@example.com"));
+    assert_eq!(
+        text(&row, "person_email").as_deref(),
+        Some("ann@example.com")
+    );
     assert_eq!(text(&row, "body_type").as_deref(), Some("trace"));
     assert_eq!(text(&row, "exception_class").as_deref(), Some("ValueError"));
-    assert!(text(&row, "exception_message").unwrap().contains("bad value ✗"));
+    assert!(text(&row, "exception_message")
+        .unwrap()
+        .contains("bad value ✗"));
     assert_eq!(text(&row, "environment").as_deref(), Some("production"));
     assert_eq!(text(&row, "level").as_deref(), Some("error"));
     assert_eq!(
@@ -57,12 +62,20 @@ fn sdk_trace_with_numeric_person_id_maps_every_column() {
         Some("3f2a9c1d0e5b7a8c9d0e1f2a3b4c5d6e7f8a9b0c")
     );
     assert_eq!(text(&row, "request_method").as_deref(), Some("POST"));
-    assert_eq!(text(&row, "request_url").as_deref(), Some("https://shop.example.com/cart?x=1"));
-    assert_eq!(text(&row, "request_user_ip").as_deref(), Some("203.0.113.9"));
+    assert_eq!(
+        text(&row, "request_url").as_deref(),
+        Some("https://shop.example.com/cart?x=1")
+    );
+    assert_eq!(
+        text(&row, "request_user_ip").as_deref(),
+        Some("203.0.113.9")
+    );
     assert!(text(&row, "language").unwrap().starts_with("python"));
     assert!(text(&row, "server_host").is_some());
     assert_eq!(text(&row, "uuid").unwrap().len(), 36);
-    let Value::Json(data) = cell(&row, "data") else { panic!("data is JSON") };
+    let Value::Json(data) = cell(&row, "data") else {
+        panic!("data is JSON")
+    };
     assert_eq!(data["body"]["trace"]["exception"]["class"], "ValueError");
 }
 
@@ -70,8 +83,14 @@ fn sdk_trace_with_numeric_person_id_maps_every_column() {
 fn trace_chain_reports_the_outermost_exception() {
     let (row, _) = occurrence("sdk_trace_chain", &PiiPolicy::Keep);
     assert_eq!(text(&row, "body_type").as_deref(), Some("trace_chain"));
-    assert_eq!(text(&row, "exception_class").as_deref(), Some("RuntimeError"));
-    assert_eq!(text(&row, "exception_message").as_deref(), Some("outer failure"));
+    assert_eq!(
+        text(&row, "exception_class").as_deref(),
+        Some("RuntimeError")
+    );
+    assert_eq!(
+        text(&row, "exception_message").as_deref(),
+        Some("outer failure")
+    );
     assert_eq!(text(&row, "person_id"), None, "no person in this payload");
 }
 
@@ -80,7 +99,10 @@ fn message_body_becomes_the_message_column() {
     let (row, _) = occurrence("sdk_message", &PiiPolicy::Keep);
     assert_eq!(text(&row, "body_type").as_deref(), Some("message"));
     assert_eq!(text(&row, "exception_class"), None);
-    assert_eq!(text(&row, "exception_message").as_deref(), Some("Deploy finished"));
+    assert_eq!(
+        text(&row, "exception_message").as_deref(),
+        Some("Deploy finished")
+    );
     assert_eq!(text(&row, "level").as_deref(), Some("info"));
 }
 
@@ -89,7 +111,9 @@ fn older_payloads_with_numeric_level_string_timestamp_and_crash_report() {
     let (row, meta) = occurrence("older_crash_report", &PiiPolicy::Keep);
     assert_eq!(text(&row, "level").as_deref(), Some("error"));
     assert_eq!(text(&row, "body_type").as_deref(), Some("crash_report"));
-    assert!(text(&row, "exception_message").unwrap().contains("EXC_BAD_ACCESS"));
+    assert!(text(&row, "exception_message")
+        .unwrap()
+        .contains("EXC_BAD_ACCESS"));
     assert_eq!(text(&row, "person_id").as_deref(), Some("user-abc"));
     assert_eq!(text(&row, "person_username").as_deref(), Some("émile 😀"));
     assert_eq!(
@@ -101,8 +125,13 @@ fn older_payloads_with_numeric_level_string_timestamp_and_crash_report() {
         text(&row, "code_version").as_deref(),
         Some("ignored-when-top-level-missing")
     );
-    let Value::Json(data) = cell(&row, "data") else { panic!() };
-    assert_eq!(data["unknown_future_field"]["nested"][2], 3, "unknown fields are kept");
+    let Value::Json(data) = cell(&row, "data") else {
+        panic!()
+    };
+    assert_eq!(
+        data["unknown_future_field"]["nested"][2], 3,
+        "unknown fields are kept"
+    );
 }
 
 #[test]
@@ -112,22 +141,37 @@ fn injection_looking_text_is_data_and_nul_is_replaced() {
     assert!(message.starts_with("x'); DROP TABLE rollbar_items; --"));
     assert!(!message.contains('\0'));
     assert!(message.contains("\u{FFFD} nul\u{FFFD}inside"));
-    assert_eq!(text(&row, "title").as_deref(), Some("Robert'); DROP TABLE students;--"));
-    let Value::Json(data) = cell(&row, "data") else { panic!() };
+    assert_eq!(
+        text(&row, "title").as_deref(),
+        Some("Robert'); DROP TABLE students;--")
+    );
+    let Value::Json(data) = cell(&row, "data") else {
+        panic!()
+    };
     assert!(!data.to_string().contains("\\u0000"));
 }
 
 #[test]
 fn a_huge_multibyte_message_is_cut_in_the_column_and_whole_in_data() {
     let raw = fixture("huge_multibyte_message");
-    let full = raw["data"]["body"]["trace"]["exception"]["message"].as_str().unwrap().to_string();
+    let full = raw["data"]["body"]["trace"]["exception"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(full.len() > 70_000);
     let (row, _) = occurrence("huge_multibyte_message", &PiiPolicy::Keep);
     let cut = text(&row, "exception_message").unwrap();
     assert!(cut.len() <= 65_535 && cut.len() > 65_500);
     assert!(full.starts_with(&cut));
-    let Value::Json(data) = cell(&row, "data") else { panic!() };
-    assert_eq!(data["body"]["trace"]["exception"]["message"].as_str().unwrap(), full);
+    let Value::Json(data) = cell(&row, "data") else {
+        panic!()
+    };
+    assert_eq!(
+        data["body"]["trace"]["exception"]["message"]
+            .as_str()
+            .unwrap(),
+        full
+    );
 }
 
 #[test]
@@ -136,8 +180,14 @@ fn pii_policy_applies_to_columns_and_raw_data() {
     assert_eq!(text(&row, "person_email"), None);
     assert_eq!(text(&row, "person_username"), None);
     assert_eq!(text(&row, "request_user_ip"), None);
-    assert_eq!(text(&row, "person_id").as_deref(), Some("12345"), "the join key stays");
-    let Value::Json(data) = cell(&row, "data") else { panic!() };
+    assert_eq!(
+        text(&row, "person_id").as_deref(),
+        Some("12345"),
+        "the join key stays"
+    );
+    let Value::Json(data) = cell(&row, "data") else {
+        panic!()
+    };
     let raw = data.to_string();
     assert!(!raw.contains("ann@example.com") && !raw.contains("203.0.113.9"));
 
@@ -145,7 +195,9 @@ fn pii_policy_applies_to_columns_and_raw_data() {
     let (row, _) = occurrence("sdk_trace", &hash);
     let email = text(&row, "person_email").unwrap();
     assert_eq!(Some(email.clone()), hash.apply("ann@example.com"));
-    let Value::Json(data) = cell(&row, "data") else { panic!() };
+    let Value::Json(data) = cell(&row, "data") else {
+        panic!()
+    };
     assert_eq!(data["person"]["email"], json!(email));
 }
 
@@ -153,9 +205,12 @@ fn pii_policy_applies_to_columns_and_raw_data() {
 fn occurrences_without_id_are_refused_with_a_reason() {
     let err = occurrence_row(&json!({"data": {}}), &PiiPolicy::Keep, synced()).unwrap_err();
     assert!(err.contains("no numeric id"));
-    let (row, meta) =
-        occurrence_row(&json!({"id": "77", "data": "not an object"}), &PiiPolicy::Keep, synced())
-            .unwrap();
+    let (row, meta) = occurrence_row(
+        &json!({"id": "77", "data": "not an object"}),
+        &PiiPolicy::Keep,
+        synced(),
+    )
+    .unwrap();
     assert_eq!(meta.id, 77);
     assert_eq!(cell(&row, "data"), &Value::Json(json!({})));
 }

@@ -1,0 +1,483 @@
+//! Shared helpers of the end-to-end tests: the real `heimdallr` binary, the warehouses it
+//! writes (a DuckDB file, a real PostgreSQL), and readers that compare them to the fakes.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// The PostgreSQL the test script started, or `None` when running outside it. When
+/// `HEIMDALLR_REQUIRE_POSTGRES` is set (as scripts/test.sh does) a missing server fails.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("HEIMDALLR_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("HEIMDALLR_REQUIRE_POSTGRES").is_err(),
+                "HEIMDALLR_TEST_POSTGRES_URL is not set but PostgreSQL is required"
+            );
+            eprintln!("skipping: HEIMDALLR_TEST_POSTGRES_URL not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+/// A schema name no other test uses.
+pub fn unique_schema(prefix: &str) -> String {
+    format!("{prefix}_{}", std::process::id()) + &format!("_{}", rand::random::<u32>())
+}
+
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "heimdallr-test-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where a test's sync writes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Duck(PathBuf),
+    Postgres { url: String, schema: String },
+}
+
+impl Target {
+    pub fn warehouse_arg(&self) -> String {
+        match self {
+            Target::Duck(path) => path.display().to_string(),
+            Target::Postgres { url, .. } => url.clone(),
+        }
+    }
+    pub fn schema(&self) -> &str {
+        match self {
+            Target::Duck(_) => "heimdallr",
+            Target::Postgres { schema, .. } => schema,
+        }
+    }
+}
+
+/// The `heimdallr` binary with a clean environment pointed at `api_url` and `target`.
+pub fn heimdallr(target: &Target, api_url: &str, tokens: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_heimdallr"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("ROLLBAR_API_URL", api_url)
+        .env("ROLLBAR_ACCESS_TOKEN", tokens)
+        .env("HEIMDALLR_WAREHOUSE", target.warehouse_arg())
+        .env("HEIMDALLR_SCHEMA", target.schema())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub async fn run(mut command: Command) -> Finished {
+    let output = tokio::time::timeout(Duration::from_secs(300), command.output())
+        .await
+        .expect("heimdallr did not finish within 5 minutes")
+        .expect("heimdallr starts");
+    Finished {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+pub async fn sync_once(target: &Target, api_url: &str, tokens: &str, extra: &[&str]) -> Finished {
+    let mut command = heimdallr(target, api_url, tokens);
+    command.args(["sync", "rollbar", "--once"]).args(extra);
+    let finished = run(command).await;
+    assert_eq!(
+        finished.code,
+        Some(0),
+        "sync failed\nstdout:\n{}\nstderr:\n{}",
+        finished.stdout,
+        finished.stderr
+    );
+    finished
+}
+
+pub fn spawn(mut command: Command) -> Child {
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    command.spawn().expect("heimdallr starts")
+}
+
+/// An occurrence as the warehouse holds it, in the fields the tests compare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredOccurrence {
+    pub item_id: Option<i64>,
+    pub project_id: Option<i64>,
+    pub occurred_at: Option<i64>,
+    pub environment: Option<String>,
+    pub level: Option<String>,
+    pub body_type: Option<String>,
+    pub exception_class: Option<String>,
+    pub exception_message: Option<String>,
+    pub person_id: Option<String>,
+    pub person_email: Option<String>,
+    pub code_version: Option<String>,
+    pub request_url: Option<String>,
+    pub uuid: Option<String>,
+    pub data: Value,
+}
+
+/// An item as the warehouse holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredItem {
+    pub counter: Option<i64>,
+    pub status: Option<String>,
+    pub level: Option<String>,
+    pub total_occurrences: Option<i64>,
+    pub last_occurrence_id: Option<i64>,
+    pub assigned_user_id: Option<i64>,
+    pub resolved_in_version: Option<String>,
+    pub title: Option<String>,
+}
+
+const OCCURRENCE_COLUMNS: &str = "id, item_id, project_id, CAST(EXTRACT(EPOCH FROM occurred_at) AS BIGINT), environment, level, body_type, exception_class, exception_message, person_id, person_email, code_version, request_url, uuid, CAST(data AS TEXT)";
+const ITEM_COLUMNS: &str = "id, counter, status, level, total_occurrences, last_occurrence_id, assigned_user_id, resolved_in_version, title";
+
+pub struct Snapshot {
+    pub occurrences: BTreeMap<i64, StoredOccurrence>,
+    pub items: BTreeMap<i64, StoredItem>,
+    pub rejects: Vec<(String, String)>,
+    pub runs: Vec<(String, String, String)>,
+    pub occurrence_row_count: i64,
+}
+
+/// Reads everything the tests compare from the warehouse.
+pub async fn snapshot(target: &Target) -> Snapshot {
+    let schema = target.schema().to_string();
+    let occurrences_sql = format!("SELECT {OCCURRENCE_COLUMNS} FROM {schema}.rollbar_occurrences");
+    let items_sql = format!("SELECT {ITEM_COLUMNS} FROM {schema}.rollbar_items");
+    let rejects_sql =
+        format!("SELECT target_table, reason FROM {schema}._heimdallr_rejects ORDER BY record_key");
+    let runs_sql = format!("SELECT stream, scope, status FROM {schema}._heimdallr_runs");
+    let count_sql = format!("SELECT COUNT(*) FROM {schema}.rollbar_occurrences");
+    match target {
+        Target::Postgres { url, .. } => {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to test postgres");
+            tokio::spawn(connection);
+            let occurrences = client
+                .query(&occurrences_sql, &[])
+                .await
+                .expect("read occurrences")
+                .iter()
+                .map(|r| {
+                    let data: String = r.get(14);
+                    (
+                        r.get::<_, i64>(0),
+                        StoredOccurrence {
+                            item_id: r.get(1),
+                            project_id: r.get(2),
+                            occurred_at: r.get(3),
+                            environment: r.get(4),
+                            level: r.get(5),
+                            body_type: r.get(6),
+                            exception_class: r.get(7),
+                            exception_message: r.get(8),
+                            person_id: r.get(9),
+                            person_email: r.get(10),
+                            code_version: r.get(11),
+                            request_url: r.get(12),
+                            uuid: r.get(13),
+                            data: serde_json::from_str(&data).expect("data is JSON"),
+                        },
+                    )
+                })
+                .collect();
+            let items = client
+                .query(&items_sql, &[])
+                .await
+                .expect("read items")
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<_, i64>(0),
+                        StoredItem {
+                            counter: r.get(1),
+                            status: r.get(2),
+                            level: r.get(3),
+                            total_occurrences: r.get(4),
+                            last_occurrence_id: r.get(5),
+                            assigned_user_id: r.get(6),
+                            resolved_in_version: r.get(7),
+                            title: r.get(8),
+                        },
+                    )
+                })
+                .collect();
+            let rejects = client
+                .query(&rejects_sql, &[])
+                .await
+                .expect("read rejects")
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let runs = client
+                .query(&runs_sql, &[])
+                .await
+                .expect("read runs")
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            let occurrence_row_count = client
+                .query_one(&count_sql, &[])
+                .await
+                .expect("count")
+                .get(0);
+            Snapshot {
+                occurrences,
+                items,
+                rejects,
+                runs,
+                occurrence_row_count,
+            }
+        }
+        Target::Duck(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let conn = duckdb::Connection::open(&path).expect("open duckdb file");
+                let mut stmt = conn.prepare(&occurrences_sql).expect("prepare");
+                let occurrences = stmt
+                    .query_map([], |r| {
+                        let data: String = r.get(14)?;
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            StoredOccurrence {
+                                item_id: r.get(1)?,
+                                project_id: r.get(2)?,
+                                occurred_at: r.get(3)?,
+                                environment: r.get(4)?,
+                                level: r.get(5)?,
+                                body_type: r.get(6)?,
+                                exception_class: r.get(7)?,
+                                exception_message: r.get(8)?,
+                                person_id: r.get(9)?,
+                                person_email: r.get(10)?,
+                                code_version: r.get(11)?,
+                                request_url: r.get(12)?,
+                                uuid: r.get(13)?,
+                                data: serde_json::from_str(&data).expect("data is JSON"),
+                            },
+                        ))
+                    })
+                    .expect("read occurrences")
+                    .collect::<Result<_, _>>()
+                    .expect("rows");
+                let mut stmt = conn.prepare(&items_sql).expect("prepare");
+                let items = stmt
+                    .query_map([], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            StoredItem {
+                                counter: r.get(1)?,
+                                status: r.get(2)?,
+                                level: r.get(3)?,
+                                total_occurrences: r.get(4)?,
+                                last_occurrence_id: r.get(5)?,
+                                assigned_user_id: r.get(6)?,
+                                resolved_in_version: r.get(7)?,
+                                title: r.get(8)?,
+                            },
+                        ))
+                    })
+                    .expect("read items")
+                    .collect::<Result<_, _>>()
+                    .expect("rows");
+                let mut stmt = conn.prepare(&rejects_sql).expect("prepare");
+                let rejects = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .expect("read rejects")
+                    .collect::<Result<_, _>>()
+                    .expect("rows");
+                let mut stmt = conn.prepare(&runs_sql).expect("prepare");
+                let runs = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .expect("read runs")
+                    .collect::<Result<_, _>>()
+                    .expect("rows");
+                let occurrence_row_count =
+                    conn.query_row(&count_sql, [], |r| r.get(0)).expect("count");
+                Snapshot {
+                    occurrences,
+                    items,
+                    rejects,
+                    runs,
+                    occurrence_row_count,
+                }
+            })
+            .await
+            .expect("duckdb reader")
+        }
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn level_name(value: &Value) -> Option<String> {
+    match value {
+        Value::Number(n) if n.as_i64() == Some(40) => Some("error".into()),
+        Value::Number(n) if n.as_i64() == Some(50) => Some("critical".into()),
+        Value::Number(n) if n.as_i64() == Some(1) => Some("active".into()),
+        other => text(other),
+    }
+}
+
+/// What the warehouse must hold for one occurrence of the fake, derived independently of
+/// the mapping code. `pii_kept` says whether personal fields are stored.
+pub fn expected_occurrence(instance: &Value, pii_kept: bool) -> StoredOccurrence {
+    let data = &instance["data"];
+    let body = &data["body"];
+    let (body_type, class, message) = if let Some(chain) = body["trace_chain"].as_array() {
+        (
+            "trace_chain",
+            text(&chain[0]["exception"]["class"]),
+            text(&chain[0]["exception"]["message"]),
+        )
+    } else if body["trace"].is_object() {
+        (
+            "trace",
+            text(&body["trace"]["exception"]["class"]),
+            text(&body["trace"]["exception"]["message"]),
+        )
+    } else {
+        ("message", None, text(&body["message"]["body"]))
+    };
+    let mut stored_data = data.clone();
+    if !pii_kept {
+        if let Some(person) = stored_data.get_mut("person").and_then(Value::as_object_mut) {
+            person.remove("email");
+            person.remove("username");
+        }
+        if let Some(request) = stored_data
+            .get_mut("request")
+            .and_then(Value::as_object_mut)
+        {
+            request.remove("user_ip");
+        }
+    }
+    StoredOccurrence {
+        item_id: instance["item_id"].as_i64(),
+        project_id: instance["project_id"].as_i64(),
+        occurred_at: instance["timestamp"].as_i64(),
+        environment: text(&data["environment"]),
+        level: level_name(&data["level"]),
+        body_type: Some(body_type.into()),
+        exception_class: class,
+        exception_message: message,
+        person_id: text(&data["person"]["id"]),
+        person_email: if pii_kept {
+            text(&data["person"]["email"])
+        } else {
+            None
+        },
+        code_version: text(&data["code_version"]),
+        request_url: text(&data["request"]["url"]),
+        uuid: text(&data["uuid"]),
+        data: stored_data,
+    }
+}
+
+pub fn expected_item(item: &Value) -> StoredItem {
+    StoredItem {
+        counter: item["counter"].as_i64(),
+        status: level_name(&item["status"]),
+        level: level_name(&item["level"]),
+        total_occurrences: item["total_occurrences"].as_i64(),
+        last_occurrence_id: item["last_occurrence_id"].as_i64(),
+        assigned_user_id: item["assigned_user_id"].as_i64(),
+        resolved_in_version: text(&item["resolved_in_version"]),
+        title: text(&item["title"]),
+    }
+}
+
+/// The warehouse equals the fake: every occurrence id, field by field for a sample of
+/// `sample_every`, and every item field by field.
+pub fn assert_matches_source(
+    snapshot: &Snapshot,
+    occurrences: &BTreeMap<i64, Value>,
+    items: &BTreeMap<i64, Value>,
+    sample_every: usize,
+) {
+    let stored_ids: Vec<i64> = snapshot.occurrences.keys().copied().collect();
+    let source_ids: Vec<i64> = occurrences
+        .iter()
+        .filter(|(_, v)| v["id"].is_i64())
+        .map(|(id, _)| *id)
+        .collect();
+    let missing: Vec<_> = source_ids
+        .iter()
+        .filter(|id| !snapshot.occurrences.contains_key(id))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = stored_ids
+        .iter()
+        .filter(|id| !occurrences.contains_key(id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "occurrences differ: {} stored, {} in source; missing e.g. {missing:?}, unexpected e.g. {extra:?}",
+        stored_ids.len(),
+        source_ids.len()
+    );
+    assert_eq!(
+        snapshot.occurrence_row_count as usize,
+        source_ids.len(),
+        "no occurrence is stored twice"
+    );
+    for (i, (id, instance)) in occurrences
+        .iter()
+        .filter(|(_, v)| v["id"].is_i64())
+        .enumerate()
+    {
+        if i % sample_every.max(1) == 0 {
+            assert_eq!(
+                snapshot.occurrences[id],
+                expected_occurrence(instance, false),
+                "occurrence {id} differs"
+            );
+        }
+    }
+    let stored_items: Vec<i64> = snapshot.items.keys().copied().collect();
+    let source_items: Vec<i64> = items.keys().copied().collect();
+    assert_eq!(stored_items, source_items, "item ids differ");
+    for (id, item) in items {
+        assert_eq!(snapshot.items[id], expected_item(item), "item {id} differs");
+    }
+}

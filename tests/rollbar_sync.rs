@@ -1,0 +1,299 @@
+//! End to end: the `heimdallr` binary syncs a fake Rollbar into a DuckDB file and into
+//! PostgreSQL, through faults, changes between runs and bad settings.
+
+mod common;
+
+use common::*;
+use heimdallr_fakes::rollbar::{FakeRollbar, FaultRates};
+
+const WEB: &str = "tok-web-0123456789abcdef";
+const WORKER: &str = "tok-worker-0123456789abcdef";
+
+fn tokens() -> String {
+    format!("web={WEB},worker={WORKER}")
+}
+
+/// Two projects, a backfill through every kind of fault, then changes in place and new
+/// occurrences between runs: after each run the warehouse equals the source.
+async fn backfill_then_follow_changes(target: Target) {
+    let fake = FakeRollbar::start(11).await.unwrap();
+    fake.add_project(WEB, 101, 40, 2_500);
+    fake.add_project(WORKER, 102, 15, 700);
+    fake.set_faults(FaultRates::all(0.03));
+    let page = ["--rollbar-page-limit", "200"];
+
+    let first = sync_once(&target, &fake.api_url(), &tokens(), &page).await;
+    assert!(fake.faults_served() > 0, "the fake injected faults");
+    assert!(
+        first.stdout.contains("rollbar/occurrences/web: succeeded"),
+        "{}",
+        first.stdout
+    );
+    let snap = snapshot(&target).await;
+    assert_matches_source(
+        &snap,
+        &merged(&fake, |f, t| f.occurrences(t)),
+        &merged(&fake, |f, t| f.items(t)),
+        7,
+    );
+
+    // In place: resolve one item (its counter restarts), reassign another; new occurrences.
+    let items: Vec<i64> = fake.items(WEB).keys().copied().collect();
+    fake.resolve_item(WEB, items[0]);
+    fake.reassign_item(WEB, items[1], 4242);
+    fake.arrive(WEB, 300);
+    fake.arrive(WORKER, 50);
+    sync_once(&target, &fake.api_url(), &tokens(), &page).await;
+    let snap = snapshot(&target).await;
+    let source_occurrences = merged(&fake, |f, t| f.occurrences(t));
+    assert_eq!(snap.occurrences.len(), source_occurrences.len());
+    // Items touched by the new occurrences are current; an untouched item changed in place
+    // waits for the hourly sweep...
+    let reassigned = fake.items(WEB)[&items[1]].clone();
+    if reassigned["last_occurrence_id"]
+        == serde_json::json!(snap.items[&items[1]].last_occurrence_id)
+    {
+        assert_ne!(
+            snap.items[&items[1]].assigned_user_id,
+            Some(4242),
+            "not swept yet"
+        );
+    }
+    // ...which a shorter cadence brings forward.
+    sync_once(
+        &target,
+        &fake.api_url(),
+        &tokens(),
+        &["--rollbar-items-sweep-interval", "0s"],
+    )
+    .await;
+    let snap = snapshot(&target).await;
+    assert_matches_source(
+        &snap,
+        &source_occurrences,
+        &merged(&fake, |f, t| f.items(t)),
+        5,
+    );
+    assert_eq!(snap.items[&items[1]].assigned_user_id, Some(4242));
+    assert!(snap.rejects.is_empty(), "{:?}", snap.rejects);
+
+    // A run with nothing new writes nothing and still succeeds.
+    let quiet = sync_once(&target, &fake.api_url(), &tokens(), &page).await;
+    assert!(
+        quiet
+            .stdout
+            .contains("rollbar/occurrences/web: succeeded - 0 rows"),
+        "{}",
+        quiet.stdout
+    );
+}
+
+fn merged(
+    fake: &FakeRollbar,
+    read: impl Fn(&FakeRollbar, &str) -> std::collections::BTreeMap<i64, serde_json::Value>,
+) -> std::collections::BTreeMap<i64, serde_json::Value> {
+    let mut all = read(fake, WEB);
+    all.extend(read(fake, WORKER));
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_file_equals_the_source_through_faults_and_changes() {
+    let dir = TempDir::new("duck-e2e");
+    backfill_then_follow_changes(Target::Duck(dir.path().join("w.duckdb"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_equals_the_source_through_faults_and_changes() {
+    let Some(url) = postgres_url() else { return };
+    backfill_then_follow_changes(Target::Postgres {
+        url,
+        schema: unique_schema("e2e"),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unstorable_occurrence_is_rejected_with_its_reason_and_the_sync_goes_on() {
+    let dir = TempDir::new("duck-reject");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(12).await.unwrap();
+    fake.add_project(WEB, 101, 5, 100);
+    fake.add_unstorable_occurrence(WEB);
+    fake.arrive(WEB, 100);
+    sync_once(&target, &fake.api_url(), &format!("web={WEB}"), &[]).await;
+    let snap = snapshot(&target).await;
+    assert_eq!(snap.occurrences.len(), 200, "every other occurrence landed");
+    assert_eq!(snap.rejects.len(), 1);
+    assert_eq!(snap.rejects[0].0, "rollbar_occurrences");
+    assert!(
+        snap.rejects[0].1.contains("no numeric id"),
+        "{:?}",
+        snap.rejects
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_fields_are_kept_or_hashed_when_asked() {
+    let dir = TempDir::new("duck-pii");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(13).await.unwrap();
+    fake.add_project(WEB, 101, 5, 60);
+    let mut command = heimdallr(&target, &fake.api_url(), WEB);
+    command
+        .args(["sync", "rollbar", "--once"])
+        .env("HEIMDALLR_PII", "hash");
+    let refused = run(command).await;
+    assert_eq!(refused.code, Some(2), "hash without a salt is refused");
+    assert!(
+        refused.stderr.contains("HEIMDALLR_PII_SALT"),
+        "{}",
+        refused.stderr
+    );
+
+    let mut command = heimdallr(&target, &fake.api_url(), WEB);
+    command
+        .args(["sync", "rollbar", "--once", "--pii", "hash"])
+        .env("HEIMDALLR_PII_SALT", "pepper-for-tests");
+    assert_eq!(run(command).await.code, Some(0));
+    let snap = snapshot(&target).await;
+    let with_person: Vec<_> = snap
+        .occurrences
+        .values()
+        .filter(|o| o.person_id.is_some())
+        .collect();
+    assert!(!with_person.is_empty());
+    for occurrence in with_person {
+        let email = occurrence.person_email.as_deref().unwrap();
+        assert!(email.starts_with("sha256:"), "{email}");
+        assert_eq!(occurrence.data["person"]["email"], serde_json::json!(email));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_fails_clearly_without_showing_the_token() {
+    let dir = TempDir::new("duck-401");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(14).await.unwrap();
+    fake.add_project(WEB, 101, 5, 10);
+    let secret = "wrong-token-5f4dcc3b5aa765d61d8327deb882cf99";
+    let finished = run({
+        let mut c = heimdallr(&target, &fake.api_url(), &format!("web={secret}"));
+        c.args(["sync", "rollbar", "--once"]);
+        c
+    })
+    .await;
+    assert_eq!(finished.code, Some(1));
+    assert!(
+        finished.stderr.contains("unauthorized (HTTP 401)"),
+        "{}",
+        finished.stderr
+    );
+    assert!(!finished.stderr.contains(secret) && !finished.stdout.contains(secret));
+
+    // The failure is recorded for `heimdallr status`.
+    let status = run({
+        let mut c = heimdallr(&target, &fake.api_url(), "");
+        c.arg("status");
+        c
+    })
+    .await;
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    assert!(
+        status.stdout.contains("rollbar/occurrences/web"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stdout.contains("failed"), "{}", status.stdout);
+    assert!(status.stdout.contains("last error:"), "{}", status.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_and_bad_settings_fail_with_one_clear_line() {
+    let dir = TempDir::new("duck-bad");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    // Nothing listens on port 9 of loopback.
+    let unreachable = run({
+        let mut c = heimdallr(&target, "http://127.0.0.1:9/api/1", WEB);
+        c.args(["sync", "rollbar", "--once"]);
+        c
+    })
+    .await;
+    assert_eq!(unreachable.code, Some(1));
+    assert!(
+        unreachable.stderr.contains("unreachable after"),
+        "{}",
+        unreachable.stderr
+    );
+
+    let bad_url = run({
+        let mut c = heimdallr(&target, "http://127.0.0.1:9/api/1", WEB);
+        c.args([
+            "sync",
+            "rollbar",
+            "--once",
+            "--warehouse",
+            "mysql://u:hunter2@h/db",
+        ]);
+        c
+    })
+    .await;
+    assert_eq!(bad_url.code, Some(2));
+    assert!(
+        bad_url.stderr.contains("unknown scheme"),
+        "{}",
+        bad_url.stderr
+    );
+    assert!(!bad_url.stderr.contains("hunter2"));
+
+    let no_token = run({
+        let mut c = heimdallr(&target, "http://127.0.0.1:9/api/1", "");
+        c.args(["sync", "rollbar", "--once"]);
+        c
+    })
+    .await;
+    assert_eq!(no_token.code, Some(2));
+    assert!(
+        no_token.stderr.contains("ROLLBAR_ACCESS_TOKEN is not set"),
+        "{}",
+        no_token.stderr
+    );
+
+    let no_db = run({
+        let mut c = heimdallr(&target, "http://127.0.0.1:9/api/1", WEB);
+        c.args(["migrate", "--warehouse", "postgres://nobody@127.0.0.1:9/db"]);
+        c
+    })
+    .await;
+    assert_eq!(no_db.code, Some(2));
+    assert!(
+        no_db
+            .stderr
+            .contains("cannot connect to postgres://nobody@127.0.0.1:9/db"),
+        "{}",
+        no_db.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let dir = TempDir::new("duck-json");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(15).await.unwrap();
+    fake.add_project(WEB, 101, 3, 30);
+    let finished = sync_once(&target, &fake.api_url(), WEB, &["--log-format", "json"]).await;
+    let lines: Vec<&str> = finished
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            parsed["level"].is_string() && parsed["message"].is_string(),
+            "{line}"
+        );
+    }
+}
