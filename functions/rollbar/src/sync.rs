@@ -24,6 +24,8 @@ pub const OCCURRENCES: &str = "occurrences";
 pub const ITEMS: &str = "items";
 /// Items fetched at once when refreshing touched items.
 const ITEM_FETCH_CONCURRENCY: usize = 8;
+/// Page size of the first request of a walk that has a high-water mark to stop at.
+const FIRST_PAGE_LIMIT: u32 = 100;
 
 /// Saved position of the occurrence walk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -199,9 +201,14 @@ async fn walk_occurrences(
             return Ok(RunStatus::Partial);
         }
         let below = cursor.walk.map(|w| w.next_below);
-        let page = client
-            .occurrences(&project.token, below, config.page_limit)
-            .await?;
+        // Most runs find a handful of new occurrences: poll with a small first page and
+        // walk on with full pages only when there is more.
+        let limit = if cursor.walk.is_none() && cursor.high_water.is_some() {
+            config.page_limit.min(FIRST_PAGE_LIMIT)
+        } else {
+            config.page_limit
+        };
+        let page = client.occurrences(&project.token, below, limit).await?;
         run.page_fetched();
         let walk_done = if page.is_empty() {
             // The start of the project's history: everything below the walk is stored.
@@ -224,6 +231,9 @@ async fn walk_occurrences(
                 };
                 lowest = lowest.min(id);
                 highest = highest.max(id);
+                if cursor.high_water.is_some_and(|hw| id <= hw) {
+                    continue; // stored by an earlier walk
+                }
                 match occurrence_row(instance, &config.pii, synced_at) {
                     Ok((row, meta)) => {
                         if let Some(item) = meta.item_id {
@@ -249,8 +259,6 @@ async fn walk_occurrences(
                 )));
             }
             let top = cursor.walk.map_or(highest, |w| w.top);
-            // Rows at or below the mark on this page are stored again: harmless (merged on
-            // id) and a cushion for ids that arrive slightly out of order.
             if cursor.high_water.is_some_and(|hw| lowest <= hw) {
                 cursor.high_water = cursor.high_water.map(|hw| hw.max(top));
                 cursor.walk = None;

@@ -86,7 +86,7 @@ impl Dialect {
 
     pub fn insert_migration(self, schema: &str) -> String {
         format!(
-            "INSERT INTO {} (version, name, applied_at) VALUES ($1, $2, CAST($3 AS TIMESTAMPTZ))",
+            "INSERT INTO {} (version, name, applied_at) VALUES ($1, $2, CURRENT_TIMESTAMP)",
             qualified(schema, MIGRATIONS_TABLE)
         )
     }

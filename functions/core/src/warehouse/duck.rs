@@ -114,7 +114,7 @@ impl Warehouse for DuckDbWarehouse {
                 }
                 tx.execute(
                     &dialect.insert_migration(&schema),
-                    duckdb::params![migration.version, migration.name, Utc::now().to_rfc3339()],
+                    duckdb::params![migration.version, migration.name],
                 )?;
                 newly_applied.push(migration.version);
             }

@@ -228,11 +228,7 @@ impl Warehouse for PostgresWarehouse {
             }
             tx.execute(
                 &dialect.insert_migration(&self.schema),
-                &[
-                    &migration.version,
-                    &migration.name,
-                    &Utc::now().to_rfc3339(),
-                ],
+                &[&migration.version, &migration.name],
             )
             .await
             .map_err(|e| self.query_error("record migration", &e))?;
