@@ -171,7 +171,7 @@ impl StreamRun {
         };
         let mut batch = Batch::default();
         batch.push(&RUNS, run.run_row(RunStatus::Running, None, None));
-        run.warehouse.commit(&batch).await?;
+        run.warehouse.commit(batch).await?;
         Ok((run, state))
     }
 
@@ -265,7 +265,16 @@ impl StreamRun {
     /// transaction. Returns how many source rows it wrote.
     pub async fn commit(&mut self, cursor: serde_json::Value) -> Result<usize, WarehouseError> {
         let mut batch = std::mem::take(&mut self.pending);
-        let rows = std::mem::take(&mut self.pending_rows);
+        self.pending_rows = 0;
+        for write in &mut batch.writes {
+            write.dedup_by_key();
+        }
+        let rows: usize = batch
+            .writes
+            .iter()
+            .filter(|w| !std::ptr::eq(w.table, &REJECTS) && !std::ptr::eq(w.table, &STATE))
+            .map(|w| w.rows.len())
+            .sum();
         let written = self.rows_written + rows as u64;
         batch.push(
             &STATE,
@@ -273,10 +282,7 @@ impl StreamRun {
         );
         let run_row = self.run_row_with(RunStatus::Running, None, None, written);
         batch.push(&RUNS, run_row);
-        for write in &mut batch.writes {
-            write.dedup_by_key();
-        }
-        self.warehouse.commit(&batch).await?;
+        self.warehouse.commit(batch).await?;
         self.rows_written = written;
         if let Some(progress) = &self.options.progress {
             (progress.0)(&self.key, written);
@@ -297,7 +303,7 @@ impl StreamRun {
             &RUNS,
             self.run_row(status, Some(Utc::now()), error.as_deref()),
         );
-        if let Err(e) = self.warehouse.commit(&batch).await {
+        if let Err(e) = self.warehouse.commit(batch).await {
             tracing::error!(stream = %self.key, error = %e, "could not record the run's end");
         }
         RunOutcome {
@@ -370,4 +376,116 @@ fn state_row(
         Value::Text(run_id.to_string()),
         Value::Timestamp(Utc::now()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::ROLLBAR_ITEMS;
+    use crate::warehouse::{Dialect, StreamStatus};
+    use std::sync::Mutex;
+
+    /// Records every committed batch.
+    #[derive(Default)]
+    struct RecordingWarehouse {
+        batches: Mutex<Vec<Batch>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Warehouse for RecordingWarehouse {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        fn dialect(&self) -> Dialect {
+            Dialect::Postgres
+        }
+        async fn migrate(&self) -> Result<Vec<i64>, WarehouseError> {
+            Ok(vec![])
+        }
+        async fn read_state(&self, _: &str, _: &str, _: &str) -> Result<Option<StoredState>, WarehouseError> {
+            Ok(None)
+        }
+        async fn commit(&self, batch: Batch) -> Result<(), WarehouseError> {
+            self.batches.lock().unwrap().push(batch);
+            Ok(())
+        }
+        async fn status(&self) -> Result<Vec<StreamStatus>, WarehouseError> {
+            Ok(vec![])
+        }
+    }
+
+    fn item(id: i64, title: &str) -> Row {
+        let mut values = vec![Value::Null; ROLLBAR_ITEMS.columns.len()];
+        values[0] = Value::BigInt(id);
+        values[6] = Value::Text(title.into());
+        Row(values)
+    }
+
+    fn table_rows<'a>(batch: &'a Batch, table: &Table) -> &'a [Row] {
+        batch
+            .writes
+            .iter()
+            .find(|w| w.table.name == table.name)
+            .map_or(&[], |w| &w.rows)
+    }
+
+    #[tokio::test]
+    async fn rows_cursor_rejects_and_run_record_commit_together() {
+        let warehouse = Arc::new(RecordingWarehouse::default());
+        let key = StreamKey::new("rollbar", "items", "web");
+        let options = SyncOptions::new(None);
+        let (mut run, state) = StreamRun::begin(warehouse.clone(), key.clone(), &options, None)
+            .await
+            .unwrap();
+        assert!(state.is_none());
+        run.add(&ROLLBAR_ITEMS, item(1, "old"), || serde_json::json!({}));
+        run.add(&ROLLBAR_ITEMS, item(1, "new"), || serde_json::json!({}));
+        run.add(&ROLLBAR_ITEMS, Row(vec![Value::Null]), || serde_json::json!({"raw": true}));
+        run.stage_state_of(&StreamKey::new("rollbar", "other", "web"), serde_json::json!({"x": 1}));
+        assert_eq!(run.pending_rows(), 2);
+        run.commit(serde_json::json!({"page": 2})).await.unwrap();
+        let outcome = run.finish(Ok(RunStatus::Succeeded)).await;
+
+        let batches = warehouse.batches.lock().unwrap();
+        assert_eq!(batches.len(), 3, "run start, the batch, run end");
+        let batch = &batches[1];
+        let items = table_rows(batch, &ROLLBAR_ITEMS);
+        assert_eq!(items.len(), 1, "de-duplicated on the key");
+        assert_eq!(items[0].0[6], Value::Text("new".into()), "the last row wins");
+        let rejects = table_rows(batch, &REJECTS);
+        assert_eq!(rejects.len(), 1);
+        assert_eq!(rejects[0].0[6], Value::Json(serde_json::json!({"raw": true})));
+        let states = table_rows(batch, &STATE);
+        assert_eq!(states.len(), 2, "own cursor and the staged one");
+        assert!(states.iter().any(|s| s.0[3] == Value::Json(serde_json::json!({"page": 2}))));
+        let runs = table_rows(batch, &RUNS);
+        assert_eq!(runs[0].0[6], Value::Text("running".into()));
+        assert_eq!(runs[0].0[7], Value::BigInt(1));
+        let end = table_rows(&batches[2], &RUNS);
+        assert_eq!(end[0].0[6], Value::Text("succeeded".into()));
+        assert!(!end[0].0[5].is_null(), "finished_at is set");
+        assert_eq!((outcome.rows_written, outcome.rejects), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_is_recorded_with_its_error_and_uncommitted_rows_are_dropped() {
+        let warehouse = Arc::new(RecordingWarehouse::default());
+        let options = SyncOptions::new(Some(Instant::now()));
+        let (mut run, _) = StreamRun::begin(
+            warehouse.clone(),
+            StreamKey::new("rollbar", "items", "web"),
+            &options,
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(!run.time_left(), "a deadline in the past leaves no time");
+        run.add(&ROLLBAR_ITEMS, item(1, "x"), || serde_json::json!({}));
+        let outcome = run.finish(Err("boom".into())).await;
+        assert_eq!(outcome.status, RunStatus::Failed);
+        let batches = warehouse.batches.lock().unwrap();
+        let end = &batches.last().unwrap().writes;
+        assert_eq!(end.len(), 1, "only the run record");
+        assert_eq!(end[0].rows[0].0[11], Value::Text("boom".into()));
+    }
 }

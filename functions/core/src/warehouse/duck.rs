@@ -156,9 +156,8 @@ impl Warehouse for DuckDbWarehouse {
         }))
     }
 
-    async fn commit(&self, batch: &Batch) -> Result<(), WarehouseError> {
+    async fn commit(&self, batch: Batch) -> Result<(), WarehouseError> {
         let schema = self.schema.clone();
-        let batch = batch.clone();
         self.with_connection("commit batch", move |conn| {
             let tx = conn.transaction()?;
             for write in batch.writes.iter().filter(|w| !w.rows.is_empty()) {

@@ -235,7 +235,7 @@ pub trait Warehouse: Send + Sync {
         scope: &str,
     ) -> Result<Option<StoredState>, WarehouseError>;
     /// Writes the whole batch in one transaction, merging each table's rows on its key.
-    async fn commit(&self, batch: &Batch) -> Result<(), WarehouseError>;
+    async fn commit(&self, batch: Batch) -> Result<(), WarehouseError>;
     async fn status(&self) -> Result<Vec<StreamStatus>, WarehouseError>;
 }
 

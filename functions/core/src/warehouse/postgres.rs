@@ -263,12 +263,12 @@ impl Warehouse for PostgresWarehouse {
         }))
     }
 
-    async fn commit(&self, batch: &Batch) -> Result<(), WarehouseError> {
+    async fn commit(&self, batch: Batch) -> Result<(), WarehouseError> {
         let mut client = self.client().await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_commit(&mut client, batch).await {
+            match self.try_commit(&mut client, &batch).await {
                 Ok(()) => return Ok(()),
                 Err(e) if is_retryable(&e) && attempt < TRANSACTION_ATTEMPTS => {
                     tracing::warn!(attempt, error = %describe(&e), "transaction conflict; retrying batch");
