@@ -402,7 +402,12 @@ mod tests {
         async fn migrate(&self) -> Result<Vec<i64>, WarehouseError> {
             Ok(vec![])
         }
-        async fn read_state(&self, _: &str, _: &str, _: &str) -> Result<Option<StoredState>, WarehouseError> {
+        async fn read_state(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<StoredState>, WarehouseError> {
             Ok(None)
         }
         async fn commit(&self, batch: Batch) -> Result<(), WarehouseError> {
@@ -440,8 +445,15 @@ mod tests {
         assert!(state.is_none());
         run.add(&ROLLBAR_ITEMS, item(1, "old"), || serde_json::json!({}));
         run.add(&ROLLBAR_ITEMS, item(1, "new"), || serde_json::json!({}));
-        run.add(&ROLLBAR_ITEMS, Row(vec![Value::Null]), || serde_json::json!({"raw": true}));
-        run.stage_state_of(&StreamKey::new("rollbar", "other", "web"), serde_json::json!({"x": 1}));
+        run.add(
+            &ROLLBAR_ITEMS,
+            Row(vec![Value::Null]),
+            || serde_json::json!({"raw": true}),
+        );
+        run.stage_state_of(
+            &StreamKey::new("rollbar", "other", "web"),
+            serde_json::json!({"x": 1}),
+        );
         assert_eq!(run.pending_rows(), 2);
         run.commit(serde_json::json!({"page": 2})).await.unwrap();
         let outcome = run.finish(Ok(RunStatus::Succeeded)).await;
@@ -451,13 +463,22 @@ mod tests {
         let batch = &batches[1];
         let items = table_rows(batch, &ROLLBAR_ITEMS);
         assert_eq!(items.len(), 1, "de-duplicated on the key");
-        assert_eq!(items[0].0[6], Value::Text("new".into()), "the last row wins");
+        assert_eq!(
+            items[0].0[6],
+            Value::Text("new".into()),
+            "the last row wins"
+        );
         let rejects = table_rows(batch, &REJECTS);
         assert_eq!(rejects.len(), 1);
-        assert_eq!(rejects[0].0[6], Value::Json(serde_json::json!({"raw": true})));
+        assert_eq!(
+            rejects[0].0[6],
+            Value::Json(serde_json::json!({"raw": true}))
+        );
         let states = table_rows(batch, &STATE);
         assert_eq!(states.len(), 2, "own cursor and the staged one");
-        assert!(states.iter().any(|s| s.0[3] == Value::Json(serde_json::json!({"page": 2}))));
+        assert!(states
+            .iter()
+            .any(|s| s.0[3] == Value::Json(serde_json::json!({"page": 2}))));
         let runs = table_rows(batch, &RUNS);
         assert_eq!(runs[0].0[6], Value::Text("running".into()));
         assert_eq!(runs[0].0[7], Value::BigInt(1));
