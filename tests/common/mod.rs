@@ -160,7 +160,7 @@ pub struct StoredItem {
     pub title: Option<String>,
 }
 
-const OCCURRENCE_COLUMNS: &str = "id, item_id, project_id, CAST(EXTRACT(EPOCH FROM occurred_at) AS BIGINT), environment, level, body_type, exception_class, exception_message, person_id, person_email, code_version, request_url, uuid, CAST(data AS TEXT)";
+const OCCURRENCE_COLUMNS: &str = "id, item_id, project_id, EPOCH_SECONDS, environment, level, body_type, exception_class, exception_message, person_id, person_email, code_version, request_url, uuid, CAST(data AS TEXT)";
 const ITEM_COLUMNS: &str = "id, counter, status, level, total_occurrences, last_occurrence_id, assigned_user_id, resolved_in_version, title";
 
 pub struct Snapshot {
@@ -174,7 +174,15 @@ pub struct Snapshot {
 /// Reads everything the tests compare from the warehouse.
 pub async fn snapshot(target: &Target) -> Snapshot {
     let schema = target.schema().to_string();
-    let occurrences_sql = format!("SELECT {OCCURRENCE_COLUMNS} FROM {schema}.rollbar_occurrences");
+    // DuckDB without its ICU extension has no EXTRACT(EPOCH ..) for TIMESTAMPTZ.
+    let epoch_seconds = match target {
+        Target::Postgres { .. } => "CAST(EXTRACT(EPOCH FROM occurred_at) AS BIGINT)",
+        Target::Duck(_) => "CAST(epoch_us(occurred_at) // 1000000 AS BIGINT)",
+    };
+    let occurrences_sql = format!(
+        "SELECT {} FROM {schema}.rollbar_occurrences",
+        OCCURRENCE_COLUMNS.replace("EPOCH_SECONDS", epoch_seconds)
+    );
     let items_sql = format!("SELECT {ITEM_COLUMNS} FROM {schema}.rollbar_items");
     let rejects_sql =
         format!("SELECT target_table, reason FROM {schema}._heimdallr_rejects ORDER BY record_key");

@@ -8,6 +8,8 @@
 
 pub mod engine;
 pub mod http;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod pii;
 pub mod schema;
 pub mod text;

@@ -114,20 +114,26 @@ pub fn parse_projects(setting: &str) -> Result<Vec<Project>, ConfigError> {
 }
 
 impl RollbarConfig {
+    /// Settings from the token setting (see [`parse_projects`]) and defaults elsewhere.
     pub fn new(api_url: Option<&str>, token_setting: &str) -> Result<Self, ConfigError> {
-        Ok(Self {
+        Ok(Self::for_projects(api_url, parse_projects(token_setting)?))
+    }
+
+    /// Settings for already parsed projects, with defaults elsewhere.
+    pub fn for_projects(api_url: Option<&str>, projects: Vec<Project>) -> Self {
+        Self {
             api_url: api_url
                 .map(str::trim)
                 .filter(|u| !u.is_empty())
                 .unwrap_or(DEFAULT_API_URL)
                 .trim_end_matches('/')
                 .to_string(),
-            projects: parse_projects(token_setting)?,
+            projects,
             page_limit: 1000,
             items_sweep_interval: Duration::from_secs(3600),
             item_refresh_limit: 100,
             pii: PiiPolicy::default(),
-        })
+        }
     }
 
     pub fn with_page_limit(mut self, limit: u32) -> Result<Self, ConfigError> {

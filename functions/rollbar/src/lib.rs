@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod config;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod mapping;
 pub mod sync;
 

@@ -1,5 +1,5 @@
-//! A deliberately small HTTP/1.1 server (GET only, keep-alive) that gives the fakes full
-//! control over the wire: slow answers, bodies cut short, connections reset.
+//! A deliberately small HTTP/1.1 server (keep-alive, bodies by Content-Length) that gives
+//! the fakes full control over the wire: slow answers, bodies cut short, connections reset.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -7,15 +7,17 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Debug, Clone)]
 pub struct Request {
+    pub method: String,
     pub path: String,
     pub query: HashMap<String, String>,
     /// Header names in lower case.
     pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
 }
 
 impl Request {
@@ -99,17 +101,23 @@ async fn connection(stream: TcpStream, handler: Handler) -> std::io::Result<()> 
                 headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
             }
         }
-        let target = request_line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("/")
-            .to_string();
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or("GET").to_string();
+        let target = parts.next().unwrap_or("/").to_string();
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).await?;
         let parsed = url::Url::parse(&format!("http://fake{target}"))
             .unwrap_or_else(|_| url::Url::parse("http://fake/").expect("static URL"));
         let request = Request {
+            method,
             path: parsed.path().to_string(),
             query: parsed.query_pairs().into_owned().collect(),
             headers,
+            body,
         };
         let mut reply = handler(request).await;
         while let Reply::Delayed(wait, inner) = reply {
@@ -156,6 +164,8 @@ async fn connection(stream: TcpStream, handler: Handler) -> std::io::Result<()> 
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
         206 => "Partial Content",
         401 => "Unauthorized",
         403 => "Forbidden",

@@ -2,4 +2,6 @@
 //! the real services do, so the real binaries can be tested end to end without a network.
 
 pub mod http;
+pub mod lambda_runtime;
 pub mod rollbar;
+pub mod secrets_manager;

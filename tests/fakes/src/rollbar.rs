@@ -181,8 +181,8 @@ impl FakeRollbar {
     /// Adds an occurrence that the sync cannot store as is (no numeric id).
     pub fn add_unstorable_occurrence(&self, token: &str) {
         let mut world = self.world();
-        let id = world.next_occurrence_id;
         world.next_occurrence_id += 1;
+        let id = world.next_occurrence_id;
         if let Some(project) = world.projects.get_mut(token) {
             // Keyed by id for paging, but the payload carries a non-numeric id.
             project.occurrences.insert(

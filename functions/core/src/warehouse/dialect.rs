@@ -171,25 +171,53 @@ impl Dialect {
         )
     }
 
-    /// Merges one row given as parameters $1..$n (DuckDB's loading path).
-    pub fn merge_row(self, schema: &str, table: &Table) -> String {
-        let params: Vec<String> = table
+    /// DuckDB's stage: a plain table the appender fills, timestamps and JSON as text (the
+    /// appender binds values, it does not cast them).
+    pub fn create_text_stage(self, schema: &str, table: &Table, stage: &str) -> String {
+        let columns = table
             .columns
             .iter()
-            .enumerate()
-            .map(|(i, c)| match c.ty {
-                ColumnType::Timestamp => format!("CAST(${} AS TIMESTAMPTZ)", i + 1),
-                ColumnType::Json => format!("CAST(${} AS JSON)", i + 1),
-                _ => format!("${}", i + 1),
+            .map(|c| {
+                let ty = match c.ty {
+                    ColumnType::Timestamp | ColumnType::Json => {
+                        self.column_type(ColumnType::Text(0))
+                    }
+                    other => self.column_type(other),
+                };
+                format!("{} {ty}", quote(c.name))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "CREATE OR REPLACE TABLE {} ({columns})",
+            qualified(schema, stage)
+        )
+    }
+
+    /// Merges a text stage into the target, casting timestamps and JSON on the way.
+    pub fn merge_from_text_stage(self, schema: &str, table: &Table, stage: &str) -> String {
+        let select: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| match c.ty {
+                ColumnType::Timestamp => format!("CAST({} AS TIMESTAMPTZ)", quote(c.name)),
+                ColumnType::Json => format!("CAST({} AS JSON)", quote(c.name)),
+                _ => quote(c.name),
             })
             .collect();
         format!(
-            "INSERT INTO {} ({}) VALUES ({}) {}",
+            "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY {} {}",
             qualified(schema, table.name),
             column_list(table.columns),
-            params.join(", "),
+            select.join(", "),
+            qualified(schema, stage),
+            key_list(table),
             self.on_conflict_update(table)
         )
+    }
+
+    pub fn drop_table(self, schema: &str, table: &str) -> String {
+        format!("DROP TABLE IF EXISTS {}", qualified(schema, table))
     }
 
     /// Timestamps read back as microseconds since the epoch, the same on every backend.
@@ -258,10 +286,13 @@ mod tests {
     }
 
     #[test]
-    fn duckdb_row_merge_casts_timestamps_and_json() {
-        let sql = Dialect::DuckDb.merge_row("h", &ROLLBAR_OCCURRENCES);
-        assert!(sql.contains("CAST($4 AS TIMESTAMPTZ)"));
-        assert!(sql.contains("AS JSON)"));
+    fn duckdb_stage_merge_casts_timestamps_and_json() {
+        let stage = Dialect::DuckDb.create_text_stage("h", &ROLLBAR_OCCURRENCES, "_stage");
+        assert!(stage.contains("\"occurred_at\" VARCHAR") && stage.contains("\"data\" VARCHAR"));
+        let sql = Dialect::DuckDb.merge_from_text_stage("h", &ROLLBAR_OCCURRENCES, "_stage");
+        assert!(sql.contains("CAST(\"occurred_at\" AS TIMESTAMPTZ)"));
+        assert!(sql.contains("CAST(\"data\" AS JSON)"));
+        assert!(sql.contains("ORDER BY \"id\" ON CONFLICT (\"id\") DO UPDATE"));
         let ddl = Dialect::DuckDb
             .create_table("h", &ROLLBAR_OCCURRENCES)
             .join(";");

@@ -1,0 +1,263 @@
+//! The real `bootstrap` binary against a loopback Lambda Runtime API, a Secrets Manager
+//! stand-in, the fake Rollbar API and a real PostgreSQL: what the stack deploys, minus AWS.
+
+use heimdallr_fakes::lambda_runtime::{scheduled_event, FakeLambdaRuntime, Outcome};
+use heimdallr_fakes::rollbar::FakeRollbar;
+use heimdallr_fakes::secrets_manager::FakeSecretsManager;
+use serde_json::Value;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, Command};
+
+const SECRET_ARN: &str =
+    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:heimdallr/rollbar-AbCdEf";
+const TOKEN: &str = "tok-lambda-5f4dcc3b5aa765d61d8327deb882cf99";
+
+fn postgres_url() -> Option<String> {
+    match std::env::var("HEIMDALLR_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("HEIMDALLR_REQUIRE_POSTGRES").is_err(),
+                "HEIMDALLR_TEST_POSTGRES_URL is not set but PostgreSQL is required"
+            );
+            eprintln!("skipping: HEIMDALLR_TEST_POSTGRES_URL not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+struct Harness {
+    runtime: FakeLambdaRuntime,
+    secrets: FakeSecretsManager,
+    rollbar: FakeRollbar,
+    postgres: String,
+    schema: String,
+}
+
+impl Harness {
+    async fn new(occurrences: usize) -> Option<Self> {
+        let postgres = postgres_url()?;
+        let rollbar = FakeRollbar::start(41).await.unwrap();
+        rollbar.add_project(TOKEN, 501, 20, occurrences);
+        let secrets = FakeSecretsManager::start().await.unwrap();
+        secrets.put(
+            SECRET_ARN,
+            &format!(r#"{{"tokens": {{"web": "{TOKEN}"}}}}"#),
+        );
+        Some(Self {
+            runtime: FakeLambdaRuntime::start().await.unwrap(),
+            secrets,
+            rollbar,
+            postgres,
+            schema: format!("lambda_{}_{}", std::process::id(), rand::random::<u32>()),
+        })
+    }
+
+    fn bootstrap(&self, extra_env: &[(&str, &str)]) -> Child {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bootstrap"));
+        command
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", self.runtime.endpoint())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "heimdallr-rollbar")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/heimdallr-rollbar")
+            .env("AWS_REGION", "eu-west-1")
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            )
+            .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", self.secrets.endpoint())
+            .env("HEIMDALLR_SECRET_ARN", SECRET_ARN)
+            .env("HEIMDALLR_WAREHOUSE", &self.postgres)
+            .env("HEIMDALLR_SCHEMA", &self.schema)
+            .env("ROLLBAR_API_URL", self.rollbar.api_url())
+            .env("ROLLBAR_PAGE_LIMIT", "100")
+            .envs(extra_env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command.spawn().expect("bootstrap starts")
+    }
+
+    async fn invoke(&self, timeout: Duration) -> Outcome {
+        let id = self.runtime.invoke(scheduled_event(), timeout);
+        self.runtime
+            .outcome(&id, Duration::from_secs(120))
+            .await
+            .expect("the function answered")
+    }
+
+    async fn stored_occurrences(&self) -> i64 {
+        let (client, connection) = tokio_postgres::connect(&self.postgres, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .query_one(
+                &format!("SELECT COUNT(*) FROM {}.rollbar_occurrences", self.schema),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// Stops the process and returns what it printed.
+async fn output(mut child: Child) -> (String, String) {
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut stdout).await;
+    }
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut stderr).await;
+    }
+    (stdout, stderr)
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_invocations_in_a_row_then_nothing_new() {
+    let Some(h) = Harness::new(1_500).await else {
+        return;
+    };
+    let child = h.bootstrap(&[]);
+    let Outcome::Response(first) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("first invocation failed")
+    };
+    let Outcome::Response(second) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("second invocation failed")
+    };
+    let (stdout, _) = output(child).await;
+    assert_eq!(h.stored_occurrences().await, 1_500);
+    let rows = |r: &Value| r["streams"][0]["rows"].as_u64().unwrap();
+    assert_eq!(first["streams"][0]["stream"], "rollbar/occurrences/web");
+    assert_eq!(rows(&first), 1_500);
+    assert_eq!(rows(&second), 0, "the second finds nothing new");
+    assert_eq!(
+        h.secrets.reads(),
+        1,
+        "the secret is read once per cold start"
+    );
+
+    let lines = json_lines(&stdout);
+    let emf: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
+    assert_eq!(emf.len(), 4, "one EMF line per stream per invocation");
+    assert_eq!(emf[0]["Function"], "heimdallr-rollbar");
+    assert_eq!(emf[0]["Stream"], "occurrences/web");
+    assert_eq!(emf[0]["RowsWritten"], 1_500);
+    assert!(emf[0]["FreshnessLagSeconds"].is_number());
+    let logs: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_none()).collect();
+    assert!(logs
+        .iter()
+        .any(|l| l["message"] == "stream done" && l["rows"] == 1_500));
+    assert!(logs.iter().all(|l| l["level"].is_string()));
+    assert!(
+        logs.iter()
+            .any(|l| l["span"]["run_id"].is_string() || l["run_id"].is_string()),
+        "{logs:?}"
+    );
+    assert!(!stdout.contains(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_too_short_to_finish_resumes_on_the_next_invocation() {
+    let Some(h) = Harness::new(6_000).await else {
+        return;
+    };
+    // Slow the API so that one invocation cannot walk every page.
+    h.rollbar.set_faults(heimdallr_fakes::rollbar::FaultRates {
+        slow: 1.0,
+        ..Default::default()
+    });
+    let child = h.bootstrap(&[("HEIMDALLR_TIME_MARGIN", "1s")]);
+    let Outcome::Response(first) = h.invoke(Duration::from_secs(3)).await else {
+        panic!("a partial run is not an error")
+    };
+    assert_eq!(first["streams"][0]["status"], "partial", "{first}");
+    let partial = h.stored_occurrences().await;
+    assert!(partial > 0 && partial < 6_000, "{partial}");
+    h.rollbar.set_faults(Default::default());
+    let Outcome::Response(second) = h.invoke(Duration::from_secs(120)).await else {
+        panic!("second invocation failed")
+    };
+    assert_eq!(second["streams"][0]["status"], "succeeded", "{second}");
+    let _ = output(child).await;
+    assert_eq!(h.stored_occurrences().await, 6_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_fails_the_invocation_with_a_clear_log_and_no_token() {
+    let Some(h) = Harness::new(10).await else {
+        return;
+    };
+    let wrong = "tok-wrong-8d969eef6ecad3c29a3a629280e686cf";
+    h.secrets
+        .put(SECRET_ARN, &format!(r#"{{"token": "{wrong}"}}"#));
+    let child = h.bootstrap(&[]);
+    let Outcome::Error(error) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("a rejected token must fail the invocation")
+    };
+    // The rotated (fixed) secret is read again after the failure.
+    h.secrets
+        .put(SECRET_ARN, &format!(r#"{{"token": "{TOKEN}"}}"#));
+    let Outcome::Response(_) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("the rotated token works")
+    };
+    let (stdout, stderr) = output(child).await;
+    let message = error["errorMessage"].as_str().unwrap_or_default();
+    assert!(message.contains("unauthorized (HTTP 401)"), "{error}");
+    assert!(!error.to_string().contains(wrong));
+    assert!(!stdout.contains(wrong) && !stderr.contains(wrong));
+    assert!(json_lines(&stdout).iter().any(|l| l["level"] == "ERROR"));
+    assert_eq!(h.secrets.reads(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_malformed_secret_names_the_secret_not_its_value() {
+    let Some(h) = Harness::new(10).await else {
+        return;
+    };
+    h.secrets
+        .put(SECRET_ARN, r#"{"tokens": "s3cr3t-value-not-an-object"}"#);
+    let child = h.bootstrap(&[]);
+    let Outcome::Error(error) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("a malformed secret fails")
+    };
+    let (stdout, _) = output(child).await;
+    let text = error.to_string();
+    assert!(
+        text.contains(SECRET_ARN) && text.contains("malformed"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cr3t") && !stdout.contains("s3cr3t"));
+
+    let child = h.bootstrap(&[(
+        "HEIMDALLR_SECRET_ARN",
+        "arn:aws:secretsmanager:eu-west-1:1:secret:missing",
+    )]);
+    let Outcome::Error(error) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("a missing secret fails")
+    };
+    let _ = output(child).await;
+    assert!(
+        error.to_string().contains("ResourceNotFoundException"),
+        "{error}"
+    );
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Builds every Lambda in release mode (strip, LTO, one codegen unit, panic=abort) into
+#   dist/lambda/<function>/bootstrap         x86_64 (always)
+#   dist/lambda/<function>-arm64/bootstrap   arm64, when the aarch64-unknown-linux-gnu
+#                                            target is installed (built with cargo-lambda
+#                                            and zig when present, else with the linker in
+#                                            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER)
+# and fails if a binary needs a glibc newer than 2.34 (Amazon Linux 2023, provided.al2023).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
+FUNCTIONS=(rollbar)
+MAX_GLIBC="2.34"
+
+check_glibc() {
+  local binary="$1" needed
+  needed="$(objdump -T "$binary" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)"
+  if [ -n "$needed" ] && [ "$(printf '%s\n%s\n' "$needed" "$MAX_GLIBC" | sort -V | tail -n 1)" != "$MAX_GLIBC" ]; then
+    echo "error: $binary needs GLIBC_$needed; Amazon Linux 2023 has $MAX_GLIBC" >&2
+    exit 1
+  fi
+  echo "    $(du -h "$binary" | cut -f1)  $binary  (needs glibc ${needed:-none})"
+}
+
+build() {
+  local function="$1" target="$2" out="$3"
+  echo "==> heimdallr-$function for $target"
+  if [ "$target" = aarch64-unknown-linux-gnu ] && command -v cargo-lambda >/dev/null 2>&1; then
+    cargo lambda build --release --arm64 --package "heimdallr-$function" --features lambda --bin bootstrap
+  else
+    cargo build --release --target "$target" --package "heimdallr-$function" --features lambda --bin bootstrap
+  fi
+  mkdir -p "$out"
+  cp "$CARGO_TARGET_DIR/$target/release/bootstrap" "$out/bootstrap"
+  check_glibc "$out/bootstrap"
+}
+
+arm64=false
+if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then arm64=true; fi
+for function in "${FUNCTIONS[@]}"; do
+  build "$function" x86_64-unknown-linux-gnu "dist/lambda/$function"
+  if $arm64; then
+    build "$function" aarch64-unknown-linux-gnu "dist/lambda/$function-arm64"
+  fi
+done
+$arm64 || echo "(arm64 skipped: rustup target add aarch64-unknown-linux-gnu to build it)"
