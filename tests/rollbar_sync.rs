@@ -47,7 +47,10 @@ async fn backfill_then_follow_changes(target: Target) {
     let untouched = *fake
         .items(WEB)
         .iter()
-        .find(|(id, item)| **id != items[0] && item["last_occurrence_id"] == items_before[*id]["last_occurrence_id"])
+        .find(|(id, item)| {
+            **id != items[0]
+                && item["last_occurrence_id"] == items_before[*id]["last_occurrence_id"]
+        })
         .expect("an item the new occurrences did not touch")
         .0;
     fake.reassign_item(WEB, untouched, 4242);
@@ -62,11 +65,26 @@ async fn backfill_then_follow_changes(target: Target) {
         }
     }
     // ...an untouched item changed in place waits for the hourly sweep...
-    assert_ne!(snap.items[&untouched].assigned_user_id, Some(4242), "not swept yet");
+    assert_ne!(
+        snap.items[&untouched].assigned_user_id,
+        Some(4242),
+        "not swept yet"
+    );
     // ...which a shorter cadence brings forward.
-    sync_once(&target, &fake.api_url(), &tokens(), &["--rollbar-items-sweep-interval", "0s"]).await;
+    sync_once(
+        &target,
+        &fake.api_url(),
+        &tokens(),
+        &["--rollbar-items-sweep-interval", "0s"],
+    )
+    .await;
     let snap = snapshot(&target).await;
-    assert_matches_source(&snap, &source_occurrences, &merged(&fake, |f, t| f.items(t)), 5);
+    assert_matches_source(
+        &snap,
+        &source_occurrences,
+        &merged(&fake, |f, t| f.items(t)),
+        5,
+    );
     assert_eq!(snap.items[&untouched].assigned_user_id, Some(4242));
     assert!(snap.rejects.is_empty(), "{:?}", snap.rejects);
 
@@ -116,7 +134,12 @@ async fn an_unstorable_occurrence_is_rejected_with_its_reason_and_the_sync_goes_
     fake.arrive(WEB, 100);
     sync_once(&target, &fake.api_url(), &format!("web={WEB}"), &[]).await;
     let snap = snapshot(&target).await;
-    let source: Vec<i64> = fake.occurrences(WEB).iter().filter(|(_, o)| o["id"].is_i64()).map(|(id, _)| *id).collect();
+    let source: Vec<i64> = fake
+        .occurrences(WEB)
+        .iter()
+        .filter(|(_, o)| o["id"].is_i64())
+        .map(|(id, _)| *id)
+        .collect();
     let stored: Vec<i64> = snap.occurrences.keys().copied().collect();
     assert_eq!(stored, source, "every other occurrence landed");
     assert_eq!(snap.occurrences.len(), 200);

@@ -9,26 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
-/// The PostgreSQL the test script started, or `None` when running outside it. When
-/// `HEIMDALLR_REQUIRE_POSTGRES` is set (as scripts/test.sh does) a missing server fails.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("HEIMDALLR_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("HEIMDALLR_REQUIRE_POSTGRES").is_err(),
-                "HEIMDALLR_TEST_POSTGRES_URL is not set but PostgreSQL is required"
-            );
-            eprintln!("skipping: HEIMDALLR_TEST_POSTGRES_URL not set (run scripts/test.sh)");
-            None
-        }
-    }
-}
-
-/// A schema name no other test uses.
-pub fn unique_schema(prefix: &str) -> String {
-    format!("{prefix}_{}", std::process::id()) + &format!("_{}", rand::random::<u32>())
-}
+pub use heimdallr_fakes::postgres::{test_postgres_url as postgres_url, unique_schema};
 
 pub struct TempDir(PathBuf);
 

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
+use tracing::Instrument;
 
 /// Settings read once per cold start.
 #[derive(Debug, Clone)]
@@ -77,6 +78,36 @@ impl Settings {
                 .unwrap_or(1000),
             items_sweep_interval: duration("ROLLBAR_ITEMS_SWEEP_INTERVAL", "1h")?,
         })
+    }
+}
+
+/// Why an invocation failed, as Lambda reports it (`errorType` / `errorMessage`).
+#[derive(Debug)]
+pub enum HandlerError {
+    /// Settings, secret or warehouse: nothing was synced.
+    Configuration(String),
+    /// At least one stream failed; its run is recorded in `_heimdallr_runs`.
+    SyncFailed(String),
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Configuration(m) | Self::SyncFailed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(error: HandlerError) -> Self {
+        let error_type = match error {
+            HandlerError::Configuration(_) => "Heimdallr.Configuration",
+            HandlerError::SyncFailed(_) => "Heimdallr.SyncFailed",
+        };
+        lambda_runtime::Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
     }
 }
 
@@ -158,23 +189,24 @@ impl RollbarFunction {
 
     /// Handles one scheduled event. Errors (returned after the runs are recorded) make
     /// Lambda count the invocation as failed; a partial run is not an error.
-    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, Error> {
-        let context = event.context;
-        let run_span = tracing::info_span!("run", run_id = %context.request_id, source = "rollbar");
-        let _entered = run_span.enter();
-        let config = self
-            .config()
-            .await
-            .inspect_err(|e| tracing::error!(error = %e, "configuration failed"))?;
-        let warehouse = self
-            .warehouse()
-            .await
-            .inspect_err(|e| tracing::error!(error = %e, "warehouse unavailable"))?;
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
+        let run_span =
+            tracing::info_span!("run", run_id = %event.context.request_id, source = "rollbar");
+        self.run(event.context).instrument(run_span).await
+    }
+
+    async fn run(&self, context: lambda_runtime::Context) -> Result<Value, HandlerError> {
+        let configuration_failed = |e: Error| {
+            tracing::error!(error = %e, "configuration failed");
+            HandlerError::Configuration(e.to_string())
+        };
+        let config = self.config().await.map_err(configuration_failed)?;
+        let warehouse = self.warehouse().await.map_err(configuration_failed)?;
         let mut options =
             SyncOptions::new(Some(stop_at(context.deadline, self.settings.time_margin)));
         options.run_id = context.request_id.clone();
         let outcomes = crate::sync_all(warehouse, &self.client, &config, &options).await;
-        report(&self.settings.function_name, &outcomes);
+        report(&self.settings.function_name, &options.run_id, &outcomes);
         let failed: Vec<&RunOutcome> = outcomes
             .iter()
             .filter(|o| o.status == RunStatus::Failed)
@@ -192,7 +224,7 @@ impl RollbarFunction {
                 .iter()
                 .map(|o| format!("{}: {}", o.key, o.error.as_deref().unwrap_or("failed")))
                 .collect();
-            return Err(summary.join("; ").into());
+            return Err(HandlerError::SyncFailed(summary.join("; ")));
         }
         Ok(json!({
             "run_id": options.run_id,
@@ -208,11 +240,12 @@ impl RollbarFunction {
     }
 }
 
-fn report(function: &str, outcomes: &[RunOutcome]) {
+fn report(function: &str, run_id: &str, outcomes: &[RunOutcome]) {
     for outcome in outcomes {
         // EMF goes to stdout as its own line; CloudWatch extracts the metrics from it.
         println!("{}", emf_line(function, outcome));
         tracing::info!(
+            run_id,
             stream = %outcome.key,
             status = outcome.status.as_str(),
             rows = outcome.rows_written,

@@ -1,6 +1,8 @@
 //! The Rollbar Lambda (`bootstrap` on provided.al2023): logging and clients are set up
 //! once per cold start; each scheduled event goes to the library's handler.
 
+#![recursion_limit = "256"]
+
 use heimdallr_rollbar::lambda::{RollbarFunction, Settings};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 

@@ -2,6 +2,7 @@
 //! stand-in, the fake Rollbar API and a real PostgreSQL: what the stack deploys, minus AWS.
 
 use heimdallr_fakes::lambda_runtime::{scheduled_event, FakeLambdaRuntime, Outcome};
+use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
 use heimdallr_fakes::rollbar::FakeRollbar;
 use heimdallr_fakes::secrets_manager::FakeSecretsManager;
 use serde_json::Value;
@@ -14,20 +15,6 @@ const SECRET_ARN: &str =
     "arn:aws:secretsmanager:eu-west-1:123456789012:secret:heimdallr/rollbar-AbCdEf";
 const TOKEN: &str = "tok-lambda-5f4dcc3b5aa765d61d8327deb882cf99";
 
-fn postgres_url() -> Option<String> {
-    match std::env::var("HEIMDALLR_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("HEIMDALLR_REQUIRE_POSTGRES").is_err(),
-                "HEIMDALLR_TEST_POSTGRES_URL is not set but PostgreSQL is required"
-            );
-            eprintln!("skipping: HEIMDALLR_TEST_POSTGRES_URL not set (run scripts/test.sh)");
-            None
-        }
-    }
-}
-
 struct Harness {
     runtime: FakeLambdaRuntime,
     secrets: FakeSecretsManager,
@@ -38,7 +25,7 @@ struct Harness {
 
 impl Harness {
     async fn new(occurrences: usize) -> Option<Self> {
-        let postgres = postgres_url()?;
+        let postgres = test_postgres_url()?;
         let rollbar = FakeRollbar::start(41).await.unwrap();
         rollbar.add_project(TOKEN, 501, 20, occurrences);
         let secrets = FakeSecretsManager::start().await.unwrap();
@@ -51,7 +38,7 @@ impl Harness {
             secrets,
             rollbar,
             postgres,
-            schema: format!("lambda_{}_{}", std::process::id(), rand::random::<u32>()),
+            schema: unique_schema("lambda"),
         })
     }
 
@@ -223,6 +210,7 @@ async fn a_bad_token_fails_the_invocation_with_a_clear_log_and_no_token() {
     let (stdout, stderr) = output(child).await;
     let message = error["errorMessage"].as_str().unwrap_or_default();
     assert!(message.contains("unauthorized (HTTP 401)"), "{error}");
+    assert_eq!(error["errorType"], "Heimdallr.SyncFailed");
     assert!(!error.to_string().contains(wrong));
     assert!(!stdout.contains(wrong) && !stderr.contains(wrong));
     assert!(json_lines(&stdout).iter().any(|l| l["level"] == "ERROR"));
@@ -230,7 +218,7 @@ async fn a_bad_token_fails_the_invocation_with_a_clear_log_and_no_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_or_malformed_secret_names_the_secret_not_its_value() {
+async fn a_malformed_secret_names_the_secret_not_its_value() {
     let Some(h) = Harness::new(10).await else {
         return;
     };
@@ -247,17 +235,22 @@ async fn a_missing_or_malformed_secret_names_the_secret_not_its_value() {
         "{text}"
     );
     assert!(!text.contains("s3cr3t") && !stdout.contains("s3cr3t"));
+}
 
-    let child = h.bootstrap(&[(
-        "HEIMDALLR_SECRET_ARN",
-        "arn:aws:secretsmanager:eu-west-1:1:secret:missing",
-    )]);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_fails_with_the_service_error() {
+    let Some(h) = Harness::new(10).await else {
+        return;
+    };
+    let missing = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:missing";
+    let child = h.bootstrap(&[("HEIMDALLR_SECRET_ARN", missing)]);
     let Outcome::Error(error) = h.invoke(Duration::from_secs(60)).await else {
         panic!("a missing secret fails")
     };
     let _ = output(child).await;
+    let text = error.to_string();
     assert!(
-        error.to_string().contains("ResourceNotFoundException"),
-        "{error}"
+        text.contains(missing) && text.contains("ResourceNotFoundException"),
+        "{text}"
     );
 }

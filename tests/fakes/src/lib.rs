@@ -3,5 +3,6 @@
 
 pub mod http;
 pub mod lambda_runtime;
+pub mod postgres;
 pub mod rollbar;
 pub mod secrets_manager;
