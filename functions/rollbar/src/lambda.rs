@@ -134,6 +134,10 @@ impl RollbarFunction {
         })
     }
 
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The warehouse connection, opened and migrated on first use, then reused.
     async fn warehouse(&self) -> Result<Arc<dyn Warehouse>, Error> {
         let warehouse = self

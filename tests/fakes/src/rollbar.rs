@@ -45,6 +45,7 @@ struct Project {
 struct World {
     rng: StdRng,
     projects: BTreeMap<String, Project>,
+    revoked: BTreeMap<String, Project>,
     next_occurrence_id: i64,
     next_item_id: i64,
     faults: FaultRates,
@@ -90,6 +91,7 @@ impl FakeRollbar {
         let world = Arc::new(Mutex::new(World {
             rng: StdRng::seed_from_u64(seed),
             projects: BTreeMap::new(),
+            revoked: BTreeMap::new(),
             next_occurrence_id: 400_000_000_000,
             next_item_id: 800_000_000,
             faults: FaultRates::default(),
@@ -189,6 +191,26 @@ impl FakeRollbar {
                 id,
                 json!({"id": "not-a-number", "data": {"level": "error"}}),
             );
+        }
+    }
+
+    /// The project of `token` stops accepting it (401 from now on).
+    pub fn revoke_token(&self, token: &str) {
+        let mut world = self.world();
+        if let Some(project) = world.projects.remove(token) {
+            world.revoked.insert(token.to_string(), project);
+        }
+    }
+
+    /// `new_token` now reaches the project `old_token` reached (a rotated token).
+    pub fn add_token_alias(&self, new_token: &str, old_token: &str) {
+        let mut world = self.world();
+        if let Some(project) = world
+            .revoked
+            .remove(old_token)
+            .or_else(|| world.projects.remove(old_token))
+        {
+            world.projects.insert(new_token.to_string(), project);
         }
     }
 

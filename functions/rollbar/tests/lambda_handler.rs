@@ -1,0 +1,111 @@
+//! The Lambda handler called directly, with a constructed event and Context, against the
+//! Secrets Manager and Rollbar stand-ins and the suite's PostgreSQL.
+
+use heimdallr_core::warehouse::WarehouseTarget;
+use heimdallr_fakes::lambda_runtime::scheduled_event;
+use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
+use heimdallr_fakes::rollbar::FakeRollbar;
+use heimdallr_fakes::secrets_manager::FakeSecretsManager;
+use heimdallr_rollbar::lambda::{HandlerError, RollbarFunction, Settings};
+use lambda_runtime::{Context, LambdaEvent};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:handler";
+
+fn secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(aws_sdk_secretsmanager::config::Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "AKIDEXAMPLE",
+            "example",
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+fn event(request_id: &str, seconds_left: u64) -> LambdaEvent<serde_json::Value> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut context = Context::default();
+    context.request_id = request_id.to_string();
+    context.deadline = now_ms + seconds_left * 1000;
+    LambdaEvent::new(scheduled_event(), context)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_syncs_reports_and_fails_typed() {
+    let Some(postgres) = test_postgres_url() else {
+        return;
+    };
+    let rollbar = FakeRollbar::start(51).await.unwrap();
+    rollbar.add_project("tok-a", 601, 5, 250);
+    rollbar.add_project("tok-b", 602, 5, 120);
+    let secrets = FakeSecretsManager::start().await.unwrap();
+    secrets.put(
+        ARN,
+        r#"{"tokens": {"a": "tok-a", "b": "tok-b"}, "pii_salt": "pepper"}"#,
+    );
+    let settings = Settings {
+        function_name: "heimdallr-rollbar".into(),
+        secret_arn: ARN.into(),
+        warehouse: WarehouseTarget::parse(&postgres).unwrap(),
+        schema: unique_schema("handler"),
+        time_margin: Duration::from_secs(2),
+        pii: "hash".into(),
+        api_url: Some(rollbar.api_url()),
+        page_limit: 100,
+        items_sweep_interval: Duration::from_secs(3600),
+    };
+    let function = RollbarFunction::new(settings, secrets_client(&secrets.endpoint())).unwrap();
+
+    let report = function.handle(event("inv-1", 60)).await.unwrap();
+    let streams = report["streams"].as_array().unwrap();
+    assert_eq!(report["run_id"], "inv-1");
+    assert_eq!(streams.len(), 4, "two streams for each of two projects");
+    assert_eq!(streams[0]["stream"], "rollbar/occurrences/a");
+    assert_eq!(streams[0]["rows"], 250);
+    assert_eq!(streams[2]["stream"], "rollbar/occurrences/b");
+    assert_eq!(streams[2]["rows"], 120);
+
+    // No time left: nothing starts, and that is not an error.
+    let report = function.handle(event("inv-2", 1)).await.unwrap();
+    // (Items had nothing due, so they are done; occurrences could not look.)
+    let streams = report["streams"].as_array().unwrap();
+    assert_eq!(streams[0]["status"], "partial", "{report}");
+    assert_eq!(streams[2]["status"], "partial", "{report}");
+    assert!(streams.iter().all(|s| s["rows"] == 0));
+
+    // The token of project a is revoked and a new one put in the secret: the cached
+    // token fails once (typed error, naming the stream, not the token), then the secret
+    // is read again and the next invocation works.
+    rollbar.revoke_token("tok-a");
+    secrets.put(
+        ARN,
+        r#"{"tokens": {"a": "tok-a2", "b": "tok-b"}, "pii_salt": "pepper"}"#,
+    );
+    rollbar.add_token_alias("tok-a2", "tok-a");
+    match function.handle(event("inv-3", 60)).await {
+        Err(HandlerError::SyncFailed(message)) => {
+            assert!(
+                message.contains("rollbar/occurrences/a") && message.contains("HTTP 401"),
+                "{message}"
+            );
+            assert!(!message.contains("tok-a"));
+        }
+        other => panic!("expected a sync failure, got {other:?}"),
+    }
+    let reads = secrets.reads();
+    function.handle(event("inv-4", 60)).await.unwrap();
+    assert_eq!(
+        secrets.reads(),
+        reads + 1,
+        "the rotated secret was read again"
+    );
+}
