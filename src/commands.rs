@@ -82,7 +82,7 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
         )
         .await;
         progress.clear();
-        report(&outcomes);
+        report(&options.run_id, &outcomes);
         let failed = outcomes.iter().any(|o| o.status == RunStatus::Failed);
         if args.once {
             return Ok(if failed {
@@ -102,7 +102,7 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
     }
 }
 
-fn report(outcomes: &[RunOutcome]) {
+fn report(run_id: &str, outcomes: &[RunOutcome]) {
     for outcome in outcomes {
         let line = format!(
             "{}: {} - {} rows, {} pages, {} retries, {} rejects in {:.1}s",
@@ -114,24 +114,10 @@ fn report(outcomes: &[RunOutcome]) {
             outcome.rejects,
             outcome.duration.as_secs_f64()
         );
-        match &outcome.error {
-            None => {
-                tracing::info!(
-                    stream = %outcome.key,
-                    status = outcome.status.as_str(),
-                    rows = outcome.rows_written,
-                    pages = outcome.pages_fetched,
-                    retries = outcome.api_retries,
-                    rejects = outcome.rejects,
-                    "stream done"
-                );
-                println!("{line}");
-            }
-            Some(error) => {
-                tracing::error!(stream = %outcome.key, %error, "stream failed");
-                println!("{line}");
-                eprintln!("heimdallr: error: {} failed: {error}", outcome.key);
-            }
+        outcome.log(run_id);
+        println!("{line}");
+        if let Some(error) = &outcome.error {
+            eprintln!("heimdallr: error: {} failed: {error}", outcome.key);
         }
     }
 }

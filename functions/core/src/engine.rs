@@ -109,6 +109,25 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// The run's one summary log line (`stream done`), at error level when it failed.
+    pub fn log(&self, run_id: &str) {
+        let status = self.status.as_str();
+        let (rows, pages, retries, rejects) = (
+            self.rows_written,
+            self.pages_fetched,
+            self.api_retries,
+            self.rejects,
+        );
+        match &self.error {
+            None => {
+                tracing::info!(run_id, stream = %self.key, status, rows, pages, retries, rejects, "stream done")
+            }
+            Some(error) => {
+                tracing::error!(run_id, stream = %self.key, status, rows, pages, retries, rejects, error, "stream done")
+            }
+        }
+    }
+
     /// A run that failed before it could read its state (e.g. the warehouse is down).
     pub fn not_started(key: StreamKey, error: String) -> Self {
         Self {

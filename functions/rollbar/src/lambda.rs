@@ -248,16 +248,6 @@ fn report(function: &str, run_id: &str, outcomes: &[RunOutcome]) {
     for outcome in outcomes {
         // EMF goes to stdout as its own line; CloudWatch extracts the metrics from it.
         println!("{}", emf_line(function, outcome));
-        tracing::info!(
-            run_id,
-            stream = %outcome.key,
-            status = outcome.status.as_str(),
-            rows = outcome.rows_written,
-            pages = outcome.pages_fetched,
-            retries = outcome.api_retries,
-            rejects = outcome.rejects,
-            error = outcome.error.as_deref(),
-            "stream done"
-        );
+        outcome.log(run_id);
     }
 }

@@ -177,3 +177,28 @@ fn reason(status: u16) -> &'static str {
         _ => "Status",
     }
 }
+
+/// Aborts the server task when the last handle on a fake is dropped.
+pub struct ServerTask(pub tokio::task::JoinHandle<()>);
+
+impl Drop for ServerTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves a fake whose answers are computed from its shared state under a lock.
+pub async fn serve_state<S: Send + 'static>(
+    state: Arc<std::sync::Mutex<S>>,
+    answer: fn(&mut S, Request) -> Reply,
+) -> std::io::Result<(SocketAddr, Arc<ServerTask>)> {
+    let handler: Handler = Arc::new(move |request| {
+        let reply = {
+            let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
+            answer(&mut guard, request)
+        };
+        Box::pin(async move { reply })
+    });
+    let (addr, task) = serve(handler).await?;
+    Ok((addr, Arc::new(ServerTask(task))))
+}

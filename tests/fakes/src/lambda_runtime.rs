@@ -1,7 +1,7 @@
 //! A stand-in for the AWS Lambda Runtime API (`AWS_LAMBDA_RUNTIME_API`): hands queued
 //! events to a real `bootstrap` binary and records its responses and errors.
 
-use crate::http::{serve, Handler, Reply, Request};
+use crate::http::{serve, Handler, Reply, Request, ServerTask};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ struct State {
 pub struct FakeLambdaRuntime {
     state: Arc<Mutex<State>>,
     addr: SocketAddr,
-    _server: Arc<tokio::task::JoinHandle<()>>,
+    _server: Arc<ServerTask>,
 }
 
 const PREFIX: &str = "/2018-06-01/runtime";
@@ -45,7 +45,7 @@ impl FakeLambdaRuntime {
         Ok(Self {
             state,
             addr,
-            _server: Arc::new(task),
+            _server: Arc::new(ServerTask(task)),
         })
     }
 

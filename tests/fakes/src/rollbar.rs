@@ -2,7 +2,7 @@
 //! change in place, occurrences that keep arriving during a sync, and injected faults
 //! (429 with Retry-After, 500/503, slow answers, bodies cut short, connection resets).
 
-use crate::http::{serve, Handler, Reply, Request};
+use crate::http::{serve_state, Reply, Request, ServerTask};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{json, Value};
@@ -63,14 +63,6 @@ pub struct FakeRollbar {
     _server: Arc<ServerTask>,
 }
 
-struct ServerTask(tokio::task::JoinHandle<()>);
-
-impl Drop for ServerTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 const ENVIRONMENTS: &[&str] = &["production", "staging"];
 const CODE_VERSIONS: &[&str] = &[
     "9f1c2d3e4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d",
@@ -99,16 +91,11 @@ impl FakeRollbar {
             requests: 0,
             faults_served: 0,
         }));
-        let shared = Arc::clone(&world);
-        let handler: Handler = Arc::new(move |request| {
-            let world = Arc::clone(&shared);
-            Box::pin(async move { handle(&world, request) })
-        });
-        let (addr, task) = serve(handler).await?;
+        let (addr, server) = serve_state(Arc::clone(&world), handle).await?;
         Ok(Self {
             world,
             addr,
-            _server: Arc::new(ServerTask(task)),
+            _server: server,
         })
     }
 
@@ -397,8 +384,7 @@ fn error(status: u16, message: &str) -> Reply {
     Reply::json(status, &json!({"err": 1, "message": message}))
 }
 
-fn handle(world: &Mutex<World>, request: Request) -> Reply {
-    let mut world = world.lock().unwrap_or_else(|p| p.into_inner());
+fn handle(world: &mut World, request: Request) -> Reply {
     world.requests += 1;
     let token = request
         .header("x-rollbar-access-token")
@@ -413,7 +399,7 @@ fn handle(world: &Mutex<World>, request: Request) -> Reply {
     let (slow_rate, cut_rate) = (world.faults.slow.min(1.0), world.faults.cut_short.min(1.0));
     let slow = slow_rate > 0.0 && world.rng.random_bool(slow_rate);
     let cut = cut_rate > 0.0 && world.rng.random_bool(cut_rate);
-    let reply = route(&mut world, &token, &request);
+    let reply = route(world, &token, &request);
     let reply = match reply {
         Reply::Response {
             status: 200, body, ..

@@ -1,7 +1,7 @@
 //! A stand-in for AWS Secrets Manager's GetSecretValue (AWS JSON 1.1), for the SDK's
 //! `AWS_ENDPOINT_URL_SECRETS_MANAGER`. Counts reads so tests can check caching.
 
-use crate::http::{serve, Handler, Reply, Request};
+use crate::http::{serve_state, Reply, Request, ServerTask};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,22 +17,17 @@ struct State {
 pub struct FakeSecretsManager {
     state: Arc<Mutex<State>>,
     addr: SocketAddr,
-    _server: Arc<tokio::task::JoinHandle<()>>,
+    _server: Arc<ServerTask>,
 }
 
 impl FakeSecretsManager {
     pub async fn start() -> std::io::Result<Self> {
         let state = Arc::new(Mutex::new(State::default()));
-        let shared = Arc::clone(&state);
-        let handler: Handler = Arc::new(move |request| {
-            let state = Arc::clone(&shared);
-            Box::pin(async move { handle(&state, request) })
-        });
-        let (addr, task) = serve(handler).await?;
+        let (addr, server) = serve_state(Arc::clone(&state), handle).await?;
         Ok(Self {
             state,
             addr,
-            _server: Arc::new(task),
+            _server: server,
         })
     }
 
@@ -54,7 +49,7 @@ impl FakeSecretsManager {
     }
 }
 
-fn handle(state: &Mutex<State>, request: Request) -> Reply {
+fn handle(state: &mut State, request: Request) -> Reply {
     let target = request.header("x-amz-target").unwrap_or_default();
     if target != "secretsmanager.GetSecretValue" {
         return Reply::json(
@@ -64,7 +59,6 @@ fn handle(state: &Mutex<State>, request: Request) -> Reply {
     }
     let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
     let id = body["SecretId"].as_str().unwrap_or_default().to_string();
-    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     state.reads += 1;
     match state.secrets.get(&id) {
         Some(value) => Reply::json(
