@@ -4,7 +4,10 @@
 
 use crate::http::HttpStats;
 use crate::schema::{Table, REJECTS, RUNS, STATE};
-use crate::warehouse::{prepare_row, Batch, Row, StoredState, Value, Warehouse, WarehouseError};
+use crate::warehouse::{
+    check_row, normalize_row, prepare_row, Batch, Row, StoredState, Value, Warehouse,
+    WarehouseError,
+};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Instant;
@@ -226,20 +229,17 @@ impl StreamRun {
     }
 
     /// Queues a row. A row that cannot be stored becomes a reject with its reason and its
-    /// raw payload, committed with the batch; the sync goes on.
-    pub fn add(
-        &mut self,
-        table: &'static Table,
-        row: Row,
-        raw: impl FnOnce() -> serde_json::Value,
-    ) {
-        let key = row.key_text(table);
-        match prepare_row(table, row) {
-            Ok(row) => {
-                self.pending.push(table, row);
+    /// values, committed with the batch; the sync goes on.
+    pub fn add(&mut self, table: &'static Table, row: Row) {
+        match check_row(table, &row) {
+            Ok(()) => {
+                self.pending.push(table, normalize_row(table, row));
                 self.pending_rows += 1;
             }
-            Err(reason) => self.reject(table, &key, &reason, raw()),
+            Err(reason) => {
+                let key = row.key_text(table);
+                self.reject(table, &key, &reason, row.to_json(table));
+            }
         }
     }
 
@@ -462,13 +462,9 @@ mod tests {
             .await
             .unwrap();
         assert!(state.is_none());
-        run.add(&ROLLBAR_ITEMS, item(1, "old"), || serde_json::json!({}));
-        run.add(&ROLLBAR_ITEMS, item(1, "new"), || serde_json::json!({}));
-        run.add(
-            &ROLLBAR_ITEMS,
-            Row(vec![Value::Null]),
-            || serde_json::json!({"raw": true}),
-        );
+        run.add(&ROLLBAR_ITEMS, item(1, "old"));
+        run.add(&ROLLBAR_ITEMS, item(1, "new"));
+        run.add(&ROLLBAR_ITEMS, Row(vec![Value::Text("oops".into())]));
         run.stage_state_of(
             &StreamKey::new("rollbar", "other", "web"),
             serde_json::json!({"x": 1}),
@@ -491,7 +487,7 @@ mod tests {
         assert_eq!(rejects.len(), 1);
         assert_eq!(
             rejects[0].0[6],
-            Value::Json(serde_json::json!({"raw": true}))
+            Value::Json(serde_json::json!({"id": "oops"}))
         );
         let states = table_rows(batch, &STATE);
         assert_eq!(states.len(), 2, "own cursor and the staged one");
@@ -520,7 +516,7 @@ mod tests {
         .await
         .unwrap();
         assert!(!run.time_left(), "a deadline in the past leaves no time");
-        run.add(&ROLLBAR_ITEMS, item(1, "x"), || serde_json::json!({}));
+        run.add(&ROLLBAR_ITEMS, item(1, "x"));
         let outcome = run.finish(Err("boom".into())).await;
         assert_eq!(outcome.status, RunStatus::Failed);
         let batches = warehouse.batches.lock().unwrap();

@@ -16,8 +16,10 @@ use heimdallr_core::engine::{RunOutcome, RunStatus, StreamKey, StreamRun, SyncOp
 use heimdallr_core::schema::{ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
 use heimdallr_core::warehouse::{Warehouse, WarehouseError};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use tokio::task::JoinHandle;
 
 pub const SOURCE: &str = "rollbar";
 pub const OCCURRENCES: &str = "occurrences";
@@ -26,6 +28,9 @@ pub const ITEMS: &str = "items";
 const ITEM_FETCH_CONCURRENCY: usize = 8;
 /// Page size of the first request of a walk that has a high-water mark to stop at.
 const FIRST_PAGE_LIMIT: u32 = 100;
+
+/// A page of occurrences being fetched in the background.
+type PageFetch = JoinHandle<Result<Vec<Value>, ApiError>>;
 
 /// Saved position of the occurrence walk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -196,8 +201,14 @@ async fn walk_occurrences(
     let mut items: ItemsCursor = load_cursor(items_key, items_state.map(|s| s.cursor))?;
     // A walk left unfinished by an earlier run is closed first, then one fresh walk.
     let mut closing_gap = cursor.walk.is_some();
+    // The next page is requested as soon as this one's lowest id is known, so that fetching
+    // overlaps mapping and committing.
+    let mut prefetched: Option<(i64, PageFetch)> = None;
     loop {
         if !run.time_left() {
+            if let Some((_, next)) = prefetched.take() {
+                next.abort();
+            }
             return Ok(RunStatus::Partial);
         }
         let below = cursor.walk.map(|w| w.next_below);
@@ -208,8 +219,32 @@ async fn walk_occurrences(
         } else {
             config.page_limit
         };
-        let page = client.occurrences(&project.token, below, limit).await?;
+        let page = match prefetched.take() {
+            Some((next_below, next)) if Some(next_below) == below => next
+                .await
+                .map_err(|e| StreamError::Shape(format!("page fetch task failed: {e}")))??,
+            stale => {
+                if let Some((_, next)) = stale {
+                    next.abort();
+                }
+                client.occurrences(&project.token, below, limit).await?
+            }
+        };
         run.page_fetched();
+        let lowest_on_page = page.iter().filter_map(|i| lenient_i64(i.get("id"))).min();
+        if let Some(next_below) = lowest_on_page {
+            let walk_goes_on = cursor.high_water.is_none_or(|hw| next_below > hw);
+            if walk_goes_on && run.time_left() {
+                let (client, token, limit) =
+                    (client.clone(), project.token.clone(), config.page_limit);
+                prefetched = Some((
+                    next_below,
+                    tokio::spawn(async move {
+                        client.occurrences(&token, Some(next_below), limit).await
+                    }),
+                ));
+            }
+        }
         let walk_done = if page.is_empty() {
             // The start of the project's history: everything below the walk is stored.
             if let Some(walk) = cursor.walk.take() {
@@ -218,19 +253,18 @@ async fn walk_occurrences(
             true
         } else {
             let synced_at = Utc::now();
-            let (mut lowest, mut highest) = (i64::MAX, i64::MIN);
-            for instance in &page {
+            let highest = page.iter().filter_map(|i| lenient_i64(i.get("id"))).max();
+            let page_len = page.len();
+            for instance in page {
                 let Some(id) = lenient_i64(instance.get("id")) else {
                     run.reject(
                         &ROLLBAR_OCCURRENCES,
                         "",
                         "occurrence has no numeric id",
-                        instance.clone(),
+                        instance,
                     );
                     continue;
                 };
-                lowest = lowest.min(id);
-                highest = highest.max(id);
                 if cursor.high_water.is_some_and(|hw| id <= hw) {
                     continue; // stored by an earlier walk
                 }
@@ -242,22 +276,21 @@ async fn walk_occurrences(
                         if let Some(time) = meta.occurred_at {
                             run.observe_source_time(time);
                         }
-                        run.add(&ROLLBAR_OCCURRENCES, row, || instance.clone());
+                        run.add(&ROLLBAR_OCCURRENCES, row);
                     }
                     Err(reason) => run.reject(
                         &ROLLBAR_OCCURRENCES,
                         &id.to_string(),
                         &reason,
-                        instance.clone(),
+                        json!({"id": id}),
                     ),
                 }
             }
-            if lowest == i64::MAX {
+            let (Some(lowest), Some(highest)) = (lowest_on_page, highest) else {
                 return Err(StreamError::Shape(format!(
-                    "a page of {} occurrences below {below:?} carries no ids; cannot continue the walk",
-                    page.len()
+                    "a page of {page_len} occurrences below {below:?} carries no ids; cannot continue the walk"
                 )));
-            }
+            };
             let top = cursor.walk.map_or(highest, |w| w.top);
             if cursor.high_water.is_some_and(|hw| lowest <= hw) {
                 cursor.high_water = cursor.high_water.map(|hw| hw.max(top));
@@ -374,7 +407,7 @@ fn add_item(run: &mut StreamRun, item: &serde_json::Value, synced_at: DateTime<U
             {
                 run.observe_source_time(time);
             }
-            run.add(&ROLLBAR_ITEMS, row, || item.clone());
+            run.add(&ROLLBAR_ITEMS, row);
         }
         Err(reason) => {
             let key = lenient_i64(item.get("id"))

@@ -87,7 +87,13 @@ impl Row {
 
 /// Makes a row storable on every backend, or says why it cannot be stored.
 /// Text is cut to its column's byte limit at a UTF-8 boundary; U+0000 is replaced.
-pub fn prepare_row(table: &Table, mut row: Row) -> Result<Row, String> {
+pub fn prepare_row(table: &Table, row: Row) -> Result<Row, String> {
+    check_row(table, &row)?;
+    Ok(normalize_row(table, row))
+}
+
+/// Why a row cannot be stored in `table`, if it cannot.
+pub fn check_row(table: &Table, row: &Row) -> Result<(), String> {
     if row.0.len() != table.columns.len() {
         return Err(format!(
             "{} values for {} columns of {}",
@@ -96,7 +102,7 @@ pub fn prepare_row(table: &Table, mut row: Row) -> Result<Row, String> {
             table.name
         ));
     }
-    for (value, column) in row.0.iter_mut().zip(table.columns) {
+    for (value, column) in row.0.iter().zip(table.columns) {
         if !value.fits(column.ty) {
             return Err(format!(
                 "column {}: {:?} does not fit {:?}",
@@ -109,6 +115,22 @@ pub fn prepare_row(table: &Table, mut row: Row) -> Result<Row, String> {
                 column.name
             ));
         }
+        if let Value::Double(v) = value {
+            if !v.is_finite() {
+                return Err(format!(
+                    "column {}: {v} is not a finite number",
+                    column.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Cuts text to its column's limit and replaces U+0000, in place. The row must pass
+/// [`check_row`].
+pub fn normalize_row(table: &Table, mut row: Row) -> Row {
+    for (value, column) in row.0.iter_mut().zip(table.columns) {
         match (value, column.ty) {
             (Value::Text(text), ColumnType::Text(max)) => {
                 if text.contains('\0') {
@@ -118,16 +140,36 @@ pub fn prepare_row(table: &Table, mut row: Row) -> Result<Row, String> {
                 text.truncate(cut);
             }
             (Value::Json(doc), _) => crate::text::json_without_nul(doc),
-            (Value::Double(v), _) if !v.is_finite() => {
-                return Err(format!(
-                    "column {}: {v} is not a finite number",
-                    column.name
-                ))
-            }
             _ => {}
         }
     }
-    Ok(row)
+    row
+}
+
+impl Row {
+    /// The row as a JSON object of column name to value (kept with a reject).
+    pub fn to_json(&self, table: &Table) -> serde_json::Value {
+        let mut object = serde_json::Map::new();
+        for (i, value) in self.0.iter().enumerate() {
+            let name = table
+                .columns
+                .get(i)
+                .map_or_else(|| format!("column_{i}"), |c| c.name.to_string());
+            let json = match value {
+                Value::Null => serde_json::Value::Null,
+                Value::BigInt(v) => (*v).into(),
+                Value::Integer(v) => (*v).into(),
+                Value::Bool(v) => (*v).into(),
+                Value::Double(v) => serde_json::Number::from_f64(*v)
+                    .map_or_else(|| v.to_string().into(), serde_json::Value::Number),
+                Value::Text(v) => v.clone().into(),
+                Value::Timestamp(v) => v.to_rfc3339().into(),
+                Value::Json(v) => v.clone(),
+            };
+            object.insert(name, json);
+        }
+        serde_json::Value::Object(object)
+    }
 }
 
 /// Rows for one table.

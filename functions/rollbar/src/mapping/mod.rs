@@ -128,13 +128,17 @@ fn code_version(data: &Json) -> Option<String> {
 
 /// Maps one occurrence (`/instances/` element) to a `rollbar_occurrences` row, applying the
 /// PII policy to the columns and to the stored `data` document alike.
+/// Takes the instance by value: its `data` document moves into the row uncopied.
 pub fn occurrence_row(
-    instance: &Json,
+    mut instance: Json,
     pii: &PiiPolicy,
     synced_at: DateTime<Utc>,
 ) -> Result<(Row, OccurrenceMeta), String> {
     let id = lenient_i64(instance.get("id")).ok_or("occurrence has no numeric id")?;
-    let mut data = instance.get("data").cloned().unwrap_or(Json::Null);
+    let mut data = instance
+        .get_mut("data")
+        .map(Json::take)
+        .unwrap_or(Json::Null);
     if !data.is_object() {
         data = Json::Object(Default::default());
     }

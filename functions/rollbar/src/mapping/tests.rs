@@ -30,7 +30,7 @@ fn text(row: &Row, column: &str) -> Option<String> {
 }
 
 fn occurrence(name: &str, pii: &PiiPolicy) -> (Row, OccurrenceMeta) {
-    let (row, meta) = occurrence_row(&fixture(name), pii, synced()).unwrap();
+    let (row, meta) = occurrence_row(fixture(name), pii, synced()).unwrap();
     (prepare_row(&ROLLBAR_OCCURRENCES, row).unwrap(), meta)
 }
 
@@ -203,10 +203,10 @@ fn pii_policy_applies_to_columns_and_raw_data() {
 
 #[test]
 fn occurrences_without_id_are_refused_with_a_reason() {
-    let err = occurrence_row(&json!({"data": {}}), &PiiPolicy::Keep, synced()).unwrap_err();
+    let err = occurrence_row(json!({"data": {}}), &PiiPolicy::Keep, synced()).unwrap_err();
     assert!(err.contains("no numeric id"));
     let (row, meta) = occurrence_row(
-        &json!({"id": "77", "data": "not an object"}),
+        json!({"id": "77", "data": "not an object"}),
         &PiiPolicy::Keep,
         synced(),
     )
