@@ -65,7 +65,7 @@ pub struct SyncArgs {
     #[arg(long, env = "HEIMDALLR_MAX_DURATION", value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
     /// Source rows per transaction.
-    #[arg(long, env = "HEIMDALLR_BATCH_ROWS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "HEIMDALLR_BATCH_ROWS", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_rows: u32,
     #[command(flatten)]
     pub warehouse: WarehouseArgs,
@@ -85,7 +85,7 @@ pub struct RollbarArgs {
     #[arg(
         long = "rollbar-page-limit",
         env = "ROLLBAR_PAGE_LIMIT",
-        default_value_t = 1000
+        default_value_t = heimdallr_rollbar::config::DEFAULT_PAGE_LIMIT
     )]
     pub page_limit: u32,
     /// How often every item is re-read.

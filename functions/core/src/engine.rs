@@ -66,7 +66,7 @@ impl SyncOptions {
         Self {
             run_id: uuid::Uuid::new_v4().to_string(),
             deadline,
-            batch_rows: 1000,
+            batch_rows: 500,
             progress: None,
         }
     }

@@ -7,6 +7,9 @@ use std::time::Duration;
 pub const DEFAULT_API_URL: &str = "https://api.rollbar.com/api/1";
 /// The API's maximum `limit` for the occurrence walk.
 pub const MAX_PAGE_LIMIT: u32 = 5000;
+/// Occurrences per page by default: two pages are in memory at once (one being fetched),
+/// and 500 keeps the sync under 64 MB of RSS (see scripts/bench-rollbar.sh).
+pub const DEFAULT_PAGE_LIMIT: u32 = 500;
 
 /// A project read token. Never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -129,7 +132,7 @@ impl RollbarConfig {
                 .trim_end_matches('/')
                 .to_string(),
             projects,
-            page_limit: 1000,
+            page_limit: DEFAULT_PAGE_LIMIT,
             items_sweep_interval: Duration::from_secs(3600),
             item_refresh_limit: 100,
             pii: PiiPolicy::default(),

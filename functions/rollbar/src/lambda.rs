@@ -75,7 +75,7 @@ impl Settings {
                     name: "ROLLBAR_PAGE_LIMIT",
                     reason: e.to_string(),
                 })?
-                .unwrap_or(1000),
+                .unwrap_or(crate::config::DEFAULT_PAGE_LIMIT),
             items_sweep_interval: duration("ROLLBAR_ITEMS_SWEEP_INTERVAL", "1h")?,
         })
     }
