@@ -196,11 +196,12 @@ async fn a_rejected_token_fails_clearly_without_showing_the_token() {
     let fake = FakeRollbar::start(14).await.unwrap();
     fake.add_project(WEB, 101, 5, 10);
     let secret = "wrong-token-5f4dcc3b5aa765d61d8327deb882cf99";
-    let finished = run({
-        let mut c = heimdallr(&target, &fake.api_url(), &format!("web={secret}"));
-        c.args(["sync", "rollbar", "--once"]);
-        c
-    })
+    let finished = run_args(
+        &target,
+        &fake.api_url(),
+        &format!("web={secret}"),
+        &["sync", "rollbar", "--once"],
+    )
     .await;
     assert_eq!(finished.code, Some(1));
     assert!(
@@ -211,12 +212,7 @@ async fn a_rejected_token_fails_clearly_without_showing_the_token() {
     assert!(!finished.stderr.contains(secret) && !finished.stdout.contains(secret));
 
     // The failure is recorded for `heimdallr status`.
-    let status = run({
-        let mut c = heimdallr(&target, &fake.api_url(), "");
-        c.arg("status");
-        c
-    })
-    .await;
+    let status = run_args(&target, &fake.api_url(), "", &["status"]).await;
     assert_eq!(status.code, Some(0), "{}", status.stderr);
     assert!(
         status.stdout.contains("rollbar/occurrences/web"),
@@ -232,11 +228,12 @@ async fn an_unreachable_api_and_bad_settings_fail_with_one_clear_line() {
     let dir = TempDir::new("duck-bad");
     let target = Target::Duck(dir.path().join("w.duckdb"));
     // Nothing listens on port 9 of loopback.
-    let unreachable = run({
-        let mut c = heimdallr(&target, "http://127.0.0.1:9/api/1", WEB);
-        c.args(["sync", "rollbar", "--once"]);
-        c
-    })
+    let unreachable = run_args(
+        &target,
+        "http://127.0.0.1:9/api/1",
+        WEB,
+        &["sync", "rollbar", "--once"],
+    )
     .await;
     assert_eq!(unreachable.code, Some(1));
     assert!(
@@ -245,17 +242,18 @@ async fn an_unreachable_api_and_bad_settings_fail_with_one_clear_line() {
         unreachable.stderr
     );
 
-    let bad_url = run({
-        let mut c = heimdallr(&target, "http://127.0.0.1:9/api/1", WEB);
-        c.args([
+    let bad_url = run_args(
+        &target,
+        "http://127.0.0.1:9/api/1",
+        WEB,
+        &[
             "sync",
             "rollbar",
             "--once",
             "--warehouse",
             "mysql://u:hunter2@h/db",
-        ]);
-        c
-    })
+        ],
+    )
     .await;
     assert_eq!(bad_url.code, Some(2));
     assert!(
@@ -265,11 +263,12 @@ async fn an_unreachable_api_and_bad_settings_fail_with_one_clear_line() {
     );
     assert!(!bad_url.stderr.contains("hunter2"));
 
-    let no_token = run({
-        let mut c = heimdallr(&target, "http://127.0.0.1:9/api/1", "");
-        c.args(["sync", "rollbar", "--once"]);
-        c
-    })
+    let no_token = run_args(
+        &target,
+        "http://127.0.0.1:9/api/1",
+        "",
+        &["sync", "rollbar", "--once"],
+    )
     .await;
     assert_eq!(no_token.code, Some(2));
     assert!(
@@ -278,11 +277,12 @@ async fn an_unreachable_api_and_bad_settings_fail_with_one_clear_line() {
         no_token.stderr
     );
 
-    let no_db = run({
-        let mut c = heimdallr(&target, "http://127.0.0.1:9/api/1", WEB);
-        c.args(["migrate", "--warehouse", "postgres://nobody@127.0.0.1:9/db"]);
-        c
-    })
+    let no_db = run_args(
+        &target,
+        "http://127.0.0.1:9/api/1",
+        WEB,
+        &["migrate", "--warehouse", "postgres://nobody@127.0.0.1:9/db"],
+    )
     .await;
     assert_eq!(no_db.code, Some(2));
     assert!(

@@ -90,6 +90,13 @@ pub async fn run(mut command: Command) -> Finished {
     }
 }
 
+/// Runs `heimdallr ARGS` against `api_url` and `target` and returns how it ended.
+pub async fn run_args(target: &Target, api_url: &str, tokens: &str, args: &[&str]) -> Finished {
+    let mut command = heimdallr(target, api_url, tokens);
+    command.args(args);
+    run(command).await
+}
+
 pub async fn sync_once(target: &Target, api_url: &str, tokens: &str, extra: &[&str]) -> Finished {
     let mut command = heimdallr(target, api_url, tokens);
     command.args(["sync", "rollbar", "--once"]).args(extra);
@@ -141,8 +148,34 @@ pub struct StoredItem {
     pub title: Option<String>,
 }
 
-const OCCURRENCE_COLUMNS: &str = "id, item_id, project_id, EPOCH_SECONDS, environment, level, body_type, exception_class, exception_message, person_id, person_email, code_version, request_url, uuid, CAST(data AS TEXT)";
-const ITEM_COLUMNS: &str = "id, counter, status, level, total_occurrences, last_occurrence_id, assigned_user_id, resolved_in_version, title";
+const OCCURRENCE_COLUMNS: &[&str] = &[
+    "id",
+    "item_id",
+    "project_id",
+    "EPOCH_SECONDS",
+    "environment",
+    "level",
+    "body_type",
+    "exception_class",
+    "exception_message",
+    "person_id",
+    "person_email",
+    "code_version",
+    "request_url",
+    "uuid",
+    "data",
+];
+const ITEM_COLUMNS: &[&str] = &[
+    "id",
+    "counter",
+    "status",
+    "level",
+    "total_occurrences",
+    "last_occurrence_id",
+    "assigned_user_id",
+    "resolved_in_version",
+    "title",
+];
 
 pub struct Snapshot {
     pub occurrences: BTreeMap<i64, StoredOccurrence>,
@@ -152,181 +185,165 @@ pub struct Snapshot {
     pub occurrence_row_count: i64,
 }
 
-/// Reads everything the tests compare from the warehouse.
-pub async fn snapshot(target: &Target) -> Snapshot {
-    let schema = target.schema().to_string();
-    // DuckDB without its ICU extension has no EXTRACT(EPOCH ..) for TIMESTAMPTZ.
-    let epoch_seconds = match target {
-        Target::Postgres { .. } => "CAST(EXTRACT(EPOCH FROM occurred_at) AS BIGINT)",
-        Target::Duck(_) => "CAST(epoch_us(occurred_at) // 1000000 AS BIGINT)",
-    };
-    let occurrences_sql = format!(
-        "SELECT {} FROM {schema}.rollbar_occurrences",
-        OCCURRENCE_COLUMNS.replace("EPOCH_SECONDS", epoch_seconds)
-    );
-    let items_sql = format!("SELECT {ITEM_COLUMNS} FROM {schema}.rollbar_items");
-    let rejects_sql =
-        format!("SELECT target_table, reason FROM {schema}._heimdallr_rejects ORDER BY record_key");
-    let runs_sql = format!("SELECT stream, scope, status FROM {schema}._heimdallr_runs");
-    let count_sql = format!("SELECT COUNT(*) FROM {schema}.rollbar_occurrences");
+/// Every cell as text, so one reader serves both backends.
+type TextRows = Vec<Vec<Option<String>>>;
+
+fn select_as_text(columns: &[&str], from: &str) -> String {
+    let cells: Vec<String> = columns
+        .iter()
+        .map(|c| format!("CAST({c} AS TEXT)"))
+        .collect();
+    format!("SELECT {} FROM {from}", cells.join(", "))
+}
+
+async fn query_text(target: &Target, sql: String) -> TextRows {
     match target {
         Target::Postgres { url, .. } => {
             let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
                 .await
                 .expect("connect to test postgres");
             tokio::spawn(connection);
-            let occurrences = client
-                .query(&occurrences_sql, &[])
+            client
+                .query(&sql, &[])
                 .await
-                .expect("read occurrences")
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
                 .iter()
-                .map(|r| {
-                    let data: String = r.get(14);
-                    (
-                        r.get::<_, i64>(0),
-                        StoredOccurrence {
-                            item_id: r.get(1),
-                            project_id: r.get(2),
-                            occurred_at: r.get(3),
-                            environment: r.get(4),
-                            level: r.get(5),
-                            body_type: r.get(6),
-                            exception_class: r.get(7),
-                            exception_message: r.get(8),
-                            person_id: r.get(9),
-                            person_email: r.get(10),
-                            code_version: r.get(11),
-                            request_url: r.get(12),
-                            uuid: r.get(13),
-                            data: serde_json::from_str(&data).expect("data is JSON"),
-                        },
-                    )
+                .map(|row| {
+                    (0..row.len())
+                        .map(|i| row.get::<_, Option<String>>(i))
+                        .collect()
                 })
-                .collect();
-            let items = client
-                .query(&items_sql, &[])
-                .await
-                .expect("read items")
-                .iter()
-                .map(|r| {
-                    (
-                        r.get::<_, i64>(0),
-                        StoredItem {
-                            counter: r.get(1),
-                            status: r.get(2),
-                            level: r.get(3),
-                            total_occurrences: r.get(4),
-                            last_occurrence_id: r.get(5),
-                            assigned_user_id: r.get(6),
-                            resolved_in_version: r.get(7),
-                            title: r.get(8),
-                        },
-                    )
-                })
-                .collect();
-            let rejects = client
-                .query(&rejects_sql, &[])
-                .await
-                .expect("read rejects")
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            let runs = client
-                .query(&runs_sql, &[])
-                .await
-                .expect("read runs")
-                .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2)))
-                .collect();
-            let occurrence_row_count = client
-                .query_one(&count_sql, &[])
-                .await
-                .expect("count")
-                .get(0);
-            Snapshot {
-                occurrences,
-                items,
-                rejects,
-                runs,
-                occurrence_row_count,
-            }
+                .collect()
         }
         Target::Duck(path) => {
             let path = path.clone();
             tokio::task::spawn_blocking(move || {
                 let conn = duckdb::Connection::open(&path).expect("open duckdb file");
-                let mut stmt = conn.prepare(&occurrences_sql).expect("prepare");
-                let occurrences = stmt
-                    .query_map([], |r| {
-                        let data: String = r.get(14)?;
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            StoredOccurrence {
-                                item_id: r.get(1)?,
-                                project_id: r.get(2)?,
-                                occurred_at: r.get(3)?,
-                                environment: r.get(4)?,
-                                level: r.get(5)?,
-                                body_type: r.get(6)?,
-                                exception_class: r.get(7)?,
-                                exception_message: r.get(8)?,
-                                person_id: r.get(9)?,
-                                person_email: r.get(10)?,
-                                code_version: r.get(11)?,
-                                request_url: r.get(12)?,
-                                uuid: r.get(13)?,
-                                data: serde_json::from_str(&data).expect("data is JSON"),
-                            },
-                        ))
-                    })
-                    .expect("read occurrences")
-                    .collect::<Result<_, _>>()
-                    .expect("rows");
-                let mut stmt = conn.prepare(&items_sql).expect("prepare");
-                let items = stmt
-                    .query_map([], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            StoredItem {
-                                counter: r.get(1)?,
-                                status: r.get(2)?,
-                                level: r.get(3)?,
-                                total_occurrences: r.get(4)?,
-                                last_occurrence_id: r.get(5)?,
-                                assigned_user_id: r.get(6)?,
-                                resolved_in_version: r.get(7)?,
-                                title: r.get(8)?,
-                            },
-                        ))
-                    })
-                    .expect("read items")
-                    .collect::<Result<_, _>>()
-                    .expect("rows");
-                let mut stmt = conn.prepare(&rejects_sql).expect("prepare");
-                let rejects = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .expect("read rejects")
-                    .collect::<Result<_, _>>()
-                    .expect("rows");
-                let mut stmt = conn.prepare(&runs_sql).expect("prepare");
-                let runs = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .expect("read runs")
-                    .collect::<Result<_, _>>()
-                    .expect("rows");
-                let occurrence_row_count =
-                    conn.query_row(&count_sql, [], |r| r.get(0)).expect("count");
-                Snapshot {
-                    occurrences,
-                    items,
-                    rejects,
-                    runs,
-                    occurrence_row_count,
+                let mut stmt = conn.prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let mut rows = stmt.query([]).expect("query");
+                let mut out = Vec::new();
+                while let Some(row) = rows.next().expect("row") {
+                    let width = row.as_ref().column_count();
+                    out.push(
+                        (0..width)
+                            .map(|i| row.get::<_, Option<String>>(i).expect("text cell"))
+                            .collect(),
+                    );
                 }
+                out
             })
             .await
             .expect("duckdb reader")
         }
+    }
+}
+
+fn int(cell: &Option<String>) -> Option<i64> {
+    cell.as_deref().map(|v| v.parse().expect("integer cell"))
+}
+
+/// Reads everything the tests compare from the warehouse.
+pub async fn snapshot(target: &Target) -> Snapshot {
+    let schema = target.schema();
+    // DuckDB without its ICU extension has no EXTRACT(EPOCH ..) for TIMESTAMPTZ.
+    let epoch_seconds = match target {
+        Target::Postgres { .. } => "CAST(EXTRACT(EPOCH FROM occurred_at) AS BIGINT)",
+        Target::Duck(_) => "CAST(epoch_us(occurred_at) // 1000000 AS BIGINT)",
+    };
+    let occurrence_columns: Vec<&str> = OCCURRENCE_COLUMNS
+        .iter()
+        .map(|c| {
+            if *c == "EPOCH_SECONDS" {
+                epoch_seconds
+            } else {
+                c
+            }
+        })
+        .collect();
+    let occurrences = query_text(
+        target,
+        select_as_text(
+            &occurrence_columns,
+            &format!("{schema}.rollbar_occurrences"),
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let occurrence = StoredOccurrence {
+            item_id: int(&r[1]),
+            project_id: int(&r[2]),
+            occurred_at: int(&r[3]),
+            environment: r[4].clone(),
+            level: r[5].clone(),
+            body_type: r[6].clone(),
+            exception_class: r[7].clone(),
+            exception_message: r[8].clone(),
+            person_id: r[9].clone(),
+            person_email: r[10].clone(),
+            code_version: r[11].clone(),
+            request_url: r[12].clone(),
+            uuid: r[13].clone(),
+            data: serde_json::from_str(r[14].as_deref().unwrap_or("null")).expect("data is JSON"),
+        };
+        (int(&r[0]).expect("id"), occurrence)
+    })
+    .collect();
+    let items = query_text(
+        target,
+        select_as_text(ITEM_COLUMNS, &format!("{schema}.rollbar_items")),
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let item = StoredItem {
+            counter: int(&r[1]),
+            status: r[2].clone(),
+            level: r[3].clone(),
+            total_occurrences: int(&r[4]),
+            last_occurrence_id: int(&r[5]),
+            assigned_user_id: int(&r[6]),
+            resolved_in_version: r[7].clone(),
+            title: r[8].clone(),
+        };
+        (int(&r[0]).expect("id"), item)
+    })
+    .collect();
+    let rejects = query_text(
+        target,
+        format!("SELECT target_table, reason FROM {schema}._heimdallr_rejects ORDER BY record_key"),
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].clone().unwrap_or_default(),
+            r[1].clone().unwrap_or_default(),
+        )
+    })
+    .collect();
+    let runs = query_text(
+        target,
+        format!("SELECT stream, scope, status FROM {schema}._heimdallr_runs"),
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let cell = |i: usize| r[i].clone().unwrap_or_default();
+        (cell(0), cell(1), cell(2))
+    })
+    .collect();
+    let count = query_text(
+        target,
+        format!("SELECT CAST(COUNT(*) AS TEXT) FROM {schema}.rollbar_occurrences"),
+    )
+    .await;
+    Snapshot {
+        occurrences,
+        items,
+        rejects,
+        runs,
+        occurrence_row_count: int(&count[0][0]).expect("count"),
     }
 }
 

@@ -49,39 +49,48 @@ fn lenient_time(value: Option<&Json>) -> Option<DateTime<Utc>> {
     from_unix_seconds(seconds)
 }
 
-/// Levels: names, or the numeric codes of older payloads.
-pub fn level_name(value: Option<&Json>) -> Option<String> {
+/// A name sent as text, or as one of the numeric `codes` of older payloads (an unknown
+/// code is kept as its number).
+fn named_code(value: Option<&Json>, codes: &[(i64, &str)]) -> Option<String> {
     match value? {
-        Json::Number(n) => Some(
-            match n.as_i64()? {
-                10 => "debug",
-                20 => "info",
-                30 => "warning",
-                40 => "error",
-                50 => "critical",
-                other => return Some(other.to_string()),
-            }
-            .to_string(),
-        ),
+        Json::Number(n) => {
+            let code = n.as_i64()?;
+            Some(
+                codes
+                    .iter()
+                    .find(|(c, _)| *c == code)
+                    .map_or_else(|| code.to_string(), |(_, name)| name.to_string()),
+            )
+        }
         other => lenient_text(Some(other)).map(|s| s.to_ascii_lowercase()),
     }
 }
 
+/// Levels: names, or the numeric codes of older payloads.
+pub fn level_name(value: Option<&Json>) -> Option<String> {
+    named_code(
+        value,
+        &[
+            (10, "debug"),
+            (20, "info"),
+            (30, "warning"),
+            (40, "error"),
+            (50, "critical"),
+        ],
+    )
+}
+
 /// Item statuses: names, or the numeric codes of older payloads.
 pub fn status_name(value: Option<&Json>) -> Option<String> {
-    match value? {
-        Json::Number(n) => Some(
-            match n.as_i64()? {
-                1 => "active",
-                2 => "resolved",
-                3 => "muted",
-                4 => "archived",
-                other => return Some(other.to_string()),
-            }
-            .to_string(),
-        ),
-        other => lenient_text(Some(other)).map(|s| s.to_ascii_lowercase()),
-    }
+    named_code(
+        value,
+        &[
+            (1, "active"),
+            (2, "resolved"),
+            (3, "muted"),
+            (4, "archived"),
+        ],
+    )
 }
 
 /// (body type, exception class, exception message) of the four body shapes.
