@@ -44,8 +44,9 @@ async fn kill_repeatedly_then_finish(target: Target, kills: usize, seed: u64) {
             }
         }
     }
+    // Later runs may finish before their kill once caught up; the backfill's were not.
     assert!(
-        killed >= kills / 2,
+        killed >= 3,
         "only {killed} of {kills} runs were killed mid-way"
     );
     // Arrivals stop; runs go on until one finishes (each resumes where the last got to).
@@ -59,6 +60,10 @@ async fn kill_repeatedly_then_finish(target: Target, kills: usize, seed: u64) {
     )
     .await;
     let snap = snapshot(&target).await;
+    assert!(
+        snap.runs.iter().any(|(_, _, status)| status == "running"),
+        "some runs were killed after they started (their record never ended)"
+    );
     assert_matches_source(&snap, &fake.occurrences(TOKEN), &fake.items(TOKEN), 50);
 }
 
