@@ -52,19 +52,24 @@ async fn kill_repeatedly_then_finish(target: Target, kills: usize, seed: u64) {
     // Arrivals stop; runs go on until one finishes (each resumes where the last got to).
     fake.set_arrivals_per_request(0);
     sync_once(&target, &fake.api_url(), TOKEN, &args[3..]).await;
-    sync_once(
-        &target,
-        &fake.api_url(),
-        TOKEN,
-        &["--rollbar-items-sweep-interval", "0s"],
-    )
-    .await;
-    let snap = snapshot(&target).await;
+    let snap = final_pass(&target, &fake).await;
     assert!(
         snap.runs.iter().any(|(_, _, status)| status == "running"),
         "some runs were killed after they started (their record never ended)"
     );
     assert_matches_source(&snap, &fake.occurrences(TOKEN), &fake.items(TOKEN), 50);
+}
+
+/// A last pass that also sweeps every item, then what the warehouse holds.
+async fn final_pass(target: &Target, fake: &FakeRollbar) -> Snapshot {
+    sync_once(
+        target,
+        &fake.api_url(),
+        TOKEN,
+        &["--rollbar-items-sweep-interval", "0s"],
+    )
+    .await;
+    snapshot(target).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,13 +112,6 @@ async fn two_syncs_of_one_project_at_once_still_give_the_source() {
     }
     fake.set_arrivals_per_request(0);
     // One more pass picks up what arrived after the two walks began.
-    sync_once(
-        &target,
-        &fake.api_url(),
-        TOKEN,
-        &["--rollbar-items-sweep-interval", "0s"],
-    )
-    .await;
-    let snap = snapshot(&target).await;
+    let snap = final_pass(&target, &fake).await;
     assert_matches_source(&snap, &fake.occurrences(TOKEN), &fake.items(TOKEN), 40);
 }

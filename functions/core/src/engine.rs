@@ -375,8 +375,8 @@ impl StreamRun {
             Value::text(error),
             Value::Timestamp(Utc::now()),
         ]);
-        // Run rows are built here from known types; prepare_row only trims the error text.
-        prepare_row(&RUNS, row.clone()).unwrap_or(row)
+        // Built here from known types: only the error text may need trimming.
+        normalize_row(&RUNS, row)
     }
 }
 
