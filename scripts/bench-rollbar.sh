@@ -5,11 +5,11 @@
 #   - the sync's rows/s and peak RSS,
 #   - PostgreSQL's binary COPY rate for the same rows,
 # and checks them against the targets: sync >= 70% of min(fetch, COPY), RSS <= 64 MB.
-# Usage: scripts/bench-rollbar.sh [occurrences] (LIMIT=page size, default 500 as the sync's)
+# Usage: scripts/bench-rollbar.sh [occurrences] (LIMIT=page size, default 300 as the sync's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-100000}"
-LIMIT="${LIMIT:-500}"
+LIMIT="${LIMIT:-300}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
 source scripts/lib/postgres.sh
 

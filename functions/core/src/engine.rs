@@ -66,7 +66,7 @@ impl SyncOptions {
         Self {
             run_id: uuid::Uuid::new_v4().to_string(),
             deadline,
-            batch_rows: 500,
+            batch_rows: 300,
             progress: None,
         }
     }
@@ -162,6 +162,8 @@ pub struct StreamRun {
     http: Option<Arc<HttpStats>>,
     retries_at_start: u64,
     source_time: Option<DateTime<Utc>>,
+    /// The batch being committed in the background, and its source rows.
+    in_flight: Option<(u64, tokio::task::JoinHandle<Result<(), WarehouseError>>)>,
 }
 
 impl StreamRun {
@@ -190,6 +192,7 @@ impl StreamRun {
             http,
             retries_at_start,
             source_time: state.as_ref().and_then(|s| s.source_time),
+            in_flight: None,
         };
         let mut batch = Batch::default();
         batch.push(&RUNS, run.run_row(RunStatus::Running, None, None));
@@ -281,8 +284,12 @@ impl StreamRun {
     }
 
     /// Commits the queued rows, this stream's new cursor and the run record in ONE
-    /// transaction. Returns how many source rows it wrote.
+    /// transaction. The transaction runs in the background while the caller fetches and
+    /// maps the next batch; batches still commit one after the other, in order, so a
+    /// failed batch stops every later one (its error surfaces at the next `commit` or at
+    /// `finish`). Returns how many source rows the batch holds.
     pub async fn commit(&mut self, cursor: serde_json::Value) -> Result<usize, WarehouseError> {
+        self.settle().await?;
         let mut batch = std::mem::take(&mut self.pending);
         self.pending_rows = 0;
         for write in &mut batch.writes {
@@ -301,21 +308,40 @@ impl StreamRun {
         );
         let run_row = self.run_row_with(RunStatus::Running, None, None, written);
         batch.push(&RUNS, run_row);
-        self.warehouse.commit(batch).await?;
-        self.rows_written = written;
-        if let Some(progress) = &self.options.progress {
-            (progress.0)(&self.key, written);
-        }
-        tracing::debug!(stream = %self.key, rows, total = written, "batch committed");
+        let warehouse = Arc::clone(&self.warehouse);
+        self.in_flight = Some((
+            rows as u64,
+            tokio::spawn(async move { warehouse.commit(batch).await }),
+        ));
         Ok(rows)
+    }
+
+    /// Waits for the batch in flight, if any, and counts its rows once it is committed.
+    async fn settle(&mut self) -> Result<(), WarehouseError> {
+        let Some((rows, commit)) = self.in_flight.take() else {
+            return Ok(());
+        };
+        commit.await.map_err(|e| WarehouseError::Query {
+            target: self.warehouse.describe(),
+            context: "commit batch".into(),
+            detail: format!("the commit task failed: {e}"),
+        })??;
+        self.rows_written += rows;
+        if let Some(progress) = &self.options.progress {
+            (progress.0)(&self.key, self.rows_written);
+        }
+        tracing::debug!(stream = %self.key, rows, total = self.rows_written, "batch committed");
+        Ok(())
     }
 
     /// Records the run's end. Rows still queued are dropped (they were never covered by a
     /// committed cursor, so the next run fetches them again).
-    pub async fn finish(self, result: Result<RunStatus, String>) -> RunOutcome {
-        let (status, error) = match result {
-            Ok(status) => (status, None),
-            Err(error) => (RunStatus::Failed, Some(error)),
+    pub async fn finish(mut self, result: Result<RunStatus, String>) -> RunOutcome {
+        let settled = self.settle().await;
+        let (status, error) = match (result, settled) {
+            (Ok(status), Ok(())) => (status, None),
+            (Err(error), _) => (RunStatus::Failed, Some(error)),
+            (Ok(_), Err(e)) => (RunStatus::Failed, Some(e.to_string())),
         };
         let mut batch = Batch::default();
         batch.push(

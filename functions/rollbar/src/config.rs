@@ -7,9 +7,9 @@ use std::time::Duration;
 pub const DEFAULT_API_URL: &str = "https://api.rollbar.com/api/1";
 /// The API's maximum `limit` for the occurrence walk.
 pub const MAX_PAGE_LIMIT: u32 = 5000;
-/// Occurrences per page by default: two pages are in memory at once (one being fetched),
-/// and 500 keeps the sync under 64 MB of RSS (see scripts/bench-rollbar.sh).
-pub const DEFAULT_PAGE_LIMIT: u32 = 500;
+/// Occurrences per page by default: up to three batches are in memory at once (one being
+/// fetched, one mapped, one committed); 300 keeps the sync under 64 MB of RSS.
+pub const DEFAULT_PAGE_LIMIT: u32 = 300;
 
 /// A project read token. Never printed.
 #[derive(Clone, PartialEq, Eq)]
