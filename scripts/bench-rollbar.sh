@@ -47,11 +47,11 @@ FETCH_SECONDS="$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$FETCH")"
 FETCH_BYTES="$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<<"$FETCH")"
 
 echo "==> sync into PostgreSQL"
-/usr/bin/time -f '%M %e' -o "$WORK/time" \
+/usr/bin/time -f '%M %e %U %S' -o "$WORK/time" \
   env ROLLBAR_API_URL="$API_URL" ROLLBAR_ACCESS_TOKEN=fake-token RUST_LOG=warn \
   "$BIN/heimdallr" sync rollbar --once --warehouse "$HEIMDALLR_TEST_POSTGRES_URL" \
   --rollbar-page-limit "$LIMIT" --batch-rows "$LIMIT" > "$WORK/sync.out"
-read -r RSS_KB SYNC_SECONDS < "$WORK/time"
+read -r RSS_KB SYNC_SECONDS SYNC_USER SYNC_SYS < "$WORK/time"
 STORED="$(psql -qtA "$HEIMDALLR_TEST_POSTGRES_URL" -c 'SELECT COUNT(*) FROM heimdallr.rollbar_occurrences')"
 
 echo "==> binary COPY of the same rows"
@@ -61,9 +61,9 @@ COPY_START="$(date +%s.%N)"
 psql -qtA "$HEIMDALLR_TEST_POSTGRES_URL" -c "COPY heimdallr.copy_bench FROM '$PG_DIR/rows.bin' (FORMAT binary)" >/dev/null
 COPY_END="$(date +%s.%N)"
 
-python3 - "$N" "$STORED" "$FETCH_SECONDS" "$FETCH_BYTES" "$SYNC_SECONDS" "$RSS_KB" "$COPY_START" "$COPY_END" <<'PY'
+python3 - "$N" "$STORED" "$FETCH_SECONDS" "$FETCH_BYTES" "$SYNC_SECONDS" "$RSS_KB" "$COPY_START" "$COPY_END" "$SYNC_USER" "$SYNC_SYS" <<'PY'
 import sys
-n, stored, fetch_s, fetch_bytes, sync_s, rss_kb, copy_start, copy_end = sys.argv[1:]
+n, stored, fetch_s, fetch_bytes, sync_s, rss_kb, copy_start, copy_end, user_s, sys_s = sys.argv[1:]
 n, stored = int(n), int(stored)
 fetch_rate = n / float(fetch_s)
 sync_rate = n / float(sync_s)
@@ -74,7 +74,7 @@ print()
 print(f"occurrences            {n} (stored {stored})")
 print(f"raw fetch              {fetch_rate:10.0f} rows/s  ({int(fetch_bytes) / 1e6 / float(fetch_s):.1f} MB/s, {int(fetch_bytes) / n:.0f} bytes/row)")
 print(f"PostgreSQL COPY        {copy_rate:10.0f} rows/s")
-print(f"sync                   {sync_rate:10.0f} rows/s  ({float(sync_s):.1f} s)")
+print(f"sync                   {sync_rate:10.0f} rows/s  ({float(sync_s):.1f} s wall, {float(user_s) + float(sys_s):.1f} s CPU in the sync process)")
 print(f"sync / min(fetch,COPY) {sync_rate / min(fetch_rate, copy_rate):10.0%}   target >= 70%  {'ok' if sync_rate >= floor else 'MISSED'}")
 print(f"sync peak RSS          {rss_mb:10.1f} MB      target <= 64 MB {'ok' if rss_mb <= 64 else 'MISSED'}")
 if stored != n:
