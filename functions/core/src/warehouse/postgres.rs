@@ -82,7 +82,7 @@ impl PostgresWarehouse {
         let types: Vec<Type> = table.columns.iter().map(|c| pg_type(c.ty)).collect();
         let sink = tx.copy_in(&dialect.copy_into_stage(table, &stage)).await?;
         let writer = BinaryCopyInWriter::new(sink, &types);
-        futures_pin_mut(writer, rows).await?;
+        copy_rows(writer, rows).await?;
         tx.execute(&dialect.merge_from_stage(&self.schema, table, &stage), &[])
             .await?;
         Ok(())
@@ -101,7 +101,8 @@ impl PostgresWarehouse {
     }
 }
 
-async fn futures_pin_mut(
+/// Streams the rows into an open binary COPY.
+async fn copy_rows(
     writer: BinaryCopyInWriter,
     rows: &[super::Row],
 ) -> Result<(), tokio_postgres::Error> {
