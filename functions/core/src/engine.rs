@@ -36,6 +36,10 @@ impl std::fmt::Display for StreamKey {
     }
 }
 
+/// How long a commit may run past the time budget before a backend that can cancel it
+/// does (the Lambda keeps a larger margin than this before its hard deadline).
+pub const COMMIT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What every run of every source shares.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -308,6 +312,7 @@ impl StreamRun {
         );
         let run_row = self.run_row_with(RunStatus::Running, None, None, written);
         batch.push(&RUNS, run_row);
+        batch.cancel_after = self.options.deadline.map(|d| d + COMMIT_GRACE);
         let warehouse = Arc::clone(&self.warehouse);
         self.in_flight = Some((
             rows as u64,

@@ -42,14 +42,16 @@ const fn key(name: &'static str, ty: ColumnType) -> Column {
     }
 }
 
-/// A table's description: its columns, its natural key, and the column rows are ordered
-/// by in time (the leading sort key of event tables on Redshift).
+/// A table's description: its columns, its natural key, the column rows are ordered by
+/// in time (the leading sort key of event tables on Redshift), and the column Redshift
+/// distributes rows on (chosen so that the usual joins stay on one node).
 #[derive(Debug)]
 pub struct Table {
     pub name: &'static str,
     pub columns: &'static [Column],
     pub key: &'static [&'static str],
     pub event_time: Option<&'static str>,
+    pub dist_key: Option<&'static str>,
 }
 
 impl Table {
@@ -100,6 +102,7 @@ pub static ROLLBAR_ITEMS: Table = Table {
     ],
     key: &["id"],
     event_time: Some("last_occurrence_at"),
+    dist_key: Some("id"),
 };
 
 pub static ROLLBAR_OCCURRENCES: Table = Table {
@@ -134,6 +137,8 @@ pub static ROLLBAR_OCCURRENCES: Table = Table {
     ],
     key: &["id"],
     event_time: Some("occurred_at"),
+    // Occurrences join their item: distributing both on the item id keeps that join local.
+    dist_key: Some("item_id"),
 };
 
 /// Where each stream is: its cursor, committed with the rows it covers.
@@ -150,6 +155,7 @@ pub static STATE: Table = Table {
     ],
     key: &["source", "stream", "scope"],
     event_time: None,
+    dist_key: None,
 };
 
 /// One row per run and stream, updated with every batch the run commits.
@@ -172,6 +178,7 @@ pub static RUNS: Table = Table {
     ],
     key: &["run_id", "source", "stream", "scope"],
     event_time: Some("started_at"),
+    dist_key: None,
 };
 
 /// Rows that could not be stored, with the reason; the sync goes on without them.
@@ -189,6 +196,7 @@ pub static REJECTS: Table = Table {
     ],
     key: &["source", "target_table", "record_key"],
     event_time: Some("rejected_at"),
+    dist_key: None,
 };
 
 /// Applied migrations (version, name, applied_at); created by the backend itself.
@@ -250,7 +258,7 @@ mod tests {
                 let column = column.unwrap_or_else(|| panic!("{}.{k} missing", table.name));
                 assert!(!column.nullable, "{}.{k} must be NOT NULL", table.name);
             }
-            if let Some(t) = table.event_time {
+            for t in table.event_time.iter().chain(&table.dist_key) {
                 assert!(
                     table.column_index(t).is_some(),
                     "{}.{t} missing",

@@ -1,11 +1,17 @@
 //! SQL text for each backend, generated from table descriptions. No other module writes SQL.
 
+use super::Value;
 use crate::schema::{Column, ColumnType, Table, MIGRATIONS_TABLE, RUNS, STATE};
+use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Postgres,
     DuckDb,
+    /// Amazon Redshift through the Data API: no enforced keys, no ON CONFLICT, SUPER for
+    /// JSON, VARCHAR lengths in bytes, and values inlined as literals (a batch of statements
+    /// takes no parameters).
+    Redshift,
 }
 
 /// Schema names are interpolated into SQL, so they must be plain identifiers.
@@ -48,20 +54,27 @@ fn key_list(table: &Table) -> String {
 }
 
 impl Dialect {
-    pub fn column_type(self, ty: ColumnType) -> &'static str {
+    pub fn column_type(self, ty: ColumnType) -> String {
         match (self, ty) {
-            (_, ColumnType::BigInt) => "BIGINT",
-            (_, ColumnType::Integer) => "INTEGER",
-            (_, ColumnType::Boolean) => "BOOLEAN",
-            (Dialect::Postgres, ColumnType::Double) => "DOUBLE PRECISION",
-            (Dialect::DuckDb, ColumnType::Double) => "DOUBLE",
+            (_, ColumnType::BigInt) => "BIGINT".into(),
+            (_, ColumnType::Integer) => "INTEGER".into(),
+            (_, ColumnType::Boolean) => "BOOLEAN".into(),
+            (Dialect::Postgres | Dialect::Redshift, ColumnType::Double) => {
+                "DOUBLE PRECISION".into()
+            }
+            (Dialect::DuckDb, ColumnType::Double) => "DOUBLE".into(),
             // Byte limits are enforced before storage (see prepare_row), identically for
             // every backend; PostgreSQL's VARCHAR(n) would count characters instead.
-            (Dialect::Postgres, ColumnType::Text(_)) => "TEXT",
-            (Dialect::DuckDb, ColumnType::Text(_)) => "VARCHAR",
-            (_, ColumnType::Timestamp) => "TIMESTAMPTZ",
-            (Dialect::Postgres, ColumnType::Json) => "JSONB",
-            (Dialect::DuckDb, ColumnType::Json) => "JSON",
+            (Dialect::Postgres, ColumnType::Text(_)) => "TEXT".into(),
+            (Dialect::DuckDb, ColumnType::Text(_)) => "VARCHAR".into(),
+            // Redshift counts VARCHAR lengths in bytes, as prepare_row does.
+            (Dialect::Redshift, ColumnType::Text(max)) => {
+                format!("VARCHAR({})", max.clamp(1, crate::schema::MAX_TEXT_BYTES))
+            }
+            (_, ColumnType::Timestamp) => "TIMESTAMPTZ".into(),
+            (Dialect::Postgres, ColumnType::Json) => "JSONB".into(),
+            (Dialect::DuckDb, ColumnType::Json) => "JSON".into(),
+            (Dialect::Redshift, ColumnType::Json) => "SUPER".into(),
         }
     }
 
@@ -92,7 +105,8 @@ impl Dialect {
     }
 
     /// DDL for one table: the table with its primary key, plus an event-time index on
-    /// PostgreSQL (DuckDB scans are fast and its indexes slow loading down).
+    /// PostgreSQL (DuckDB scans are fast and its indexes slow loading down), and on
+    /// Redshift its distribution and sort keys (the key is informational there).
     pub fn create_table(self, schema: &str, table: &Table) -> Vec<String> {
         let columns = table
             .columns
@@ -108,9 +122,14 @@ impl Dialect {
             .collect::<Vec<_>>()
             .join(", ");
         let mut statements = vec![format!(
-            "CREATE TABLE IF NOT EXISTS {} ({columns}, PRIMARY KEY ({}))",
+            "CREATE TABLE IF NOT EXISTS {} ({columns}, PRIMARY KEY ({})){}",
             qualified(schema, table.name),
-            key_list(table)
+            key_list(table),
+            if self == Dialect::Redshift {
+                redshift_table_attributes(table)
+            } else {
+                String::new()
+            }
         )];
         if let (Dialect::Postgres, Some(time)) = (self, table.event_time) {
             statements.push(format!(
@@ -223,20 +242,41 @@ impl Dialect {
     /// Timestamps read back as microseconds since the epoch, the same on every backend.
     fn epoch_micros(self, expr: &str) -> String {
         match self {
-            Dialect::Postgres => {
+            Dialect::Postgres | Dialect::Redshift => {
                 format!("CAST(EXTRACT(EPOCH FROM {expr}) * 1000000 AS BIGINT)")
             }
             Dialect::DuckDb => format!("epoch_us({expr})"),
         }
     }
 
-    /// cursor (text), source_time and updated_at (epoch micros) of one stream.
+    /// A JSON column as its JSON text.
+    fn json_text(self, expr: &str) -> String {
+        match self {
+            Dialect::Postgres | Dialect::DuckDb => format!("CAST({expr} AS TEXT)"),
+            Dialect::Redshift => format!("JSON_SERIALIZE({expr})"),
+        }
+    }
+
+    /// The n-th (1-based) parameter of a read: `$n`, or a named `:param` on the Data API.
+    fn parameter(self, n: usize, name: &str) -> String {
+        match self {
+            Dialect::Postgres | Dialect::DuckDb => format!("${n}"),
+            Dialect::Redshift => format!(":{name}"),
+        }
+    }
+
+    /// cursor (text), source_time and updated_at (epoch micros) of one stream. Parameters:
+    /// source, stream, scope.
     pub fn select_state(self, schema: &str) -> String {
         format!(
-            "SELECT CAST(cursor AS TEXT), {}, {} FROM {} WHERE source = $1 AND stream = $2 AND scope = $3",
+            "SELECT {}, {}, {} FROM {} WHERE source = {} AND stream = {} AND scope = {}",
+            self.json_text("cursor"),
             self.epoch_micros("source_time"),
             self.epoch_micros("updated_at"),
-            qualified(schema, STATE.name)
+            qualified(schema, STATE.name),
+            self.parameter(1, "source"),
+            self.parameter(2, "stream"),
+            self.parameter(3, "scope"),
         )
     }
 
@@ -247,18 +287,207 @@ impl Dialect {
         format!(
             "WITH streams AS (SELECT source, stream, scope FROM {state} UNION SELECT source, stream, scope FROM {runs}), \
              latest AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY source, stream, scope ORDER BY started_at DESC, updated_at DESC) AS rn FROM {runs}) \
-             SELECT k.source, k.stream, k.scope, CAST(s.cursor AS TEXT), {}, {}, \
+             SELECT k.source, k.stream, k.scope, {}, {}, {}, \
              r.run_id, {}, {}, r.status, r.rows_written, r.error \
              FROM streams k \
              LEFT JOIN {state} s ON s.source = k.source AND s.stream = k.stream AND s.scope = k.scope \
              LEFT JOIN latest r ON r.source = k.source AND r.stream = k.stream AND r.scope = k.scope AND r.rn = 1 \
              ORDER BY k.source, k.stream, k.scope",
+            self.json_text("s.cursor"),
             self.epoch_micros("s.source_time"),
             self.epoch_micros("s.updated_at"),
             self.epoch_micros("r.started_at"),
             self.epoch_micros("r.finished_at"),
         )
     }
+}
+
+/// Redshift's table attributes: rows distributed on the table's join column (or left to
+/// Redshift), sorted by event time first so that time-bounded queries skip blocks.
+fn redshift_table_attributes(table: &Table) -> String {
+    let distribution = match table.dist_key {
+        Some(column) => format!(" DISTSTYLE KEY DISTKEY ({})", quote(column)),
+        None => " DISTSTYLE AUTO".to_string(),
+    };
+    let mut sort: Vec<String> = table.event_time.iter().map(|c| quote(c)).collect();
+    sort.extend(
+        table
+            .key
+            .iter()
+            .filter(|k| Some(**k) != table.event_time)
+            .map(|k| quote(k)),
+    );
+    format!("{distribution} COMPOUND SORTKEY ({})", sort.join(", "))
+}
+
+/// The column the Redshift stage orders duplicate keys by: the later row wins.
+pub const STAGE_SEQUENCE_COLUMN: &str = "_heimdallr_seq";
+
+/// Redshift statements of one batch, as text with every value inlined.
+impl Dialect {
+    /// A value as a Redshift literal. Redshift treats a backslash in a string literal as
+    /// an escape, so backslashes are doubled along with single quotes.
+    pub fn redshift_literal(value: &Value) -> String {
+        match value {
+            Value::Null => "NULL".into(),
+            Value::BigInt(v) => v.to_string(),
+            Value::Integer(v) => v.to_string(),
+            Value::Bool(v) => if *v { "TRUE" } else { "FALSE" }.into(),
+            Value::Double(v) => format!("{v:e}"),
+            Value::Text(v) => redshift_string(v),
+            Value::Timestamp(v) => redshift_timestamp(v),
+            Value::Json(v) => format!("JSON_PARSE({})", redshift_string(&v.to_string())),
+        }
+    }
+
+    /// `(v1, v2, ..)` for one row, with the stage's sequence number when given.
+    pub fn redshift_tuple(values: &[Value], sequence: Option<usize>) -> String {
+        let mut tuple = String::from("(");
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                tuple.push_str(", ");
+            }
+            tuple.push_str(&Self::redshift_literal(value));
+        }
+        if let Some(sequence) = sequence {
+            tuple.push_str(&format!(", {sequence}"));
+        }
+        tuple.push(')');
+        tuple
+    }
+
+    /// The start of a multi-row insert into the target (`stage` None) or its stage; the
+    /// tuples follow, separated by `, `.
+    pub fn redshift_insert_prefix(schema: &str, table: &Table, stage: Option<&str>) -> String {
+        match stage {
+            None => format!(
+                "INSERT INTO {} ({}) VALUES ",
+                qualified(schema, table.name),
+                column_list(table.columns)
+            ),
+            Some(stage) => format!(
+                "INSERT INTO {} ({}, {}) VALUES ",
+                quote(stage),
+                column_list(table.columns),
+                quote(STAGE_SEQUENCE_COLUMN)
+            ),
+        }
+    }
+
+    /// A session temp table with the target's columns and a sequence for de-duplication.
+    pub fn redshift_create_stage(table: &Table, stage: &str) -> String {
+        let columns = table
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", quote(c.name), Dialect::Redshift.column_type(c.ty)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "CREATE TEMP TABLE {} ({columns}, {} INTEGER NOT NULL)",
+            quote(stage),
+            quote(STAGE_SEQUENCE_COLUMN)
+        )
+    }
+
+    /// Deletes the target rows the stage replaces.
+    pub fn redshift_delete_staged(schema: &str, table: &Table, stage: &str) -> String {
+        let target = qualified(schema, table.name);
+        let matches = table
+            .key
+            .iter()
+            .map(|k| format!("{target}.{} = {}.{}", quote(k), quote(stage), quote(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(
+            "DELETE FROM {target} USING {} WHERE {matches}",
+            quote(stage)
+        )
+    }
+
+    /// Inserts the stage into the target, keeping the last staged row of each key.
+    pub fn redshift_insert_staged(schema: &str, table: &Table, stage: &str) -> String {
+        let columns = column_list(table.columns);
+        format!(
+            "INSERT INTO {} ({columns}) SELECT {columns} FROM (SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {} DESC) AS heimdallr_rank FROM {}) AS staged WHERE heimdallr_rank = 1",
+            qualified(schema, table.name),
+            key_list(table),
+            quote(STAGE_SEQUENCE_COLUMN),
+            quote(stage)
+        )
+    }
+
+    pub fn redshift_drop_stage(stage: &str) -> String {
+        format!("DROP TABLE {}", quote(stage))
+    }
+
+    /// Deletes the target rows with these keys (a batch small enough to need no stage).
+    /// `keys` holds each row's key values in the table's key order.
+    pub fn redshift_delete_keys(schema: &str, table: &Table, keys: &[Vec<&Value>]) -> String {
+        let condition = if table.key.len() == 1 {
+            let list = keys
+                .iter()
+                .filter_map(|k| k.first().map(|v| Self::redshift_literal(v)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("{} IN ({list})", quote(table.key[0]))
+        } else {
+            keys.iter()
+                .map(|values| {
+                    let parts = table
+                        .key
+                        .iter()
+                        .zip(values)
+                        .map(|(k, v)| format!("{} = {}", quote(k), Self::redshift_literal(v)))
+                        .collect::<Vec<_>>()
+                        .join(" AND ");
+                    format!("({parts})")
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        };
+        format!(
+            "DELETE FROM {} WHERE {condition}",
+            qualified(schema, table.name)
+        )
+    }
+
+    /// Serialises migrations across writers for the rest of the transaction.
+    pub fn redshift_lock(schema: &str, table: &str) -> String {
+        format!("LOCK {}", qualified(schema, table))
+    }
+
+    /// Records a migration unless a concurrent writer already did.
+    pub fn redshift_record_migration(
+        schema: &str,
+        version: i64,
+        name: &str,
+        at: &DateTime<Utc>,
+    ) -> String {
+        let table = qualified(schema, MIGRATIONS_TABLE);
+        format!(
+            "INSERT INTO {table} (version, name, applied_at) SELECT {version}, {}, {} WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE version = {version})",
+            redshift_string(name),
+            redshift_timestamp(at)
+        )
+    }
+}
+
+fn redshift_string(text: &str) -> String {
+    let mut literal = String::with_capacity(text.len() + 2);
+    literal.push('\'');
+    for c in text.chars() {
+        match c {
+            '\'' => literal.push_str("''"),
+            '\\' => literal.push_str("\\\\"),
+            c => literal.push(c),
+        }
+    }
+    literal.push('\'');
+    literal
+}
+
+fn redshift_timestamp(at: &DateTime<Utc>) -> String {
+    format!("'{}'", at.format("%Y-%m-%d %H:%M:%S%.6f+00"))
 }
 
 #[cfg(test)]

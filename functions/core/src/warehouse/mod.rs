@@ -8,8 +8,10 @@ mod dialect;
 #[cfg(feature = "duckdb")]
 mod duck;
 mod postgres;
+pub mod redshift;
 
 pub use dialect::Dialect;
+pub use redshift::target::RedshiftTarget;
 
 use crate::schema::{ColumnType, Table};
 use async_trait::async_trait;
@@ -200,6 +202,9 @@ impl TableRows {
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub writes: Vec<TableRows>,
+    /// A backend that can cancel a running statement (Redshift) cancels it after this
+    /// instant and reports the batch as not applied.
+    pub cancel_after: Option<std::time::Instant>,
 }
 
 impl Batch {
@@ -286,7 +291,7 @@ pub trait Warehouse: Send + Sync {
 pub enum WarehouseTarget {
     DuckDb { path: std::path::PathBuf },
     Postgres { url: String },
-    RedshiftData { url: String },
+    RedshiftData(RedshiftTarget),
 }
 
 impl std::fmt::Debug for WarehouseTarget {
@@ -333,9 +338,9 @@ impl WarehouseTarget {
             });
         }
         if url.starts_with("redshift-data://") {
-            return Ok(Self::RedshiftData {
-                url: url.to_string(),
-            });
+            return RedshiftTarget::parse(url)
+                .map(Self::RedshiftData)
+                .map_err(|reason| bad(&reason));
         }
         if url.contains("://") {
             return Err(bad(
@@ -348,7 +353,8 @@ impl WarehouseTarget {
     pub fn describe(&self) -> String {
         match self {
             Self::DuckDb { path } => format!("duckdb file {}", path.display()),
-            Self::Postgres { url } | Self::RedshiftData { url } => redact_url(url),
+            Self::Postgres { url } => redact_url(url),
+            Self::RedshiftData(target) => target.describe(),
         }
     }
 }
@@ -388,8 +394,13 @@ pub async fn open(
         WarehouseTarget::DuckDb { .. } => Err(WarehouseError::Unsupported(
             "this build has no embedded DuckDB backend; pass --warehouse postgres://... or build with the duckdb feature".into(),
         )),
-        WarehouseTarget::RedshiftData { .. } => Err(WarehouseError::Unsupported(
-            "the redshift-data:// backend is not part of this release yet; use postgres://... or a DuckDB file".into(),
+        #[cfg(feature = "redshift")]
+        WarehouseTarget::RedshiftData(target) => Ok(Arc::new(
+            redshift::RedshiftWarehouse::connect(target, schema).await,
+        )),
+        #[cfg(not(feature = "redshift"))]
+        WarehouseTarget::RedshiftData(_) => Err(WarehouseError::Unsupported(
+            "this build has no Redshift backend; build with the redshift feature".into(),
         )),
     }
 }

@@ -1,0 +1,538 @@
+//! The Redshift backend's transport: the Data API through aws-sdk-redshiftdata.
+//!
+//! Each planned transaction is one `BatchExecuteStatement`, with a ClientToken derived
+//! from its statements so that a resubmitted call is not applied twice. Completion is
+//! polled with `DescribeStatement` (short backoff); a failure reports the failing
+//! sub-statement and Redshift's text and applied nothing. Throttling and serializable
+//! isolation conflicts (error 1023) are retried; a statement still running past the
+//! batch's deadline is cancelled.
+
+use super::plan::{plan_batch, Transaction};
+use super::target::{Compute, RedshiftTarget};
+use crate::schema::{MIGRATIONS, MIGRATIONS_TABLE};
+use crate::warehouse::{Batch, Dialect, StoredState, StreamStatus, Warehouse, WarehouseError};
+use async_trait::async_trait;
+use aws_sdk_redshiftdata::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatusString};
+use aws_sdk_redshiftdata::Client;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+/// Submissions of one transaction before giving up (throttling, conflicts, transient).
+const ATTEMPTS: u32 = 6;
+/// First wait between polls; doubles up to [`MAX_POLL`].
+const FIRST_POLL: Duration = Duration::from_millis(20);
+const MAX_POLL: Duration = Duration::from_secs(1);
+
+pub struct RedshiftWarehouse {
+    client: Client,
+    target: RedshiftTarget,
+    schema: String,
+}
+
+/// Why one submitted statement did not finish.
+#[derive(Debug)]
+enum Failure {
+    /// Worth submitting again (throttling, conflicts, service hiccups).
+    Retryable(String),
+    Fatal(String),
+}
+
+impl RedshiftWarehouse {
+    /// Builds the client from the SDK's standard configuration (region, credentials chain,
+    /// `AWS_ENDPOINT_URL_REDSHIFT_DATA`), with the URL's region taking precedence.
+    pub async fn connect(target: &RedshiftTarget, schema: &str) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &target.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let config = loader.load().await;
+        Self::with_client(Client::new(&config), target.clone(), schema)
+    }
+
+    pub fn with_client(client: Client, target: RedshiftTarget, schema: &str) -> Self {
+        Self {
+            client,
+            target,
+            schema: schema.to_string(),
+        }
+    }
+
+    fn error(&self, context: &str, detail: impl Into<String>) -> WarehouseError {
+        WarehouseError::Query {
+            target: self.target.describe(),
+            context: context.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Runs one transaction to completion, resubmitting after retryable failures.
+    async fn run_transaction(
+        &self,
+        transaction: &Transaction,
+        deadline: Option<Instant>,
+        context: &str,
+    ) -> Result<(), WarehouseError> {
+        let digest = statements_digest(&transaction.statements);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // A new token per attempt: the previous one names a statement that failed.
+            let token = format!("heimdallr-{digest}-{attempt}");
+            let outcome = match self.submit(&transaction.statements, &token).await {
+                Ok(id) => self.wait(&id, deadline).await.map(|_| ()),
+                Err(failure) => Err(failure),
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(Failure::Retryable(detail)) if attempt < ATTEMPTS && !past(deadline) => {
+                    let pause = backoff(attempt);
+                    tracing::warn!(attempt, error = %detail, ?pause, "redshift batch not applied; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(Failure::Retryable(detail) | Failure::Fatal(detail)) => {
+                    return Err(self.error(context, detail))
+                }
+            }
+        }
+    }
+
+    async fn submit(&self, statements: &[String], token: &str) -> Result<String, Failure> {
+        let request = self
+            .client
+            .batch_execute_statement()
+            .set_sqls(Some(statements.to_vec()))
+            .database(&self.target.database)
+            .client_token(token)
+            .statement_name("heimdallr");
+        let request = match &self.target.compute {
+            Compute::Cluster {
+                identifier,
+                db_user,
+                secret_arn,
+            } => request
+                .cluster_identifier(identifier)
+                .set_db_user(db_user.clone())
+                .set_secret_arn(secret_arn.clone()),
+            Compute::Workgroup { name, secret_arn } => request
+                .workgroup_name(name)
+                .set_secret_arn(secret_arn.clone()),
+        };
+        match request.send().await {
+            Ok(output) => output
+                .id
+                .ok_or_else(|| Failure::Fatal("BatchExecuteStatement returned no id".into())),
+            Err(error) => Err(classify_sdk_error("BatchExecuteStatement", &error)),
+        }
+    }
+
+    async fn execute(&self, sql: &str, parameters: &[(&str, &str)]) -> Result<String, Failure> {
+        let parameters = parameters
+            .iter()
+            .map(|(name, value)| {
+                SqlParameter::builder()
+                    .name(*name)
+                    .value(*value)
+                    .build()
+                    .map_err(|e| Failure::Fatal(format!("parameter {name}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let request = self
+            .client
+            .execute_statement()
+            .sql(sql)
+            .database(&self.target.database)
+            .set_parameters((!parameters.is_empty()).then_some(parameters));
+        let request = match &self.target.compute {
+            Compute::Cluster {
+                identifier,
+                db_user,
+                secret_arn,
+            } => request
+                .cluster_identifier(identifier)
+                .set_db_user(db_user.clone())
+                .set_secret_arn(secret_arn.clone()),
+            Compute::Workgroup { name, secret_arn } => request
+                .workgroup_name(name)
+                .set_secret_arn(secret_arn.clone()),
+        };
+        match request.send().await {
+            Ok(output) => output
+                .id
+                .ok_or_else(|| Failure::Fatal("ExecuteStatement returned no id".into())),
+            Err(error) => Err(classify_sdk_error("ExecuteStatement", &error)),
+        }
+    }
+
+    /// Polls until the statement finishes; cancels it once `deadline` has passed.
+    /// Returns whether it has a result set.
+    async fn wait(&self, id: &str, deadline: Option<Instant>) -> Result<bool, Failure> {
+        let mut pause = FIRST_POLL;
+        let mut describe_failures = 0;
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_POLL);
+            let described = match self.client.describe_statement().id(id).send().await {
+                Ok(described) => described,
+                Err(error) => {
+                    describe_failures += 1;
+                    match classify_sdk_error("DescribeStatement", &error) {
+                        Failure::Retryable(_) if describe_failures < ATTEMPTS => continue,
+                        // The statement may still commit; the caller's retry re-applies the
+                        // same merge, which is harmless.
+                        failure => return Err(failure),
+                    }
+                }
+            };
+            match described.status {
+                Some(StatusString::Finished) => {
+                    return Ok(described.has_result_set.unwrap_or(false))
+                }
+                Some(StatusString::Failed) => return Err(statement_failure(&described)),
+                Some(StatusString::Aborted) => {
+                    return Err(Failure::Fatal(format!(
+                        "statement {id} was aborted{}",
+                        described
+                            .error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    )))
+                }
+                _ if past(deadline) => {
+                    let cancelled = self.client.cancel_statement().id(id).send().await;
+                    let note = match cancelled {
+                        Ok(_) => "cancelled",
+                        Err(_) => "could not be cancelled",
+                    };
+                    return Err(Failure::Fatal(format!(
+                        "statement {id} was still running at the end of the time budget and {note}; nothing of it was applied"
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs a read and returns its rows.
+    async fn query(
+        &self,
+        context: &str,
+        sql: &str,
+        parameters: &[(&str, &str)],
+    ) -> Result<Vec<Vec<Field>>, WarehouseError> {
+        let mut attempt = 0;
+        let id = loop {
+            attempt += 1;
+            let outcome = match self.execute(sql, parameters).await {
+                Ok(id) => self.wait(&id, None).await.map(|has_rows| (id, has_rows)),
+                Err(failure) => Err(failure),
+            };
+            match outcome {
+                Ok((id, true)) => break id,
+                Ok((_, false)) => return Ok(Vec::new()),
+                Err(Failure::Retryable(detail)) if attempt < ATTEMPTS => {
+                    tracing::warn!(attempt, error = %detail, "redshift read failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(Failure::Retryable(detail) | Failure::Fatal(detail)) => {
+                    return Err(self.error(context, detail))
+                }
+            }
+        };
+        let mut rows = Vec::new();
+        let mut next_token = None;
+        loop {
+            let page = self
+                .client
+                .get_statement_result()
+                .id(&id)
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(|e| {
+                    self.error(
+                        context,
+                        format!("GetStatementResult: {}", DisplayErrorContext(&e)),
+                    )
+                })?;
+            rows.extend(page.records);
+            next_token = page.next_token;
+            if next_token.is_none() {
+                return Ok(rows);
+            }
+        }
+    }
+}
+
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(200) * 2u32.saturating_pow(attempt.saturating_sub(1));
+    let capped = base.min(Duration::from_secs(10));
+    // Jitter, so that two writers that conflicted do not collide again in step.
+    capped + Duration::from_millis(rand::random::<u64>() % 200)
+}
+
+fn statements_digest(statements: &[String]) -> String {
+    let mut hasher = Sha256::new();
+    for statement in statements {
+        hasher.update(statement.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// Redshift reports serializable isolation violations as error 1023.
+fn is_conflict(error: &str) -> bool {
+    error.contains("1023")
+        || error.contains("Serializable isolation violation")
+        || error.contains("deadlock detected")
+}
+
+fn classify_sdk_error<E>(operation: &str, error: &SdkError<E>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let detail = format!("{operation}: {}", DisplayErrorContext(error));
+    let code = match error {
+        SdkError::ServiceError(service) => service.err().code().unwrap_or_default().to_string(),
+        // Timeouts and connection failures: the request may not have arrived (or its
+        // answer was lost); the same ClientToken makes a resubmission safe.
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            return Failure::Retryable(detail)
+        }
+        _ => String::new(),
+    };
+    match code.as_str() {
+        "ThrottlingException"
+        | "ActiveStatementsExceededException"
+        | "ActiveSessionsExceededException"
+        | "ActiveWaitingRequestsExceededException"
+        | "InternalServerException" => Failure::Retryable(detail),
+        _ => Failure::Fatal(detail),
+    }
+}
+
+/// The failing sub-statement of a batch (its number, the start of its text, Redshift's
+/// error), or the statement's own error.
+fn statement_failure(
+    described: &aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput,
+) -> Failure {
+    let failing = described
+        .sub_statements
+        .iter()
+        .flatten()
+        .enumerate()
+        .find(|(_, s)| s.status.as_ref().is_some_and(|s| s.as_str() == "FAILED"));
+    let detail = match failing {
+        Some((index, sub)) => format!(
+            "statement {} of {} failed: {} [{}]",
+            index + 1,
+            described.sub_statements.as_ref().map_or(0, Vec::len),
+            sub.error.as_deref().unwrap_or("no error text"),
+            statement_head(sub.query_string.as_deref().unwrap_or_default()),
+        ),
+        None => format!(
+            "statement failed: {}",
+            described.error.as_deref().unwrap_or("no error text")
+        ),
+    };
+    let error_text = described.error.as_deref().unwrap_or_default();
+    if is_conflict(&detail) || is_conflict(error_text) {
+        Failure::Retryable(detail)
+    } else {
+        Failure::Fatal(detail)
+    }
+}
+
+/// The start of a statement for messages: up to its VALUES (never the data) or 160 bytes.
+fn statement_head(sql: &str) -> String {
+    let end = sql.find(" VALUES ").unwrap_or(sql.len()).min(160);
+    let head = crate::text::truncate_utf8(sql, end);
+    if head.len() < sql.len() {
+        format!("{head} ..")
+    } else {
+        head.to_string()
+    }
+}
+
+fn field_text(field: Option<&Field>) -> Option<String> {
+    match field? {
+        Field::StringValue(v) => Some(v.clone()),
+        Field::LongValue(v) => Some(v.to_string()),
+        Field::DoubleValue(v) => Some(v.to_string()),
+        Field::BooleanValue(v) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+fn field_i64(field: Option<&Field>) -> Option<i64> {
+    match field? {
+        Field::LongValue(v) => Some(*v),
+        Field::DoubleValue(v) => Some(*v as i64),
+        Field::StringValue(v) => v.parse().ok(),
+        _ => None,
+    }
+}
+
+fn field_time(field: Option<&Field>) -> Option<DateTime<Utc>> {
+    field_i64(field).and_then(DateTime::from_timestamp_micros)
+}
+
+#[async_trait]
+impl Warehouse for RedshiftWarehouse {
+    fn describe(&self) -> String {
+        format!("{} (schema {})", self.target.describe(), self.schema)
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Redshift
+    }
+
+    async fn migrate(&self) -> Result<Vec<i64>, WarehouseError> {
+        let dialect = Dialect::Redshift;
+        let setup = Transaction {
+            statements: vec![
+                dialect.create_schema(&self.schema),
+                dialect.create_migrations_table(&self.schema),
+            ],
+            rows: 0,
+        };
+        self.run_transaction(&setup, None, "create schema").await?;
+        let applied: Vec<i64> = self
+            .query(
+                "read migrations",
+                &dialect.select_migrations(&self.schema),
+                &[],
+            )
+            .await?
+            .iter()
+            .filter_map(|row| field_i64(row.first()))
+            .collect();
+        let mut newly_applied = Vec::new();
+        for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+            // The lock serialises concurrent migrators; every step is idempotent and the
+            // record is written only once, so a migrator that lost the race changes nothing.
+            let mut statements = vec![Dialect::redshift_lock(&self.schema, MIGRATIONS_TABLE)];
+            statements.extend(crate::warehouse::migration_statements(
+                dialect,
+                &self.schema,
+                migration,
+            ));
+            statements.push(Dialect::redshift_record_migration(
+                &self.schema,
+                migration.version,
+                migration.name,
+                &Utc::now(),
+            ));
+            for chunk in statements.chunks(super::plan::MAX_BATCH_STATEMENTS) {
+                let transaction = Transaction {
+                    statements: chunk.to_vec(),
+                    rows: 0,
+                };
+                self.run_transaction(
+                    &transaction,
+                    None,
+                    &format!("migration {}", migration.version),
+                )
+                .await?;
+            }
+            newly_applied.push(migration.version);
+        }
+        Ok(newly_applied)
+    }
+
+    async fn read_state(
+        &self,
+        source: &str,
+        stream: &str,
+        scope: &str,
+    ) -> Result<Option<StoredState>, WarehouseError> {
+        let rows = self
+            .query(
+                "read state",
+                &Dialect::Redshift.select_state(&self.schema),
+                &[("source", source), ("stream", stream), ("scope", scope)],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let cursor = field_text(row.first());
+        Ok(Some(StoredState {
+            cursor: crate::warehouse::parse_cursor(cursor.as_deref(), &self.target.describe())?,
+            source_time: field_time(row.get(1)),
+            updated_at: field_time(row.get(2)),
+        }))
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<(), WarehouseError> {
+        let plan = plan_batch(&self.schema, &batch, Utc::now());
+        let parts = plan.len();
+        for (index, transaction) in plan.iter().enumerate() {
+            let context = if parts == 1 {
+                "commit batch".to_string()
+            } else {
+                format!("commit batch (part {} of {parts})", index + 1)
+            };
+            self.run_transaction(transaction, batch.cancel_after, &context)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn status(&self) -> Result<Vec<StreamStatus>, WarehouseError> {
+        let rows = self
+            .query("read status", &Dialect::Redshift.status(&self.schema), &[])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| StreamStatus {
+                source: field_text(row.first()).unwrap_or_default(),
+                stream: field_text(row.get(1)).unwrap_or_default(),
+                scope: field_text(row.get(2)).unwrap_or_default(),
+                cursor: field_text(row.get(3)),
+                source_time: field_time(row.get(4)),
+                state_updated_at: field_time(row.get(5)),
+                last_run_id: field_text(row.get(6)),
+                last_run_started_at: field_time(row.get(7)),
+                last_run_finished_at: field_time(row.get(8)),
+                last_run_status: field_text(row.get(9)),
+                last_run_rows: field_i64(row.get(10)),
+                last_run_error: field_text(row.get(11)),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_show_a_statement_up_to_its_values_never_the_data() {
+        let sql = "INSERT INTO \"h\".\"t\" (\"id\") VALUES (1, 'secret@example.com')";
+        assert_eq!(statement_head(sql), "INSERT INTO \"h\".\"t\" (\"id\") ..");
+        assert_eq!(statement_head("DROP TABLE \"s\""), "DROP TABLE \"s\"");
+    }
+
+    #[test]
+    fn conflicts_are_recognised_by_redshift_error_1023() {
+        assert!(is_conflict(
+            "ERROR: 1023 DETAIL: Serializable isolation violation on table - 123"
+        ));
+        assert!(!is_conflict("ERROR: relation \"x\" does not exist"));
+    }
+
+    #[test]
+    fn client_tokens_follow_the_statements() {
+        let a = statements_digest(&["SELECT 1".into()]);
+        assert_eq!(a, statements_digest(&["SELECT 1".into()]));
+        assert_ne!(a, statements_digest(&["SELECT 2".into()]));
+        assert_eq!(a.len(), 32);
+    }
+}

@@ -1,0 +1,408 @@
+//! Turns a [`Batch`] into Data API transactions: each a list of at most
+//! [`MAX_BATCH_STATEMENTS`] statements of at most [`MAX_STATEMENT_BYTES`] bytes, which one
+//! `BatchExecuteStatement` runs as one transaction.
+//!
+//! A table whose rows fit one INSERT is written directly (delete its keys, insert). A
+//! larger one goes through a temp stage: create, multi-row inserts, delete the keys the
+//! stage replaces, insert the last staged row per key, drop the stage.
+//!
+//! When a batch needs more than one transaction, the stream tables (rejects, run record,
+//! state) go last, so the cursor commits with the final part. The earlier parts only merge
+//! source rows ahead of a cursor that has not moved yet: a run that dies between parts
+//! fetches those rows again and merges them onto themselves, so nothing is lost or doubled.
+
+use crate::schema::{ColumnType, Table, REJECTS, RUNS, STATE};
+use crate::warehouse::{Batch, Dialect, Row, TableRows, Value};
+use chrono::{DateTime, Utc};
+
+/// The Data API's limit on one statement's text.
+pub const MAX_STATEMENT_BYTES: usize = 100 * 1024;
+/// The Data API's limit on statements in one BatchExecuteStatement.
+pub const MAX_BATCH_STATEMENTS: usize = 40;
+/// Room left for `, <sequence>` when a tuple goes into a stage.
+const SEQUENCE_ALLOWANCE: usize = 24;
+
+/// One BatchExecuteStatement.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Transaction {
+    pub statements: Vec<String>,
+    /// Rows it writes, over all tables.
+    pub rows: usize,
+}
+
+/// Plans `batch` into transactions for `schema`; `now` stamps the reject records of rows
+/// too large for a statement.
+pub fn plan_batch(schema: &str, batch: &Batch, now: DateTime<Utc>) -> Vec<Transaction> {
+    let mut writes: Vec<TableRows> = batch
+        .writes
+        .iter()
+        .filter(|w| !w.rows.is_empty())
+        .cloned()
+        .collect();
+    let oversize_rejects = shrink_oversize_rows(schema, &mut writes, now);
+    if !oversize_rejects.is_empty() {
+        push_rows(&mut writes, &REJECTS, oversize_rejects);
+    }
+    // Source tables first, then rejects, the run record, and the state last of all.
+    let rank = |table: &Table| {
+        [&REJECTS, &RUNS, &STATE]
+            .iter()
+            .position(|t| std::ptr::eq(*t, table))
+            .map_or(0, |p| p + 1)
+    };
+    writes.sort_by_key(|w| rank(w.table));
+
+    let mut planner = Planner::default();
+    for mut write in writes {
+        write.dedup_by_key();
+        planner.add_table(schema, &write);
+    }
+    planner.finish()
+}
+
+fn push_rows(writes: &mut Vec<TableRows>, table: &'static Table, rows: Vec<Row>) {
+    match writes.iter_mut().find(|w| std::ptr::eq(w.table, table)) {
+        Some(write) => write.rows.extend(rows),
+        None => writes.push(TableRows { table, rows }),
+    }
+}
+
+#[derive(Default)]
+struct Planner {
+    done: Vec<Transaction>,
+    current: Transaction,
+    stages: usize,
+}
+
+impl Planner {
+    fn room(&self) -> usize {
+        MAX_BATCH_STATEMENTS - self.current.statements.len()
+    }
+
+    fn next_transaction(&mut self) {
+        if !self.current.statements.is_empty() {
+            self.done.push(std::mem::take(&mut self.current));
+        }
+    }
+
+    fn add_table(&mut self, schema: &str, write: &TableRows) {
+        let table = write.table;
+        let tuples: Vec<String> = write
+            .rows
+            .iter()
+            .map(|row| Dialect::redshift_tuple(&row.0, None))
+            .collect();
+        let chunks = chunk_tuples(schema, table, &tuples);
+        if let [only] = chunks.as_slice() {
+            if self.room() < 2 {
+                self.next_transaction();
+            }
+            let keys: Vec<Vec<&Value>> = write
+                .rows
+                .iter()
+                .map(|row| table.key_indexes().iter().map(|&i| &row.0[i]).collect())
+                .collect();
+            self.current
+                .statements
+                .push(Dialect::redshift_delete_keys(schema, table, &keys));
+            self.current.statements.push(format!(
+                "{}{}",
+                Dialect::redshift_insert_prefix(schema, table, None),
+                tuples[only.clone()].join(", ")
+            ));
+            self.current.rows += write.rows.len();
+            return;
+        }
+        let mut next = 0;
+        while next < chunks.len() {
+            if self.room() < 5 {
+                self.next_transaction();
+            }
+            let take = (chunks.len() - next).min(self.room() - 4);
+            self.stages += 1;
+            let stage = format!("stage_{}_{}", table.name, self.stages);
+            let statements = &mut self.current.statements;
+            statements.push(Dialect::redshift_create_stage(table, &stage));
+            for chunk in &chunks[next..next + take] {
+                let values: Vec<String> = chunk
+                    .clone()
+                    .map(|i| {
+                        let tuple = &tuples[i];
+                        // `(..)` becomes `(.., i)`: the later row of a key wins in the stage.
+                        format!("{}, {i})", &tuple[..tuple.len() - 1])
+                    })
+                    .collect();
+                statements.push(format!(
+                    "{}{}",
+                    Dialect::redshift_insert_prefix(schema, table, Some(&stage)),
+                    values.join(", ")
+                ));
+                self.current.rows += chunk.len();
+            }
+            statements.push(Dialect::redshift_delete_staged(schema, table, &stage));
+            statements.push(Dialect::redshift_insert_staged(schema, table, &stage));
+            statements.push(Dialect::redshift_drop_stage(&stage));
+            next += take;
+        }
+    }
+
+    fn finish(mut self) -> Vec<Transaction> {
+        self.next_transaction();
+        self.done
+    }
+}
+
+/// Splits tuples into runs that fit one INSERT statement, whichever prefix it gets.
+fn chunk_tuples(schema: &str, table: &Table, tuples: &[String]) -> Vec<std::ops::Range<usize>> {
+    let stage_name = format!("stage_{}_{}", table.name, u32::MAX);
+    let prefix = Dialect::redshift_insert_prefix(schema, table, None)
+        .len()
+        .max(Dialect::redshift_insert_prefix(schema, table, Some(&stage_name)).len());
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut bytes = prefix;
+    for (i, tuple) in tuples.iter().enumerate() {
+        let add = tuple.len() + SEQUENCE_ALLOWANCE + if i > start { 2 } else { 0 };
+        if i > start && bytes + add > MAX_STATEMENT_BYTES {
+            chunks.push(start..i);
+            start = i;
+            bytes = prefix + tuple.len() + SEQUENCE_ALLOWANCE;
+        } else {
+            bytes += add;
+        }
+    }
+    if start < tuples.len() {
+        chunks.push(start..tuples.len());
+    }
+    chunks
+}
+
+/// The largest tuple one INSERT can carry for `table`.
+fn max_tuple_bytes(schema: &str, table: &Table) -> usize {
+    let stage_name = format!("stage_{}_{}", table.name, u32::MAX);
+    MAX_STATEMENT_BYTES
+        - SEQUENCE_ALLOWANCE
+        - Dialect::redshift_insert_prefix(schema, table, Some(&stage_name))
+            .len()
+            .max(Dialect::redshift_insert_prefix(schema, table, None).len())
+}
+
+/// Rows too large for one statement lose their raw JSON (replaced by a note of its size),
+/// and each such row gets a reject record saying so; a row still too large after that is
+/// not written, and its reject record keeps its key columns. Returns the reject rows.
+fn shrink_oversize_rows(schema: &str, writes: &mut [TableRows], now: DateTime<Utc>) -> Vec<Row> {
+    let (source, scope, run_id) = run_identity(writes);
+    let mut rejects = Vec::new();
+    for write in writes.iter_mut() {
+        let table = write.table;
+        let limit = max_tuple_bytes(schema, table);
+        let mut kept = Vec::with_capacity(write.rows.len());
+        for mut row in std::mem::take(&mut write.rows) {
+            let size = Dialect::redshift_tuple(&row.0, None).len();
+            if size <= limit {
+                kept.push(row);
+                continue;
+            }
+            for (value, column) in row.0.iter_mut().zip(table.columns) {
+                if column.ty == ColumnType::Json && !value.is_null() {
+                    let bytes = value.key_text().len();
+                    *value = Value::Json(serde_json::json!({
+                        "heimdallr_omitted": format!("{bytes} bytes of JSON: larger than one Data API statement allows"),
+                    }));
+                }
+            }
+            let fits = Dialect::redshift_tuple(&row.0, None).len() <= limit;
+            let reason = if fits {
+                format!("row of {size} bytes exceeds a Data API statement ({MAX_STATEMENT_BYTES} bytes); stored without its raw JSON")
+            } else {
+                format!("row of {size} bytes exceeds a Data API statement ({MAX_STATEMENT_BYTES} bytes) even without its raw JSON; not stored")
+            };
+            let mut key_only = serde_json::Map::new();
+            for i in table.key_indexes() {
+                key_only.insert(table.columns[i].name.into(), row.0[i].key_text().into());
+            }
+            rejects.push(Row(vec![
+                Value::Text(source.clone()),
+                Value::Text(table.name.into()),
+                Value::Text(crate::text::truncate_utf8(&row.key_text(table), 255).to_string()),
+                Value::Text(scope.clone()),
+                Value::Text(run_id.clone()),
+                Value::Text(reason),
+                Value::Json(serde_json::Value::Object(key_only)),
+                Value::Timestamp(now),
+            ]));
+            if fits {
+                kept.push(row);
+            }
+        }
+        write.rows = kept;
+    }
+    rejects
+}
+
+/// (source, scope, run id) of the batch, from its run record.
+fn run_identity(writes: &[TableRows]) -> (String, String, String) {
+    let text = |row: &Row, column: &str| {
+        RUNS.column_index(column)
+            .and_then(|i| row.0.get(i))
+            .map(Value::key_text)
+            .unwrap_or_default()
+    };
+    writes
+        .iter()
+        .find(|w| std::ptr::eq(w.table, &RUNS))
+        .and_then(|w| w.rows.first())
+        .map_or_else(
+            || ("unknown".into(), String::new(), String::new()),
+            |row| (text(row, "source"), text(row, "scope"), text(row, "run_id")),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
+
+    fn occurrence(id: i64, payload_bytes: usize) -> Row {
+        let mut values = vec![Value::Null; ROLLBAR_OCCURRENCES.columns.len()];
+        values[0] = Value::BigInt(id);
+        values[ROLLBAR_OCCURRENCES.column_index("title").unwrap()] =
+            Value::Text(format!("it's a \\ title {id}"));
+        values[ROLLBAR_OCCURRENCES.column_index("data").unwrap()] =
+            Value::Json(serde_json::json!({ "body": "x".repeat(payload_bytes) }));
+        Row(values)
+    }
+
+    fn state_row() -> Row {
+        Row(vec![
+            Value::Text("rollbar".into()),
+            Value::Text("occurrences".into()),
+            Value::Text("web".into()),
+            Value::Json(serde_json::json!({"high_water": 9})),
+            Value::Null,
+            Value::Text("run-1".into()),
+            Value::Null,
+        ])
+    }
+
+    fn batch_of(occurrences: usize, payload_bytes: usize) -> Batch {
+        let mut batch = Batch::default();
+        for id in 0..occurrences {
+            batch.push(&ROLLBAR_OCCURRENCES, occurrence(id as i64, payload_bytes));
+        }
+        batch.push(&STATE, state_row());
+        batch
+    }
+
+    fn all_statements(plan: &[Transaction]) -> impl Iterator<Item = &String> {
+        plan.iter().flat_map(|t| &t.statements)
+    }
+
+    #[test]
+    fn a_small_batch_is_one_transaction_without_a_stage() {
+        let plan = plan_batch("h", &batch_of(3, 100), Utc::now());
+        assert_eq!(plan.len(), 1);
+        let statements = &plan[0].statements;
+        assert_eq!(statements.len(), 4, "{statements:#?}");
+        assert_eq!(
+            statements[0],
+            "DELETE FROM \"h\".\"rollbar_occurrences\" WHERE \"id\" IN (0, 1, 2)"
+        );
+        assert!(statements[1].contains("'it''s a \\\\ title 0'"));
+        assert!(statements[1].contains("JSON_PARSE('{\"body\":\"xxx"));
+        assert!(statements[2].starts_with("DELETE FROM \"h\".\"_heimdallr_state\" WHERE (\"source\" = 'rollbar' AND \"stream\" = 'occurrences' AND \"scope\" = 'web')"));
+        assert_eq!(plan[0].rows, 4);
+    }
+
+    #[test]
+    fn every_statement_and_transaction_stays_inside_the_data_api_limits() {
+        // ~4.5 MB of occurrences: more than 40 statements of 100 KB, so two transactions.
+        let plan = plan_batch("h", &batch_of(1500, 3000), Utc::now());
+        assert!(plan.len() > 1, "expected a split, got {}", plan.len());
+        for transaction in &plan {
+            assert!(transaction.statements.len() <= MAX_BATCH_STATEMENTS);
+            for statement in &transaction.statements {
+                assert!(
+                    statement.len() <= MAX_STATEMENT_BYTES,
+                    "{}",
+                    statement.len()
+                );
+            }
+        }
+        let inserted: usize = plan.iter().map(|t| t.rows).sum();
+        assert_eq!(inserted, 1501);
+        // The cursor commits with the last part only.
+        let with_state: Vec<usize> = plan
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.statements.iter().any(|s| s.contains("_heimdallr_state")))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(with_state, vec![plan.len() - 1]);
+        // Statements are filled: the inserts average well over half the limit.
+        let inserts: Vec<usize> = all_statements(&plan)
+            .filter(|s| s.starts_with("INSERT INTO \"stage_"))
+            .map(String::len)
+            .collect();
+        let average = inserts.iter().sum::<usize>() / inserts.len();
+        assert!(average > MAX_STATEMENT_BYTES * 3 / 4, "average {average}");
+    }
+
+    #[test]
+    fn a_staged_table_merges_the_last_row_of_each_key() {
+        let mut batch = batch_of(0, 0);
+        let mut first = occurrence(1, 60_000);
+        first.0[ROLLBAR_OCCURRENCES.column_index("title").unwrap()] = Value::Text("old".into());
+        batch.push(&ROLLBAR_OCCURRENCES, first);
+        batch.push(&ROLLBAR_OCCURRENCES, occurrence(2, 60_000));
+        batch.push(&ROLLBAR_OCCURRENCES, occurrence(1, 60_000));
+        let plan = plan_batch("h", &batch, Utc::now());
+        let statements: Vec<&String> = all_statements(&plan).collect();
+        assert!(statements[0].starts_with("CREATE TEMP TABLE \"stage_rollbar_occurrences_1\""));
+        assert!(statements.iter().any(|s| s.starts_with(
+            "DELETE FROM \"h\".\"rollbar_occurrences\" USING \"stage_rollbar_occurrences_1\""
+        )));
+        assert!(statements.iter().any(|s| s
+            .contains("ROW_NUMBER() OVER (PARTITION BY \"id\" ORDER BY \"_heimdallr_seq\" DESC)")));
+        assert!(statements
+            .iter()
+            .any(|s| *s == "DROP TABLE \"stage_rollbar_occurrences_1\""));
+        // De-duplicated before staging too: the old version of item 1 is not sent at all.
+        assert!(!statements.iter().any(|s| s.contains("'old'")));
+    }
+
+    #[test]
+    fn a_row_too_large_for_a_statement_is_kept_without_its_raw_json_and_reported() {
+        let mut batch = batch_of(2, 100);
+        batch.push(&ROLLBAR_OCCURRENCES, occurrence(7, 200_000));
+        let mut run = vec![Value::Null; RUNS.columns.len()];
+        run[0] = Value::Text("run-9".into());
+        run[1] = Value::Text("rollbar".into());
+        run[2] = Value::Text("occurrences".into());
+        run[3] = Value::Text("web".into());
+        batch.push(&RUNS, Row(run));
+        let plan = plan_batch("h", &batch, Utc::now());
+        let text: String = all_statements(&plan)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("heimdallr_omitted"));
+        assert!(text.contains("INSERT INTO \"h\".\"_heimdallr_rejects\""));
+        assert!(text.contains("stored without its raw JSON"));
+        assert!(text.contains("'run-9'"));
+        for statement in all_statements(&plan) {
+            assert!(statement.len() <= MAX_STATEMENT_BYTES);
+        }
+    }
+
+    #[test]
+    fn items_and_occurrences_share_a_transaction_when_they_fit() {
+        let mut batch = batch_of(5, 100);
+        let mut item = vec![Value::Null; ROLLBAR_ITEMS.columns.len()];
+        item[0] = Value::BigInt(42);
+        batch.push(&ROLLBAR_ITEMS, Row(item));
+        let plan = plan_batch("h", &batch, Utc::now());
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].statements.len(), 6);
+    }
+}
