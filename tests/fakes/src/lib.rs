@@ -4,5 +4,6 @@
 pub mod http;
 pub mod lambda_runtime;
 pub mod postgres;
+pub mod redshift_data;
 pub mod rollbar;
 pub mod secrets_manager;

@@ -1,0 +1,393 @@
+//! The Redshift backend through the real SDK client against the Data API stand-in, which
+//! runs the statements on the suite's PostgreSQL (or follows a script of statuses).
+
+use aws_sdk_redshiftdata::config::{BehaviorVersion, Credentials, Region};
+use chrono::Utc;
+use heimdallr_core::schema::{ROLLBAR_OCCURRENCES, STATE};
+use heimdallr_core::warehouse::redshift::target::RedshiftTarget;
+use heimdallr_core::warehouse::redshift::RedshiftWarehouse;
+use heimdallr_core::warehouse::{Batch, Row, Value, Warehouse};
+use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
+use heimdallr_fakes::redshift_data::{FakeRedshiftData, Script, MAX_STATEMENT_BYTES};
+use std::time::{Duration, Instant};
+
+fn client(fake: &FakeRedshiftData) -> aws_sdk_redshiftdata::Client {
+    let config = aws_sdk_redshiftdata::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(fake.endpoint())
+        .credentials_provider(Credentials::new(
+            "AKIDTEST",
+            "not-a-secret",
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_redshiftdata::Client::from_conf(config)
+}
+
+fn warehouse(fake: &FakeRedshiftData, schema: &str) -> RedshiftWarehouse {
+    let target = RedshiftTarget::parse("redshift-data://awsuser@cluster/test-cluster/dev")
+        .expect("a valid URL");
+    RedshiftWarehouse::with_client(client(fake), target, schema)
+}
+
+async fn postgres(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
+
+fn occurrence(id: i64, title: &str, payload_bytes: usize) -> Row {
+    let mut values = vec![Value::Null; ROLLBAR_OCCURRENCES.columns.len()];
+    values[0] = Value::BigInt(id);
+    values[ROLLBAR_OCCURRENCES.column_index("item_id").unwrap()] = Value::BigInt(id % 7);
+    values[ROLLBAR_OCCURRENCES.column_index("title").unwrap()] = Value::Text(title.into());
+    values[ROLLBAR_OCCURRENCES.column_index("occurred_at").unwrap()] = Value::Timestamp(
+        chrono::DateTime::from_timestamp(1_790_000_000 + id, 123_456_000).unwrap(),
+    );
+    values[ROLLBAR_OCCURRENCES.column_index("data").unwrap()] = Value::Json(serde_json::json!({
+        "body": {"message": {"body": title}},
+        "padding": "p".repeat(payload_bytes),
+    }));
+    Row(values)
+}
+
+fn state(cursor: serde_json::Value) -> Row {
+    Row(vec![
+        Value::Text("rollbar".into()),
+        Value::Text("occurrences".into()),
+        Value::Text("web".into()),
+        Value::Json(cursor),
+        Value::Timestamp(Utc::now()),
+        Value::Text("run-1".into()),
+        Value::Timestamp(Utc::now()),
+    ])
+}
+
+fn batch(occurrences: impl IntoIterator<Item = Row>, cursor: serde_json::Value) -> Batch {
+    let mut batch = Batch::default();
+    for row in occurrences {
+        batch.push(&ROLLBAR_OCCURRENCES, row);
+    }
+    batch.push(&STATE, state(cursor));
+    batch
+}
+
+async fn titles(pg: &tokio_postgres::Client, schema: &str) -> Vec<(i64, String)> {
+    pg.query(
+        &format!("SELECT id, title FROM \"{schema}\".rollbar_occurrences ORDER BY id"),
+        &[],
+    )
+    .await
+    .expect("read occurrences")
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// A migrated schema on the stand-in, or None outside scripts/test.sh.
+async fn setup() -> Option<(
+    FakeRedshiftData,
+    RedshiftWarehouse,
+    tokio_postgres::Client,
+    String,
+)> {
+    let url = test_postgres_url()?;
+    let fake = FakeRedshiftData::start(Some(url.clone()))
+        .await
+        .expect("stand-in");
+    let schema = unique_schema("rs");
+    let warehouse = warehouse(&fake, &schema);
+    let applied = warehouse.migrate().await.expect("migrate");
+    assert!(!applied.is_empty());
+    Some((fake, warehouse, postgres(&url).await, schema))
+}
+
+#[tokio::test]
+async fn batches_merge_on_the_key_with_their_cursor_and_read_back_typed() {
+    let Some((fake, warehouse, pg, schema)) = setup().await else {
+        return;
+    };
+    assert!(warehouse.migrate().await.expect("migrate again").is_empty());
+
+    let rows = [
+        occurrence(1, "it's one", 10),
+        occurrence(2, "back\\slash ünïcode", 10),
+    ];
+    warehouse
+        .commit(batch(rows, serde_json::json!({"high_water": 2})))
+        .await
+        .expect("commit");
+    let rows = [
+        occurrence(2, "two, changed", 10),
+        occurrence(3, "three", 10),
+    ];
+    warehouse
+        .commit(batch(rows, serde_json::json!({"high_water": 3})))
+        .await
+        .expect("commit");
+
+    assert_eq!(
+        titles(&pg, &schema).await,
+        vec![
+            (1, "it's one".to_string()),
+            (2, "two, changed".to_string()),
+            (3, "three".to_string())
+        ]
+    );
+    let payload: serde_json::Value = pg
+        .query_one(
+            &format!("SELECT data FROM \"{schema}\".rollbar_occurrences WHERE id = 1"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(payload["body"]["message"]["body"], "it's one");
+    let occurred: i64 = pg
+        .query_one(&format!("SELECT CAST(EXTRACT(EPOCH FROM occurred_at) * 1000000 AS BIGINT) FROM \"{schema}\".rollbar_occurrences WHERE id = 1"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(occurred, 1_790_000_001_123_456);
+
+    let stored = warehouse
+        .read_state("rollbar", "occurrences", "web")
+        .await
+        .expect("read state")
+        .expect("a state row");
+    assert_eq!(stored.cursor, serde_json::json!({"high_water": 3}));
+    assert!(stored.source_time.is_some());
+    assert!(warehouse
+        .read_state("rollbar", "occurrences", "api")
+        .await
+        .unwrap()
+        .is_none());
+
+    // Every call named the cluster, database and user; every batch stayed in the limits.
+    for request in fake.requests() {
+        assert_eq!(request["ClusterIdentifier"], "test-cluster");
+        assert_eq!(request["Database"], "dev");
+        assert_eq!(request["DbUser"], "awsuser");
+    }
+    let stats = fake.stats();
+    assert!(stats.batch_sizes.iter().all(|&n| n <= 40));
+    assert!(stats.calls["DescribeStatement"] >= stats.calls["BatchExecuteStatement"]);
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_one_call_is_split_and_the_cursor_lands_with_the_last_part() {
+    let Some((fake, warehouse, pg, schema)) = setup().await else {
+        return;
+    };
+    let before = fake.stats().batch_sizes.len();
+    let rows = (0..1500).map(|id| occurrence(id, &format!("title {id}"), 3000));
+    warehouse
+        .commit(batch(rows, serde_json::json!({"high_water": 1499})))
+        .await
+        .expect("commit");
+    assert_eq!(titles(&pg, &schema).await.len(), 1500);
+    let batches = fake.submitted_batches();
+    let parts = &batches[before..];
+    assert!(parts.len() >= 2, "{} calls", parts.len());
+    for part in parts {
+        assert!(part.len() <= 40);
+        assert!(part.iter().all(|s| s.len() <= MAX_STATEMENT_BYTES));
+    }
+    assert!(parts
+        .last()
+        .unwrap()
+        .iter()
+        .any(|s| s.contains("_heimdallr_state")));
+    assert!(!parts[0].iter().any(|s| s.contains("_heimdallr_state")));
+}
+
+#[tokio::test]
+async fn status_sequences_are_polled_until_finished() {
+    let Some((fake, warehouse, pg, schema)) = setup().await else {
+        return;
+    };
+    fake.script([Script::StatusesThenRun(vec![
+        "SUBMITTED",
+        "PICKED",
+        "STARTED",
+        "STARTED",
+    ])]);
+    let described_before = fake.stats().calls["DescribeStatement"];
+    warehouse
+        .commit(batch(
+            [occurrence(5, "five", 1)],
+            serde_json::json!({"high_water": 5}),
+        ))
+        .await
+        .expect("commit after a slow start");
+    assert_eq!(titles(&pg, &schema).await, vec![(5, "five".to_string())]);
+    assert!(fake.stats().calls["DescribeStatement"] - described_before >= 5);
+}
+
+#[tokio::test]
+async fn a_failed_sub_statement_is_reported_with_redshift_text_and_applies_nothing() {
+    let Some((fake, warehouse, pg, schema)) = setup().await else {
+        return;
+    };
+    fake.script([Script::Fail {
+        sub_statement: 1,
+        error: "ERROR: value too long for type character varying(255)".into(),
+    }]);
+    let error = warehouse
+        .commit(batch(
+            [occurrence(9, "nine", 1)],
+            serde_json::json!({"high_water": 9}),
+        ))
+        .await
+        .expect_err("the batch fails");
+    let text = error.to_string();
+    assert!(text.contains("statement 2 of 4 failed"), "{text}");
+    assert!(text.contains("value too long"), "{text}");
+    assert!(text.contains("INSERT INTO"), "{text}");
+    assert!(!text.contains("nine"), "no data in errors: {text}");
+    assert!(titles(&pg, &schema).await.is_empty());
+    assert!(warehouse
+        .read_state("rollbar", "occurrences", "web")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn an_aborted_batch_is_an_error() {
+    let Some((fake, warehouse, _pg, _schema)) = setup().await else {
+        return;
+    };
+    fake.script([Script::Abort]);
+    let error = warehouse
+        .commit(batch([occurrence(1, "one", 1)], serde_json::json!({})))
+        .await
+        .expect_err("aborted");
+    assert!(error.to_string().contains("aborted"), "{error}");
+}
+
+#[tokio::test]
+async fn throttling_and_serializable_conflicts_are_retried_with_a_fresh_token() {
+    let Some((fake, warehouse, pg, schema)) = setup().await else {
+        return;
+    };
+    fake.script([
+        Script::Throttle,
+        Script::Fail {
+            sub_statement: 2,
+            error: "ERROR: 1023 DETAIL: Serializable isolation violation on table - 164312, transactions forming the cycle are: 7384, 7390".into(),
+        },
+        Script::Throttle,
+    ]);
+    let before = fake.submitted_batches().len();
+    warehouse
+        .commit(batch(
+            [occurrence(4, "four", 1)],
+            serde_json::json!({"high_water": 4}),
+        ))
+        .await
+        .expect("retried until applied");
+    assert_eq!(titles(&pg, &schema).await, vec![(4, "four".to_string())]);
+    let tokens: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter_map(|r| r["ClientToken"].as_str().map(String::from))
+        .collect();
+    let distinct: std::collections::HashSet<_> = tokens.iter().collect();
+    assert!(fake.submitted_batches().len() - before >= 2);
+    assert_eq!(
+        distinct.len(),
+        tokens.len(),
+        "each accepted submission has its own token"
+    );
+}
+
+#[tokio::test]
+async fn two_writers_on_the_same_keys_both_land_through_conflict_retries() {
+    let Some((fake, warehouse, pg, schema)) = setup().await else {
+        return;
+    };
+    let other = self::warehouse(&fake, &schema);
+    let rows_a: Vec<Row> = (0..50).map(|id| occurrence(id, "a", 100)).collect();
+    let rows_b: Vec<Row> = (0..50).map(|id| occurrence(id, "b", 100)).collect();
+    let (a, b) = tokio::join!(
+        warehouse.commit(batch(rows_a, serde_json::json!({"w": "a"}))),
+        other.commit(batch(rows_b, serde_json::json!({"w": "b"}))),
+    );
+    a.expect("writer a");
+    b.expect("writer b");
+    let rows = titles(&pg, &schema).await;
+    assert_eq!(rows.len(), 50);
+    let winner = &rows[0].1;
+    assert!(
+        rows.iter().all(|(_, t)| t == winner),
+        "one writer's batch wins whole"
+    );
+}
+
+#[tokio::test]
+async fn a_statement_running_past_the_deadline_is_cancelled() {
+    let Some((fake, warehouse, pg, schema)) = setup().await else {
+        return;
+    };
+    fake.script([Script::Hang]);
+    let mut hanging = batch([occurrence(1, "one", 1)], serde_json::json!({}));
+    hanging.cancel_after = Some(Instant::now() + Duration::from_millis(400));
+    let started = Instant::now();
+    let error = warehouse.commit(hanging).await.expect_err("cancelled");
+    assert!(error.to_string().contains("cancelled"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(fake.stats().cancels, 1);
+    assert!(titles(&pg, &schema).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_same_client_token_is_applied_once() {
+    let Some((fake, _warehouse, _pg, _schema)) = setup().await else {
+        return;
+    };
+    let client = client(&fake);
+    let submit = || {
+        client
+            .batch_execute_statement()
+            .sqls("SELECT 1")
+            .database("dev")
+            .cluster_identifier("test-cluster")
+            .db_user("awsuser")
+            .client_token("heimdallr-same-token")
+            .send()
+    };
+    let first = submit().await.expect("first");
+    let second = submit().await.expect("second");
+    assert_eq!(first.id, second.id);
+    assert_eq!(fake.stats().idempotent_replays, 1);
+}
+
+#[tokio::test]
+async fn the_stand_in_enforces_the_real_limits() {
+    let Some((fake, _warehouse, _pg, _schema)) = setup().await else {
+        return;
+    };
+    let client = client(&fake);
+    let too_many = client
+        .batch_execute_statement()
+        .set_sqls(Some(vec!["SELECT 1".to_string(); 41]))
+        .database("dev")
+        .workgroup_name("wg")
+        .send()
+        .await;
+    assert!(too_many.is_err());
+    let too_big = client
+        .batch_execute_statement()
+        .sqls(format!("SELECT '{}'", "x".repeat(MAX_STATEMENT_BYTES)))
+        .database("dev")
+        .workgroup_name("wg")
+        .send()
+        .await;
+    assert!(too_big.is_err());
+}
