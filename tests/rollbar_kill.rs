@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use heimdallr_fakes::redshift_data::FakeRedshiftData;
 use heimdallr_fakes::rollbar::{FakeRollbar, FaultRates};
 use rand::{RngExt, SeedableRng};
 use std::time::Duration;
@@ -86,6 +87,27 @@ async fn postgres_survives_sigkill_at_random_points() {
 async fn duckdb_file_survives_sigkill_at_random_points() {
     let dir = TempDir::new("duck-kill");
     kill_repeatedly_then_finish(Target::Duck(dir.path().join("w.duckdb")), 8, 22).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redshift_through_the_data_api_survives_sigkill_at_random_points() {
+    let Some(pg_url) = postgres_url() else { return };
+    let standin = FakeRedshiftData::start(Some(pg_url.clone()))
+        .await
+        .expect("Data API stand-in");
+    let target = Target::Redshift {
+        endpoint: standin.endpoint(),
+        pg_url,
+        schema: unique_schema("rskill"),
+    };
+    kill_repeatedly_then_finish(target.clone(), 8, 23).await;
+    // Every batch went through BatchExecuteStatement inside the real limits.
+    let stats = standin.stats();
+    assert!(stats.committed_batches > 10, "{stats:?}");
+    assert!(stats.batch_sizes.iter().all(|&n| n <= 40));
+    let status = run_args(&target, "http://127.0.0.1:9", TOKEN, &["status"]).await;
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    assert!(status.stdout.contains("occurrences"), "{}", status.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

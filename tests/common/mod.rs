@@ -38,20 +38,33 @@ impl Drop for TempDir {
 #[derive(Clone, Debug)]
 pub enum Target {
     Duck(PathBuf),
-    Postgres { url: String, schema: String },
+    Postgres {
+        url: String,
+        schema: String,
+    },
+    /// The Data API stand-in at `endpoint`, which runs the statements on `pg_url`.
+    Redshift {
+        endpoint: String,
+        pg_url: String,
+        schema: String,
+    },
 }
+
+/// The warehouse URL the Redshift tests give the command (the stand-in checks its parts).
+pub const REDSHIFT_URL: &str = "redshift-data://awsuser@cluster/test-cluster/dev";
 
 impl Target {
     pub fn warehouse_arg(&self) -> String {
         match self {
             Target::Duck(path) => path.display().to_string(),
             Target::Postgres { url, .. } => url.clone(),
+            Target::Redshift { .. } => REDSHIFT_URL.to_string(),
         }
     }
     pub fn schema(&self) -> &str {
         match self {
             Target::Duck(_) => "heimdallr",
-            Target::Postgres { schema, .. } => schema,
+            Target::Postgres { schema, .. } | Target::Redshift { schema, .. } => schema,
         }
     }
 }
@@ -69,6 +82,15 @@ pub fn heimdallr(target: &Target, api_url: &str, tokens: &str) -> Command {
         .env("HEIMDALLR_SCHEMA", target.schema())
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if let Target::Redshift { endpoint, .. } = target {
+        // The SDK's standard configuration, pointed at the stand-in.
+        command
+            .env("AWS_ENDPOINT_URL_REDSHIFT_DATA", endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "AKIDTEST")
+            .env("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+    }
     command
 }
 
@@ -198,7 +220,7 @@ fn select_as_text(columns: &[&str], from: &str) -> String {
 
 async fn query_text(target: &Target, sql: String) -> TextRows {
     match target {
-        Target::Postgres { url, .. } => {
+        Target::Postgres { url, .. } | Target::Redshift { pg_url: url, .. } => {
             let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
                 .await
                 .expect("connect to test postgres");
@@ -247,7 +269,9 @@ pub async fn snapshot(target: &Target) -> Snapshot {
     let schema = target.schema();
     // DuckDB without its ICU extension has no EXTRACT(EPOCH ..) for TIMESTAMPTZ.
     let epoch_seconds = match target {
-        Target::Postgres { .. } => "CAST(EXTRACT(EPOCH FROM occurred_at) AS BIGINT)",
+        Target::Postgres { .. } | Target::Redshift { .. } => {
+            "CAST(EXTRACT(EPOCH FROM occurred_at) AS BIGINT)"
+        }
         Target::Duck(_) => "CAST(epoch_us(occurred_at) // 1000000 AS BIGINT)",
     };
     let occurrence_columns: Vec<&str> = OCCURRENCE_COLUMNS
