@@ -2,7 +2,10 @@
 # Runs every test Heimdallr has, on a fresh machine as on a developer's:
 #   - installs PostgreSQL from Debian packages when it is missing,
 #   - starts a throwaway PostgreSQL on a free loopback port (stopped on exit),
-#   - checks formatting and lints, then runs the whole cargo test suite.
+#   - checks formatting and lints, then runs the whole cargo test suite,
+#   - parses the Redshift SQL with sqlfluff (a Python virtualenv under ~/.cache/heimdallr),
+#   - checks the CDK app: npm ci, tsc, jest (assertions, cdk-nag, snapshot), the release
+#     Lambda bundles, `cdk synth` and cfn-lint.
 # Builds reuse one cargo target directory outside the clone (the embedded DuckDB's C++
 # takes many minutes to build the first time): override with CARGO_TARGET_DIR.
 set -euo pipefail
@@ -32,3 +35,9 @@ cargo test --workspace --all-targets
 
 echo "==> cargo test: the Lambdas (bootstrap against the Runtime API stand-in)"
 cargo test "${LAMBDA_CRATES[@]}" --all-targets
+
+echo "==> the Redshift dialect's SQL, parsed as Redshift"
+scripts/check-redshift-sql.sh
+
+echo "==> the CDK stack"
+scripts/check-infra.sh

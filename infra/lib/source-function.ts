@@ -14,7 +14,8 @@ import { SourceName, WarehouseSettings, warehouseUrl } from './settings';
 
 export interface SourceFunctionProps {
   readonly source: SourceName;
-  /** Directory holding `<source>/bootstrap` (scripts/build-functions.sh writes dist/lambda). */
+  /** Directory holding `<source>/bootstrap`, and `<source>-arm64/bootstrap` for arm64
+   * (scripts/build-functions.sh writes both into dist/lambda). */
   readonly bundleDir: string;
   readonly vpc: ec2.IVpc;
   readonly architecture: 'x86_64' | 'arm64';
@@ -52,7 +53,7 @@ export class SourceFunction extends Construct {
   constructor(scope: Construct, id: string, props: SourceFunctionProps) {
     super(scope, id);
     this.source = props.source;
-    const bundle = path.resolve(props.bundleDir, props.source);
+    const bundle = path.resolve(props.bundleDir, props.architecture === 'arm64' ? `${props.source}-arm64` : props.source);
     if (!fs.existsSync(path.join(bundle, 'bootstrap'))) {
       throw new MissingBundleError(bundle, props.source);
     }

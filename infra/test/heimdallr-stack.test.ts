@@ -9,7 +9,7 @@ import { parseSettings, Settings, SettingsError } from '../lib/settings';
 import { MissingBundleError } from '../lib/source-function';
 
 /** Stand-in bundles: synth only packages the directories, it never runs them. */
-function bundleDir(sources: string[] = ['rollbar', 'circleci', 'heroku']): string {
+function bundleDir(sources: string[] = ['rollbar', 'circleci', 'heroku', 'rollbar-arm64', 'circleci-arm64', 'heroku-arm64']): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'heimdallr-bundles-'));
   for (const source of sources) {
     fs.mkdirSync(path.join(dir, source));
@@ -296,9 +296,11 @@ describe('settings', () => {
     expect(() => new HeimdallrStack(new App(), 'NoBundles2', { settings: empty })).toThrow(/scripts\/build-functions\.sh/);
   });
 
-  test('arm64 and more memory are settings', () => {
+  test('arm64 and more memory are settings; arm64 takes the -arm64 bundles', () => {
     const { template: arm } = synth(settings({ architecture: 'arm64', memoryMb: 256 }));
     arm.allResourcesProperties('AWS::Lambda::Function', { Architectures: ['arm64'], MemorySize: 256 });
+    const x86Only = settings({ architecture: 'arm64', bundleDir: bundleDir(['rollbar', 'circleci', 'heroku']) });
+    expect(() => new HeimdallrStack(new App(), 'NoArm', { settings: x86Only })).toThrow(/rollbar-arm64/);
   });
 });
 

@@ -3,7 +3,9 @@
 //! After an intended change: `UPDATE_GOLDEN=1 cargo test -p heimdallr-core --test redshift_golden`.
 
 use chrono::{DateTime, Utc};
-use heimdallr_core::schema::{MIGRATIONS, MIGRATIONS_TABLE, ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES, RUNS, STATE};
+use heimdallr_core::schema::{
+    MIGRATIONS, MIGRATIONS_TABLE, ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES, RUNS, STATE,
+};
 use heimdallr_core::warehouse::redshift::plan::plan_batch;
 use heimdallr_core::warehouse::{Batch, Dialect, Row, Value};
 
@@ -16,18 +18,26 @@ fn at() -> DateTime<Utc> {
 fn occurrence(id: i64, payload_bytes: usize) -> Row {
     let mut values = vec![Value::Null; ROLLBAR_OCCURRENCES.columns.len()];
     let set = |values: &mut Vec<Value>, name: &str, value: Value| {
-        let index = ROLLBAR_OCCURRENCES.column_index(name).expect("known column");
+        let index = ROLLBAR_OCCURRENCES
+            .column_index(name)
+            .expect("known column");
         values[index] = value;
     };
     set(&mut values, "id", Value::BigInt(id));
     set(&mut values, "item_id", Value::BigInt(77));
     set(&mut values, "occurred_at", Value::Timestamp(at()));
-    set(&mut values, "title", Value::Text("O'Brien's \\ path".into()));
+    set(
+        &mut values,
+        "title",
+        Value::Text("O'Brien's \\ path".into()),
+    );
     set(&mut values, "person_id", Value::Text("42".into()));
     set(
         &mut values,
         "data",
-        Value::Json(serde_json::json!({"body": {"trace": {"frames": []}}, "pad": "x".repeat(payload_bytes)})),
+        Value::Json(
+            serde_json::json!({"body": {"trace": {"frames": []}}, "pad": "x".repeat(payload_bytes)}),
+        ),
     );
     Row(values)
 }

@@ -3,6 +3,7 @@
 
 use heimdallr_fakes::lambda_runtime::{scheduled_event, FakeLambdaRuntime, Outcome};
 use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
+use heimdallr_fakes::redshift_data::FakeRedshiftData;
 use heimdallr_fakes::rollbar::FakeRollbar;
 use heimdallr_fakes::secrets_manager::FakeSecretsManager;
 use serde_json::Value;
@@ -117,6 +118,37 @@ fn json_lines(stdout: &str) -> Vec<Value> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployed_shape_writes_redshift_through_the_data_api() {
+    let Some(h) = Harness::new(800).await else {
+        return;
+    };
+    let redshift = FakeRedshiftData::start(Some(h.postgres.clone()))
+        .await
+        .expect("Data API stand-in");
+    let endpoint = redshift.endpoint();
+    let child = h.bootstrap(&[
+        (
+            "HEIMDALLR_WAREHOUSE",
+            "redshift-data://heimdallr@cluster/analytics/analytics",
+        ),
+        ("AWS_ENDPOINT_URL_REDSHIFT_DATA", &endpoint),
+    ]);
+    let Outcome::Response(response) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("the invocation failed")
+    };
+    let (stdout, _) = output(child).await;
+    assert_eq!(response["streams"][0]["rows"], 800, "{response}");
+    assert_eq!(h.stored_occurrences().await, 800);
+    let stats = redshift.stats();
+    assert!(stats.committed_batches >= 3, "{stats:?}");
+    for request in redshift.requests() {
+        assert_eq!(request["ClusterIdentifier"], "analytics");
+        assert_eq!(request["DbUser"], "heimdallr");
+    }
+    assert!(!stdout.contains(TOKEN));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
