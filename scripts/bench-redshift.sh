@@ -3,10 +3,11 @@
 # from the fake Rollbar API into the Data API stand-in (statements run on a throwaway
 # PostgreSQL). Prints Data API calls and statements per 10k rows, bytes per statement
 # (against the 100 KB limit) and wall time per batch.
-# Usage: scripts/bench-redshift.sh [occurrences]
+# Usage: scripts/bench-redshift.sh [occurrences]   (BATCH_ROWS=rows per transaction, default 300)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-20000}"
+BATCH_ROWS="${BATCH_ROWS:-300}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
 source scripts/lib/postgres.sh
 
@@ -36,12 +37,12 @@ wait_for "$WORK/standin.out" AWS_ENDPOINT_URL_REDSHIFT_DATA
 API_URL="$(sed -n 's/^ROLLBAR_API_URL=//p' "$WORK/fake.out")"
 ENDPOINT="$(sed -n 's/^AWS_ENDPOINT_URL_REDSHIFT_DATA=//p' "$WORK/standin.out")"
 
-echo "==> sync of $N occurrences into redshift-data:// (the stand-in)"
+echo "==> sync of $N occurrences into redshift-data:// (the stand-in), batches of $BATCH_ROWS rows"
 START="$(date +%s.%N)"
 env ROLLBAR_API_URL="$API_URL" ROLLBAR_ACCESS_TOKEN=fake-token RUST_LOG=warn \
   AWS_ENDPOINT_URL_REDSHIFT_DATA="$ENDPOINT" AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true \
-  "$BIN/heimdallr" sync rollbar --once \
+  "$BIN/heimdallr" sync rollbar --once --batch-rows "$BATCH_ROWS" \
   --warehouse "redshift-data://bench@cluster/bench/postgres" > "$WORK/sync.out"
 END="$(date +%s.%N)"
 kill -INT "$STANDIN"

@@ -35,6 +35,8 @@ pub struct Settings {
     pub api_url: Option<String>,
     pub page_limit: u32,
     pub items_sweep_interval: Duration,
+    /// Source rows per transaction (`HEIMDALLR_BATCH_ROWS`).
+    pub batch_rows: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,15 @@ impl Settings {
                 })?
                 .unwrap_or(crate::config::DEFAULT_PAGE_LIMIT),
             items_sweep_interval: duration("ROLLBAR_ITEMS_SWEEP_INTERVAL", "1h")?,
+            batch_rows: match var("HEIMDALLR_BATCH_ROWS") {
+                None => SyncOptions::new(None).batch_rows,
+                Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    SettingsError::Invalid {
+                        name: "HEIMDALLR_BATCH_ROWS",
+                        reason: format!("{v:?} is not a positive whole number"),
+                    }
+                })?,
+            },
         })
     }
 }
@@ -209,6 +220,7 @@ impl RollbarFunction {
         let mut options =
             SyncOptions::new(Some(stop_at(context.deadline, self.settings.time_margin)));
         options.run_id = context.request_id.clone();
+        options.batch_rows = self.settings.batch_rows;
         let outcomes = crate::sync_all(warehouse, &self.client, &config, &options).await;
         report(&self.settings.function_name, &options.run_id, &outcomes);
         let failed: Vec<&RunOutcome> = outcomes

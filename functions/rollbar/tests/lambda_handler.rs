@@ -62,6 +62,7 @@ async fn the_handler_syncs_reports_and_fails_typed() {
         api_url: Some(rollbar.api_url()),
         page_limit: 100,
         items_sweep_interval: Duration::from_secs(3600),
+        batch_rows: 300,
     };
     let function = RollbarFunction::new(settings, secrets_client(&secrets.endpoint())).unwrap();
 
