@@ -8,7 +8,12 @@ PY_TOOLS_REQUIREMENTS=("sqlfluff==4.5.0" "cfn-lint==1.58.0")
 ensure_python_tools() {
   if [ ! -x "$PY_TOOLS_VENV/bin/python" ]; then
     echo "==> creating a Python virtualenv for the checks in $PY_TOOLS_VENV"
-    python3 -m venv "$PY_TOOLS_VENV"
+    if ! python3 -m venv "$PY_TOOLS_VENV" 2>/dev/null; then
+      # Debian's python3 ships venv separately.
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      rm -rf "$PY_TOOLS_VENV"
+      python3 -m venv "$PY_TOOLS_VENV"
+    fi
   fi
   if ! "$PY_TOOLS_VENV/bin/pip" freeze 2>/dev/null | grep -qxF -e "${PY_TOOLS_REQUIREMENTS[0]}" \
      || ! "$PY_TOOLS_VENV/bin/pip" freeze 2>/dev/null | grep -qxF -e "${PY_TOOLS_REQUIREMENTS[1]}"; then
