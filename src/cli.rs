@@ -7,7 +7,7 @@ use std::time::Duration;
 #[command(
     name = "heimdallr",
     version,
-    about = "Copies Rollbar data into a warehouse (DuckDB file, PostgreSQL), exactly once."
+    about = "Copies Rollbar data into a warehouse (DuckDB file, PostgreSQL, Redshift), exactly once."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -26,7 +26,7 @@ pub enum LogFormat {
 #[derive(Debug, Args, Clone)]
 pub struct WarehouseArgs {
     /// Where to write: a DuckDB file path (default heimdallr.duckdb), duckdb://PATH,
-    /// or postgres://user[:password]@host:port/database.
+    /// postgres://user[:password]@host:port/database or redshift-data://... (see the README).
     #[arg(long, env = "HEIMDALLR_WAREHOUSE", default_value = "heimdallr.duckdb")]
     pub warehouse: String,
     /// Schema that holds Heimdallr's tables.

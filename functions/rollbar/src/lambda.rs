@@ -81,12 +81,15 @@ impl Settings {
             items_sweep_interval: duration("ROLLBAR_ITEMS_SWEEP_INTERVAL", "1h")?,
             batch_rows: match var("HEIMDALLR_BATCH_ROWS") {
                 None => SyncOptions::new(None).batch_rows,
-                Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    SettingsError::Invalid {
-                        name: "HEIMDALLR_BATCH_ROWS",
-                        reason: format!("{v:?} is not a positive whole number"),
-                    }
-                })?,
+                Some(v) => {
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| SettingsError::Invalid {
+                            name: "HEIMDALLR_BATCH_ROWS",
+                            reason: format!("{v:?} is not a positive whole number"),
+                        })?
+                }
             },
         })
     }
