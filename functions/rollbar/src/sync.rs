@@ -348,11 +348,16 @@ async fn refresh_items(
             .take(ITEM_FETCH_CONCURRENCY * 4)
             .copied()
             .collect();
-        let fetched: Vec<_> =
-            futures::stream::iter(chunk.iter().map(|&id| client.item(&project.token, id)))
-                .buffered(ITEM_FETCH_CONCURRENCY)
-                .collect()
-                .await;
+        // Owned futures (no closure borrowing its argument), so that the pass stays `Send`
+        // for the Lambda frame's async trait.
+        let fetches = chunk.iter().map(|id| {
+            let (client, token, id) = (client.clone(), project.token.clone(), *id);
+            async move { client.item(&token, id).await }
+        });
+        let fetched: Vec<_> = futures::stream::iter(fetches.collect::<Vec<_>>())
+            .buffered(ITEM_FETCH_CONCURRENCY)
+            .collect()
+            .await;
         let synced_at = Utc::now();
         for (id, result) in chunk.iter().zip(fetched) {
             run.page_fetched();

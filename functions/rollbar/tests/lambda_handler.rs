@@ -1,12 +1,13 @@
 //! The Lambda handler called directly, with a constructed event and Context, against the
 //! Secrets Manager and Rollbar stand-ins and the suite's PostgreSQL.
 
+use heimdallr_core::lambda::function::{CommonSettings, HandlerError};
 use heimdallr_core::warehouse::WarehouseTarget;
 use heimdallr_fakes::lambda_runtime::scheduled_event;
 use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
 use heimdallr_fakes::rollbar::FakeRollbar;
 use heimdallr_fakes::secrets_manager::FakeSecretsManager;
-use heimdallr_rollbar::lambda::{HandlerError, RollbarFunction, Settings};
+use heimdallr_rollbar::lambda::{RollbarFunction, RollbarSettings, RollbarSource};
 use lambda_runtime::{Context, LambdaEvent};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -52,19 +53,22 @@ async fn the_handler_syncs_reports_and_fails_typed() {
         ARN,
         r#"{"tokens": {"a": "tok-a", "b": "tok-b"}, "pii_salt": "pepper"}"#,
     );
-    let settings = Settings {
+    let settings = CommonSettings {
         function_name: "heimdallr-rollbar".into(),
         secret_arn: ARN.into(),
         warehouse: WarehouseTarget::parse(&postgres).unwrap(),
         schema: unique_schema("handler"),
         time_margin: Duration::from_secs(2),
         pii: "hash".into(),
+        batch_rows: 300,
+    };
+    let source = RollbarSource::new(RollbarSettings {
         api_url: Some(rollbar.api_url()),
         page_limit: 100,
         items_sweep_interval: Duration::from_secs(3600),
-        batch_rows: 300,
-    };
-    let function = RollbarFunction::new(settings, secrets_client(&secrets.endpoint())).unwrap();
+    })
+    .unwrap();
+    let function = RollbarFunction::new(settings, secrets_client(&secrets.endpoint()), source);
 
     let report = function.handle(event("inv-1", 60)).await.unwrap();
     let streams = report["streams"].as_array().unwrap();

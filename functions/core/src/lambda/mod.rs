@@ -2,6 +2,8 @@
 //! after an authentication failure), the time budget from the invocation deadline, JSON
 //! logs, and CloudWatch Embedded Metric Format lines per stream run.
 
+pub mod function;
+
 use crate::engine::{RunOutcome, RunStatus};
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use chrono::Utc;

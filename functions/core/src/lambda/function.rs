@@ -1,0 +1,293 @@
+//! The frame every source's Lambda runs in. A source supplies a [`LambdaSource`] (how to
+//! read its secret into a configuration, and how to sync); the frame does the rest, the
+//! same for every source: settings from the environment, the secret cached per cold start
+//! (and dropped after a 401/403 so a rotated token is read again), the warehouse opened
+//! and migrated once, the time budget from the invocation deadline, one EMF line and one
+//! summary log line per stream, and a typed error result when a stream failed.
+
+use super::{emf_line, required_env, stop_at, SecretCache, SecretError};
+use crate::engine::{RunOutcome, RunStatus, SyncOptions};
+use crate::pii::PiiPolicy;
+use crate::time::parse_duration;
+use crate::warehouse::{self, Warehouse, WarehouseTarget};
+use async_trait::async_trait;
+use lambda_runtime::LambdaEvent;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tracing::Instrument;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Settings every source's function reads from its environment (set by the stack).
+#[derive(Debug, Clone)]
+pub struct CommonSettings {
+    pub function_name: String,
+    /// `HEIMDALLR_SECRET_ARN`: the source's credentials.
+    pub secret_arn: String,
+    /// `HEIMDALLR_WAREHOUSE`, `HEIMDALLR_SCHEMA` (default `heimdallr`).
+    pub warehouse: WarehouseTarget,
+    pub schema: String,
+    /// `HEIMDALLR_TIME_MARGIN` (default 15s): stop starting batches this long before the deadline.
+    pub time_margin: Duration,
+    /// `HEIMDALLR_PII` (default `drop`).
+    pub pii: String,
+    /// `HEIMDALLR_BATCH_ROWS` (default 300).
+    pub batch_rows: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Missing(#[from] SecretError),
+    #[error("{name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// An environment variable, unless unset or blank.
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A duration setting (`90s`, `5m`, `1h`), or its default.
+pub fn env_duration(name: &'static str, default: &str) -> Result<Duration, SettingsError> {
+    parse_duration(&env_var(name).unwrap_or_else(|| default.into()))
+        .map_err(|reason| SettingsError::Invalid { name, reason })
+}
+
+/// A positive whole-number setting, or its default.
+pub fn env_count(name: &'static str, default: usize) -> Result<usize, SettingsError> {
+    match env_var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| SettingsError::Invalid {
+                name,
+                reason: format!("{v:?} is not a positive whole number"),
+            }),
+    }
+}
+
+impl CommonSettings {
+    pub fn from_env(source: &str) -> Result<Self, SettingsError> {
+        let warehouse =
+            WarehouseTarget::parse(&required_env("HEIMDALLR_WAREHOUSE")?).map_err(|e| {
+                SettingsError::Invalid {
+                    name: "HEIMDALLR_WAREHOUSE",
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(Self {
+            function_name: env_var("AWS_LAMBDA_FUNCTION_NAME")
+                .unwrap_or_else(|| format!("heimdallr-{source}")),
+            secret_arn: required_env("HEIMDALLR_SECRET_ARN")?,
+            warehouse,
+            schema: env_var("HEIMDALLR_SCHEMA").unwrap_or_else(|| "heimdallr".into()),
+            time_margin: env_duration("HEIMDALLR_TIME_MARGIN", "15s")?,
+            pii: env_var("HEIMDALLR_PII").unwrap_or_else(|| "drop".into()),
+            batch_rows: env_count("HEIMDALLR_BATCH_ROWS", SyncOptions::new(None).batch_rows)?,
+        })
+    }
+
+    /// The PII policy, its salt (for `hash`) read from the secret's `pii_salt`.
+    pub fn pii_policy(&self, secret: &Value) -> Result<PiiPolicy, BoxError> {
+        Ok(PiiPolicy::from_config(
+            &self.pii,
+            secret.get("pii_salt").and_then(Value::as_str),
+        )?)
+    }
+}
+
+/// Why an invocation failed, as Lambda reports it (`errorType` / `errorMessage`).
+#[derive(Debug)]
+pub enum HandlerError {
+    /// Settings, secret or warehouse: nothing was synced.
+    Configuration(String),
+    /// At least one stream failed; its run is recorded in `_heimdallr_runs`.
+    SyncFailed(String),
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Configuration(m) | Self::SyncFailed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(error: HandlerError) -> Self {
+        let error_type = match error {
+            HandlerError::Configuration(_) => "Heimdallr.Configuration",
+            HandlerError::SyncFailed(_) => "Heimdallr.SyncFailed",
+        };
+        lambda_runtime::Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// What a source brings to the frame.
+#[async_trait]
+pub trait LambdaSource: Send + Sync + 'static {
+    type Config: Send + Sync;
+
+    /// The source's name (`rollbar`), for logs and the default function name.
+    fn name(&self) -> &'static str;
+
+    /// This run's configuration from the secret's JSON object. Errors name the secret and
+    /// its fields, never their values.
+    fn config(
+        &self,
+        secret: &Value,
+        secret_arn: &str,
+        settings: &CommonSettings,
+    ) -> Result<Self::Config, BoxError>;
+
+    /// One pass over every stream of the source.
+    async fn sync(
+        &self,
+        warehouse: Arc<dyn Warehouse>,
+        config: &Self::Config,
+        options: &SyncOptions,
+    ) -> Vec<RunOutcome>;
+}
+
+/// A malformed-secret error naming the secret and what is wrong with its shape.
+pub fn malformed_secret(arn: &str, detail: impl Into<String>) -> BoxError {
+    Box::new(SecretError::Malformed {
+        arn: arn.to_string(),
+        detail: detail.into(),
+    })
+}
+
+/// Everything built once per cold start and shared by invocations.
+pub struct SourceFunction<S: LambdaSource> {
+    settings: CommonSettings,
+    secret: SecretCache,
+    source: S,
+    warehouse: OnceCell<Arc<dyn Warehouse>>,
+}
+
+impl<S: LambdaSource> SourceFunction<S> {
+    pub fn new(
+        settings: CommonSettings,
+        secrets: aws_sdk_secretsmanager::Client,
+        source: S,
+    ) -> Self {
+        Self {
+            secret: SecretCache::new(secrets, settings.secret_arn.clone()),
+            settings,
+            source,
+            warehouse: OnceCell::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &CommonSettings {
+        &self.settings
+    }
+
+    /// The warehouse connection, opened and migrated on first use, then reused.
+    async fn warehouse(&self) -> Result<Arc<dyn Warehouse>, BoxError> {
+        let warehouse = self
+            .warehouse
+            .get_or_try_init(|| async {
+                let warehouse =
+                    warehouse::open(&self.settings.warehouse, &self.settings.schema).await?;
+                warehouse.migrate().await?;
+                Ok::<_, BoxError>(warehouse)
+            })
+            .await?;
+        Ok(Arc::clone(warehouse))
+    }
+
+    async fn config(&self) -> Result<S::Config, BoxError> {
+        let secret = self.secret.get().await?;
+        self.source
+            .config(&secret, self.secret.arn(), &self.settings)
+    }
+
+    /// Handles one scheduled event. Errors (returned after the runs are recorded) make
+    /// Lambda count the invocation as failed; a partial run is not an error.
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
+        let run_span = tracing::info_span!(
+            "run",
+            run_id = %event.context.request_id,
+            source = self.source.name()
+        );
+        self.run(event.context).instrument(run_span).await
+    }
+
+    async fn run(&self, context: lambda_runtime::Context) -> Result<Value, HandlerError> {
+        let configuration_failed = |e: BoxError| {
+            tracing::error!(error = %e, "configuration failed");
+            HandlerError::Configuration(e.to_string())
+        };
+        let config = self.config().await.map_err(configuration_failed)?;
+        let warehouse = self.warehouse().await.map_err(configuration_failed)?;
+        let mut options =
+            SyncOptions::new(Some(stop_at(context.deadline, self.settings.time_margin)));
+        options.run_id = context.request_id.clone();
+        options.batch_rows = self.settings.batch_rows;
+        let outcomes = self.source.sync(warehouse, &config, &options).await;
+        for outcome in &outcomes {
+            // EMF goes to stdout as its own line; CloudWatch extracts the metrics from it.
+            println!("{}", emf_line(&self.settings.function_name, outcome));
+            outcome.log(&options.run_id);
+        }
+        let failed: Vec<&RunOutcome> = outcomes
+            .iter()
+            .filter(|o| o.status == RunStatus::Failed)
+            .collect();
+        if failed.iter().any(|o| {
+            o.error
+                .as_deref()
+                .is_some_and(|e| e.contains("HTTP 401") || e.contains("HTTP 403"))
+        }) {
+            // The token may have been rotated: read the secret again next time.
+            self.secret.invalidate().await;
+        }
+        if !failed.is_empty() {
+            let summary: Vec<String> = failed
+                .iter()
+                .map(|o| format!("{}: {}", o.key, o.error.as_deref().unwrap_or("failed")))
+                .collect();
+            return Err(HandlerError::SyncFailed(summary.join("; ")));
+        }
+        Ok(json!({
+            "run_id": options.run_id,
+            "streams": outcomes.iter().map(|o| json!({
+                "stream": o.key.to_string(),
+                "status": o.status.as_str(),
+                "rows": o.rows_written,
+                "pages": o.pages_fetched,
+                "retries": o.api_retries,
+                "rejects": o.rejects,
+            })).collect::<Vec<_>>(),
+        }))
+    }
+}
+
+/// A bootstrap's whole `main`: JSON logs, settings, SDK clients built once, then every
+/// scheduled event to the handler. `source` builds the source from its own settings.
+pub async fn serve<S, F>(source_name: &str, source: F) -> Result<(), lambda_runtime::Error>
+where
+    S: LambdaSource,
+    F: FnOnce() -> Result<S, BoxError>,
+{
+    super::init_json_logging();
+    let settings = CommonSettings::from_env(source_name)?;
+    let source = source()?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let function = SourceFunction::new(settings, aws_sdk_secretsmanager::Client::new(&aws), source);
+    let function = &function;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<Value>| async move { function.handle(event).await },
+    ))
+    .await
+}
