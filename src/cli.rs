@@ -47,6 +47,8 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SourceName {
     Rollbar,
+    Circleci,
+    /// Every source whose token is set.
     All,
 }
 
@@ -71,6 +73,8 @@ pub struct SyncArgs {
     pub warehouse: WarehouseArgs,
     #[command(flatten)]
     pub rollbar: RollbarArgs,
+    #[command(flatten)]
+    pub circleci: CircleCiArgs,
     /// Personal fields (person username and email, request user_ip): keep, hash or drop.
     #[arg(long, env = "HEIMDALLR_PII", default_value = "drop")]
     pub pii: String,
@@ -91,6 +95,24 @@ pub struct RollbarArgs {
     /// How often every item is re-read.
     #[arg(long = "rollbar-items-sweep-interval", env = "ROLLBAR_ITEMS_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     pub items_sweep_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CircleCiArgs {
+    /// CircleCI API base URL, version path included.
+    #[arg(id = "circleci_api_url", long = "circleci-api-url", env = "CIRCLECI_API_URL", default_value = heimdallr_circleci::config::DEFAULT_API_URL)]
+    pub api_url: String,
+    /// Project slugs, separated by commas (gh/acme/web, circleci/<org-id>/<project-id>).
+    #[arg(
+        id = "circleci_projects",
+        long = "circleci-projects",
+        env = "CIRCLECI_PROJECTS",
+        default_value = ""
+    )]
+    pub projects: String,
+    /// Pipelines this much older than the newest stored get their workflows re-listed.
+    #[arg(id = "circleci_lookback", long = "circleci-lookback", env = "CIRCLECI_LOOKBACK", default_value = "24h", value_parser = parse_duration)]
+    pub lookback: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

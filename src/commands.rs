@@ -3,6 +3,7 @@
 
 use crate::cli::{Cli, Command, LogFormat, SourceName, SyncArgs, WarehouseArgs};
 use anyhow::{Context, Result};
+use heimdallr_circleci::{CircleCiClient, CircleCiConfig};
 use heimdallr_core::engine::{Progress, RunOutcome, RunStatus, SyncOptions};
 use heimdallr_core::pii::PiiPolicy;
 use heimdallr_core::warehouse::{self, Warehouse, WarehouseTarget};
@@ -57,11 +58,60 @@ fn rollbar_source(args: &SyncArgs) -> Result<RollbarSource> {
     Ok(RollbarSource { client, config })
 }
 
+/// Everything a pass of the CircleCI source needs, built once.
+struct CircleCiSource {
+    client: CircleCiClient,
+    config: CircleCiConfig,
+}
+
+fn circleci_source(args: &SyncArgs) -> Result<CircleCiSource> {
+    let token = std::env::var("CIRCLECI_TOKEN").unwrap_or_default();
+    let mut config = CircleCiConfig::new(
+        Some(&args.circleci.api_url),
+        &token,
+        &args.circleci.projects,
+    )?;
+    config.lookback = args.circleci.lookback;
+    let client = CircleCiClient::new(&config.api_url, config.token.clone())
+        .with_context(|| format!("invalid CIRCLECI_API_URL {:?}", config.api_url))?;
+    Ok(CircleCiSource { client, config })
+}
+
+/// The sources one `sync` runs: the one named, or for `all` every source whose token is set.
+struct Sources {
+    rollbar: Option<RollbarSource>,
+    circleci: Option<CircleCiSource>,
+}
+
+fn sources(args: &SyncArgs) -> Result<Sources> {
+    let configured = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
+    let sources = match args.source {
+        SourceName::Rollbar => Sources {
+            rollbar: Some(rollbar_source(args)?),
+            circleci: None,
+        },
+        SourceName::Circleci => Sources {
+            rollbar: None,
+            circleci: Some(circleci_source(args)?),
+        },
+        SourceName::All => Sources {
+            rollbar: configured("ROLLBAR_ACCESS_TOKEN")
+                .then(|| rollbar_source(args))
+                .transpose()?,
+            circleci: configured("CIRCLECI_TOKEN")
+                .then(|| circleci_source(args))
+                .transpose()?,
+        },
+    };
+    if sources.rollbar.is_none() && sources.circleci.is_none() {
+        anyhow::bail!("nothing to sync: set ROLLBAR_ACCESS_TOKEN and/or CIRCLECI_TOKEN");
+    }
+    Ok(sources)
+}
+
 async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
     // Validate every setting before touching the warehouse.
-    let rollbar = match args.source {
-        SourceName::Rollbar | SourceName::All => rollbar_source(&args)?,
-    };
+    let sources = sources(&args)?;
     let warehouse = open_warehouse(&args.warehouse).await?;
     let applied = warehouse.migrate().await?;
     if !applied.is_empty() {
@@ -74,13 +124,29 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
         options.batch_rows = args.batch_rows as usize;
         options.progress = progress.callback();
         tracing::info!(run_id = %options.run_id, warehouse = %warehouse.describe(), "sync pass started");
-        let outcomes = heimdallr_rollbar::sync_all(
-            Arc::clone(&warehouse),
-            &rollbar.client,
-            &rollbar.config,
-            &options,
-        )
-        .await;
+        let mut outcomes = Vec::new();
+        if let Some(rollbar) = &sources.rollbar {
+            outcomes.extend(
+                heimdallr_rollbar::sync_all(
+                    Arc::clone(&warehouse),
+                    &rollbar.client,
+                    &rollbar.config,
+                    &options,
+                )
+                .await,
+            );
+        }
+        if let Some(circleci) = &sources.circleci {
+            outcomes.extend(
+                heimdallr_circleci::sync_all(
+                    Arc::clone(&warehouse),
+                    &circleci.client,
+                    &circleci.config,
+                    &options,
+                )
+                .await,
+            );
+        }
         progress.clear();
         report(&options.run_id, &outcomes);
         let failed = outcomes.iter().any(|o| o.status == RunStatus::Failed);
@@ -126,7 +192,7 @@ async fn print_status(warehouse: &dyn Warehouse) -> Result<()> {
     let rows = warehouse.status().await?;
     println!("{}", warehouse.describe());
     if rows.is_empty() {
-        println!("no stream has run yet: try `heimdallr sync rollbar --once`");
+        println!("no stream has run yet: try `heimdallr sync all --once`");
         return Ok(());
     }
     println!(

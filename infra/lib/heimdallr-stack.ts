@@ -19,7 +19,7 @@ function sourceEnvironment(source: SourceName, settings: Settings): Record<strin
     case 'rollbar':
       return { HEIMDALLR_PII: settings.pii };
     case 'circleci':
-      return { CIRCLECI_PROJECT_SLUGS: scopes };
+      return { CIRCLECI_PROJECTS: scopes };
     case 'heroku':
       return { HEROKU_APPS: scopes, HEIMDALLR_PII: settings.pii };
   }

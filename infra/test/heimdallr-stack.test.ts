@@ -121,7 +121,7 @@ describe('functions', () => {
     expect(env.HEIMDALLR_PII).toBe('drop');
     expect(env.HEIMDALLR_SECRET_ARN).toEqual({ Ref: expect.stringMatching(/^RollbarSecret/) });
     const circleci = resourcesOf('AWS::Lambda::Function')[functionIdFor('circleci')];
-    expect(circleci.Properties.Environment.Variables.CIRCLECI_PROJECT_SLUGS).toBe('gh/acme/web');
+    expect(circleci.Properties.Environment.Variables.CIRCLECI_PROJECTS).toBe('gh/acme/web');
   });
 
   test('timeouts stay below the schedule period', () => {

@@ -208,7 +208,7 @@ pub struct Snapshot {
 }
 
 /// Every cell as text, so one reader serves both backends.
-type TextRows = Vec<Vec<Option<String>>>;
+pub type TextRows = Vec<Vec<Option<String>>>;
 
 fn select_as_text(columns: &[&str], from: &str) -> String {
     let cells: Vec<String> = columns
@@ -218,7 +218,7 @@ fn select_as_text(columns: &[&str], from: &str) -> String {
     format!("SELECT {} FROM {from}", cells.join(", "))
 }
 
-async fn query_text(target: &Target, sql: String) -> TextRows {
+pub async fn query_text(target: &Target, sql: String) -> TextRows {
     match target {
         Target::Postgres { url, .. } | Target::Redshift { pg_url: url, .. } => {
             let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)

@@ -151,6 +151,35 @@ impl RunOutcome {
     }
 }
 
+/// A stored cursor that no longer reads as the stream's cursor type.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stored state of {key} is unreadable ({detail}); fix or delete that row of _heimdallr_state"
+)]
+pub struct CursorError {
+    pub key: String,
+    pub detail: String,
+}
+
+/// Reads a stream's stored cursor (the default when there is none yet).
+pub fn load_cursor<T: serde::de::DeserializeOwned + Default>(
+    key: &StreamKey,
+    cursor: Option<serde_json::Value>,
+) -> Result<T, CursorError> {
+    match cursor {
+        None | Some(serde_json::Value::Null) => Ok(T::default()),
+        Some(value) => serde_json::from_value(value).map_err(|e| CursorError {
+            key: key.to_string(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// A cursor as the JSON the state row stores.
+pub fn cursor_json<T: serde::Serialize>(cursor: &T) -> serde_json::Value {
+    serde_json::to_value(cursor).unwrap_or(serde_json::Value::Null)
+}
+
 /// One stream's run: collects rows, commits them with their cursor, records the run.
 pub struct StreamRun {
     warehouse: Arc<dyn Warehouse>,
@@ -202,6 +231,23 @@ impl StreamRun {
         batch.push(&RUNS, run.run_row(RunStatus::Running, None, None));
         run.warehouse.commit(batch).await?;
         Ok((run, state))
+    }
+
+    /// [`StreamRun::begin`] for a source's stream logic: a run that cannot start is logged
+    /// and comes back as its (failed) outcome.
+    pub async fn start(
+        warehouse: &Arc<dyn Warehouse>,
+        key: StreamKey,
+        options: &SyncOptions,
+        http: Option<Arc<HttpStats>>,
+    ) -> Result<(Self, Option<serde_json::Value>), RunOutcome> {
+        match Self::begin(Arc::clone(warehouse), key.clone(), options, http).await {
+            Ok((run, state)) => Ok((run, state.map(|s| s.cursor))),
+            Err(e) => {
+                tracing::error!(stream = %key, error = %e, "stream run could not start");
+                Err(RunOutcome::not_started(key, e.to_string()))
+            }
+        }
     }
 
     pub fn key(&self) -> &StreamKey {

@@ -5,6 +5,7 @@
 //! - [`warehouse`]: the store trait, its backends and every line of SQL.
 //! - [`schema`]: the tables and the versioned migrations that create them.
 //! - [`pii`]: what happens to personal data before it is stored.
+//! - [`token`]: API credentials that never print.
 
 pub mod engine;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod pii;
 pub mod schema;
 pub mod text;
 pub mod time;
+pub mod token;
 pub mod warehouse;
 
 pub use engine::{RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions};

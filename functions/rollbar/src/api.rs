@@ -3,7 +3,7 @@
 
 use crate::config::Token;
 use heimdallr_core::http::{HttpClient, HttpConfig, HttpError, HttpStats, RateLimitHeaders};
-use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::header::HeaderName;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -71,9 +71,9 @@ impl RollbarClient {
 
     async fn call(&self, token: &Token, path_and_query: &str) -> Result<Value, ApiError> {
         let url = format!("{}{}", self.base, path_and_query);
-        let mut value = HeaderValue::from_str(token.expose()).map_err(|_| ApiError::BadToken)?;
-        value.set_sensitive(true);
-        let headers = [(HeaderName::from_static("x-rollbar-access-token"), value)];
+        let headers = [token
+            .header("x-rollbar-access-token", "")
+            .ok_or(ApiError::BadToken)?];
         let (envelope, _) = self.http.get_json::<Envelope>(&url, &headers).await?;
         let code = match &envelope.err {
             Value::Null => 0,

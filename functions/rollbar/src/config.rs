@@ -1,7 +1,6 @@
 //! Rollbar settings: projects and their read tokens, paging, refresh cadence, PII policy.
 
 use heimdallr_core::pii::PiiPolicy;
-use std::fmt;
 use std::time::Duration;
 
 pub const DEFAULT_API_URL: &str = "https://api.rollbar.com/api/1";
@@ -11,24 +10,7 @@ pub const MAX_PAGE_LIMIT: u32 = 5000;
 /// fetched, one mapped, one committed); 300 keeps the sync under 64 MB of RSS.
 pub const DEFAULT_PAGE_LIMIT: u32 = 300;
 
-/// A project read token. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(***)")
-    }
-}
+pub use heimdallr_core::token::Token;
 
 /// One Rollbar project: a label (the state scope, stable across runs) and its token.
 #[derive(Debug, Clone, PartialEq, Eq)]

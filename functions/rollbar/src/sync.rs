@@ -12,7 +12,10 @@ use crate::config::{Project, RollbarConfig};
 use crate::mapping::{item_row, lenient_i64, occurrence_row};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use heimdallr_core::engine::{RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions};
+use heimdallr_core::engine::{
+    cursor_json as to_json, load_cursor, CursorError, RunOutcome, RunStatus, StreamKey, StreamRun,
+    SyncOptions,
+};
 use heimdallr_core::schema::{ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
 use heimdallr_core::warehouse::{Warehouse, WarehouseError};
 use serde::{Deserialize, Serialize};
@@ -74,27 +77,10 @@ enum StreamError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
-    #[error("stored state of {key} is unreadable ({detail}); fix or delete that row of _heimdallr_state")]
-    State { key: String, detail: String },
+    #[error(transparent)]
+    State(#[from] CursorError),
     #[error("{0}")]
     Shape(String),
-}
-
-fn load_cursor<T: for<'de> Deserialize<'de> + Default>(
-    key: &StreamKey,
-    cursor: Option<serde_json::Value>,
-) -> Result<T, StreamError> {
-    match cursor {
-        None | Some(serde_json::Value::Null) => Ok(T::default()),
-        Some(value) => serde_json::from_value(value).map_err(|e| StreamError::State {
-            key: key.to_string(),
-            detail: e.to_string(),
-        }),
-    }
-}
-
-fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
 /// Syncs every configured project, one after the other; each project's streams have their
@@ -155,20 +141,7 @@ async fn begin(
     client: &RollbarClient,
     options: &SyncOptions,
 ) -> Result<(StreamRun, Option<serde_json::Value>), RunOutcome> {
-    match StreamRun::begin(
-        Arc::clone(warehouse),
-        key.clone(),
-        options,
-        Some(client.stats()),
-    )
-    .await
-    {
-        Ok((run, state)) => Ok((run, state.map(|s| s.cursor))),
-        Err(e) => {
-            tracing::error!(stream = %key, error = %e, "stream run could not start");
-            Err(RunOutcome::not_started(key, e.to_string()))
-        }
-    }
+    StreamRun::start(warehouse, key, options, Some(client.stats())).await
 }
 
 /// Records how a stream run ended; says whether the token was rejected.

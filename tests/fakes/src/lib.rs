@@ -1,6 +1,7 @@
 //! Loopback stand-ins for the APIs Heimdallr reads. They page, rate-limit and fail the way
 //! the real services do, so the real binaries can be tested end to end without a network.
 
+pub mod circleci;
 pub mod http;
 pub mod lambda_runtime;
 pub mod postgres;

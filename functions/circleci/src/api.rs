@@ -1,0 +1,157 @@
+//! CircleCI API v2 calls: `{"items": [...], "next_page_token": ...}` lists followed by
+//! `page-token`, the `Circle-Token` header, 404 for children that do not exist yet.
+
+use heimdallr_core::http::{HttpClient, HttpConfig, HttpError, HttpStats};
+use heimdallr_core::token::Token;
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("the token is not a valid header value")]
+    BadToken,
+}
+
+impl ApiError {
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, Self::Http(e) if e.is_unauthorized())
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Default, Deserialize)]
+pub struct Page {
+    #[serde(default)]
+    pub items: Vec<Value>,
+    #[serde(default)]
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct CircleCiClient {
+    http: HttpClient,
+    base: String,
+    token: Token,
+}
+
+impl CircleCiClient {
+    /// 429s are retried by the core client, honouring Retry-After when CircleCI sends it.
+    pub fn new(base_url: &str, token: Token) -> Result<Self, HttpError> {
+        Ok(Self::with_http(
+            HttpClient::new(HttpConfig::default())?,
+            base_url,
+            token,
+        ))
+    }
+
+    pub fn with_http(http: HttpClient, base_url: &str, token: Token) -> Self {
+        Self {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    pub fn stats(&self) -> Arc<HttpStats> {
+        self.http.stats()
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let url = format!("{}{path}", self.base);
+        let headers = [self
+            .token
+            .header("circle-token", "")
+            .ok_or(ApiError::BadToken)?];
+        Ok(self.http.get_json::<T>(&url, &headers).await?.0)
+    }
+
+    /// A page of the list at `path`; `Ok(None)` when CircleCI answers 404 (e.g. a pipeline
+    /// with no workflows yet, or a workflow that no longer exists).
+    async fn page(&self, path: &str, token: Option<&str>) -> Result<Option<Page>, ApiError> {
+        let path = match token {
+            Some(t) => format!("{path}?page-token={}", encode(t)),
+            None => path.to_string(),
+        };
+        match self.get::<Page>(&path).await {
+            Ok(page) => Ok(Some(page)),
+            Err(ApiError::Http(HttpError::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A project's pipelines, newest first.
+    pub async fn pipelines(&self, slug: &str, token: Option<&str>) -> Result<Page, ApiError> {
+        Ok(self
+            .page(&format!("/project/{}/pipeline", slug_path(slug)), token)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Every workflow of a pipeline (all pages); empty when it has none yet.
+    pub async fn pipeline_workflows(&self, pipeline_id: &str) -> Result<Vec<Value>, ApiError> {
+        self.all(&format!("/pipeline/{}/workflow", encode(pipeline_id)))
+            .await
+    }
+
+    /// Every job of a workflow (all pages, although the spec shows none).
+    pub async fn workflow_jobs(&self, workflow_id: &str) -> Result<Vec<Value>, ApiError> {
+        self.all(&format!("/workflow/{}/job", encode(workflow_id)))
+            .await
+    }
+
+    /// One workflow by id; `None` if CircleCI no longer has it.
+    pub async fn workflow(&self, workflow_id: &str) -> Result<Option<Value>, ApiError> {
+        match self
+            .get::<Value>(&format!("/workflow/{}", encode(workflow_id)))
+            .await
+        {
+            Ok(workflow) if workflow.is_object() => Ok(Some(workflow)),
+            Ok(_) => Ok(None),
+            Err(ApiError::Http(HttpError::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn all(&self, path: &str) -> Result<Vec<Value>, ApiError> {
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        // A loop guard: a service that hands back the same token forever must not hang us.
+        for _ in 0..10_000 {
+            let Some(page) = self.page(path, token.as_deref()).await? else {
+                return Ok(items);
+            };
+            items.extend(page.items);
+            match page.next_page_token {
+                Some(next) if !next.is_empty() && Some(&next) != token.as_ref() => {
+                    token = Some(next)
+                }
+                _ => return Ok(items),
+            }
+        }
+        Ok(items)
+    }
+}
+
+/// Percent-encodes a query value or path segment.
+fn encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// A slug in a URL path: each of its parts encoded, the slashes kept (as CircleCI expects).
+fn slug_path(slug: &str) -> String {
+    slug.split('/').map(encode).collect::<Vec<_>>().join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_keep_their_slashes_and_tokens_are_encoded() {
+        assert_eq!(slug_path("circleci/8e4z/1a2b"), "circleci/8e4z/1a2b");
+        assert_eq!(encode("a+b/c=="), "a%2Bb%2Fc%3D%3D");
+    }
+}

@@ -1,0 +1,104 @@
+//! CircleCI settings: the token, the project slugs, the look-back window.
+
+use heimdallr_core::token::Token;
+use std::time::Duration;
+
+pub const DEFAULT_API_URL: &str = "https://circleci.com/api/v2";
+/// Pipelines created this long before the newest one stored get their workflows re-listed
+/// on every run, so that reruns added to them arrive.
+pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone)]
+pub struct CircleCiConfig {
+    pub api_url: String,
+    pub token: Token,
+    /// Project slugs as CircleCI writes them (`gh/acme/web`, `circleci/<org-id>/<project-id>`).
+    pub projects: Vec<String>,
+    pub lookback: Duration,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("CIRCLECI_TOKEN is not set: a personal API token (https://app.circleci.com/settings/user/tokens)")]
+    MissingToken,
+    #[error("no CircleCI project: set CIRCLECI_PROJECTS to slugs separated by commas, e.g. gh/acme/web,circleci/8e4z/1a2b")]
+    NoProjects,
+    #[error("project slug {0:?} is not VCS/ORG/PROJECT (e.g. gh/acme/web or circleci/8e4z/1a2b)")]
+    BadSlug(String),
+}
+
+/// Slugs from a list separated by commas, spaces or newlines. Slugs are opaque to
+/// Heimdallr beyond their three parts: they go into URLs as they are.
+pub fn parse_projects(list: &str) -> Result<Vec<String>, ConfigError> {
+    let mut projects: Vec<String> = Vec::new();
+    for slug in list
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+    {
+        let parts: Vec<&str> = slug.split('/').collect();
+        let well_formed = parts.len() == 3
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            });
+        if !well_formed {
+            return Err(ConfigError::BadSlug(slug.to_string()));
+        }
+        if !projects.iter().any(|p| p == slug) {
+            projects.push(slug.to_string());
+        }
+    }
+    if projects.is_empty() {
+        return Err(ConfigError::NoProjects);
+    }
+    Ok(projects)
+}
+
+impl CircleCiConfig {
+    pub fn new(api_url: Option<&str>, token: &str, projects: &str) -> Result<Self, ConfigError> {
+        if token.trim().is_empty() {
+            return Err(ConfigError::MissingToken);
+        }
+        Ok(Self {
+            api_url: api_url
+                .unwrap_or(DEFAULT_API_URL)
+                .trim_end_matches('/')
+                .to_string(),
+            token: Token::new(token.trim()),
+            projects: parse_projects(projects)?,
+            lookback: DEFAULT_LOOKBACK,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_of_every_vcs_style_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            parse_projects("gh/acme/web, bb/acme/api\ncircleci/8e4z-ab/1a2b_c").unwrap(),
+            vec!["gh/acme/web", "bb/acme/api", "circleci/8e4z-ab/1a2b_c"]
+        );
+        assert_eq!(parse_projects("gh/acme/web,gh/acme/web").unwrap().len(), 1);
+        assert_eq!(parse_projects(" , "), Err(ConfigError::NoProjects));
+        assert_eq!(
+            parse_projects("gh/acme"),
+            Err(ConfigError::BadSlug("gh/acme".into()))
+        );
+        assert!(parse_projects("gh/acme/we b?x").is_err());
+    }
+
+    #[test]
+    fn the_token_is_required_and_never_printed() {
+        assert_eq!(
+            CircleCiConfig::new(None, " ", "gh/a/b").unwrap_err(),
+            ConfigError::MissingToken
+        );
+        let config = CircleCiConfig::new(None, "cci-secret", "gh/a/b").unwrap();
+        assert!(!format!("{config:?}").contains("cci-secret"));
+        assert_eq!(config.api_url, DEFAULT_API_URL);
+    }
+}

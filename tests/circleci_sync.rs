@@ -1,0 +1,297 @@
+//! `heimdallr sync circleci` end to end: the real binary against the fake CircleCI API,
+//! into PostgreSQL and the embedded file, over several runs with changes in between
+//! (workflows finishing, holds approved, reruns of old pipelines, new pipelines, 429s),
+//! and killed at random points. The warehouse must equal the fake's truth.
+
+mod common;
+
+use common::*;
+use heimdallr_fakes::circleci::{FakeCircleCi, Truth};
+use rand::{RngExt, SeedableRng};
+use std::time::Duration;
+use tokio::process::Command;
+
+const TOKEN: &str = "cci-token-7d3f1e9a0b2c4d5e6f";
+const WEB: &str = "gh/acme/web";
+const API: &str = "circleci/8e4zQwXy/1a2b3c4d";
+
+fn circleci(target: &Target, fake: &FakeCircleCi, extra: &[&str]) -> Command {
+    let mut command = heimdallr(target, "http://127.0.0.1:9/unused", "");
+    command
+        .env("CIRCLECI_TOKEN", TOKEN)
+        .env("CIRCLECI_API_URL", fake.api_url())
+        .env("CIRCLECI_PROJECTS", format!("{WEB},{API}"))
+        .args(["sync", "circleci", "--once"])
+        .args(extra);
+    command
+}
+
+async fn sync(target: &Target, fake: &FakeCircleCi, extra: &[&str]) -> Finished {
+    let finished = run(circleci(target, fake, extra)).await;
+    assert_eq!(
+        finished.code,
+        Some(0),
+        "sync failed\nstdout:\n{}\nstderr:\n{}",
+        finished.stdout,
+        finished.stderr
+    );
+    assert!(!finished.stderr.contains(TOKEN) && !finished.stdout.contains(TOKEN));
+    finished
+}
+
+/// What the warehouse holds, in the fake's terms.
+async fn stored(target: &Target) -> Truth {
+    let schema = target.schema();
+    let cell = |c: &Option<String>| c.clone().unwrap_or_default();
+    let number = |c: &Option<String>| c.as_deref().map(|n| n.parse::<i64>().expect("a number"));
+    let pipelines = query_text(
+        target,
+        format!("SELECT id, project_slug, CAST(number AS VARCHAR), revision FROM {schema}.circleci_pipelines"),
+    )
+    .await;
+    let workflows = query_text(
+        target,
+        format!("SELECT id, pipeline_id, name, status FROM {schema}.circleci_workflows"),
+    )
+    .await;
+    let jobs = query_text(
+        target,
+        format!("SELECT id, workflow_id, CAST(job_number AS VARCHAR), type, status FROM {schema}.circleci_jobs"),
+    )
+    .await;
+    let mut truth = Truth {
+        pipelines: pipelines
+            .iter()
+            .map(|r| {
+                (
+                    cell(&r[0]),
+                    cell(&r[1]),
+                    number(&r[2]).unwrap_or(0),
+                    cell(&r[3]),
+                )
+            })
+            .collect(),
+        workflows: workflows
+            .iter()
+            .map(|r| (cell(&r[0]), cell(&r[1]), cell(&r[2]), cell(&r[3])))
+            .collect(),
+        jobs: jobs
+            .iter()
+            .map(|r| {
+                (
+                    cell(&r[0]),
+                    cell(&r[1]),
+                    number(&r[2]),
+                    cell(&r[3]),
+                    cell(&r[4]),
+                )
+            })
+            .collect(),
+    };
+    truth.pipelines.sort();
+    truth.workflows.sort();
+    truth.jobs.sort();
+    truth
+}
+
+fn assert_equal(stored: &Truth, truth: &Truth, when: &str) {
+    assert_eq!(
+        stored.pipelines.len(),
+        truth.pipelines.len(),
+        "{when}: pipelines"
+    );
+    assert_eq!(stored.pipelines, truth.pipelines, "{when}: pipelines");
+    assert_eq!(stored.workflows, truth.workflows, "{when}: workflows");
+    assert_eq!(stored.jobs, truth.jobs, "{when}: jobs");
+}
+
+async fn series_of_runs(target: Target, lookback: &str, seed: u64) {
+    let fake = FakeCircleCi::start(TOKEN, seed).await.unwrap();
+    fake.add_pipelines(WEB, 65, 5);
+    fake.add_pipelines(API, 25, 3);
+    fake.set_throttle_every(Some(40));
+    let args = ["--circleci-lookback", lookback];
+
+    sync(&target, &fake, &args).await;
+    let first = fake.truth();
+    assert!(
+        first
+            .jobs
+            .iter()
+            .any(|j| j.2.is_none() && j.3 == "approval"),
+        "approval jobs without numbers"
+    );
+    assert!(first
+        .workflows
+        .iter()
+        .any(|w| w.3 == "running" || w.3 == "on_hold"));
+    assert_equal(&stored(&target).await, &first, "after the backfill");
+
+    // Workflows finish and holds are approved; new pipelines arrive; a recent pipeline
+    // (inside the look-back window) is re-run.
+    fake.finish_everything();
+    let web = fake.pipeline_ids(WEB);
+    fake.rerun(&web[web.len() - 3]);
+    fake.add_pipelines(WEB, 4, 2);
+    sync(&target, &fake, &args).await;
+    assert_equal(
+        &stored(&target).await,
+        &fake.truth(),
+        "after the second run",
+    );
+
+    fake.finish_everything();
+    let api = fake.pipeline_ids(API);
+    fake.rerun(&api[api.len() - 1]);
+    sync(&target, &fake, &args).await;
+    let truth = fake.truth();
+    assert_equal(&stored(&target).await, &truth, "after the third run");
+    assert!(truth
+        .workflows
+        .iter()
+        .all(|w| w.3 == "success" || w.3 == "failed"));
+    assert!(fake.throttled() > 0, "429s were served and retried");
+
+    // Nothing moves: one more run changes nothing and leaves nothing pending.
+    let finished = sync(&target, &fake, &args).await;
+    assert_equal(&stored(&target).await, &truth, "after a quiet run");
+    assert!(
+        finished
+            .stdout
+            .contains("circleci/pipelines/gh/acme/web: succeeded"),
+        "{}",
+        finished.stdout
+    );
+    let state = query_text(
+        &target,
+        format!(
+            "SELECT CAST(cursor AS VARCHAR) FROM {}._heimdallr_state WHERE source = 'circleci'",
+            target.schema()
+        ),
+    )
+    .await;
+    assert_eq!(state.len(), 2);
+    for row in state {
+        let cursor: serde_json::Value = serde_json::from_str(row[0].as_deref().unwrap()).unwrap();
+        assert_eq!(
+            cursor["pending_workflows"],
+            serde_json::json!([]),
+            "{cursor}"
+        );
+        assert!(
+            cursor["high_water"].is_string() && cursor["walk"].is_null(),
+            "{cursor}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_equals_the_source_after_runs_with_changes_between_them() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("cci"),
+    };
+    // A short window: only the newest pipelines are re-listed; finished workflows of older
+    // ones come from the pending list.
+    series_of_runs(target, "30m", 61).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_file_equals_the_source_after_runs_with_changes_between_them() {
+    let dir = TempDir::new("cci-duck");
+    series_of_runs(Target::Duck(dir.path().join("w.duckdb")), "24h", 62).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_whose_workflows_appear_later_are_picked_up() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("cci404"),
+    };
+    let fake = FakeCircleCi::start(TOKEN, 63).await.unwrap();
+    fake.add_pipelines(WEB, 40, 0);
+    fake.add_pipelines(API, 2, 0);
+    sync(&target, &fake, &[]).await;
+    let before = fake.truth();
+    // Some pipelines had no workflow (404 on their children): not an error, no rows.
+    let with_workflows: std::collections::BTreeSet<_> =
+        before.workflows.iter().map(|w| w.1.clone()).collect();
+    assert!(
+        before
+            .pipelines
+            .iter()
+            .any(|p| !with_workflows.contains(&p.0)),
+        "the seed gives some 404 children"
+    );
+    fake.start_waiting_pipelines();
+    sync(&target, &fake, &[]).await;
+    assert_equal(
+        &stored(&target).await,
+        &fake.truth(),
+        "after the workflows appeared",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_random_points_it_still_ends_equal_to_the_source() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("ccikill"),
+    };
+    let fake = FakeCircleCi::start(TOKEN, 64).await.unwrap();
+    fake.add_pipelines(WEB, 240, 6);
+    fake.add_pipelines(API, 60, 2);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(64);
+    let args = ["--batch-rows", "40"];
+    let mut killed = 0;
+    for round in 0..8 {
+        let mut child = spawn(circleci(&target, &fake, &args));
+        let wait = Duration::from_millis(rng.random_range(100..1_200));
+        match tokio::time::timeout(wait, child.wait()).await {
+            Ok(status) => assert!(status.expect("wait").success(), "a run failed on its own"),
+            Err(_) => {
+                child.start_kill().expect("SIGKILL");
+                let _ = child.wait().await;
+                killed += 1;
+            }
+        }
+        if round == 3 {
+            // Things change between the kills too.
+            fake.finish_everything();
+            fake.add_pipelines(WEB, 3, 1);
+        }
+    }
+    assert!(killed >= 3, "only {killed} runs were killed mid-way");
+    fake.finish_everything();
+    sync(&target, &fake, &args).await;
+    sync(&target, &fake, &args).await;
+    assert_equal(&stored(&target).await, &fake.truth(), "after the kills");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_fails_the_run_with_a_clear_message() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("ccibad"),
+    };
+    let fake = FakeCircleCi::start("a-different-token", 65).await.unwrap();
+    fake.add_pipelines(WEB, 3, 0);
+    let finished = run(circleci(&target, &fake, &[])).await;
+    assert_eq!(finished.code, Some(1), "{}", finished.stderr);
+    assert!(finished.stderr.contains("HTTP 401"), "{}", finished.stderr);
+    assert!(!finished.stderr.contains(TOKEN));
+
+    let mut missing = circleci(&target, &fake, &[]);
+    missing.env_remove("CIRCLECI_TOKEN");
+    let finished = run(missing).await;
+    assert_eq!(finished.code, Some(2), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("CIRCLECI_TOKEN is not set"),
+        "{}",
+        finished.stderr
+    );
+}

@@ -1,0 +1,394 @@
+//! A fake CircleCI API v2 on loopback: projects' pipelines newest first in pages of 20
+//! behind opaque `next_page_token`s, workflows that finish later, reruns added to old
+//! pipelines, approval jobs without numbers, job lists over several pages, 404 for a
+//! pipeline with no workflows yet, and 429s with Retry-After.
+
+use crate::http::{serve_state, Reply, Request, ServerTask};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+pub const PIPELINE_PAGE: usize = 20;
+pub const JOB_PAGE: usize = 3;
+const WORKFLOW_PAGE: usize = 2;
+
+#[derive(Default)]
+struct State {
+    token: String,
+    /// Pipeline ids per project slug, oldest first.
+    projects: BTreeMap<String, Vec<String>>,
+    pipelines: HashMap<String, Value>,
+    /// Workflow ids per pipeline, in creation order.
+    pipeline_workflows: HashMap<String, Vec<String>>,
+    workflows: HashMap<String, Value>,
+    jobs: HashMap<String, Vec<Value>>,
+    next_id: u64,
+    clock: Option<DateTime<Utc>>,
+    requests: u64,
+    /// Every n-th request answers 429.
+    throttle_every: Option<u64>,
+    throttled: u64,
+    rng: Option<StdRng>,
+}
+
+/// What the fake holds, in the fields the tests compare.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Truth {
+    /// (id, project slug, number, revision)
+    pub pipelines: Vec<(String, String, i64, String)>,
+    /// (id, pipeline id, name, status)
+    pub workflows: Vec<(String, String, String, String)>,
+    /// (id, workflow id, job number, type, status)
+    pub jobs: Vec<(String, String, Option<i64>, String, String)>,
+}
+
+#[derive(Clone)]
+pub struct FakeCircleCi {
+    state: Arc<Mutex<State>>,
+    addr: SocketAddr,
+    _server: Arc<ServerTask>,
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl State {
+    fn id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!(
+            "{prefix}{:04x}-0000-4000-8000-{:012x}",
+            self.next_id % 0xffff,
+            self.next_id
+        )
+    }
+
+    fn tick(&mut self) -> DateTime<Utc> {
+        let now =
+            self.clock.unwrap_or_else(|| Utc::now() - Duration::days(3)) + Duration::seconds(30);
+        self.clock = Some(now);
+        now
+    }
+
+    fn rng(&mut self) -> &mut StdRng {
+        self.rng.get_or_insert_with(|| StdRng::seed_from_u64(1))
+    }
+
+    fn add_workflow(
+        &mut self,
+        pipeline_id: &str,
+        name: &str,
+        running: bool,
+        rerun_of: Option<&str>,
+    ) -> String {
+        let pipeline = self.pipelines[pipeline_id].clone();
+        let id = self.id("w");
+        let created = self.tick();
+        let approval = self.rng().random_range(0..4) == 0;
+        let job_count = self.rng().random_range(1..8);
+        let mut jobs = Vec::new();
+        for n in 0..job_count {
+            let job_id = self.id("j");
+            let number = self.next_id as i64;
+            let status = if running && n == job_count - 1 {
+                "running"
+            } else {
+                "success"
+            };
+            jobs.push(json!({
+                "id": job_id, "job_number": number, "name": format!("job-{n}"), "type": "build",
+                "status": status, "project_slug": pipeline["project_slug"],
+                "started_at": stamp(created + Duration::seconds(n as i64)),
+                "stopped_at": if status == "success" { json!(stamp(created + Duration::seconds(60 + n as i64))) } else { Value::Null },
+                "dependencies": [],
+            }));
+        }
+        let mut status = if running { "running" } else { "success" };
+        if approval {
+            // A hold: an approval job with no number, the workflow on_hold until approved.
+            let job_id = self.id("a");
+            jobs.push(json!({
+                "id": job_id, "name": "hold-for-approval", "type": "approval", "status": "on_hold",
+                "approval_request_id": job_id, "dependencies": [], "project_slug": pipeline["project_slug"],
+                "started_at": null, "stopped_at": null,
+            }));
+            status = "on_hold";
+        }
+        self.workflows.insert(
+            id.clone(),
+            json!({
+                "id": id, "pipeline_id": pipeline_id, "pipeline_number": pipeline["number"],
+                "project_slug": pipeline["project_slug"], "name": name, "status": status,
+                "created_at": stamp(created), "stopped_at": Value::Null,
+                "started_by": "5e9c1a2b-0000-4000-8000-000000000001", "canceled_by": null,
+                "errored_by": null, "tag": if rerun_of.is_some() { json!("rerun") } else { Value::Null },
+                "auto_rerun_number": 0, "max_auto_reruns": 0,
+            }),
+        );
+        self.jobs.insert(id.clone(), jobs);
+        self.pipeline_workflows
+            .entry(pipeline_id.to_string())
+            .or_default()
+            .push(id.clone());
+        id
+    }
+}
+
+impl FakeCircleCi {
+    pub async fn start(token: &str, seed: u64) -> std::io::Result<Self> {
+        let state = Arc::new(Mutex::new(State {
+            token: token.to_string(),
+            rng: Some(StdRng::seed_from_u64(seed)),
+            ..State::default()
+        }));
+        let (addr, server) = serve_state(Arc::clone(&state), handle).await?;
+        Ok(Self {
+            state,
+            addr,
+            _server: server,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// For `CIRCLECI_API_URL`.
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api/v2", self.addr)
+    }
+
+    /// Adds `count` pipelines to a project, newest last. About one in eight has no
+    /// workflow yet (its workflow list is a 404); `running` of them are still running.
+    pub fn add_pipelines(&self, slug: &str, count: usize, running: usize) -> Vec<String> {
+        let mut state = self.lock();
+        let mut ids = Vec::new();
+        for n in 0..count {
+            let id = state.id("p");
+            let created = state.tick();
+            let number = state.projects.get(slug).map_or(0, Vec::len) as i64 + 1;
+            let revision = format!("{:040x}", state.next_id * 7919);
+            state.pipelines.insert(
+                id.clone(),
+                json!({
+                    "id": id, "errors": [], "project_slug": slug, "number": number,
+                    "state": "created", "created_at": stamp(created), "updated_at": stamp(created),
+                    "trigger_parameters": {},
+                    "trigger": {"type": "webhook", "received_at": stamp(created), "actor": {"login": "ann", "avatar_url": null}},
+                    "vcs": {"provider_name": "GitHub", "origin_repository_url": format!("https://github.com/{slug}"),
+                            "target_repository_url": format!("https://github.com/{slug}"), "revision": revision,
+                            "branch": "main", "commit": {"subject": format!("Change {number}"), "body": ""}},
+                }),
+            );
+            state
+                .projects
+                .entry(slug.to_string())
+                .or_default()
+                .push(id.clone());
+            let without_workflows = state.rng().random_range(0..8) == 0;
+            if !without_workflows {
+                let is_running = n + running >= count;
+                state.add_workflow(&id, "build-and-test", is_running, None);
+                if state.rng().random_range(0..3) == 0 {
+                    state.add_workflow(&id, "deploy", is_running, None);
+                }
+            }
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Every running or on-hold workflow finishes (holds approved), with all its jobs.
+    pub fn finish_everything(&self) {
+        let mut state = self.lock();
+        let ids: Vec<String> = state.workflows.keys().cloned().collect();
+        for id in ids {
+            let clock = state.tick();
+            let failed = state.rng().random_range(0..5) == 0;
+            let workflow = state.workflows.get_mut(&id).expect("known workflow");
+            // Only workflows still moving change; a final one stays as it ended.
+            if workflow["status"] != "running" && workflow["status"] != "on_hold" {
+                continue;
+            }
+            workflow["status"] = json!(if failed { "failed" } else { "success" });
+            workflow["stopped_at"] = json!(stamp(clock));
+            for job in state.jobs.get_mut(&id).into_iter().flatten() {
+                if job["status"] == "on_hold" {
+                    job["status"] = json!("success");
+                    job["approved_by"] = json!("5e9c1a2b-0000-4000-8000-000000000002");
+                } else if job["status"] == "running" {
+                    job["status"] = json!(if failed { "failed" } else { "success" });
+                    job["stopped_at"] = json!(stamp(clock));
+                }
+            }
+        }
+    }
+
+    /// A rerun: a new workflow on an existing pipeline (the pipeline itself does not change).
+    pub fn rerun(&self, pipeline_id: &str) -> String {
+        let mut state = self.lock();
+        state.add_workflow(pipeline_id, "build-and-test", false, Some(pipeline_id))
+    }
+
+    /// Pipelines that have no workflow yet get one (the 404 turns into a list).
+    pub fn start_waiting_pipelines(&self) {
+        let mut state = self.lock();
+        let waiting: Vec<String> = state
+            .pipelines
+            .keys()
+            .filter(|id| !state.pipeline_workflows.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in waiting {
+            state.add_workflow(&id, "build-and-test", false, None);
+        }
+    }
+
+    /// The project's pipeline ids, oldest first.
+    pub fn pipeline_ids(&self, slug: &str) -> Vec<String> {
+        self.lock().projects.get(slug).cloned().unwrap_or_default()
+    }
+
+    pub fn set_throttle_every(&self, every: Option<u64>) {
+        self.lock().throttle_every = every;
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.lock().requests
+    }
+
+    pub fn throttled(&self) -> u64 {
+        self.lock().throttled
+    }
+
+    pub fn truth(&self) -> Truth {
+        let state = self.lock();
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let mut truth = Truth {
+            pipelines: state
+                .pipelines
+                .values()
+                .map(|p| {
+                    (
+                        text(&p["id"]),
+                        text(&p["project_slug"]),
+                        p["number"].as_i64().unwrap_or(0),
+                        text(&p["vcs"]["revision"]),
+                    )
+                })
+                .collect(),
+            workflows: state
+                .workflows
+                .values()
+                .map(|w| {
+                    (
+                        text(&w["id"]),
+                        text(&w["pipeline_id"]),
+                        text(&w["name"]),
+                        text(&w["status"]),
+                    )
+                })
+                .collect(),
+            jobs: state
+                .jobs
+                .iter()
+                .flat_map(|(workflow, jobs)| {
+                    jobs.iter().map(move |j| {
+                        (
+                            text(&j["id"]),
+                            workflow.clone(),
+                            j["job_number"].as_i64(),
+                            text(&j["type"]),
+                            text(&j["status"]),
+                        )
+                    })
+                })
+                .collect(),
+        };
+        truth.pipelines.sort();
+        truth.workflows.sort();
+        truth.jobs.sort();
+        truth
+    }
+}
+
+fn not_found() -> Reply {
+    Reply::json(404, &json!({"message": "Not found."}))
+}
+
+/// A page of `items` starting after the item whose id is in `token` (ids, not offsets:
+/// pages do not shift when new items arrive at the top).
+fn page_after(items: &[Value], token: Option<&str>, size: usize) -> Reply {
+    let start = match token {
+        None => 0,
+        Some(token) => match token
+            .strip_prefix("after:")
+            .and_then(|id| items.iter().position(|i| i["id"] == id))
+        {
+            Some(position) => position + 1,
+            None => return Reply::json(400, &json!({"message": "Invalid page token."})),
+        },
+    };
+    let page: Vec<Value> = items.iter().skip(start).take(size).cloned().collect();
+    let next = (start + size < items.len())
+        .then(|| {
+            page.last()
+                .map(|last| format!("after:{}", last["id"].as_str().unwrap_or_default()))
+        })
+        .flatten();
+    Reply::json(200, &json!({"items": page, "next_page_token": next}))
+}
+
+fn handle(state: &mut State, request: Request) -> Reply {
+    state.requests += 1;
+    if request.header("circle-token") != Some(state.token.as_str()) {
+        return Reply::json(401, &json!({"message": "Invalid token provided."}));
+    }
+    if let Some(every) = state.throttle_every {
+        if state.requests % every == 0 {
+            state.throttled += 1;
+            return Reply::json(429, &json!({"message": "Rate limit exceeded"}))
+                .with_header("retry-after", "1");
+        }
+    }
+    let Some(path) = request.path.strip_prefix("/api/v2/") else {
+        return not_found();
+    };
+    let token = request.query("page-token");
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["project", vcs, org, project, "pipeline"] => {
+            let slug = format!("{vcs}/{org}/{project}");
+            let Some(ids) = state.projects.get(&slug) else {
+                return not_found();
+            };
+            let newest_first: Vec<Value> = ids
+                .iter()
+                .rev()
+                .map(|id| state.pipelines[id].clone())
+                .collect();
+            page_after(&newest_first, token, PIPELINE_PAGE)
+        }
+        ["pipeline", id, "workflow"] => match state.pipeline_workflows.get(*id) {
+            None => not_found(),
+            Some(ids) => {
+                let workflows: Vec<Value> =
+                    ids.iter().map(|w| state.workflows[w].clone()).collect();
+                page_after(&workflows, token, WORKFLOW_PAGE)
+            }
+        },
+        ["workflow", id] => match state.workflows.get(*id) {
+            Some(workflow) => Reply::json(200, workflow),
+            None => not_found(),
+        },
+        ["workflow", id, "job"] => match state.jobs.get(*id) {
+            Some(jobs) => page_after(jobs, token, JOB_PAGE),
+            None => not_found(),
+        },
+        _ => not_found(),
+    }
+}
