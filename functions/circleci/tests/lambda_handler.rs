@@ -1,0 +1,101 @@
+//! The CircleCI Lambda handler called directly, with a constructed event and Context,
+//! against the Secrets Manager and CircleCI stand-ins and the suite's PostgreSQL.
+
+use heimdallr_circleci::lambda::{CircleCiFunction, CircleCiSettings, CircleCiSource};
+use heimdallr_core::lambda::function::{CommonSettings, HandlerError};
+use heimdallr_core::warehouse::WarehouseTarget;
+use heimdallr_fakes::circleci::FakeCircleCi;
+use heimdallr_fakes::lambda_runtime::scheduled_event;
+use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
+use heimdallr_fakes::secrets_manager::FakeSecretsManager;
+use lambda_runtime::{Context, LambdaEvent};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:circleci";
+const TOKEN: &str = "cci-lambda-0b1c2d3e4f";
+
+fn secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(aws_sdk_secretsmanager::config::Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "AKIDEXAMPLE",
+            "example",
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+fn event(request_id: &str, seconds_left: u64) -> LambdaEvent<serde_json::Value> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut context = Context::default();
+    context.request_id = request_id.to_string();
+    context.deadline = now_ms + seconds_left * 1000;
+    LambdaEvent::new(scheduled_event(), context)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_syncs_each_project_and_fails_typed() {
+    let Some(postgres) = test_postgres_url() else {
+        return;
+    };
+    let circleci = FakeCircleCi::start(TOKEN, 71).await.unwrap();
+    circleci.add_pipelines("gh/acme/web", 30, 2);
+    circleci.add_pipelines("gh/acme/api", 5, 0);
+    let secrets = FakeSecretsManager::start().await.unwrap();
+    secrets.put(ARN, &format!(r#"{{"token": "{TOKEN}"}}"#));
+    let settings = CommonSettings {
+        function_name: "heimdallr-circleci".into(),
+        secret_arn: ARN.into(),
+        warehouse: WarehouseTarget::parse(&postgres).unwrap(),
+        schema: unique_schema("ccihandler"),
+        time_margin: Duration::from_secs(2),
+        pii: "drop".into(),
+        batch_rows: 300,
+    };
+    let source = CircleCiSource::new(CircleCiSettings {
+        api_url: circleci.api_url(),
+        projects: vec!["gh/acme/web".into(), "gh/acme/api".into()],
+        lookback: Duration::from_secs(24 * 3600),
+    });
+    let function = CircleCiFunction::new(settings, secrets_client(&secrets.endpoint()), source);
+
+    let report = function.handle(event("inv-1", 60)).await.unwrap();
+    let streams = report["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2, "{report}");
+    assert_eq!(streams[0]["stream"], "circleci/pipelines/gh/acme/web");
+    assert_eq!(streams[0]["status"], "succeeded");
+    assert!(
+        streams[0]["rows"].as_u64().unwrap() > 30,
+        "pipelines, workflows and jobs"
+    );
+
+    // A secret without a token is a configuration error naming the secret, not a value.
+    secrets.put(ARN, r#"{"tokn": "typo"}"#);
+    let fresh = CircleCiFunction::new(
+        function.settings().clone(),
+        secrets_client(&secrets.endpoint()),
+        CircleCiSource::new(CircleCiSettings {
+            api_url: circleci.api_url(),
+            projects: vec!["gh/acme/web".into()],
+            lookback: Duration::from_secs(3600),
+        }),
+    );
+    match fresh.handle(event("inv-2", 60)).await {
+        Err(HandlerError::Configuration(message)) => {
+            assert!(
+                message.contains(ARN) && message.contains("token"),
+                "{message}"
+            );
+            assert!(!message.contains("typo"));
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
