@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
-FUNCTIONS=(rollbar circleci)
+FUNCTIONS=(rollbar circleci heroku)
 MAX_GLIBC="2.34"
 
 check_glibc() {

@@ -24,8 +24,8 @@ cargo fmt --all -- --check
 # Two cargo invocations, on purpose: the command with its embedded DuckDB, and the Lambdas
 # with the AWS SDK. Feature unification across both would rebuild DuckDB's C++ whenever
 # either side's dependencies change.
-LAMBDA_CRATES=(-p heimdallr-core -p heimdallr-rollbar -p heimdallr-circleci
-  --features heimdallr-rollbar/lambda,heimdallr-circleci/lambda)
+LAMBDA_CRATES=(-p heimdallr-core -p heimdallr-rollbar -p heimdallr-circleci -p heimdallr-heroku
+  --features heimdallr-rollbar/lambda,heimdallr-circleci/lambda,heimdallr-heroku/lambda)
 
 echo "==> cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings

@@ -37,7 +37,7 @@ pub struct WarehouseArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Copy what is new and what changed from a source into the warehouse.
-    Sync(SyncArgs),
+    Sync(Box<SyncArgs>),
     /// Show each stream's cursor, last run, rows and lag behind the source.
     Status(WarehouseArgs),
     /// Create or upgrade the warehouse tables (sync does this too).
@@ -48,6 +48,7 @@ pub enum Command {
 pub enum SourceName {
     Rollbar,
     Circleci,
+    Heroku,
     /// Every source whose token is set.
     All,
 }
@@ -75,6 +76,8 @@ pub struct SyncArgs {
     pub rollbar: RollbarArgs,
     #[command(flatten)]
     pub circleci: CircleCiArgs,
+    #[command(flatten)]
+    pub heroku: HerokuArgs,
     /// Personal fields (person username and email, request user_ip): keep, hash or drop.
     #[arg(long, env = "HEIMDALLR_PII", default_value = "drop")]
     pub pii: String,
@@ -113,6 +116,27 @@ pub struct CircleCiArgs {
     /// Pipelines this much older than the newest stored get their workflows re-listed.
     #[arg(id = "circleci_lookback", long = "circleci-lookback", env = "CIRCLECI_LOOKBACK", default_value = "24h", value_parser = parse_duration)]
     pub lookback: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct HerokuArgs {
+    /// Heroku Platform API base URL.
+    #[arg(id = "heroku_api_url", long = "heroku-api-url", env = "HEROKU_API_URL", default_value = heimdallr_heroku::config::DEFAULT_API_URL)]
+    pub api_url: String,
+    /// App names or ids, separated by commas, or * for every app the key can see.
+    #[arg(
+        id = "heroku_apps",
+        long = "heroku-apps",
+        env = "HEROKU_APPS",
+        default_value = ""
+    )]
+    pub apps: String,
+    /// Requests of the account's hourly budget to leave to other clients.
+    #[arg(id = "heroku_rate_headroom", long = "heroku-rate-headroom", env = "HEROKU_RATE_HEADROOM", default_value_t = heimdallr_heroku::config::DEFAULT_HEADROOM)]
+    pub rate_headroom: u64,
+    /// Items per Range page (1 to 1000).
+    #[arg(id = "heroku_page_size", long = "heroku-page-size", env = "HEROKU_PAGE_SIZE", default_value_t = heimdallr_heroku::config::MAX_PAGE_SIZE)]
+    pub page_size: u32,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -7,6 +7,7 @@ use heimdallr_circleci::{CircleCiClient, CircleCiConfig};
 use heimdallr_core::engine::{Progress, RunOutcome, RunStatus, SyncOptions};
 use heimdallr_core::pii::PiiPolicy;
 use heimdallr_core::warehouse::{self, Warehouse, WarehouseTarget};
+use heimdallr_heroku::{HerokuClient, HerokuConfig};
 use heimdallr_rollbar::{RollbarClient, RollbarConfig};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -31,7 +32,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             print_status(warehouse.as_ref()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sync(args) => sync(args, cli.log_format).await,
+        Command::Sync(args) => sync(*args, cli.log_format).await,
     }
 }
 
@@ -77,10 +78,29 @@ fn circleci_source(args: &SyncArgs) -> Result<CircleCiSource> {
     Ok(CircleCiSource { client, config })
 }
 
+/// Everything a pass of the Heroku source needs, built once.
+struct HerokuSource {
+    client: HerokuClient,
+    config: HerokuConfig,
+}
+
+fn heroku_source(args: &SyncArgs) -> Result<HerokuSource> {
+    let key = std::env::var("HEROKU_API_KEY").unwrap_or_default();
+    let mut config = HerokuConfig::new(Some(&args.heroku.api_url), &key, &args.heroku.apps)?
+        .with_page_size(args.heroku.page_size)?;
+    config.headroom = args.heroku.rate_headroom;
+    let salt = std::env::var("HEIMDALLR_PII_SALT").ok();
+    config.pii = PiiPolicy::from_config(&args.pii, salt.as_deref())?;
+    let client = HerokuClient::new(&config.api_url, config.token.clone())
+        .with_context(|| format!("invalid HEROKU_API_URL {:?}", config.api_url))?;
+    Ok(HerokuSource { client, config })
+}
+
 /// The sources one `sync` runs: the one named, or for `all` every source whose token is set.
 struct Sources {
     rollbar: Option<RollbarSource>,
     circleci: Option<CircleCiSource>,
+    heroku: Option<HerokuSource>,
 }
 
 fn sources(args: &SyncArgs) -> Result<Sources> {
@@ -89,10 +109,17 @@ fn sources(args: &SyncArgs) -> Result<Sources> {
         SourceName::Rollbar => Sources {
             rollbar: Some(rollbar_source(args)?),
             circleci: None,
+            heroku: None,
         },
         SourceName::Circleci => Sources {
             rollbar: None,
             circleci: Some(circleci_source(args)?),
+            heroku: None,
+        },
+        SourceName::Heroku => Sources {
+            rollbar: None,
+            circleci: None,
+            heroku: Some(heroku_source(args)?),
         },
         SourceName::All => Sources {
             rollbar: configured("ROLLBAR_ACCESS_TOKEN")
@@ -101,10 +128,15 @@ fn sources(args: &SyncArgs) -> Result<Sources> {
             circleci: configured("CIRCLECI_TOKEN")
                 .then(|| circleci_source(args))
                 .transpose()?,
+            heroku: configured("HEROKU_API_KEY")
+                .then(|| heroku_source(args))
+                .transpose()?,
         },
     };
-    if sources.rollbar.is_none() && sources.circleci.is_none() {
-        anyhow::bail!("nothing to sync: set ROLLBAR_ACCESS_TOKEN and/or CIRCLECI_TOKEN");
+    if sources.rollbar.is_none() && sources.circleci.is_none() && sources.heroku.is_none() {
+        anyhow::bail!(
+            "nothing to sync: set ROLLBAR_ACCESS_TOKEN, CIRCLECI_TOKEN and/or HEROKU_API_KEY"
+        );
     }
     Ok(sources)
 }
@@ -131,6 +163,17 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
                     Arc::clone(&warehouse),
                     &rollbar.client,
                     &rollbar.config,
+                    &options,
+                )
+                .await,
+            );
+        }
+        if let Some(heroku) = &sources.heroku {
+            outcomes.extend(
+                heimdallr_heroku::sync_all(
+                    Arc::clone(&warehouse),
+                    &heroku.client,
+                    &heroku.config,
                     &options,
                 )
                 .await,

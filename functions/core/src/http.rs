@@ -47,7 +47,9 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone)]
 pub struct RateLimitHeaders {
     pub remaining: HeaderName,
-    pub reset_unix: HeaderName,
+    /// When the window resets (Unix seconds); APIs with a rolling budget (Heroku) have none,
+    /// and the source decides what to do with the remaining count.
+    pub reset_unix: Option<HeaderName>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,9 +98,17 @@ pub struct HttpStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub bytes: AtomicU64,
+    /// The last rate-limit "remaining" count the API reported, plus one (0: none yet).
+    rate_limit_remaining: AtomicU64,
 }
 
 impl HttpStats {
+    /// Calls the API last said are left in its rate-limit window, if it said.
+    pub fn rate_limit_remaining(&self) -> Option<u64> {
+        self.rate_limit_remaining
+            .load(Ordering::Relaxed)
+            .checked_sub(1)
+    }
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
     }
@@ -340,7 +350,15 @@ impl HttpClient {
             return;
         };
         let remaining = header_u64(headers, &limits.remaining);
-        let reset = header_u64(headers, &limits.reset_unix);
+        if let Some(remaining) = remaining {
+            self.stats
+                .rate_limit_remaining
+                .store(remaining.saturating_add(1), Ordering::Relaxed);
+        }
+        let reset = limits
+            .reset_unix
+            .as_ref()
+            .and_then(|name| header_u64(headers, name));
         if let (Some(0), Some(reset)) = (remaining, reset) {
             let now = chrono::Utc::now().timestamp().max(0) as u64;
             let wait = Duration::from_secs(

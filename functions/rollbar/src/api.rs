@@ -51,7 +51,7 @@ impl RollbarClient {
         let http = HttpClient::new(HttpConfig {
             rate_limit: Some(RateLimitHeaders {
                 remaining: HeaderName::from_static("x-rate-limit-remaining"),
-                reset_unix: HeaderName::from_static("x-rate-limit-reset"),
+                reset_unix: Some(HeaderName::from_static("x-rate-limit-reset")),
             }),
             ..HttpConfig::default()
         })?;

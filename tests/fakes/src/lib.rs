@@ -2,6 +2,7 @@
 //! the real services do, so the real binaries can be tested end to end without a network.
 
 pub mod circleci;
+pub mod heroku;
 pub mod http;
 pub mod lambda_runtime;
 pub mod postgres;

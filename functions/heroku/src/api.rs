@@ -1,0 +1,191 @@
+//! Heroku Platform API v3 calls: the versioned Accept header, Bearer auth, and Range
+//! pagination exactly as the API defines it (`Range: <field> ..; max=N, order=desc`, a 206
+//! with `Next-Range` sent back verbatim, 200 on the last page, 416 for a range it cannot
+//! satisfy). Reports the account's `RateLimit-Remaining` for the headroom check.
+
+use heimdallr_core::http::{HttpClient, HttpConfig, HttpError, HttpStats, RateLimitHeaders};
+use heimdallr_core::token::Token;
+use reqwest::header::{HeaderName, HeaderValue};
+use serde_json::Value;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("the API key is not a valid header value")]
+    BadToken,
+    #[error("{url}: the Next-Range header is not text")]
+    BadNextRange { url: String },
+}
+
+impl ApiError {
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, Self::Http(e) if e.is_unauthorized())
+    }
+}
+
+/// One page of a Range-paginated list.
+#[derive(Debug, Default)]
+pub struct RangePage {
+    pub items: Vec<Value>,
+    /// The Range to send for the next page (verbatim from `Next-Range`); `None` on the last.
+    pub next_range: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct HerokuClient {
+    http: HttpClient,
+    base: String,
+    token: Token,
+}
+
+const ACCEPT: &str = "application/vnd.heroku+json; version=3";
+
+impl HerokuClient {
+    /// 429s are retried with jittered exponential backoff (Heroku sends no Retry-After).
+    pub fn new(base_url: &str, token: Token) -> Result<Self, HttpError> {
+        let http = HttpClient::new(HttpConfig {
+            rate_limit: Some(RateLimitHeaders {
+                remaining: HeaderName::from_static("ratelimit-remaining"),
+                reset_unix: None,
+            }),
+            ..HttpConfig::default()
+        })?;
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    pub fn stats(&self) -> Arc<HttpStats> {
+        self.http.stats()
+    }
+
+    /// Requests the API last said are left this hour.
+    pub fn remaining(&self) -> Option<u64> {
+        self.http.stats().rate_limit_remaining()
+    }
+
+    fn headers(&self, range: Option<&str>) -> Result<Vec<(HeaderName, HeaderValue)>, ApiError> {
+        let mut headers = vec![
+            (
+                HeaderName::from_static("accept"),
+                HeaderValue::from_static(ACCEPT),
+            ),
+            self.token
+                .header("authorization", "Bearer ")
+                .ok_or(ApiError::BadToken)?,
+        ];
+        if let Some(range) = range {
+            let value = HeaderValue::from_str(range).map_err(|_| ApiError::BadNextRange {
+                url: self.base.clone(),
+            })?;
+            headers.push((HeaderName::from_static("range"), value));
+        }
+        Ok(headers)
+    }
+
+    async fn one(&self, path: &str) -> Result<Option<Value>, ApiError> {
+        let url = format!("{}{path}", self.base);
+        match self
+            .http
+            .get_json::<Value>(&url, &self.headers(None)?)
+            .await
+        {
+            Ok((value, _)) if value.is_object() => Ok(Some(value)),
+            Ok(_) => Ok(None),
+            Err(HttpError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One page of the list at `path` for `range`.
+    async fn page(&self, path: &str, range: &str) -> Result<RangePage, ApiError> {
+        let url = format!("{}{path}", self.base);
+        match self
+            .http
+            .get_json::<Vec<Value>>(&url, &self.headers(Some(range))?)
+            .await
+        {
+            Ok((items, headers)) => {
+                let next_range = match headers.get("next-range") {
+                    None => None,
+                    Some(value) => Some(
+                        value
+                            .to_str()
+                            .map_err(|_| ApiError::BadNextRange { url: url.clone() })?
+                            .to_string(),
+                    ),
+                };
+                Ok(RangePage { items, next_range })
+            }
+            // Nothing in that range (e.g. past the oldest item): an empty last page.
+            Err(HttpError::Status { status: 416, .. }) => Ok(RangePage::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every app the key can see.
+    pub async fn apps(&self, page_size: u32) -> Result<Vec<Value>, ApiError> {
+        let mut range = format!("name ..; max={page_size}");
+        let mut apps = Vec::new();
+        loop {
+            let page = self.page("/apps", &range).await?;
+            apps.extend(page.items);
+            match page.next_range {
+                Some(next) if next != range => range = next,
+                _ => return Ok(apps),
+            }
+        }
+    }
+
+    pub async fn app(&self, app: &str) -> Result<Option<Value>, ApiError> {
+        self.one(&format!("/apps/{}", encode(app))).await
+    }
+
+    /// Releases, newest version first; `range` is the previous page's Next-Range.
+    pub async fn releases(
+        &self,
+        app: &str,
+        range: Option<&str>,
+        page_size: u32,
+    ) -> Result<RangePage, ApiError> {
+        let first = format!("version ..; max={page_size}, order=desc");
+        self.page(
+            &format!("/apps/{}/releases", encode(app)),
+            range.unwrap_or(&first),
+        )
+        .await
+    }
+
+    pub async fn release(&self, app: &str, id: &str) -> Result<Option<Value>, ApiError> {
+        self.one(&format!("/apps/{}/releases/{}", encode(app), encode(id)))
+            .await
+    }
+
+    /// Builds, newest first by `created_at`.
+    pub async fn builds(
+        &self,
+        app: &str,
+        range: Option<&str>,
+        page_size: u32,
+    ) -> Result<RangePage, ApiError> {
+        let first = format!("created_at ..; max={page_size}, order=desc");
+        self.page(
+            &format!("/apps/{}/builds", encode(app)),
+            range.unwrap_or(&first),
+        )
+        .await
+    }
+
+    pub async fn build(&self, app: &str, id: &str) -> Result<Option<Value>, ApiError> {
+        self.one(&format!("/apps/{}/builds/{}", encode(app), encode(id)))
+            .await
+    }
+}
+
+fn encode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
+}

@@ -1,0 +1,125 @@
+//! Heroku settings: the API key, which apps, page size, the rate-limit headroom, PII.
+
+use heimdallr_core::pii::PiiPolicy;
+use heimdallr_core::token::Token;
+
+pub const DEFAULT_API_URL: &str = "https://api.heroku.com";
+/// The Range header's largest page.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// Requests of the account's hourly 4,500 left to every other Heroku client: a run stops
+/// (and the next resumes) rather than go below.
+pub const DEFAULT_HEADROOM: u64 = 1000;
+
+/// Which apps to sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Apps {
+    /// Names or ids, as configured (each is its stream's scope).
+    Named(Vec<String>),
+    /// Every app the key can see (`HEROKU_APPS=*`), listed at the start of each run.
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct HerokuConfig {
+    pub api_url: String,
+    pub token: Token,
+    pub apps: Apps,
+    pub page_size: u32,
+    pub headroom: u64,
+    pub pii: PiiPolicy,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("HEROKU_API_KEY is not set: an API key or OAuth token (heroku authorizations:create)")]
+    MissingToken,
+    #[error("no Heroku app: set HEROKU_APPS to app names or ids separated by commas, or * for every app the key can see")]
+    NoApps,
+    #[error("app {0:?} is not a Heroku app name or id (lowercase letters, digits and dashes)")]
+    BadApp(String),
+    #[error("page size {0} is outside 1..={MAX_PAGE_SIZE}")]
+    BadPageSize(u32),
+}
+
+pub fn parse_apps(list: &str) -> Result<Apps, ConfigError> {
+    let names: Vec<&str> = list
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names == ["*"] {
+        return Ok(Apps::All);
+    }
+    let mut apps: Vec<String> = Vec::new();
+    for name in names {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(ConfigError::BadApp(name.to_string()));
+        }
+        if !apps.iter().any(|a| a == name) {
+            apps.push(name.to_string());
+        }
+    }
+    if apps.is_empty() {
+        return Err(ConfigError::NoApps);
+    }
+    Ok(Apps::Named(apps))
+}
+
+impl HerokuConfig {
+    pub fn new(api_url: Option<&str>, token: &str, apps: &str) -> Result<Self, ConfigError> {
+        if token.trim().is_empty() {
+            return Err(ConfigError::MissingToken);
+        }
+        Ok(Self {
+            api_url: api_url
+                .unwrap_or(DEFAULT_API_URL)
+                .trim_end_matches('/')
+                .to_string(),
+            token: Token::new(token.trim()),
+            apps: parse_apps(apps)?,
+            page_size: MAX_PAGE_SIZE,
+            headroom: DEFAULT_HEADROOM,
+            pii: PiiPolicy::Drop,
+        })
+    }
+
+    pub fn with_page_size(mut self, size: u32) -> Result<Self, ConfigError> {
+        if size == 0 || size > MAX_PAGE_SIZE {
+            return Err(ConfigError::BadPageSize(size));
+        }
+        self.page_size = size;
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apps_are_names_ids_or_everything() {
+        assert_eq!(
+            parse_apps("acme-web, 01234567-89ab-cdef-0123-456789abcdef").unwrap(),
+            Apps::Named(vec![
+                "acme-web".into(),
+                "01234567-89ab-cdef-0123-456789abcdef".into()
+            ])
+        );
+        assert_eq!(parse_apps(" * ").unwrap(), Apps::All);
+        assert_eq!(parse_apps(""), Err(ConfigError::NoApps));
+        assert_eq!(parse_apps("Acme"), Err(ConfigError::BadApp("Acme".into())));
+    }
+
+    #[test]
+    fn the_key_is_required_and_never_printed() {
+        assert_eq!(
+            HerokuConfig::new(None, "", "a").unwrap_err(),
+            ConfigError::MissingToken
+        );
+        let config = HerokuConfig::new(None, "hrku-secret", "a").unwrap();
+        assert!(!format!("{config:?}").contains("hrku-secret"));
+        assert!(config.clone().with_page_size(1001).is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! Heroku payloads to rows, and which states are final.
+
+use chrono::{DateTime, Utc};
+use heimdallr_core::pii::PiiPolicy;
+use heimdallr_core::schema::{HEROKU_APPS, HEROKU_BUILDS, HEROKU_RELEASES};
+use heimdallr_core::{Row, Value};
+use serde_json::Value as Json;
+
+fn at<'a>(value: &'a Json, path: &[&str]) -> Option<&'a Json> {
+    path.iter().try_fold(value, |node, key| node.get(*key))
+}
+
+pub fn text(value: &Json, path: &[&str]) -> Option<String> {
+    match at(value, path)? {
+        Json::String(s) if !s.is_empty() => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+pub fn int(value: &Json, path: &[&str]) -> Option<i64> {
+    match at(value, path)? {
+        Json::Number(n) => n.as_i64(),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+pub fn time(value: &Json, path: &[&str]) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(at(value, path)?.as_str()?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A list of names (buildpacks, add-on plans) as one comma-separated text.
+fn names(value: &Json, path: &[&str], field: Option<&str>) -> Option<String> {
+    let list = at(value, path)?.as_array()?;
+    let names: Vec<String> = list
+        .iter()
+        .filter_map(|item| match field {
+            Some(field) => text(item, &[field]),
+            None => item.as_str().map(String::from),
+        })
+        .collect();
+    Some(names.join(","))
+}
+
+/// Build states: `pending` moves; `succeeded` and `failed` do not.
+pub fn build_is_final(build: &Json) -> bool {
+    matches!(
+        at(build, &["status"]).and_then(Json::as_str),
+        Some("succeeded" | "failed")
+    )
+}
+
+/// Release states: `pending` moves; `succeeded`, `failed` and `expired` do not.
+pub fn release_is_final(release: &Json) -> bool {
+    matches!(
+        at(release, &["status"]).and_then(Json::as_str),
+        Some("succeeded" | "failed" | "expired")
+    )
+}
+
+pub fn app_row(app: &Json, synced_at: DateTime<Utc>) -> Result<Row, String> {
+    let id = text(app, &["id"]).ok_or("app has no id")?;
+    let row = vec![
+        Value::Text(id),
+        Value::text(text(app, &["name"])),
+        Value::text(text(app, &["region", "name"])),
+        Value::text(text(app, &["build_stack", "name"]).or_else(|| text(app, &["stack", "name"]))),
+        Value::text(text(app, &["web_url"])),
+        Value::timestamp(time(app, &["created_at"])),
+        Value::timestamp(time(app, &["updated_at"])),
+        Value::timestamp(time(app, &["released_at"])),
+        Value::Json(app.clone()),
+        Value::Timestamp(synced_at),
+    ];
+    debug_assert_eq!(row.len(), HEROKU_APPS.columns.len());
+    Ok(Row(row))
+}
+
+/// The app of a build or release: the payload's own, else the one being synced.
+fn app_of(value: &Json, app: &Json) -> (Option<String>, Option<String>) {
+    (
+        text(value, &["app", "id"]).or_else(|| text(app, &["id"])),
+        text(value, &["app", "name"]).or_else(|| text(app, &["name"])),
+    )
+}
+
+pub fn build_row(
+    build: &Json,
+    app: &Json,
+    pii: &PiiPolicy,
+    synced_at: DateTime<Utc>,
+) -> Result<Row, String> {
+    let id = text(build, &["id"]).ok_or("build has no id")?;
+    let (app_id, app_name) = app_of(build, app);
+    let email = text(build, &["user", "email"]).and_then(|e| pii.apply(&e));
+    let mut data = build.clone();
+    pii.apply_in_json(&mut data, &["user", "email"]);
+    let row = vec![
+        Value::Text(id),
+        Value::text(app_id),
+        Value::text(app_name),
+        Value::text(text(build, &["status"])),
+        Value::timestamp(time(build, &["created_at"])),
+        Value::timestamp(time(build, &["updated_at"])),
+        Value::text(text(build, &["stack"])),
+        Value::text(text(build, &["source_blob", "version"])),
+        Value::text(text(build, &["source_blob", "version_description"])),
+        Value::text(text(build, &["release", "id"])),
+        Value::text(text(build, &["slug", "id"])),
+        Value::text(text(build, &["user", "id"])),
+        Value::text(email),
+        Value::text(names(build, &["buildpacks"], Some("url"))),
+        Value::Json(data),
+        Value::Timestamp(synced_at),
+    ];
+    debug_assert_eq!(row.len(), HEROKU_BUILDS.columns.len());
+    Ok(Row(row))
+}
+
+pub fn release_row(
+    release: &Json,
+    app: &Json,
+    pii: &PiiPolicy,
+    synced_at: DateTime<Utc>,
+) -> Result<Row, String> {
+    let id = text(release, &["id"]).ok_or("release has no id")?;
+    let (app_id, app_name) = app_of(release, app);
+    let email = text(release, &["user", "email"]).and_then(|e| pii.apply(&e));
+    let mut data = release.clone();
+    pii.apply_in_json(&mut data, &["user", "email"]);
+    let row = vec![
+        Value::Text(id),
+        Value::text(app_id),
+        Value::text(app_name),
+        Value::bigint(int(release, &["version"])),
+        Value::text(text(release, &["description"])),
+        Value::text(text(release, &["status"])),
+        at(release, &["current"])
+            .and_then(Json::as_bool)
+            .map_or(Value::Null, Value::Bool),
+        Value::timestamp(time(release, &["created_at"])),
+        Value::timestamp(time(release, &["updated_at"])),
+        Value::text(text(release, &["slug", "id"])),
+        Value::text(text(release, &["user", "id"])),
+        Value::text(email),
+        Value::text(names(release, &["addon_plan_names"], None)),
+        Value::Json(data),
+        Value::Timestamp(synced_at),
+    ];
+    debug_assert_eq!(row.len(), HEROKU_RELEASES.columns.len());
+    Ok(Row(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_build_maps_its_source_version_and_hides_the_email_by_default() {
+        let app = json!({"id": "app-1", "name": "acme-web"});
+        let build = json!({
+            "id": "b-1", "app": {"id": "app-1"}, "status": "succeeded", "stack": "heroku-24",
+            "created_at": "2026-11-20T10:00:00Z", "updated_at": "2026-11-20T10:02:00Z",
+            "source_blob": {"version": "f1e2d3c4", "version_description": "Fix it"},
+            "release": {"id": "r-9"}, "slug": {"id": "s-1"},
+            "user": {"id": "u-1", "email": "ann@example.com"},
+            "buildpacks": [{"url": "heroku/nodejs", "name": "heroku/nodejs"}, {"url": "https://x/y.tgz", "name": null}]
+        });
+        let row = build_row(&build, &app, &PiiPolicy::Drop, Utc::now()).unwrap();
+        let get = |name: &str| row.0[HEROKU_BUILDS.column_index(name).unwrap()].clone();
+        assert_eq!(get("app_name"), Value::Text("acme-web".into()));
+        assert_eq!(get("source_version"), Value::Text("f1e2d3c4".into()));
+        assert_eq!(get("release_id"), Value::Text("r-9".into()));
+        assert_eq!(get("user_email"), Value::Null);
+        assert_eq!(
+            get("buildpacks"),
+            Value::Text("heroku/nodejs,https://x/y.tgz".into())
+        );
+        let Value::Json(data) = get("data") else {
+            panic!("data is JSON")
+        };
+        assert!(!data.to_string().contains("ann@example.com"));
+        assert!(build_is_final(&build));
+        assert!(!build_is_final(&json!({"status": "pending"})));
+    }
+
+    #[test]
+    fn a_release_maps_current_and_its_add_on_plans() {
+        let release = json!({
+            "id": "r-1", "version": 42, "status": "succeeded", "current": true,
+            "description": "Deploy f1e2d3c4", "addon_plan_names": ["heroku-postgresql:essential-0"],
+            "user": {"id": "u-1", "email": "ann@example.com"}, "slug": {"id": "s-1"},
+            "created_at": "2026-11-20T10:00:00Z", "updated_at": "2026-11-20T10:00:01Z"
+        });
+        let row = release_row(
+            &release,
+            &json!({"id": "app-1", "name": "acme-web"}),
+            &PiiPolicy::Keep,
+            Utc::now(),
+        )
+        .unwrap();
+        let get = |name: &str| row.0[HEROKU_RELEASES.column_index(name).unwrap()].clone();
+        assert_eq!(get("version"), Value::BigInt(42));
+        assert_eq!(get("current"), Value::Bool(true));
+        assert_eq!(get("user_email"), Value::Text("ann@example.com".into()));
+        assert_eq!(
+            get("addon_plan_names"),
+            Value::Text("heroku-postgresql:essential-0".into())
+        );
+        assert!(release_is_final(&release));
+    }
+}

@@ -1,0 +1,119 @@
+//! The Heroku Lambda handler called directly, with a constructed event and Context,
+//! against the Secrets Manager and Heroku stand-ins and the suite's PostgreSQL.
+
+use heimdallr_core::lambda::function::{CommonSettings, HandlerError};
+use heimdallr_core::warehouse::WarehouseTarget;
+use heimdallr_fakes::heroku::FakeHeroku;
+use heimdallr_fakes::lambda_runtime::scheduled_event;
+use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
+use heimdallr_fakes::secrets_manager::FakeSecretsManager;
+use heimdallr_heroku::config::Apps;
+use heimdallr_heroku::lambda::{HerokuFunction, HerokuSettings, HerokuSource};
+use lambda_runtime::{Context, LambdaEvent};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:heroku";
+const KEY: &str = "hrku-lambda-0b1c2d3e4f";
+
+fn secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(aws_sdk_secretsmanager::config::Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "AKIDEXAMPLE",
+            "example",
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+fn event(request_id: &str) -> LambdaEvent<serde_json::Value> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut context = Context::default();
+    context.request_id = request_id.to_string();
+    context.deadline = now_ms + 60_000;
+    LambdaEvent::new(scheduled_event(), context)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_syncs_every_app_the_key_sees_and_fails_typed() {
+    let Some(postgres) = test_postgres_url() else {
+        return;
+    };
+    let heroku = FakeHeroku::start(KEY).await.unwrap();
+    heroku.add_app("acme-web");
+    heroku.add_app("acme-api");
+    heroku.push("acme-web", 12);
+    heroku.finish_builds("acme-web");
+    heroku.release_builds("acme-web");
+    heroku.finish_releases("acme-web");
+    let secrets = FakeSecretsManager::start().await.unwrap();
+    secrets.put(
+        ARN,
+        &format!(r#"{{"api_key": "{KEY}", "pii_salt": "pepper"}}"#),
+    );
+    let settings = CommonSettings {
+        function_name: "heimdallr-heroku".into(),
+        secret_arn: ARN.into(),
+        warehouse: WarehouseTarget::parse(&postgres).unwrap(),
+        schema: unique_schema("hkhandler"),
+        time_margin: Duration::from_secs(2),
+        pii: "hash".into(),
+        batch_rows: 300,
+    };
+    let source = HerokuSource::new(HerokuSettings {
+        api_url: heroku.api_url(),
+        apps: Apps::All,
+        headroom: 100,
+    });
+    let function = HerokuFunction::new(
+        settings.clone(),
+        secrets_client(&secrets.endpoint()),
+        source,
+    );
+    let report = function.handle(event("inv-1")).await.unwrap();
+    let streams: Vec<String> = report["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stream"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        streams,
+        [
+            "heroku/releases/acme-api",
+            "heroku/builds/acme-api",
+            "heroku/releases/acme-web",
+            "heroku/builds/acme-web"
+        ],
+        "{report}"
+    );
+
+    secrets.put(ARN, r#"{"key": "misnamed"}"#);
+    let fresh = HerokuFunction::new(
+        settings,
+        secrets_client(&secrets.endpoint()),
+        HerokuSource::new(HerokuSettings {
+            api_url: heroku.api_url(),
+            apps: Apps::All,
+            headroom: 100,
+        }),
+    );
+    match fresh.handle(event("inv-2")).await {
+        Err(HandlerError::Configuration(message)) => {
+            assert!(
+                message.contains(ARN) && message.contains("api_key"),
+                "{message}"
+            );
+            assert!(!message.contains("misnamed"));
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
