@@ -349,10 +349,39 @@ pub static REJECTS: Table = Table {
 /// Applied migrations (version, name, applied_at); created by the backend itself.
 pub const MIGRATIONS_TABLE: &str = "_heimdallr_migrations";
 
+/// The analyst views (their SQL is in `warehouse::views`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Per item, environment and UTC day: occurrences and distinct affected people.
+    ItemDailyImpact,
+    /// Per person and item: first and last seen, occurrences.
+    PersonExposure,
+    /// Heroku releases and CircleCI pipelines: target, time, git sha, status.
+    Deploys,
+    /// Per item: the deploy that most likely brought it in (by code_version, else time).
+    SuspectDeploy,
+    /// Per Heroku release: new and reactivated items and affected people after it.
+    ReleaseImpact,
+}
+
+impl View {
+    pub fn name(self) -> &'static str {
+        match self {
+            View::ItemDailyImpact => "rollbar_item_daily_impact",
+            View::PersonExposure => "rollbar_person_exposure",
+            View::Deploys => "deploys",
+            View::SuspectDeploy => "rollbar_item_suspect_deploy",
+            View::ReleaseImpact => "release_impact",
+        }
+    }
+}
+
 /// One step of a migration, rendered by each backend's dialect.
 #[derive(Debug)]
 pub enum Step {
     CreateTable(&'static Table),
+    /// Created or replaced: a later migration may redefine a view with the same step.
+    CreateView(View),
 }
 
 #[derive(Debug)]
@@ -399,13 +428,25 @@ pub static MIGRATIONS: &[Migration] = &[
             Step::CreateTable(&HEROKU_RELEASES),
         ],
     },
+    Migration {
+        version: 5,
+        name: "analyst views",
+        steps: &[
+            Step::CreateView(View::ItemDailyImpact),
+            Step::CreateView(View::PersonExposure),
+            Step::CreateView(View::Deploys),
+            Step::CreateView(View::SuspectDeploy),
+            Step::CreateView(View::ReleaseImpact),
+        ],
+    },
 ];
 
 /// Every table a migration creates, for status and docs.
 pub fn all_tables() -> impl Iterator<Item = &'static Table> {
     MIGRATIONS.iter().flat_map(|m| {
-        m.steps.iter().map(|step| match step {
-            Step::CreateTable(table) => *table,
+        m.steps.iter().filter_map(|step| match step {
+            Step::CreateTable(table) => Some(*table),
+            Step::CreateView(_) => None,
         })
     })
 }

@@ -85,8 +85,14 @@ fn rendered() -> String {
     ];
     for migration in MIGRATIONS {
         for step in migration.steps {
-            let heimdallr_core::schema::Step::CreateTable(table) = step;
-            statements.extend(dialect.create_table(SCHEMA, table));
+            match step {
+                heimdallr_core::schema::Step::CreateTable(table) => {
+                    statements.extend(dialect.create_table(SCHEMA, table))
+                }
+                heimdallr_core::schema::Step::CreateView(view) => {
+                    statements.push(dialect.create_view(SCHEMA, *view))
+                }
+            }
         }
         statements.push(Dialect::redshift_record_migration(
             SCHEMA,

@@ -202,6 +202,36 @@ impl FakeCircleCi {
         ids
     }
 
+    /// A pipeline of `revision` created at `at`, with one successful workflow.
+    pub fn add_finished_pipeline(&self, slug: &str, revision: &str, at: DateTime<Utc>) -> String {
+        let mut state = self.lock();
+        let id = state.id("p");
+        let number = state.projects.get(slug).map_or(0, Vec::len) as i64 + 1;
+        state.pipelines.insert(
+            id.clone(),
+            json!({
+                "id": id, "errors": [], "project_slug": slug, "number": number, "state": "created",
+                "created_at": stamp(at), "updated_at": stamp(at),
+                "trigger": {"type": "webhook", "received_at": stamp(at), "actor": {"login": "ann"}},
+                "vcs": {"revision": revision, "branch": "main", "commit": {"subject": "Scripted"}},
+            }),
+        );
+        state
+            .projects
+            .entry(slug.to_string())
+            .or_default()
+            .push(id.clone());
+        state.clock = Some(at);
+        let workflow = state.add_workflow(&id, "build-and-test", false, None);
+        if let Some(w) = state.workflows.get_mut(&workflow) {
+            w["status"] = json!("success");
+        }
+        for job in state.jobs.get_mut(&workflow).into_iter().flatten() {
+            job["status"] = json!("success");
+        }
+        id
+    }
+
     /// Every running or on-hold workflow finishes (holds approved), with all its jobs.
     pub fn finish_everything(&self) {
         let mut state = self.lock();

@@ -191,6 +191,38 @@ impl FakeHeroku {
         }
     }
 
+    /// A deploy of `sha` released at `at`: a succeeded build and its succeeded release,
+    /// which becomes current. Returns the release id.
+    pub fn deploy(&self, app: &str, sha: &str, at: DateTime<Utc>) -> String {
+        let mut state = self.lock();
+        let build_id = state.id();
+        let user = state.user();
+        state.clock = at;
+        let release_id = state.add_release(
+            app,
+            &format!("Deploy {}", &sha[..sha.len().min(8)]),
+            "succeeded",
+        );
+        let app = state.app(app);
+        let app_id = app.id.clone();
+        app.builds.push(json!({
+            "id": build_id, "app": {"id": app_id}, "status": "succeeded", "stack": "heroku-24",
+            "created_at": stamp(at - Duration::minutes(3)), "updated_at": stamp(at - Duration::minutes(1)),
+            "source_blob": {"checksum": null, "url": null, "version": sha, "version_description": "Scripted"},
+            "release": {"id": release_id}, "slug": {"id": "slug-scripted"}, "user": user, "buildpacks": [],
+        }));
+        // The release is stamped at `at` exactly.
+        if let Some(release) = app
+            .releases
+            .iter_mut()
+            .find(|r| r["id"] == release_id.as_str())
+        {
+            release["created_at"] = json!(stamp(at));
+            release["updated_at"] = json!(stamp(at));
+        }
+        release_id
+    }
+
     /// Pending builds end (one in six fails); succeeded ones have no release yet.
     pub fn finish_builds(&self, app: &str) {
         let mut state = self.lock();

@@ -125,6 +125,72 @@ impl FakeRollbar {
         world.arrive(token, occurrences);
     }
 
+    /// A new item in `environment` (for scripted scenarios).
+    pub fn new_item(&self, token: &str, environment: &str) -> i64 {
+        let mut world = self.world();
+        let id = world.new_item(token);
+        if let Some(item) = world
+            .projects
+            .get_mut(token)
+            .and_then(|p| p.items.get_mut(&id))
+        {
+            item["environment"] = json!(environment);
+        }
+        id
+    }
+
+    /// One scripted occurrence of `item` at `at` (Unix seconds); the item's counters,
+    /// first/last occurrence and (when it was resolved) reactivation follow, as in Rollbar.
+    pub fn occur(
+        &self,
+        token: &str,
+        item: i64,
+        at: i64,
+        environment: &str,
+        person: Option<&str>,
+        code_version: Option<&str>,
+    ) -> i64 {
+        let mut world = self.world();
+        world.next_occurrence_id += 7;
+        let id = world.next_occurrence_id;
+        let Some(project) = world.projects.get_mut(token) else {
+            return id;
+        };
+        let mut data = json!({
+            "environment": environment,
+            "level": "error",
+            "timestamp": at,
+            "body": {"message": {"body": format!("scripted occurrence {id}")}},
+            "language": "ruby",
+        });
+        if let Some(person) = person {
+            data["person"] = json!({"id": person});
+        }
+        if let Some(version) = code_version {
+            data["code_version"] = json!(version);
+        }
+        project.occurrences.insert(
+            id,
+            json!({"id": id, "project_id": project.id, "timestamp": at, "item_id": item, "data": data}),
+        );
+        if let Some(entry) = project.items.get_mut(&item) {
+            let total = entry["total_occurrences"].as_i64().unwrap_or(0) + 1;
+            entry["total_occurrences"] = json!(total);
+            entry["last_occurrence_id"] = json!(id);
+            entry["last_occurrence_timestamp"] = json!(at);
+            if entry["first_occurrence_id"].is_null() {
+                entry["first_occurrence_id"] = json!(id);
+                entry["first_occurrence_timestamp"] = json!(at);
+            }
+            if entry["status"] == json!("resolved") {
+                entry["status"] = json!("active");
+                entry["last_activated_timestamp"] = json!(at);
+                entry["activating_occurrence_id"] = json!(id);
+            }
+        }
+        id
+    }
+
     /// `count` new occurrences arrive in the project of `token`.
     pub fn arrive(&self, token: &str, count: usize) {
         self.world().arrive(token, count);

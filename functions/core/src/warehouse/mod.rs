@@ -9,6 +9,7 @@ mod dialect;
 mod duck;
 mod postgres;
 pub mod redshift;
+mod views;
 
 pub use dialect::Dialect;
 pub use redshift::target::RedshiftTarget;
@@ -416,6 +417,7 @@ fn migration_statements(
         .iter()
         .flat_map(|step| match step {
             crate::schema::Step::CreateTable(table) => dialect.create_table(schema, table),
+            crate::schema::Step::CreateView(view) => vec![dialect.create_view(schema, *view)],
         })
         .collect()
 }
