@@ -26,12 +26,14 @@ build() {
   local function="$1" target="$2" out="$3"
   echo "==> heimdallr-$function for $target"
   if [ "$target" = aarch64-unknown-linux-gnu ] && command -v cargo-lambda >/dev/null 2>&1; then
-    cargo lambda build --release --arm64 --package "heimdallr-$function" --features lambda --bin bootstrap
+    cargo lambda build --release --arm64 --package "heimdallr-$function" --features lambda --bin "$function-bootstrap"
   else
-    cargo build --release --target "$target" --package "heimdallr-$function" --features lambda --bin bootstrap
+    cargo build --release --target "$target" --package "heimdallr-$function" --features lambda --bin "$function-bootstrap"
   fi
   mkdir -p "$out"
-  cp "$CARGO_TARGET_DIR/$target/release/bootstrap" "$out/bootstrap"
+  # Each crate's binary has its own name (one target directory holds them all); Lambda
+  # wants it called bootstrap.
+  cp "$CARGO_TARGET_DIR/$target/release/$function-bootstrap" "$out/bootstrap"
   check_glibc "$out/bootstrap"
 }
 

@@ -44,7 +44,7 @@ impl Harness {
     }
 
     fn bootstrap(&self, extra_env: &[(&str, &str)]) -> Child {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_bootstrap"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rollbar-bootstrap"));
         command
             .env_clear()
             .env("AWS_LAMBDA_RUNTIME_API", self.runtime.endpoint())
