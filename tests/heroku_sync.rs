@@ -27,16 +27,7 @@ fn heroku(target: &Target, fake: &FakeHeroku, extra: &[&str]) -> Command {
 }
 
 async fn sync(target: &Target, fake: &FakeHeroku, extra: &[&str]) -> Finished {
-    let finished = run(heroku(target, fake, extra)).await;
-    assert_eq!(
-        finished.code,
-        Some(0),
-        "sync failed\nstdout:\n{}\nstderr:\n{}",
-        finished.stdout,
-        finished.stderr
-    );
-    assert!(!finished.stderr.contains(KEY) && !finished.stdout.contains(KEY));
-    finished
+    run_ok(heroku(target, fake, extra), KEY).await
 }
 
 async fn stored(target: &Target) -> Truth {

@@ -133,6 +133,23 @@ pub async fn sync_once(target: &Target, api_url: &str, tokens: &str, extra: &[&s
     finished
 }
 
+/// Runs `command`, which must succeed and never print `secret`.
+pub async fn run_ok(command: Command, secret: &str) -> Finished {
+    let finished = run(command).await;
+    assert_eq!(
+        finished.code,
+        Some(0),
+        "heimdallr failed\nstdout:\n{}\nstderr:\n{}",
+        finished.stdout,
+        finished.stderr
+    );
+    assert!(
+        !finished.stderr.contains(secret) && !finished.stdout.contains(secret),
+        "a secret was printed"
+    );
+    finished
+}
+
 pub fn spawn(mut command: Command) -> Child {
     command.stdout(Stdio::null()).stderr(Stdio::null());
     command.spawn().expect("heimdallr starts")

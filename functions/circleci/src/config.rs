@@ -30,11 +30,8 @@ pub enum ConfigError {
 /// Slugs from a list separated by commas, spaces or newlines. Slugs are opaque to
 /// Heimdallr beyond their three parts: they go into URLs as they are.
 pub fn parse_projects(list: &str) -> Result<Vec<String>, ConfigError> {
-    let mut projects: Vec<String> = Vec::new();
-    for slug in list
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-    {
+    let projects = heimdallr_core::text::list_items(list);
+    for slug in &projects {
         let parts: Vec<&str> = slug.split('/').collect();
         let well_formed = parts.len() == 3
             && parts.iter().all(|p| {
@@ -43,10 +40,7 @@ pub fn parse_projects(list: &str) -> Result<Vec<String>, ConfigError> {
                         .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             });
         if !well_formed {
-            return Err(ConfigError::BadSlug(slug.to_string()));
-        }
-        if !projects.iter().any(|p| p == slug) {
-            projects.push(slug.to_string());
+            return Err(ConfigError::BadSlug(slug.clone()));
         }
     }
     if projects.is_empty() {

@@ -10,7 +10,7 @@
 //!
 //! The first walk has no mark: it backfills as far as the API serves. A walk that stops
 //! early (time budget, crash, error) saves its next page token with each committed batch;
-//! the next run finishes it before starting a fresh one, as the Rollbar walk does.
+//! the next run finishes it before starting a fresh one (`heimdallr_core::walk`).
 
 use crate::api::{ApiError, CircleCiClient};
 use crate::config::CircleCiConfig;
@@ -23,6 +23,7 @@ use heimdallr_core::engine::{
 };
 use heimdallr_core::http::HttpError;
 use heimdallr_core::schema::{CIRCLECI_JOBS, CIRCLECI_PIPELINES, CIRCLECI_WORKFLOWS};
+use heimdallr_core::walk::WalkState;
 use heimdallr_core::warehouse::{Warehouse, WarehouseError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -32,25 +33,15 @@ use std::sync::Arc;
 pub const SOURCE: &str = "circleci";
 pub const PIPELINES: &str = "pipelines";
 
-/// Saved position of a project's stream.
+/// Saved position of a project's stream: the walk by pipeline creation time (its page
+/// token while unfinished) and the workflows still moving.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PipelinesCursor {
-    /// Every pipeline created up to this time has been stored (by a walk that finished).
-    #[serde(default)]
-    pub high_water: Option<DateTime<Utc>>,
-    /// A walk that stopped early: it goes on from this page.
-    #[serde(default)]
-    pub walk: Option<Walk>,
+    #[serde(flatten)]
+    pub walk: WalkState<DateTime<Utc>>,
     /// Workflows not final yet, or with jobs not final yet.
     #[serde(default)]
     pub pending_workflows: BTreeSet<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Walk {
-    pub next_page_token: String,
-    /// The newest pipeline the walk saw: the mark once the walk finishes.
-    pub top: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,25 +110,26 @@ async fn sync_project(
     }
 
     // 2. The walk: an unfinished one first, then a fresh one from the newest pipeline.
-    let mut closing_gap = cursor.walk.is_some();
+    let mut closing_gap = cursor.walk.is_resuming();
     loop {
         if !run.time_left() {
             run.commit(cursor_json(&cursor)).await?;
             return Ok(RunStatus::Partial);
         }
-        let token = cursor.walk.as_ref().map(|w| w.next_page_token.clone());
+        let token = cursor.walk.next_page().map(String::from);
         let page = match client.pipelines(slug, token.as_deref()).await {
             // A page token CircleCI no longer accepts: start the walk over from the top
             // (everything it covers is merged again, nothing is skipped).
             Err(ApiError::Http(HttpError::Status { status: 400, .. })) if token.is_some() => {
                 tracing::warn!(stream = %run.key(), "page token refused; restarting the walk from the newest pipeline");
-                cursor.walk = None;
+                cursor.walk.restart();
                 continue;
             }
             other => other?,
         };
         run.page_fetched();
         let window_start = cursor
+            .walk
             .high_water
             .map(|mark| mark - chrono::Duration::from_std(config.lookback).unwrap_or_default());
         let mut newest_on_page: Option<DateTime<Utc>> = None;
@@ -159,24 +151,12 @@ async fn sync_project(
             }
             add_pipeline(run, pipeline, client, &mut cursor, synced_at).await?;
         }
-        let top = match &cursor.walk {
-            Some(walk) => walk.top.max(newest_on_page),
-            None => newest_on_page,
-        };
-        let next = page.next_page_token.filter(|t| !t.is_empty());
-        let walk_done = page.items.is_empty() || !any_in_window || next.is_none();
-        match next {
-            Some(next_page_token) if !walk_done => {
-                cursor.walk = Some(Walk {
-                    next_page_token,
-                    top,
-                })
-            }
-            _ => {
-                cursor.walk = None;
-                cursor.high_water = cursor.high_water.max(top);
-            }
-        }
+        // Done at the start of history, or once a whole page is older than the window.
+        let walk_done = cursor.walk.advance(
+            page.next_page_token,
+            newest_on_page,
+            page.items.is_empty() || !any_in_window,
+        );
         if walk_done || run.batch_full() || !run.time_left() {
             run.commit(cursor_json(&cursor)).await?;
         }

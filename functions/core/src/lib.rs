@@ -16,6 +16,7 @@ pub mod schema;
 pub mod text;
 pub mod time;
 pub mod token;
+pub mod walk;
 pub mod warehouse;
 
 pub use engine::{RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions};

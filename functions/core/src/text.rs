@@ -43,6 +43,21 @@ pub fn json_without_nul(value: &mut serde_json::Value) {
     }
 }
 
+/// A setting's list: items separated by commas, spaces or newlines, empty ones dropped and
+/// repeats kept once, in order.
+pub fn list_items(text: &str) -> Vec<String> {
+    let mut items: Vec<String> = Vec::new();
+    for item in text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+    {
+        if !items.iter().any(|i| i == item) {
+            items.push(item.to_string());
+        }
+    }
+    items
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,24 +42,16 @@ pub enum ConfigError {
 }
 
 pub fn parse_apps(list: &str) -> Result<Apps, ConfigError> {
-    let names: Vec<&str> = list
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if names == ["*"] {
+    let apps = heimdallr_core::text::list_items(list);
+    if apps == ["*"] {
         return Ok(Apps::All);
     }
-    let mut apps: Vec<String> = Vec::new();
-    for name in names {
-        if !name
+    if let Some(bad) = apps.iter().find(|name| {
+        !name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(ConfigError::BadApp(name.to_string()));
-        }
-        if !apps.iter().any(|a| a == name) {
-            apps.push(name.to_string());
-        }
+    }) {
+        return Err(ConfigError::BadApp(bad.clone()));
     }
     if apps.is_empty() {
         return Err(ConfigError::NoApps);

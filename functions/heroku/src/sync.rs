@@ -10,7 +10,7 @@
 //! Heroku's 4,500 requests an hour are shared with every other client of the account: a
 //! run stops early, saving its place, once `RateLimit-Remaining` drops below the headroom.
 
-use crate::api::{ApiError, HerokuClient, RangePage};
+use crate::api::{ApiError, HerokuClient};
 use crate::config::{Apps, HerokuConfig};
 use crate::mapping::{
     app_row, build_is_final, build_row, int, release_is_final, release_row, text, time,
@@ -20,6 +20,7 @@ use heimdallr_core::engine::{
     cursor_json, load_cursor, CursorError, RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions,
 };
 use heimdallr_core::schema::{HEROKU_APPS, HEROKU_BUILDS, HEROKU_RELEASES};
+use heimdallr_core::walk::WalkState;
 use heimdallr_core::warehouse::{Warehouse, WarehouseError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -32,15 +33,13 @@ pub const BUILDS: &str = "builds";
 /// A succeeded build is watched this long for the release id Heroku fills in later.
 const RELEASE_ID_WAIT_HOURS: i64 = 24;
 
-/// Saved position of a walk and the rows still changing. `M` is the walked field's type.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Saved position of a walk (by `M`: release version or build creation time, its
+/// Next-Range while unfinished) and the rows still changing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(bound(serialize = "M: Serialize", deserialize = "M: Deserialize<'de>"))]
 pub struct Cursor<M> {
-    /// Everything up to this mark is stored (by a walk that finished).
-    #[serde(default)]
-    pub high_water: Option<M>,
-    /// A walk that stopped early: it goes on with this Range.
-    #[serde(default)]
-    pub walk: Option<Walk<M>>,
+    #[serde(flatten)]
+    pub walk: WalkState<M>,
     /// Ids to re-read every run until they stop changing.
     #[serde(default)]
     pub pending: BTreeSet<String>,
@@ -49,10 +48,14 @@ pub struct Cursor<M> {
     pub current: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Walk<M> {
-    pub next_range: String,
-    pub top: Option<M>,
+impl<M> Default for Cursor<M> {
+    fn default() -> Self {
+        Self {
+            walk: WalkState::default(),
+            pending: BTreeSet::new(),
+            current: None,
+        }
+    }
 }
 
 pub type ReleasesCursor = Cursor<i64>;
@@ -135,35 +138,6 @@ fn may_go_on(run: &StreamRun, client: &HerokuClient, config: &HerokuConfig) -> b
     }
 }
 
-/// A walk's next page: the saved Range, or the first page.
-fn page_range<M>(cursor: &Cursor<M>) -> Option<String> {
-    cursor.walk.as_ref().map(|w| w.next_range.clone())
-}
-
-/// Moves a walk on after a page: returns whether it is done.
-fn advance<M: Ord + Copy>(
-    cursor: &mut Cursor<M>,
-    page: RangePage,
-    lowest: Option<M>,
-    newest: Option<M>,
-) -> bool {
-    let top = match &cursor.walk {
-        Some(walk) => walk.top.max(newest),
-        None => newest,
-    };
-    let reached_mark =
-        matches!((lowest, cursor.high_water), (Some(low), Some(mark)) if low <= mark);
-    let done = page.items.is_empty() || reached_mark || page.next_range.is_none();
-    match page.next_range {
-        Some(next_range) if !done => cursor.walk = Some(Walk { next_range, top }),
-        _ => {
-            cursor.walk = None;
-            cursor.high_water = cursor.high_water.max(top);
-        }
-    }
-    done
-}
-
 async fn sync_releases(
     run: &mut StreamRun,
     cursor: Option<Value>,
@@ -199,14 +173,14 @@ async fn sync_releases(
         }
     }
 
-    let mut closing_gap = cursor.walk.is_some();
+    let mut closing_gap = cursor.walk.is_resuming();
     loop {
         if !may_go_on(run, client, config) {
             run.commit(cursor_json(&cursor)).await?;
             return Ok(RunStatus::Partial);
         }
         let page = client
-            .releases(app_name, page_range(&cursor).as_deref(), config.page_size)
+            .releases(app_name, cursor.walk.next_page(), config.page_size)
             .await?;
         run.page_fetched();
         let versions: Vec<i64> = page
@@ -215,8 +189,7 @@ async fn sync_releases(
             .filter_map(|r| int(r, &["version"]))
             .collect();
         for release in &page.items {
-            let stored = matches!((int(release, &["version"]), cursor.high_water), (Some(v), Some(mark)) if v <= mark);
-            if !stored {
+            if !cursor.walk.is_stored(int(release, &["version"])) {
                 add_release(run, release, &app, config, &mut cursor, client, app_name).await?;
             }
         }
@@ -224,7 +197,9 @@ async fn sync_releases(
             versions.iter().min().copied(),
             versions.iter().max().copied(),
         );
-        let done = advance(&mut cursor, page, lowest, newest);
+        // Done at the oldest page, or once a page reaches the mark.
+        let last_page = page.items.is_empty() || cursor.walk.is_stored(lowest);
+        let done = cursor.walk.advance(page.next_range, newest, last_page);
         if done || run.batch_full() || !run.time_left() {
             run.commit(cursor_json(&cursor)).await?;
         }
@@ -307,14 +282,14 @@ async fn sync_builds(
         }
     }
 
-    let mut closing_gap = cursor.walk.is_some();
+    let mut closing_gap = cursor.walk.is_resuming();
     loop {
         if !may_go_on(run, client, config) {
             run.commit(cursor_json(&cursor)).await?;
             return Ok(RunStatus::Partial);
         }
         let page = client
-            .builds(app_name, page_range(&cursor).as_deref(), config.page_size)
+            .builds(app_name, cursor.walk.next_page(), config.page_size)
             .await?;
         run.page_fetched();
         let times: Vec<DateTime<Utc>> = page
@@ -323,13 +298,14 @@ async fn sync_builds(
             .filter_map(|b| time(b, &["created_at"]))
             .collect();
         for build in &page.items {
-            let stored = matches!((time(build, &["created_at"]), cursor.high_water), (Some(t), Some(mark)) if t <= mark);
-            if !stored {
+            if !cursor.walk.is_stored(time(build, &["created_at"])) {
                 add_build(run, build, &app, config, &mut cursor);
             }
         }
         let (lowest, newest) = (times.iter().min().copied(), times.iter().max().copied());
-        let done = advance(&mut cursor, page, lowest, newest);
+        // Done at the oldest page, or once a page reaches the mark.
+        let last_page = page.items.is_empty() || cursor.walk.is_stored(lowest);
+        let done = cursor.walk.advance(page.next_range, newest, last_page);
         if done || run.batch_full() || !run.time_left() {
             run.commit(cursor_json(&cursor)).await?;
         }

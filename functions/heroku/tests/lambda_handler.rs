@@ -1,46 +1,21 @@
 //! The Heroku Lambda handler called directly, with a constructed event and Context,
 //! against the Secrets Manager and Heroku stand-ins and the suite's PostgreSQL.
 
+#[path = "../../../tests/support/lambda.rs"]
+mod support;
+use support::{event, secrets_client};
+
 use heimdallr_core::lambda::function::{CommonSettings, HandlerError};
 use heimdallr_core::warehouse::WarehouseTarget;
 use heimdallr_fakes::heroku::FakeHeroku;
-use heimdallr_fakes::lambda_runtime::scheduled_event;
 use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
 use heimdallr_fakes::secrets_manager::FakeSecretsManager;
 use heimdallr_heroku::config::Apps;
 use heimdallr_heroku::lambda::{HerokuFunction, HerokuSettings, HerokuSource};
-use lambda_runtime::{Context, LambdaEvent};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:heroku";
 const KEY: &str = "hrku-lambda-0b1c2d3e4f";
-
-fn secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-        .region(aws_sdk_secretsmanager::config::Region::new("eu-west-1"))
-        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-            "AKIDEXAMPLE",
-            "example",
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_secretsmanager::Client::from_conf(config)
-}
-
-fn event(request_id: &str) -> LambdaEvent<serde_json::Value> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let mut context = Context::default();
-    context.request_id = request_id.to_string();
-    context.deadline = now_ms + 60_000;
-    LambdaEvent::new(scheduled_event(), context)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_handler_syncs_every_app_the_key_sees_and_fails_typed() {
@@ -78,7 +53,7 @@ async fn the_handler_syncs_every_app_the_key_sees_and_fails_typed() {
         secrets_client(&secrets.endpoint()),
         source,
     );
-    let report = function.handle(event("inv-1")).await.unwrap();
+    let report = function.handle(event("inv-1", 60)).await.unwrap();
     let streams: Vec<String> = report["streams"]
         .as_array()
         .unwrap()
@@ -106,7 +81,7 @@ async fn the_handler_syncs_every_app_the_key_sees_and_fails_typed() {
             headroom: 100,
         }),
     );
-    match fresh.handle(event("inv-2")).await {
+    match fresh.handle(event("inv-2", 60)).await {
         Err(HandlerError::Configuration(message)) => {
             assert!(
                 message.contains(ARN) && message.contains("api_key"),

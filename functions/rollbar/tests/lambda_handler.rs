@@ -1,44 +1,19 @@
 //! The Lambda handler called directly, with a constructed event and Context, against the
 //! Secrets Manager and Rollbar stand-ins and the suite's PostgreSQL.
 
+#[path = "../../../tests/support/lambda.rs"]
+mod support;
+use support::{event, secrets_client};
+
 use heimdallr_core::lambda::function::{CommonSettings, HandlerError};
 use heimdallr_core::warehouse::WarehouseTarget;
-use heimdallr_fakes::lambda_runtime::scheduled_event;
 use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
 use heimdallr_fakes::rollbar::FakeRollbar;
 use heimdallr_fakes::secrets_manager::FakeSecretsManager;
 use heimdallr_rollbar::lambda::{RollbarFunction, RollbarSettings, RollbarSource};
-use lambda_runtime::{Context, LambdaEvent};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:handler";
-
-fn secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-        .region(aws_sdk_secretsmanager::config::Region::new("eu-west-1"))
-        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-            "AKIDEXAMPLE",
-            "example",
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_secretsmanager::Client::from_conf(config)
-}
-
-fn event(request_id: &str, seconds_left: u64) -> LambdaEvent<serde_json::Value> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let mut context = Context::default();
-    context.request_id = request_id.to_string();
-    context.deadline = now_ms + seconds_left * 1000;
-    LambdaEvent::new(scheduled_event(), context)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_handler_syncs_reports_and_fails_typed() {

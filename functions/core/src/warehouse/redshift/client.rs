@@ -25,6 +25,26 @@ const ATTEMPTS: u32 = 6;
 const FIRST_POLL: Duration = Duration::from_millis(20);
 const MAX_POLL: Duration = Duration::from_secs(1);
 
+/// Names the cluster (and db user or secret) or the workgroup on a request builder; the
+/// two statement calls have builders of different types with the same setters.
+macro_rules! on_target {
+    ($request:expr, $compute:expr) => {
+        match $compute {
+            Compute::Cluster {
+                identifier,
+                db_user,
+                secret_arn,
+            } => $request
+                .cluster_identifier(identifier)
+                .set_db_user(db_user.clone())
+                .set_secret_arn(secret_arn.clone()),
+            Compute::Workgroup { name, secret_arn } => $request
+                .workgroup_name(name)
+                .set_secret_arn(secret_arn.clone()),
+        }
+    };
+}
+
 pub struct RedshiftWarehouse {
     client: Client,
     target: RedshiftTarget,
@@ -106,19 +126,7 @@ impl RedshiftWarehouse {
             .database(&self.target.database)
             .client_token(token)
             .statement_name("heimdallr");
-        let request = match &self.target.compute {
-            Compute::Cluster {
-                identifier,
-                db_user,
-                secret_arn,
-            } => request
-                .cluster_identifier(identifier)
-                .set_db_user(db_user.clone())
-                .set_secret_arn(secret_arn.clone()),
-            Compute::Workgroup { name, secret_arn } => request
-                .workgroup_name(name)
-                .set_secret_arn(secret_arn.clone()),
-        };
+        let request = on_target!(request, &self.target.compute);
         match request.send().await {
             Ok(output) => output
                 .id
@@ -144,19 +152,7 @@ impl RedshiftWarehouse {
             .sql(sql)
             .database(&self.target.database)
             .set_parameters((!parameters.is_empty()).then_some(parameters));
-        let request = match &self.target.compute {
-            Compute::Cluster {
-                identifier,
-                db_user,
-                secret_arn,
-            } => request
-                .cluster_identifier(identifier)
-                .set_db_user(db_user.clone())
-                .set_secret_arn(secret_arn.clone()),
-            Compute::Workgroup { name, secret_arn } => request
-                .workgroup_name(name)
-                .set_secret_arn(secret_arn.clone()),
-        };
+        let request = on_target!(request, &self.target.compute);
         match request.send().await {
             Ok(output) => output
                 .id
