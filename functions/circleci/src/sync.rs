@@ -92,8 +92,7 @@ async fn sync_project(
     let pending: Vec<String> = cursor.pending_workflows.iter().cloned().collect();
     for id in pending {
         if !run.time_left() {
-            run.commit(cursor_json(&cursor)).await?;
-            return Ok(RunStatus::Partial);
+            return Ok(run.stop_partial(cursor_json(&cursor)).await?);
         }
         let still_moving = match client.workflow(&id).await? {
             // CircleCI no longer has it: nothing left to follow.
@@ -113,8 +112,7 @@ async fn sync_project(
     let mut closing_gap = cursor.walk.is_resuming();
     loop {
         if !run.time_left() {
-            run.commit(cursor_json(&cursor)).await?;
-            return Ok(RunStatus::Partial);
+            return Ok(run.stop_partial(cursor_json(&cursor)).await?);
         }
         let token = cursor.walk.next_page().map(String::from);
         let page = match client.pipelines(slug, token.as_deref()).await {
@@ -157,9 +155,7 @@ async fn sync_project(
             newest_on_page,
             page.items.is_empty() || !any_in_window,
         );
-        if walk_done || run.batch_full() || !run.time_left() {
-            run.commit(cursor_json(&cursor)).await?;
-        }
+        run.commit_page(walk_done, cursor_json(&cursor)).await?;
         if walk_done {
             if closing_gap {
                 closing_gap = false;

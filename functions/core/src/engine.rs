@@ -367,6 +367,29 @@ impl StreamRun {
         Ok(rows)
     }
 
+    /// After a page of a walk: commits the batch with `cursor` when the walk is done, the
+    /// batch is full, or the time budget is spent (so a stop never loses a fetched page).
+    pub async fn commit_page(
+        &mut self,
+        walk_done: bool,
+        cursor: serde_json::Value,
+    ) -> Result<(), WarehouseError> {
+        if walk_done || self.batch_full() || !self.time_left() {
+            self.commit(cursor).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the run where it is: commits what is queued with `cursor`; the next run
+    /// resumes from it.
+    pub async fn stop_partial(
+        &mut self,
+        cursor: serde_json::Value,
+    ) -> Result<RunStatus, WarehouseError> {
+        self.commit(cursor).await?;
+        Ok(RunStatus::Partial)
+    }
+
     /// Waits for the batch in flight, if any, and counts its rows once it is committed.
     async fn settle(&mut self) -> Result<(), WarehouseError> {
         let Some((rows, commit)) = self.in_flight.take() else {

@@ -158,8 +158,7 @@ async fn sync_releases(
 
     for id in cursor.pending.clone() {
         if !may_go_on(run, client, config) {
-            run.commit(cursor_json(&cursor)).await?;
-            return Ok(RunStatus::Partial);
+            return Ok(run.stop_partial(cursor_json(&cursor)).await?);
         }
         let release = client.release(app_name, &id).await?;
         run.page_fetched();
@@ -176,8 +175,7 @@ async fn sync_releases(
     let mut closing_gap = cursor.walk.is_resuming();
     loop {
         if !may_go_on(run, client, config) {
-            run.commit(cursor_json(&cursor)).await?;
-            return Ok(RunStatus::Partial);
+            return Ok(run.stop_partial(cursor_json(&cursor)).await?);
         }
         let page = client
             .releases(app_name, cursor.walk.next_page(), config.page_size)
@@ -200,9 +198,7 @@ async fn sync_releases(
         // Done at the oldest page, or once a page reaches the mark.
         let last_page = page.items.is_empty() || cursor.walk.is_stored(lowest);
         let done = cursor.walk.advance(page.next_range, newest, last_page);
-        if done || run.batch_full() || !run.time_left() {
-            run.commit(cursor_json(&cursor)).await?;
-        }
+        run.commit_page(done, cursor_json(&cursor)).await?;
         if done {
             if closing_gap {
                 closing_gap = false;
@@ -269,8 +265,7 @@ async fn sync_builds(
 
     for id in cursor.pending.clone() {
         if !may_go_on(run, client, config) {
-            run.commit(cursor_json(&cursor)).await?;
-            return Ok(RunStatus::Partial);
+            return Ok(run.stop_partial(cursor_json(&cursor)).await?);
         }
         let build = client.build(app_name, &id).await?;
         run.page_fetched();
@@ -285,8 +280,7 @@ async fn sync_builds(
     let mut closing_gap = cursor.walk.is_resuming();
     loop {
         if !may_go_on(run, client, config) {
-            run.commit(cursor_json(&cursor)).await?;
-            return Ok(RunStatus::Partial);
+            return Ok(run.stop_partial(cursor_json(&cursor)).await?);
         }
         let page = client
             .builds(app_name, cursor.walk.next_page(), config.page_size)
@@ -306,9 +300,7 @@ async fn sync_builds(
         // Done at the oldest page, or once a page reaches the mark.
         let last_page = page.items.is_empty() || cursor.walk.is_stored(lowest);
         let done = cursor.walk.advance(page.next_range, newest, last_page);
-        if done || run.batch_full() || !run.time_left() {
-            run.commit(cursor_json(&cursor)).await?;
-        }
+        run.commit_page(done, cursor_json(&cursor)).await?;
         if done {
             if closing_gap {
                 closing_gap = false;
