@@ -296,3 +296,99 @@ async fn a_rejected_key_fails_the_run_with_a_clear_message() {
     assert!(finished.stderr.contains("HTTP 401"), "{}", finished.stderr);
     assert!(!finished.stderr.contains(KEY));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_pages_as_the_platform_api_does() {
+    let fake = FakeHeroku::start(KEY).await.unwrap();
+    fake.add_app(WEB);
+    fake.push(WEB, 1_205);
+    let client = reqwest::Client::new();
+    let get = |range: Option<&str>| {
+        let mut request = client
+            .get(format!("{}/apps/{WEB}/builds", fake.api_url()))
+            .header("accept", "application/vnd.heroku+json; version=3")
+            .header("authorization", format!("Bearer {KEY}"));
+        if let Some(range) = range {
+            request = request.header("range", range);
+        }
+        request.send()
+    };
+    // No Range: the default page of 200, and what ranges the list accepts.
+    let first = get(None).await.unwrap();
+    assert_eq!(first.status(), 206);
+    assert_eq!(
+        first.headers()["accept-ranges"],
+        "id, created_at, started_at, updated_at"
+    );
+    let next = first.headers()["next-range"].to_str().unwrap().to_string();
+    assert!(
+        next.starts_with("id ]") && next.ends_with("; max=200, order=asc"),
+        "{next}"
+    );
+    assert_eq!(
+        first.json::<Vec<serde_json::Value>>().await.unwrap().len(),
+        200
+    );
+    // max is capped at 1000.
+    let big = get(Some("created_at ..; max=5000, order=desc"))
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 206);
+    assert_eq!(
+        big.json::<Vec<serde_json::Value>>().await.unwrap().len(),
+        1000
+    );
+    // The last page is a 200; a range past the end is a 416.
+    let last = get(Some("created_at ..; max=1000, order=asc"))
+        .await
+        .unwrap();
+    let tail = last.headers()["next-range"].to_str().unwrap().to_string();
+    let rest = get(Some(&tail)).await.unwrap();
+    assert_eq!(rest.status(), 200);
+    assert_eq!(
+        rest.json::<Vec<serde_json::Value>>().await.unwrap().len(),
+        205
+    );
+    let beyond = get(Some("version ]1..; max=10, order=desc")).await.unwrap();
+    assert_eq!(
+        beyond.status(),
+        400,
+        "version is not a range field of builds"
+    );
+    let releases = client
+        .get(format!("{}/apps/{WEB}/releases", fake.api_url()))
+        .header("accept", "application/vnd.heroku+json; version=3")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("range", "version ]1..; max=10, order=desc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(releases.status(), 416);
+    // Without the versioned Accept header the API refuses.
+    let unversioned = client
+        .get(format!("{}/apps", fake.api_url()))
+        .header("authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unversioned.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_page_exactly_full_ends_with_a_416_that_is_not_an_error() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("hk416"),
+    };
+    let fake = FakeHeroku::start(KEY).await.unwrap();
+    fake.add_app(WEB);
+    fake.add_app(API);
+    fake.push(WEB, 20);
+    sync(&target, &fake, &["--heroku-page-size", "10"]).await;
+    assert!(
+        fake.not_satisfiable() > 0,
+        "the page after two full pages is a 416"
+    );
+    assert_equal(&stored(&target).await, &fake.truth(), "after a 416");
+}

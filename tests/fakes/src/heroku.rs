@@ -39,6 +39,7 @@ struct State {
     throttled: u64,
     lowest_remaining: u64,
     ranges_seen: Vec<String>,
+    not_satisfiable: u64,
 }
 
 /// What the fake holds, in the fields the tests compare.
@@ -133,6 +134,7 @@ impl FakeHeroku {
             throttled: 0,
             lowest_remaining: u64::MAX,
             ranges_seen: Vec::new(),
+            not_satisfiable: 0,
         }));
         let (addr, server) = serve_state(Arc::clone(&state), handle).await?;
         Ok(Self {
@@ -302,6 +304,11 @@ impl FakeHeroku {
         self.lock().lowest_remaining
     }
 
+    /// How many 416 answers it gave.
+    pub fn not_satisfiable(&self) -> u64 {
+        self.lock().not_satisfiable
+    }
+
     /// Every Range header it was sent.
     pub fn ranges_seen(&self) -> Vec<String> {
         self.lock().ranges_seen.clone()
@@ -436,6 +443,7 @@ fn list(items: &[Value], request: &Request, fields: &[&str], state: &mut State) 
         })
         .collect();
     if in_range.is_empty() && range.start.is_some() {
+        state.not_satisfiable += 1;
         return Reply::json(416, &json!({"id": "requested_range_not_satisfiable", "message": "Requested range not satisfiable"}))
             .with_header("accept-ranges", &accept_ranges);
     }
