@@ -11,7 +11,7 @@ source scripts/lib/python.sh
 
 if ! command -v npm >/dev/null 2>&1; then
   echo "==> installing Node.js and npm from Debian packages"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "==> npm ci"

@@ -10,7 +10,7 @@ ensure_python_tools() {
     echo "==> creating a Python virtualenv for the checks in $PY_TOOLS_VENV"
     if ! python3 -m venv "$PY_TOOLS_VENV" 2>/dev/null; then
       # Debian's python3 ships venv separately.
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
       rm -rf "$PY_TOOLS_VENV"
       python3 -m venv "$PY_TOOLS_VENV"
     fi
