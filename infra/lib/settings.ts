@@ -42,6 +42,7 @@ export class SettingsError extends Error {
 
 const SOURCE_DEFAULTS: Record<SourceName, { enabled: boolean; scheduleMinutes: number; freshnessMinutes: number }> = {
   rollbar: { enabled: true, scheduleMinutes: 1, freshnessMinutes: 15 },
+  // CircleCI and Heroku are on when their projects or apps are listed.
   circleci: { enabled: false, scheduleMinutes: 5, freshnessMinutes: 60 },
   heroku: { enabled: false, scheduleMinutes: 5, freshnessMinutes: 60 },
 };
@@ -147,8 +148,15 @@ function parseSource(name: SourceName, value: unknown, defaultMemoryMb: number):
     }
   }
   const scheduleMinutes = integer(source.scheduleMinutes, `sources.${name}.scheduleMinutes`, 1, 1440, defaults.scheduleMinutes, '"scheduleMinutes": 5');
+  // A source with a list of projects or apps is on unless disabled; without one it has
+  // nothing to sync, so it is off unless enabled (and then the list is required).
+  const enabled = boolean(source.enabled, `sources.${name}.enabled`, scopeKey === undefined ? defaults.enabled : scopes.length > 0);
+  if (enabled && scopeKey !== undefined && scopes.length === 0) {
+    const example = name === 'circleci' ? '"projects": ["gh/acme/web"]' : '"apps": ["acme-web"] (or ["*"] for every app the key sees)';
+    throw new SettingsError(`sources.${name}.${scopeKey}`, `is empty but the source is enabled`, example);
+  }
   return {
-    enabled: boolean(source.enabled, `sources.${name}.enabled`, defaults.enabled),
+    enabled,
     scheduleMinutes,
     freshnessMinutes: integer(source.freshnessMinutes, `sources.${name}.freshnessMinutes`, scheduleMinutes, 10080, Math.max(defaults.freshnessMinutes, scheduleMinutes * 3), '"freshnessMinutes": 60'),
     scopes,

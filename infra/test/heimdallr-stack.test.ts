@@ -275,11 +275,18 @@ describe('settings', () => {
       [{ warehouse: { database: 'dev' } }, /names neither a cluster nor a serverless workgroup/],
       [{ warehouse: CLUSTER, logRetentionDays: 31 }, /heimdallr\.logRetentionDays: CloudWatch keeps logs for one of/],
       [{ warehouse: CLUSTER, sources: { rollbar: { enabled: false } } }, /every source is disabled/],
+      [{ warehouse: CLUSTER, sources: { circleci: { enabled: true } } }, /heimdallr\.sources\.circleci\.projects: is empty but the source is enabled/],
     ];
     for (const [context, message] of cases) {
       expect(() => parseSettings(context)).toThrow(message);
     }
     expect(() => parseSettings('{not json')).toThrow(/is not valid JSON/);
+  });
+
+  test('CircleCI and Heroku are on once their projects or apps are listed, unless disabled', () => {
+    const s = parseSettings({ warehouse: CLUSTER, sources: { circleci: { projects: ['gh/acme/web'] }, heroku: { apps: ['*'], enabled: false } } });
+    expect(s.sources.circleci.enabled).toBe(true);
+    expect(s.sources.heroku.enabled).toBe(false);
   });
 
   test('defaults: Rollbar only, one NAT, x86_64, 128 MB, PII dropped', () => {
