@@ -51,15 +51,13 @@ pub fn parse_projects(list: &str) -> Result<Vec<String>, ConfigError> {
 
 impl CircleCiConfig {
     pub fn new(api_url: Option<&str>, token: &str, projects: &str) -> Result<Self, ConfigError> {
-        if token.trim().is_empty() {
-            return Err(ConfigError::MissingToken);
-        }
+        let token = Token::from_setting(token).ok_or(ConfigError::MissingToken)?;
         Ok(Self {
             api_url: api_url
                 .unwrap_or(DEFAULT_API_URL)
                 .trim_end_matches('/')
                 .to_string(),
-            token: Token::new(token.trim()),
+            token,
             projects: parse_projects(projects)?,
             lookback: DEFAULT_LOOKBACK,
         })

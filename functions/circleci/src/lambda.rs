@@ -77,13 +77,13 @@ impl LambdaSource for CircleCiSource {
         let token = secret
             .get("token")
             .and_then(Value::as_str)
-            .filter(|t| !t.trim().is_empty())
+            .and_then(Token::from_setting)
             .ok_or_else(|| {
                 malformed_secret(arn, "expected {\"token\": \"<CircleCI API token>\"}")
             })?;
         let config = CircleCiConfig {
             api_url: self.settings.api_url.clone(),
-            token: Token::new(token.trim()),
+            token,
             projects: self.settings.projects.clone(),
             lookback: self.settings.lookback,
         };

@@ -109,61 +109,59 @@ async fn sync_project(
     }
 
     // 2. The walk: an unfinished one first, then a fresh one from the newest pipeline.
-    let mut closing_gap = cursor.walk.is_resuming();
-    loop {
-        if !run.time_left() {
-            return Ok(run.stop_partial(cursor_json(&cursor)).await?);
-        }
-        let token = cursor.walk.next_page().map(String::from);
-        let page = match client.pipelines(slug, token.as_deref()).await {
-            // A page token CircleCI no longer accepts: start the walk over from the top
-            // (everything it covers is merged again, nothing is skipped).
-            Err(ApiError::Http(HttpError::Status { status: 400, .. })) if token.is_some() => {
-                tracing::warn!(stream = %run.key(), "page token refused; restarting the walk from the newest pipeline");
-                cursor.walk.restart();
-                continue;
+    for _ in 0..cursor.walk.walks_this_run() {
+        loop {
+            if !run.time_left() {
+                return Ok(run.stop_partial(cursor_json(&cursor)).await?);
             }
-            other => other?,
-        };
-        run.page_fetched();
-        let window_start = cursor
-            .walk
-            .high_water
-            .map(|mark| mark - chrono::Duration::from_std(config.lookback).unwrap_or_default());
-        let mut newest_on_page: Option<DateTime<Utc>> = None;
-        let mut any_in_window = false;
-        let synced_at = Utc::now();
-        for pipeline in &page.items {
-            let created = time(pipeline, &["created_at"]);
-            newest_on_page = newest_on_page.max(created);
-            let in_window = match (window_start, created) {
-                (Some(start), Some(created)) => created >= start,
-                _ => true,
+            let token = cursor.walk.next_page().map(String::from);
+            let page = match client.pipelines(slug, token.as_deref()).await {
+                // A page token CircleCI no longer accepts: start the walk over from the top
+                // (everything it covers is merged again, nothing is skipped).
+                Err(ApiError::Http(HttpError::Status { status: 400, .. })) if token.is_some() => {
+                    tracing::warn!(stream = %run.key(), "page token refused; restarting the walk from the newest pipeline");
+                    cursor.walk.restart();
+                    continue;
+                }
+                other => other?,
             };
-            if !in_window {
-                continue;
+            run.page_fetched();
+            let window_start = cursor
+                .walk
+                .high_water
+                .map(|mark| mark - chrono::Duration::from_std(config.lookback).unwrap_or_default());
+            let mut newest_on_page: Option<DateTime<Utc>> = None;
+            let mut any_in_window = false;
+            let synced_at = Utc::now();
+            for pipeline in &page.items {
+                let created = time(pipeline, &["created_at"]);
+                newest_on_page = newest_on_page.max(created);
+                let in_window = match (window_start, created) {
+                    (Some(start), Some(created)) => created >= start,
+                    _ => true,
+                };
+                if !in_window {
+                    continue;
+                }
+                any_in_window = true;
+                if let Some(created) = created {
+                    run.observe_source_time(created);
+                }
+                add_pipeline(run, pipeline, client, &mut cursor, synced_at).await?;
             }
-            any_in_window = true;
-            if let Some(created) = created {
-                run.observe_source_time(created);
+            // Done at the start of history, or once a whole page is older than the window.
+            let walk_done = cursor.walk.advance(
+                page.next_page_token,
+                newest_on_page,
+                page.items.is_empty() || !any_in_window,
+            );
+            run.commit_page(walk_done, cursor_json(&cursor)).await?;
+            if walk_done {
+                break;
             }
-            add_pipeline(run, pipeline, client, &mut cursor, synced_at).await?;
-        }
-        // Done at the start of history, or once a whole page is older than the window.
-        let walk_done = cursor.walk.advance(
-            page.next_page_token,
-            newest_on_page,
-            page.items.is_empty() || !any_in_window,
-        );
-        run.commit_page(walk_done, cursor_json(&cursor)).await?;
-        if walk_done {
-            if closing_gap {
-                closing_gap = false;
-                continue;
-            }
-            return Ok(RunStatus::Succeeded);
         }
     }
+    Ok(RunStatus::Succeeded)
 }
 
 /// A pipeline, its workflows and their jobs; workflows still moving are remembered.

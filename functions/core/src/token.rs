@@ -12,6 +12,11 @@ impl Token {
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
+    /// A token from a setting or secret field: trimmed, `None` when blank.
+    pub fn from_setting(text: &str) -> Option<Self> {
+        let text = text.trim();
+        (!text.is_empty()).then(|| Self::new(text))
+    }
     pub fn expose(&self) -> &str {
         &self.0
     }

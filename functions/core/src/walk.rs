@@ -45,6 +45,16 @@ impl<M: Ord + Copy> WalkState<M> {
         self.walk.is_some()
     }
 
+    /// How many walks a run makes: the unfinished one first, if any, then a fresh one
+    /// from the newest page down to the (then moved) mark.
+    pub fn walks_this_run(&self) -> usize {
+        if self.is_resuming() {
+            2
+        } else {
+            1
+        }
+    }
+
     /// Forgets an unfinished walk (e.g. its handle was refused); the next page is the first.
     pub fn restart(&mut self) {
         self.walk = None;
@@ -87,11 +97,13 @@ mod tests {
         assert!(!state.advance(Some("p2".into()), Some(30), false));
         assert_eq!(state.next_page(), Some("p2"));
         assert_eq!(state.high_water, None);
+        assert_eq!(state.walks_this_run(), 2);
         // Newer items arrived meanwhile: the walk's top stays what its first page said.
         assert!(!state.advance(Some("p3".into()), Some(20), false));
         assert!(state.advance(None, Some(10), false));
         assert_eq!(state.high_water, Some(30));
         assert!(!state.is_resuming());
+        assert_eq!(state.walks_this_run(), 1);
         assert!(state.is_stored(Some(30)) && !state.is_stored(Some(31)) && !state.is_stored(None));
         // A fresh walk that reaches the mark on its first page.
         assert!(state.advance(Some("p2".into()), Some(40), true));

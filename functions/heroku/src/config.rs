@@ -61,15 +61,13 @@ pub fn parse_apps(list: &str) -> Result<Apps, ConfigError> {
 
 impl HerokuConfig {
     pub fn new(api_url: Option<&str>, token: &str, apps: &str) -> Result<Self, ConfigError> {
-        if token.trim().is_empty() {
-            return Err(ConfigError::MissingToken);
-        }
+        let token = Token::from_setting(token).ok_or(ConfigError::MissingToken)?;
         Ok(Self {
             api_url: api_url
                 .unwrap_or(DEFAULT_API_URL)
                 .trim_end_matches('/')
                 .to_string(),
-            token: Token::new(token.trim()),
+            token,
             apps: parse_apps(apps)?,
             page_size: MAX_PAGE_SIZE,
             headroom: DEFAULT_HEADROOM,

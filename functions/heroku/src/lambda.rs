@@ -77,11 +77,11 @@ impl LambdaSource for HerokuSource {
         let key = secret
             .get("api_key")
             .and_then(Value::as_str)
-            .filter(|k| !k.trim().is_empty())
+            .and_then(Token::from_setting)
             .ok_or_else(|| malformed_secret(arn, "expected {\"api_key\": \"<Heroku API key>\"}"))?;
         let config = HerokuConfig {
             api_url: self.settings.api_url.clone(),
-            token: Token::new(key.trim()),
+            token: key,
             apps: self.settings.apps.clone(),
             page_size: MAX_PAGE_SIZE,
             headroom: self.settings.headroom,

@@ -172,41 +172,39 @@ async fn sync_releases(
         }
     }
 
-    let mut closing_gap = cursor.walk.is_resuming();
-    loop {
-        if !may_go_on(run, client, config) {
-            return Ok(run.stop_partial(cursor_json(&cursor)).await?);
-        }
-        let page = client
-            .releases(app_name, cursor.walk.next_page(), config.page_size)
-            .await?;
-        run.page_fetched();
-        let versions: Vec<i64> = page
-            .items
-            .iter()
-            .filter_map(|r| int(r, &["version"]))
-            .collect();
-        for release in &page.items {
-            if !cursor.walk.is_stored(int(release, &["version"])) {
-                add_release(run, release, &app, config, &mut cursor, client, app_name).await?;
+    for _ in 0..cursor.walk.walks_this_run() {
+        loop {
+            if !may_go_on(run, client, config) {
+                return Ok(run.stop_partial(cursor_json(&cursor)).await?);
             }
-        }
-        let (lowest, newest) = (
-            versions.iter().min().copied(),
-            versions.iter().max().copied(),
-        );
-        // Done at the oldest page, or once a page reaches the mark.
-        let last_page = page.items.is_empty() || cursor.walk.is_stored(lowest);
-        let done = cursor.walk.advance(page.next_range, newest, last_page);
-        run.commit_page(done, cursor_json(&cursor)).await?;
-        if done {
-            if closing_gap {
-                closing_gap = false;
-                continue;
+            let page = client
+                .releases(app_name, cursor.walk.next_page(), config.page_size)
+                .await?;
+            run.page_fetched();
+            let versions: Vec<i64> = page
+                .items
+                .iter()
+                .filter_map(|r| int(r, &["version"]))
+                .collect();
+            for release in &page.items {
+                if !cursor.walk.is_stored(int(release, &["version"])) {
+                    add_release(run, release, &app, config, &mut cursor, client, app_name).await?;
+                }
             }
-            return Ok(RunStatus::Succeeded);
+            let (lowest, newest) = (
+                versions.iter().min().copied(),
+                versions.iter().max().copied(),
+            );
+            // Done at the oldest page, or once a page reaches the mark.
+            let last_page = page.items.is_empty() || cursor.walk.is_stored(lowest);
+            let done = cursor.walk.advance(page.next_range, newest, last_page);
+            run.commit_page(done, cursor_json(&cursor)).await?;
+            if done {
+                break;
+            }
         }
     }
+    Ok(RunStatus::Succeeded)
 }
 
 /// A release row; remembers it while pending; when it is the new current release, re-reads
@@ -277,38 +275,36 @@ async fn sync_builds(
         }
     }
 
-    let mut closing_gap = cursor.walk.is_resuming();
-    loop {
-        if !may_go_on(run, client, config) {
-            return Ok(run.stop_partial(cursor_json(&cursor)).await?);
-        }
-        let page = client
-            .builds(app_name, cursor.walk.next_page(), config.page_size)
-            .await?;
-        run.page_fetched();
-        let times: Vec<DateTime<Utc>> = page
-            .items
-            .iter()
-            .filter_map(|b| time(b, &["created_at"]))
-            .collect();
-        for build in &page.items {
-            if !cursor.walk.is_stored(time(build, &["created_at"])) {
-                add_build(run, build, &app, config, &mut cursor);
+    for _ in 0..cursor.walk.walks_this_run() {
+        loop {
+            if !may_go_on(run, client, config) {
+                return Ok(run.stop_partial(cursor_json(&cursor)).await?);
             }
-        }
-        let (lowest, newest) = (times.iter().min().copied(), times.iter().max().copied());
-        // Done at the oldest page, or once a page reaches the mark.
-        let last_page = page.items.is_empty() || cursor.walk.is_stored(lowest);
-        let done = cursor.walk.advance(page.next_range, newest, last_page);
-        run.commit_page(done, cursor_json(&cursor)).await?;
-        if done {
-            if closing_gap {
-                closing_gap = false;
-                continue;
+            let page = client
+                .builds(app_name, cursor.walk.next_page(), config.page_size)
+                .await?;
+            run.page_fetched();
+            let times: Vec<DateTime<Utc>> = page
+                .items
+                .iter()
+                .filter_map(|b| time(b, &["created_at"]))
+                .collect();
+            for build in &page.items {
+                if !cursor.walk.is_stored(time(build, &["created_at"])) {
+                    add_build(run, build, &app, config, &mut cursor);
+                }
             }
-            return Ok(RunStatus::Succeeded);
+            let (lowest, newest) = (times.iter().min().copied(), times.iter().max().copied());
+            // Done at the oldest page, or once a page reaches the mark.
+            let last_page = page.items.is_empty() || cursor.walk.is_stored(lowest);
+            let done = cursor.walk.advance(page.next_range, newest, last_page);
+            run.commit_page(done, cursor_json(&cursor)).await?;
+            if done {
+                break;
+            }
         }
     }
+    Ok(RunStatus::Succeeded)
 }
 
 /// A build row; remembered while pending, and while succeeded without its release id
