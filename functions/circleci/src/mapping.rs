@@ -85,7 +85,7 @@ pub fn pipeline_row(pipeline: &Json, synced_at: DateTime<Utc>) -> Result<Row, St
             text(pipeline, &["vcs", "origin_repository_url"])
                 .or_else(|| text(pipeline, &["vcs", "target_repository_url"])),
         ),
-        Value::Json(pipeline.clone()),
+        Value::json(pipeline),
         Value::Timestamp(synced_at),
     ];
     debug_assert_eq!(row.len(), CIRCLECI_PIPELINES.columns.len());
@@ -109,7 +109,7 @@ pub fn workflow_row(workflow: &Json, synced_at: DateTime<Utc>) -> Result<Row, St
         Value::text(text(workflow, &["tag"])),
         Value::bigint(int(workflow, &["auto_rerun_number"])),
         Value::bigint(int(workflow, &["max_auto_reruns"])),
-        Value::Json(workflow.clone()),
+        Value::json(workflow),
         Value::Timestamp(synced_at),
     ];
     debug_assert_eq!(row.len(), CIRCLECI_WORKFLOWS.columns.len());
@@ -137,7 +137,7 @@ pub fn job_row(job: &Json, workflow_id: &str, synced_at: DateTime<Utc>) -> Resul
         Value::timestamp(stopped),
         Value::bigint(duration),
         Value::text(text(job, &["approved_by"])),
-        Value::Json(job.clone()),
+        Value::json(job),
         Value::Timestamp(synced_at),
     ];
     debug_assert_eq!(row.len(), CIRCLECI_JOBS.columns.len());

@@ -3,6 +3,7 @@
 //! logic pulls pages and decides cursors; [`StreamRun`] turns them into transactions.
 
 use crate::http::HttpStats;
+use crate::json::JsonText;
 use crate::schema::{Table, REJECTS, RUNS, STATE};
 use crate::warehouse::{
     check_row, normalize_row, prepare_row, Batch, Row, StoredState, Value, Warehouse,
@@ -302,7 +303,7 @@ impl StreamRun {
         table: &'static Table,
         record_key: &str,
         reason: &str,
-        raw: serde_json::Value,
+        raw: impl Into<JsonText>,
     ) {
         tracing::warn!(stream = %self.key, table = table.name, record_key, reason, "row rejected");
         self.rejects += 1;
@@ -317,7 +318,7 @@ impl StreamRun {
             Value::Text(self.key.scope.clone()),
             Value::Text(self.options.run_id.clone()),
             Value::Text(reason.to_string()),
-            Value::Json(raw),
+            Value::Json(raw.into()),
             Value::Timestamp(Utc::now()),
         ]);
         match prepare_row(&REJECTS, row) {
@@ -490,7 +491,7 @@ fn state_row(
         Value::Text(key.source.to_string()),
         Value::Text(key.stream.to_string()),
         Value::Text(key.scope.clone()),
-        Value::Json(cursor),
+        Value::json(&cursor),
         Value::timestamp(source_time),
         Value::Text(run_id.to_string()),
         Value::Timestamp(Utc::now()),
@@ -587,13 +588,13 @@ mod tests {
         assert_eq!(rejects.len(), 1);
         assert_eq!(
             rejects[0].0[6],
-            Value::Json(serde_json::json!({"id": "oops"}))
+            Value::json(&serde_json::json!({"id": "oops"}))
         );
         let states = table_rows(batch, &STATE);
         assert_eq!(states.len(), 2, "own cursor and the staged one");
         assert!(states
             .iter()
-            .any(|s| s.0[3] == Value::Json(serde_json::json!({"page": 2}))));
+            .any(|s| s.0[3] == Value::json(&serde_json::json!({"page": 2}))));
         let runs = table_rows(batch, &RUNS);
         assert_eq!(runs[0].0[6], Value::Text("running".into()));
         assert_eq!(runs[0].0[7], Value::BigInt(1));

@@ -4,11 +4,13 @@
 //! - [`engine`]: sync state, batching, the time budget and run records.
 //! - [`warehouse`]: the store trait, its backends and every line of SQL.
 //! - [`schema`]: the tables and the versioned migrations that create them.
+//! - [`json`]: documents kept as text, and reads of just the fields a mapping needs.
 //! - [`pii`]: what happens to personal data before it is stored.
 //! - [`token`]: API credentials that never print.
 
 pub mod engine;
 pub mod http;
+pub mod json;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod pii;

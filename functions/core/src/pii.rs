@@ -2,6 +2,7 @@
 //!
 //! Person ids are never touched: they are the join key to the company's own users.
 
+use crate::json::{self, JsonText};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::fmt;
@@ -102,6 +103,57 @@ impl PiiPolicy {
     }
 }
 
+impl PiiPolicy {
+    /// Applies the policy to the strings at `paths` of a stored document. Only the top-level
+    /// members those paths go through are parsed and written again; the rest of the text is
+    /// kept as the source sent it. A member that cannot be read is left out, not kept.
+    pub fn apply_in_json_text(&self, doc: JsonText, paths: &[&[&str]]) -> JsonText {
+        if *self == Self::Keep {
+            return doc;
+        }
+        let Ok(members) = json::top_level_members(doc.as_str()) else {
+            return doc;
+        };
+        let touches = |key: &str| paths.iter().any(|path| path.first() == Some(&key));
+        if !members.iter().any(|(key, _)| touches(key)) {
+            return doc;
+        }
+        let mut text = String::with_capacity(doc.len());
+        text.push('{');
+        let mut push_member = |key: &str, value: &str| {
+            if text.len() > 1 {
+                text.push(',');
+            }
+            text.push_str(&serde_json::Value::from(key).to_string());
+            text.push(':');
+            text.push_str(value);
+        };
+        for (key, raw) in &members {
+            if !touches(key) {
+                push_member(key, raw.get());
+                continue;
+            }
+            let Ok(member) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
+                continue;
+            };
+            // Wrapped, so that a path naming the member itself drops or hashes it too.
+            let mut wrapper =
+                serde_json::Value::Object(serde_json::Map::from_iter([(key.to_string(), member)]));
+            for path in paths
+                .iter()
+                .filter(|path| path.first() == Some(&key.as_ref()))
+            {
+                self.apply_in_json(&mut wrapper, path);
+            }
+            if let Some(member) = wrapper.get(key.as_ref()) {
+                push_member(key, &member.to_string());
+            }
+        }
+        text.push('}');
+        JsonText::from_serialized(text)
+    }
+}
+
 impl FromStr for PiiPolicy {
     type Err = PiiPolicyError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -173,5 +225,32 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("sha256:"));
+    }
+
+    #[test]
+    fn stored_documents_lose_or_hash_personal_members_and_keep_the_rest_verbatim() {
+        let doc = JsonText::parse(
+            r#"{"body": {"trace":  [1, 2]}, "person": {"id": 7, "email": "a@b.c"}, "ip": "1.2.3.4"}"#,
+        )
+        .unwrap();
+        let paths: &[&[&str]] = &[&["person", "email"], &["ip"]];
+        let dropped = PiiPolicy::Drop.apply_in_json_text(doc.clone(), paths);
+        assert_eq!(
+            dropped.as_str(),
+            r#"{"body":{"trace":  [1, 2]},"person":{"id":7}}"#
+        );
+        let hash = PiiPolicy::from_config("hash", Some("s")).unwrap();
+        let hashed = hash.apply_in_json_text(doc.clone(), paths).to_value();
+        assert_eq!(
+            hashed["person"]["email"],
+            json!(hash.apply("a@b.c").unwrap())
+        );
+        assert_eq!(hashed["ip"], json!(hash.apply("1.2.3.4").unwrap()));
+        assert_eq!(PiiPolicy::Keep.apply_in_json_text(doc.clone(), paths), doc);
+        let untouched = JsonText::parse(r#"{"body": 1}"#).unwrap();
+        assert_eq!(
+            PiiPolicy::Drop.apply_in_json_text(untouched.clone(), paths),
+            untouched
+        );
     }
 }

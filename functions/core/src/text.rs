@@ -13,33 +13,13 @@ pub fn truncate_utf8(text: &str, max_bytes: usize) -> &str {
     &text[..end]
 }
 
-/// PostgreSQL text and JSONB cannot hold U+0000; every backend gets the same replacement
-/// (U+FFFD) so that the warehouses agree with each other.
+/// PostgreSQL text cannot hold U+0000; every backend gets the same replacement (U+FFFD) so
+/// that the warehouses agree with each other (documents: [`crate::json::storable`]).
 pub fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains('\0') {
         std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
     } else {
         std::borrow::Cow::Borrowed(text)
-    }
-}
-
-/// Replaces U+0000 inside every string (keys included) of a JSON document.
-pub fn json_without_nul(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
-        serde_json::Value::Array(items) => items.iter_mut().for_each(json_without_nul),
-        serde_json::Value::Object(map) => {
-            if map.keys().any(|k| k.contains('\0')) {
-                let entries: Vec<_> = std::mem::take(map).into_iter().collect();
-                for (k, mut v) in entries {
-                    json_without_nul(&mut v);
-                    map.insert(k.replace('\0', "\u{FFFD}"), v);
-                }
-            } else {
-                map.values_mut().for_each(json_without_nul);
-            }
-        }
-        _ => {}
     }
 }
 
@@ -84,13 +64,11 @@ mod tests {
     }
 
     #[test]
-    fn nul_characters_are_replaced_in_text_and_json() {
+    fn nul_characters_are_replaced_in_text() {
         assert_eq!(without_nul("a\0b"), "a\u{FFFD}b");
-        let mut doc = serde_json::json!({"k\0": ["x\0", {"y": "\0"}], "n": 1});
-        json_without_nul(&mut doc);
-        assert_eq!(
-            doc,
-            serde_json::json!({"k\u{FFFD}": ["x\u{FFFD}", {"y": "\u{FFFD}"}], "n": 1})
-        );
+        assert!(matches!(
+            without_nul("ab"),
+            std::borrow::Cow::Borrowed("ab")
+        ));
     }
 }

@@ -49,7 +49,7 @@ fn occurrence(id: i64, title: &str, payload_bytes: usize) -> Row {
     values[ROLLBAR_OCCURRENCES.column_index("occurred_at").unwrap()] = Value::Timestamp(
         chrono::DateTime::from_timestamp(1_790_000_000 + id, 123_456_000).unwrap(),
     );
-    values[ROLLBAR_OCCURRENCES.column_index("data").unwrap()] = Value::Json(serde_json::json!({
+    values[ROLLBAR_OCCURRENCES.column_index("data").unwrap()] = Value::json(&serde_json::json!({
         "body": {"message": {"body": title}},
         "padding": "p".repeat(payload_bytes),
     }));
@@ -61,7 +61,7 @@ fn state(cursor: serde_json::Value) -> Row {
         Value::Text("rollbar".into()),
         Value::Text("occurrences".into()),
         Value::Text("web".into()),
-        Value::Json(cursor),
+        Value::json(&cursor),
         Value::Timestamp(Utc::now()),
         Value::Text("run-1".into()),
         Value::Timestamp(Utc::now()),

@@ -35,8 +35,8 @@ fn occurrence(id: i64, payload_bytes: usize) -> Row {
     set(
         &mut values,
         "data",
-        Value::Json(
-            serde_json::json!({"body": {"trace": {"frames": []}}, "pad": "x".repeat(payload_bytes)}),
+        Value::json(
+            &serde_json::json!({"body": {"trace": {"frames": []}}, "pad": "x".repeat(payload_bytes)}),
         ),
     );
     Row(values)
@@ -56,7 +56,7 @@ fn engine_rows(batch: &mut Batch) {
             Value::Text("rollbar".into()),
             Value::Text("occurrences".into()),
             Value::Text("web".into()),
-            Value::Json(serde_json::json!({"high_water": 2})),
+            Value::json(&serde_json::json!({"high_water": 2})),
             Value::Timestamp(at()),
             Value::Text("run-1".into()),
             Value::Timestamp(at()),

@@ -2,9 +2,12 @@
 //! occurrences, page-number paging of items, rate-limit headers.
 
 use crate::config::Token;
+use crate::mapping::RawOccurrence;
 use heimdallr_core::http::{HttpClient, HttpConfig, HttpError, HttpStats, RateLimitHeaders};
+use heimdallr_core::json::storable;
 use reqwest::header::HeaderName;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -36,8 +39,16 @@ struct Envelope {
     err: Value,
     #[serde(default)]
     message: Option<String>,
+    /// Kept as text: occurrence pages are not parsed into a tree (see [`RawOccurrence`]).
     #[serde(default)]
-    result: Value,
+    result: Option<Box<RawValue>>,
+}
+
+/// The occurrences of one `/instances/` page, each kept as its text.
+#[derive(Deserialize)]
+struct InstancesPage {
+    #[serde(default)]
+    instances: Option<Vec<Box<RawValue>>>,
 }
 
 #[derive(Clone)]
@@ -69,7 +80,11 @@ impl RollbarClient {
         self.http.stats()
     }
 
-    async fn call(&self, token: &Token, path_and_query: &str) -> Result<Value, ApiError> {
+    async fn call(
+        &self,
+        token: &Token,
+        path_and_query: &str,
+    ) -> Result<Option<Box<RawValue>>, ApiError> {
         let url = format!("{}{}", self.base, path_and_query);
         let headers = [token
             .header("x-rollbar-access-token", "")
@@ -97,25 +112,46 @@ impl RollbarClient {
         token: &Token,
         below: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<Value>, ApiError> {
+    ) -> Result<Vec<RawOccurrence>, ApiError> {
         let query = match below {
             Some(id) => format!("/instances/?lastId={id}&limit={limit}"),
             None => format!("/instances/?limit={limit}"),
         };
-        let result = self.call(token, &query).await?;
-        take_list(result, "instances", &format!("{}{}", self.base, query))
+        let shape_error = || ApiError::Shape {
+            url: format!("{}{}", self.base, query),
+            detail: "result.instances is not a list".into(),
+        };
+        let result = self.call(token, &query).await?.ok_or_else(shape_error)?;
+        let page: InstancesPage = serde_json::from_str(result.get()).map_err(|_| shape_error())?;
+        Ok(page
+            .instances
+            .unwrap_or_default()
+            .iter()
+            .map(|raw| RawOccurrence::new(raw))
+            .collect())
+    }
+
+    /// A call whose result is read as a tree (made storable first).
+    async fn call_tree(&self, token: &Token, path_and_query: &str) -> Result<Value, ApiError> {
+        let Some(result) = self.call(token, path_and_query).await? else {
+            return Ok(Value::Null);
+        };
+        serde_json::from_str(&storable(result.get())).map_err(|e| ApiError::Shape {
+            url: format!("{}{}", self.base, path_and_query),
+            detail: format!("result cannot be read: {e}"),
+        })
     }
 
     /// One page (1-based, 100 a page) of the project's items, every status.
     pub async fn items_page(&self, token: &Token, page: u32) -> Result<Vec<Value>, ApiError> {
         let query = format!("/items/?page={page}");
-        let result = self.call(token, &query).await?;
+        let result = self.call_tree(token, &query).await?;
         take_list(result, "items", &format!("{}{}", self.base, query))
     }
 
     /// One item by id; `None` if Rollbar no longer has it.
     pub async fn item(&self, token: &Token, id: i64) -> Result<Option<Value>, ApiError> {
-        match self.call(token, &format!("/item/{id}/")).await {
+        match self.call_tree(token, &format!("/item/{id}/")).await {
             Ok(item) if item.is_object() => Ok(Some(item)),
             Ok(_) => Ok(None),
             Err(ApiError::Http(HttpError::NotFound { .. })) => Ok(None),

@@ -9,7 +9,7 @@
 
 use crate::api::{ApiError, RollbarClient};
 use crate::config::{Project, RollbarConfig};
-use crate::mapping::{item_row, lenient_i64, occurrence_row};
+use crate::mapping::{item_row, lenient_i64, occurrence_row, RawOccurrence};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use heimdallr_core::engine::{
@@ -19,7 +19,7 @@ use heimdallr_core::engine::{
 use heimdallr_core::schema::{ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
 use heimdallr_core::warehouse::{Warehouse, WarehouseError};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -33,7 +33,7 @@ const ITEM_FETCH_CONCURRENCY: usize = 8;
 const FIRST_PAGE_LIMIT: u32 = 100;
 
 /// A page of occurrences being fetched in the background.
-type PageFetch = JoinHandle<Result<Vec<Value>, ApiError>>;
+type PageFetch = JoinHandle<Result<Vec<RawOccurrence>, ApiError>>;
 
 /// Saved position of the occurrence walk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -204,7 +204,7 @@ async fn walk_occurrences(
             }
         };
         run.page_fetched();
-        let lowest_on_page = page.iter().filter_map(|i| lenient_i64(i.get("id"))).min();
+        let lowest_on_page = page.iter().filter_map(|o| o.id).min();
         if let Some(next_below) = lowest_on_page {
             let walk_goes_on = cursor.high_water.is_none_or(|hw| next_below > hw);
             if walk_goes_on && run.time_left() {
@@ -226,22 +226,22 @@ async fn walk_occurrences(
             true
         } else {
             let synced_at = Utc::now();
-            let highest = page.iter().filter_map(|i| lenient_i64(i.get("id"))).max();
+            let highest = page.iter().filter_map(|o| o.id).max();
             let page_len = page.len();
-            for instance in page {
-                let Some(id) = lenient_i64(instance.get("id")) else {
+            for occurrence in page {
+                let Some(id) = occurrence.id else {
                     run.reject(
                         &ROLLBAR_OCCURRENCES,
                         "",
                         "occurrence has no numeric id",
-                        instance,
+                        occurrence.json,
                     );
                     continue;
                 };
                 if cursor.high_water.is_some_and(|hw| id <= hw) {
                     continue; // stored by an earlier walk
                 }
-                match occurrence_row(instance, &config.pii, synced_at) {
+                match occurrence_row(&occurrence.json, &config.pii, synced_at) {
                     Ok((row, meta)) => {
                         if let Some(item) = meta.item_id {
                             items.pending.insert(item);

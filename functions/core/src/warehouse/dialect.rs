@@ -142,12 +142,26 @@ impl Dialect {
         statements
     }
 
-    /// A session-local stage with the target's columns, dropped at commit (PostgreSQL).
-    pub fn create_stage(self, schema: &str, table: &Table, stage: &str) -> String {
+    /// A session-local stage with the target's columns (PostgreSQL); it lives as long as the
+    /// session and is emptied at every commit.
+    pub fn create_session_stage(self, schema: &str, table: &Table, stage: &str) -> String {
         format!(
-            "CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP",
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS",
             quote(stage),
             qualified(schema, table.name)
+        )
+    }
+
+    /// Upserts one row given as parameters `$1..$n`, in column order.
+    pub fn upsert_row(self, schema: &str, table: &Table) -> String {
+        let placeholders: Vec<String> =
+            (1..=table.columns.len()).map(|i| format!("${i}")).collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES ({}) {}",
+            qualified(schema, table.name),
+            column_list(table.columns),
+            placeholders.join(", "),
+            self.on_conflict_update(table)
         )
     }
 
@@ -336,7 +350,7 @@ impl Dialect {
             Value::Double(v) => format!("{v:e}"),
             Value::Text(v) => redshift_string(v),
             Value::Timestamp(v) => redshift_timestamp(v),
-            Value::Json(v) => format!("JSON_PARSE({})", redshift_string(&v.to_string())),
+            Value::Json(v) => format!("JSON_PARSE({})", redshift_string(v.as_str())),
         }
     }
 

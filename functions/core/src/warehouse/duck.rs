@@ -77,7 +77,7 @@ fn to_duck(value: &Value) -> DuckValue {
         Value::Text(v) => DuckValue::Text(v.clone()),
         // Bound as text and cast in SQL: explicit UTC offset, microsecond precision.
         Value::Timestamp(v) => DuckValue::Text(v.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string()),
-        Value::Json(v) => DuckValue::Text(v.to_string()),
+        Value::Json(v) => DuckValue::Text(v.as_str().to_string()),
     }
 }
 

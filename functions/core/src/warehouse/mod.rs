@@ -14,6 +14,7 @@ mod views;
 pub use dialect::Dialect;
 pub use redshift::target::RedshiftTarget;
 
+use crate::json::JsonText;
 use crate::schema::{ColumnType, Table};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -29,12 +30,17 @@ pub enum Value {
     Double(f64),
     Text(String),
     Timestamp(DateTime<Utc>),
-    Json(serde_json::Value),
+    /// A whole document, as storable text.
+    Json(JsonText),
 }
 
 impl Value {
     pub fn text(value: Option<impl Into<String>>) -> Self {
         value.map_or(Value::Null, |v| Value::Text(v.into()))
+    }
+    /// A document from a parsed value.
+    pub fn json(value: &serde_json::Value) -> Self {
+        Value::Json(JsonText::from_value(value))
     }
     pub fn bigint(value: Option<i64>) -> Self {
         value.map_or(Value::Null, Value::BigInt)
@@ -68,7 +74,7 @@ impl Value {
             Value::Double(v) => v.to_string(),
             Value::Text(v) => v.clone(),
             Value::Timestamp(v) => v.to_rfc3339(),
-            Value::Json(v) => v.to_string(),
+            Value::Json(v) => v.as_str().to_string(),
         }
     }
 }
@@ -89,7 +95,8 @@ impl Row {
 }
 
 /// Makes a row storable on every backend, or says why it cannot be stored.
-/// Text is cut to its column's byte limit at a UTF-8 boundary; U+0000 is replaced.
+/// Text is cut to its column's byte limit at a UTF-8 boundary; U+0000 is replaced (documents
+/// are storable by construction, see [`JsonText`]).
 pub fn prepare_row(table: &Table, row: Row) -> Result<Row, String> {
     check_row(table, &row)?;
     Ok(normalize_row(table, row))
@@ -130,20 +137,16 @@ pub fn check_row(table: &Table, row: &Row) -> Result<(), String> {
     Ok(())
 }
 
-/// Cuts text to its column's limit and replaces U+0000, in place. The row must pass
+/// Cuts text to its column's limit and replaces U+0000 in it, in place. The row must pass
 /// [`check_row`].
 pub fn normalize_row(table: &Table, mut row: Row) -> Row {
     for (value, column) in row.0.iter_mut().zip(table.columns) {
-        match (value, column.ty) {
-            (Value::Text(text), ColumnType::Text(max)) => {
-                if text.contains('\0') {
-                    *text = crate::text::without_nul(text).into_owned();
-                }
-                let cut = crate::text::truncate_utf8(text, max as usize).len();
-                text.truncate(cut);
+        if let (Value::Text(text), ColumnType::Text(max)) = (value, column.ty) {
+            if text.contains('\0') {
+                *text = crate::text::without_nul(text).into_owned();
             }
-            (Value::Json(doc), _) => crate::text::json_without_nul(doc),
-            _ => {}
+            let cut = crate::text::truncate_utf8(text, max as usize).len();
+            text.truncate(cut);
         }
     }
     row
@@ -167,7 +170,7 @@ impl Row {
                     .map_or_else(|| v.to_string().into(), serde_json::Value::Number),
                 Value::Text(v) => v.clone().into(),
                 Value::Timestamp(v) => v.to_rfc3339().into(),
-                Value::Json(v) => v.clone(),
+                Value::Json(v) => v.to_value(),
             };
             object.insert(name, json);
         }

@@ -1,42 +1,60 @@
 //! PostgreSQL backend: binary COPY into a temp stage, then INSERT .. ON CONFLICT on the key,
 //! state and run record included, all in one transaction.
+//!
+//! Per connection, each table's stage is created once (`ON COMMIT DELETE ROWS` empties it at
+//! every commit) and statements are prepared once: a temp table created and dropped in every
+//! batch cost more than the rows themselves. Writes of a row or two (stream state, the run
+//! record) skip the stage: one prepared upsert per row.
 
 use super::{Batch, Dialect, StoredState, StreamStatus, Value, Warehouse, WarehouseError};
 use crate::schema::{ColumnType, Table, MIGRATIONS};
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
 use tokio::sync::Mutex;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 
 /// Serialises `heimdallr migrate` runs across processes.
 const MIGRATION_LOCK_ID: i64 = 0x4845_494d_4441_4c4c; // "HEIMDALL"
 /// Deadlocks and serialization failures are retried this many times.
 const TRANSACTION_ATTEMPTS: u32 = 5;
+/// A table write of at most this many rows is one prepared upsert per row, not a stage.
+const DIRECT_WRITE_ROWS: usize = 4;
+
+/// One PostgreSQL session and what it has prepared.
+struct Session {
+    client: Client,
+    /// Stages created in this session (they live as long as it does).
+    stages: HashSet<&'static str>,
+    /// Prepared statements by table: COPY into its stage, and the one-row upsert.
+    copies: HashMap<&'static str, Statement>,
+    upserts: HashMap<&'static str, Statement>,
+}
 
 pub struct PostgresWarehouse {
     url: String,
     schema: String,
     target: String,
-    client: Mutex<Client>,
+    session: Mutex<Session>,
 }
 
 impl PostgresWarehouse {
     pub async fn connect(url: &str, schema: &str) -> Result<Self, WarehouseError> {
         let target = super::redact_url(url);
-        let client = Self::open_client(url, &target).await?;
+        let session = Self::open_session(url, &target).await?;
         Ok(Self {
             url: url.to_string(),
             schema: schema.to_string(),
             target,
-            client: Mutex::new(client),
+            session: Mutex::new(session),
         })
     }
 
-    async fn open_client(url: &str, target: &str) -> Result<Client, WarehouseError> {
+    async fn open_session(url: &str, target: &str) -> Result<Session, WarehouseError> {
         let (client, connection) =
             tokio_postgres::connect(url, NoTls)
                 .await
@@ -49,14 +67,27 @@ impl PostgresWarehouse {
                 tracing::warn!(error = %describe(&e), "postgres connection closed");
             }
         });
-        Ok(client)
+        // lz4 compresses the raw documents several times faster than the default pglz (and
+        // reads back faster); a server built without it keeps pglz.
+        if let Err(e) = client
+            .batch_execute("SET default_toast_compression = 'lz4'")
+            .await
+        {
+            tracing::debug!(error = %describe(&e), "lz4 not available; documents use pglz");
+        }
+        Ok(Session {
+            client,
+            stages: HashSet::new(),
+            copies: HashMap::new(),
+            upserts: HashMap::new(),
+        })
     }
 
-    /// The client, reconnected if the server dropped the previous connection.
-    async fn client(&self) -> Result<tokio::sync::MutexGuard<'_, Client>, WarehouseError> {
-        let mut guard = self.client.lock().await;
-        if guard.is_closed() {
-            *guard = Self::open_client(&self.url, &self.target).await?;
+    /// The session, reconnected if the server dropped the previous connection.
+    async fn session(&self) -> Result<tokio::sync::MutexGuard<'_, Session>, WarehouseError> {
+        let mut guard = self.session.lock().await;
+        if guard.client.is_closed() {
+            *guard = Self::open_session(&self.url, &self.target).await?;
         }
         Ok(guard)
     }
@@ -69,36 +100,89 @@ impl PostgresWarehouse {
         }
     }
 
+    /// Merges `rows` into `table` inside `tx`: through the table's stage, or one prepared
+    /// upsert per row for a handful of rows (in key order, as the stage's merge).
     async fn write_table(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
+        prepared: &mut Prepared<'_>,
         table: &'static Table,
         rows: &[super::Row],
     ) -> Result<(), tokio_postgres::Error> {
         let dialect = Dialect::Postgres;
-        let stage = format!("stage_{}", table.name);
-        tx.batch_execute(&dialect.create_stage(&self.schema, table, &stage))
-            .await?;
         let types: Vec<Type> = table.columns.iter().map(|c| pg_type(c.ty)).collect();
-        let sink = tx.copy_in(&dialect.copy_into_stage(table, &stage)).await?;
+        if rows.len() <= DIRECT_WRITE_ROWS {
+            let upsert = match prepared.upserts.get(table.name) {
+                Some(statement) => statement.clone(),
+                None => {
+                    let sql = dialect.upsert_row(&self.schema, table);
+                    let statement = tx.prepare_typed(&sql, &types).await?;
+                    prepared.upserts.insert(table.name, statement.clone());
+                    statement
+                }
+            };
+            let mut ordered: Vec<&super::Row> = rows.iter().collect();
+            ordered.sort_by_cached_key(|row| row.key_text(table));
+            for row in ordered {
+                let cells: Vec<PgValue<'_>> = row.0.iter().map(PgValue).collect();
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+                tx.execute(&upsert, &params).await?;
+            }
+            return Ok(());
+        }
+        let stage = format!("stage_{}", table.name);
+        if !prepared.stages.contains(table.name) {
+            tx.batch_execute(&dialect.create_session_stage(&self.schema, table, &stage))
+                .await?;
+            prepared.stages.insert(table.name);
+        }
+        let copy = match prepared.copies.get(table.name) {
+            Some(statement) => statement.clone(),
+            None => {
+                let statement = tx.prepare(&dialect.copy_into_stage(table, &stage)).await?;
+                prepared.copies.insert(table.name, statement.clone());
+                statement
+            }
+        };
+        let sink = tx.copy_in(&copy).await?;
         let writer = BinaryCopyInWriter::new(sink, &types);
         copy_rows(writer, rows).await?;
-        tx.execute(&dialect.merge_from_stage(&self.schema, table, &stage), &[])
+        tx.batch_execute(&dialect.merge_from_stage(&self.schema, table, &stage))
             .await?;
         Ok(())
     }
 
     async fn try_commit(
         &self,
-        client: &mut Client,
+        session: &mut Session,
         batch: &Batch,
     ) -> Result<(), tokio_postgres::Error> {
+        let Session {
+            client,
+            stages,
+            copies,
+            upserts,
+        } = session;
+        let mut prepared = Prepared {
+            stages,
+            copies,
+            upserts,
+        };
         let tx = client.transaction().await?;
         for write in batch.writes.iter().filter(|w| !w.rows.is_empty()) {
-            self.write_table(&tx, write.table, &write.rows).await?;
+            self.write_table(&tx, &mut prepared, write.table, &write.rows)
+                .await?;
         }
         tx.commit().await
     }
+}
+
+/// What a session has prepared, borrowed next to its open transaction.
+struct Prepared<'a> {
+    stages: &'a mut HashSet<&'static str>,
+    copies: &'a mut HashMap<&'static str, Statement>,
+    upserts: &'a mut HashMap<&'static str, Statement>,
 }
 
 /// Streams the rows into an open binary COPY.
@@ -174,7 +258,14 @@ impl ToSql for PgValue<'_> {
             Value::Double(v) => v.to_sql(ty, out),
             Value::Text(v) => v.to_sql(ty, out),
             Value::Timestamp(v) => v.to_sql(ty, out),
-            Value::Json(v) => v.to_sql(ty, out),
+            Value::Json(v) => {
+                // jsonb's binary form is a version byte and the document's text.
+                if *ty == Type::JSONB {
+                    out.put_u8(1);
+                }
+                out.put_slice(v.as_str().as_bytes());
+                Ok(IsNull::No)
+            }
         }
     }
 
@@ -198,8 +289,9 @@ impl Warehouse for PostgresWarehouse {
 
     async fn migrate(&self) -> Result<Vec<i64>, WarehouseError> {
         let dialect = Dialect::Postgres;
-        let mut client = self.client().await?;
-        let tx = client
+        let mut session = self.session().await?;
+        let tx = session
+            .client
             .transaction()
             .await
             .map_err(|e| self.query_error("begin migration", &e))?;
@@ -247,8 +339,9 @@ impl Warehouse for PostgresWarehouse {
         stream: &str,
         scope: &str,
     ) -> Result<Option<StoredState>, WarehouseError> {
-        let client = self.client().await?;
-        let row = client
+        let session = self.session().await?;
+        let row = session
+            .client
             .query_opt(
                 &Dialect::Postgres.select_state(&self.schema),
                 &[&source, &stream, &scope],
@@ -265,11 +358,16 @@ impl Warehouse for PostgresWarehouse {
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), WarehouseError> {
-        let mut client = self.client().await?;
+        let mut session = self.session().await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_commit(&mut client, &batch).await {
+            let result = self.try_commit(&mut session, &batch).await;
+            if result.is_err() {
+                // A stage created in a transaction that rolled back is gone: create it again.
+                session.stages.clear();
+            }
+            match result {
                 Ok(()) => return Ok(()),
                 Err(e) if is_retryable(&e) && attempt < TRANSACTION_ATTEMPTS => {
                     tracing::warn!(attempt, error = %describe(&e), "transaction conflict; retrying batch");
@@ -282,8 +380,9 @@ impl Warehouse for PostgresWarehouse {
     }
 
     async fn status(&self) -> Result<Vec<StreamStatus>, WarehouseError> {
-        let client = self.client().await?;
-        let rows = client
+        let session = self.session().await?;
+        let rows = session
+            .client
             .query(&Dialect::Postgres.status(&self.schema), &[])
             .await
             .map_err(|e| self.query_error("read status", &e))?;

@@ -2,10 +2,12 @@
 //! numbers or strings, bodies take four shapes, most fields may be missing.
 
 use chrono::{DateTime, Utc};
+use heimdallr_core::json::{self, read_fields, Fields, JsonText, LEAF};
 use heimdallr_core::pii::PiiPolicy;
 use heimdallr_core::schema::{ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
 use heimdallr_core::time::from_unix_seconds;
 use heimdallr_core::{Row, Value};
+use serde_json::value::RawValue;
 use serde_json::Value as Json;
 
 /// What the stream logic needs from an occurrence besides its row.
@@ -135,71 +137,153 @@ fn code_version(data: &Json) -> Option<String> {
     .find_map(|path| lenient_text(at(data, path)))
 }
 
-/// Maps one occurrence (`/instances/` element) to a `rollbar_occurrences` row, applying the
-/// PII policy to the columns and to the stored `data` document alike.
-/// Takes the instance by value: its `data` document moves into the row uncopied.
+/// One occurrence as Rollbar sent it (made storable), with its id read ahead: the walk
+/// needs the page's ids before mapping it.
+#[derive(Debug, Clone)]
+pub struct RawOccurrence {
+    pub id: Option<i64>,
+    pub json: JsonText,
+}
+
+impl RawOccurrence {
+    pub fn new(raw: &RawValue) -> Self {
+        let json = JsonText::from_raw(raw);
+        let id = read_fields(json.as_str(), &ID_FIELD)
+            .ok()
+            .and_then(|fields| lenient_i64(fields.get("id")));
+        Self { id, json }
+    }
+}
+
+static ID_FIELD: Fields = Fields(&[("id", LEAF)]);
+
+/// The body fields naming an exception.
+const EXCEPTION: Fields = Fields(&[("exception", Fields(&[("class", LEAF), ("message", LEAF)]))]);
+
+/// Every field of an occurrence that [`row_from_fields`] reads (a test maps each recorded
+/// payload through these and through a full parse, and expects the same row).
+static OCCURRENCE_FIELDS: Fields = Fields(&[
+    ("id", LEAF),
+    ("item_id", LEAF),
+    ("project_id", LEAF),
+    ("timestamp", LEAF),
+    (
+        "data",
+        Fields(&[
+            ("timestamp", LEAF),
+            ("environment", LEAF),
+            ("level", LEAF),
+            ("title", LEAF),
+            (
+                "body",
+                Fields(&[
+                    ("trace", EXCEPTION),
+                    ("trace_chain", EXCEPTION),
+                    ("message", Fields(&[("body", LEAF)])),
+                    ("crash_report", Fields(&[("raw", LEAF)])),
+                ]),
+            ),
+            (
+                "person",
+                Fields(&[("id", LEAF), ("username", LEAF), ("email", LEAF)]),
+            ),
+            (
+                "request",
+                Fields(&[("url", LEAF), ("method", LEAF), ("user_ip", LEAF)]),
+            ),
+            (
+                "server",
+                Fields(&[("host", LEAF), ("code_version", LEAF), ("sha", LEAF)]),
+            ),
+            (
+                "client",
+                Fields(&[("javascript", Fields(&[("code_version", LEAF)]))]),
+            ),
+            ("code_version", LEAF),
+            ("framework", LEAF),
+            ("platform", LEAF),
+            ("language", LEAF),
+            ("uuid", LEAF),
+            ("context", LEAF),
+        ]),
+    ),
+]);
+
+/// Personal fields inside `data`, under the PII policy in the columns and the document alike.
+const PERSONAL_PATHS: [&[&str]; 3] = [
+    &["person", "username"],
+    &["person", "email"],
+    &["request", "user_ip"],
+];
+
+/// Maps one occurrence (`/instances/` element) to a `rollbar_occurrences` row. The typed
+/// columns come from a read of just their fields; `data` is stored as Rollbar sent it, with
+/// the PII policy applied to its personal members.
 pub fn occurrence_row(
-    mut instance: Json,
+    instance: &JsonText,
+    pii: &PiiPolicy,
+    synced_at: DateTime<Utc>,
+) -> Result<(Row, OccurrenceMeta), String> {
+    let text = instance.as_str();
+    let fields = read_fields(text, &OCCURRENCE_FIELDS)
+        .map_err(|e| format!("occurrence cannot be read: {e}"))?;
+    let data = match json::raw_member(text, "data") {
+        Ok(Some(raw)) if raw.get().starts_with('{') => JsonText::from_raw(raw),
+        _ => JsonText::from_value(&Json::Object(Default::default())),
+    };
+    let data = pii.apply_in_json_text(data, &PERSONAL_PATHS);
+    row_from_fields(&fields, data, pii, synced_at)
+}
+
+/// The row of an occurrence whose fields (at least [`OCCURRENCE_FIELDS`]) are in `instance`;
+/// `data` is the document to store.
+fn row_from_fields(
+    instance: &Json,
+    data: JsonText,
     pii: &PiiPolicy,
     synced_at: DateTime<Utc>,
 ) -> Result<(Row, OccurrenceMeta), String> {
     let id = lenient_i64(instance.get("id")).ok_or("occurrence has no numeric id")?;
-    let mut data = instance
-        .get_mut("data")
-        .map(Json::take)
-        .unwrap_or(Json::Null);
-    if !data.is_object() {
-        data = Json::Object(Default::default());
-    }
+    let empty = Json::Object(Default::default());
+    let fields = instance
+        .get("data")
+        .filter(|d| d.is_object())
+        .unwrap_or(&empty);
     let occurred_at =
-        lenient_time(instance.get("timestamp")).or_else(|| lenient_time(data.get("timestamp")));
+        lenient_time(instance.get("timestamp")).or_else(|| lenient_time(fields.get("timestamp")));
     let item_id = lenient_i64(instance.get("item_id"));
-    let (body_type, class, message) = body_summary(data.get("body"));
-    let personal = |path: &[&str]| lenient_text(at(&data, path)).and_then(|v| pii.apply(&v));
-    let username = personal(&["person", "username"]);
-    let email = personal(&["person", "email"]);
-    let user_ip = personal(&["request", "user_ip"]);
-    let text = |path: &[&str]| lenient_text(at(&data, path));
-    let values = vec![
+    let (body_type, class, message) = body_summary(fields.get("body"));
+    let personal = |path: &[&str]| lenient_text(at(fields, path)).and_then(|v| pii.apply(&v));
+    let text = |path: &[&str]| lenient_text(at(fields, path));
+    let row = Row(vec![
         Value::BigInt(id),
         Value::bigint(item_id),
         Value::bigint(lenient_i64(instance.get("project_id"))),
         Value::timestamp(occurred_at),
-        Value::timestamp(lenient_time(data.get("timestamp"))),
+        Value::timestamp(lenient_time(fields.get("timestamp"))),
         Value::text(text(&["environment"])),
-        Value::text(level_name(data.get("level"))),
+        Value::text(level_name(fields.get("level"))),
         Value::text(body_type),
         Value::text(text(&["title"])),
         Value::text(class),
         Value::text(message),
-        Value::text(lenient_text(at(&data, &["person", "id"]))),
-        Value::text(username),
-        Value::text(email),
-        Value::text(code_version(&data)),
+        Value::text(text(&["person", "id"])),
+        Value::text(personal(PERSONAL_PATHS[0])),
+        Value::text(personal(PERSONAL_PATHS[1])),
+        Value::text(code_version(fields)),
         Value::text(text(&["framework"])),
         Value::text(text(&["platform"])),
         Value::text(text(&["language"])),
         Value::text(text(&["request", "url"])),
         Value::text(text(&["request", "method"])),
-        Value::text(user_ip),
+        Value::text(personal(PERSONAL_PATHS[2])),
         Value::text(text(&["server", "host"])),
         Value::text(text(&["uuid"])),
         Value::text(text(&["context"])),
-        Value::Null, // data, set below once the PII policy has been applied
+        Value::Json(data),
         Value::Timestamp(synced_at),
-    ];
-    for path in [
-        &["person", "username"][..],
-        &["person", "email"],
-        &["request", "user_ip"],
-    ] {
-        pii.apply_in_json(&mut data, path);
-    }
-    let mut row = Row(values);
-    let data_index = ROLLBAR_OCCURRENCES
-        .column_index("data")
-        .ok_or("no data column")?;
-    row.0[data_index] = Value::Json(data);
+    ]);
+    debug_assert_eq!(row.0.len(), ROLLBAR_OCCURRENCES.columns.len());
     Ok((
         row,
         OccurrenceMeta {
@@ -239,7 +323,7 @@ pub fn item_row(item: &Json, synced_at: DateTime<Utc>) -> Result<Row, String> {
         text("resolved_in_version"),
         int("assigned_user_id"),
         int("group_item_id"),
-        Value::Json(item.clone()),
+        Value::json(item),
         Value::Timestamp(synced_at),
     ]);
     debug_assert_eq!(row.0.len(), ROLLBAR_ITEMS.columns.len());

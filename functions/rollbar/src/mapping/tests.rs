@@ -3,10 +3,35 @@ use heimdallr_core::schema::ROLLBAR_OCCURRENCES;
 use heimdallr_core::warehouse::prepare_row;
 use serde_json::json;
 
-fn fixture(name: &str) -> Json {
+const OCCURRENCE_FIXTURES: [&str; 6] = [
+    "sdk_trace",
+    "sdk_trace_chain",
+    "sdk_message",
+    "older_crash_report",
+    "injection_and_nul",
+    "huge_multibyte_message",
+];
+
+fn fixture_text(name: &str) -> String {
     let path = format!("{}/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn fixture(name: &str) -> Json {
+    serde_json::from_str(&fixture_text(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// An occurrence as the API client hands it over: its text as Rollbar sent it.
+fn raw(text: &str) -> RawOccurrence {
+    let raw: Box<RawValue> = serde_json::from_str(text).unwrap();
+    RawOccurrence::new(&raw)
+}
+
+fn data_of(row: &Row) -> Json {
+    let Value::Json(data) = cell(row, "data") else {
+        panic!("data is JSON")
+    };
+    data.to_value()
 }
 
 fn synced() -> DateTime<Utc> {
@@ -21,7 +46,7 @@ fn cell<'a>(row: &'a Row, column: &str) -> &'a Value {
     &row.0[index]
 }
 
-fn text(row: &Row, column: &str) -> Option<String> {
+fn text_of(row: &Row, column: &str) -> Option<String> {
     match cell(row, column) {
         Value::Text(t) => Some(t.clone()),
         Value::Null => None,
@@ -30,7 +55,7 @@ fn text(row: &Row, column: &str) -> Option<String> {
 }
 
 fn occurrence(name: &str, pii: &PiiPolicy) -> (Row, OccurrenceMeta) {
-    let (row, meta) = occurrence_row(fixture(name), pii, synced()).unwrap();
+    let (row, meta) = occurrence_row(&raw(&fixture_text(name)).json, pii, synced()).unwrap();
     (prepare_row(&ROLLBAR_OCCURRENCES, row).unwrap(), meta)
 }
 
@@ -44,90 +69,96 @@ fn sdk_trace_with_numeric_person_id_maps_every_column() {
         cell(&row, "occurred_at"),
         &Value::Timestamp(DateTime::from_timestamp(1795667222, 0).unwrap())
     );
-    assert_eq!(text(&row, "person_id").as_deref(), Some("12345"));
-    assert_eq!(text(&row, "person_username").as_deref(), Some("ann"));
+    assert_eq!(text_of(&row, "person_id").as_deref(), Some("12345"));
+    assert_eq!(text_of(&row, "person_username").as_deref(), Some("ann"));
     assert_eq!(
-        text(&row, "person_email").as_deref(),
+        text_of(&row, "person_email").as_deref(),
         Some("ann@example.com")
     );
-    assert_eq!(text(&row, "body_type").as_deref(), Some("trace"));
-    assert_eq!(text(&row, "exception_class").as_deref(), Some("ValueError"));
-    assert!(text(&row, "exception_message")
+    assert_eq!(text_of(&row, "body_type").as_deref(), Some("trace"));
+    assert_eq!(
+        text_of(&row, "exception_class").as_deref(),
+        Some("ValueError")
+    );
+    assert!(text_of(&row, "exception_message")
         .unwrap()
         .contains("bad value ✗"));
-    assert_eq!(text(&row, "environment").as_deref(), Some("production"));
-    assert_eq!(text(&row, "level").as_deref(), Some("error"));
+    assert_eq!(text_of(&row, "environment").as_deref(), Some("production"));
+    assert_eq!(text_of(&row, "level").as_deref(), Some("error"));
     assert_eq!(
-        text(&row, "code_version").as_deref(),
+        text_of(&row, "code_version").as_deref(),
         Some("3f2a9c1d0e5b7a8c9d0e1f2a3b4c5d6e7f8a9b0c")
     );
-    assert_eq!(text(&row, "request_method").as_deref(), Some("POST"));
+    assert_eq!(text_of(&row, "request_method").as_deref(), Some("POST"));
     assert_eq!(
-        text(&row, "request_url").as_deref(),
+        text_of(&row, "request_url").as_deref(),
         Some("https://shop.example.com/cart?x=1")
     );
     assert_eq!(
-        text(&row, "request_user_ip").as_deref(),
+        text_of(&row, "request_user_ip").as_deref(),
         Some("203.0.113.9")
     );
-    assert!(text(&row, "language").unwrap().starts_with("python"));
-    assert!(text(&row, "server_host").is_some());
-    assert_eq!(text(&row, "uuid").unwrap().len(), 36);
-    let Value::Json(data) = cell(&row, "data") else {
-        panic!("data is JSON")
-    };
+    assert!(text_of(&row, "language").unwrap().starts_with("python"));
+    assert!(text_of(&row, "server_host").is_some());
+    assert_eq!(text_of(&row, "uuid").unwrap().len(), 36);
+    let data = data_of(&row);
     assert_eq!(data["body"]["trace"]["exception"]["class"], "ValueError");
 }
 
 #[test]
 fn trace_chain_reports_the_outermost_exception() {
     let (row, _) = occurrence("sdk_trace_chain", &PiiPolicy::Keep);
-    assert_eq!(text(&row, "body_type").as_deref(), Some("trace_chain"));
+    assert_eq!(text_of(&row, "body_type").as_deref(), Some("trace_chain"));
     assert_eq!(
-        text(&row, "exception_class").as_deref(),
+        text_of(&row, "exception_class").as_deref(),
         Some("RuntimeError")
     );
     assert_eq!(
-        text(&row, "exception_message").as_deref(),
+        text_of(&row, "exception_message").as_deref(),
         Some("outer failure")
     );
-    assert_eq!(text(&row, "person_id"), None, "no person in this payload");
+    assert_eq!(
+        text_of(&row, "person_id"),
+        None,
+        "no person in this payload"
+    );
 }
 
 #[test]
 fn message_body_becomes_the_message_column() {
     let (row, _) = occurrence("sdk_message", &PiiPolicy::Keep);
-    assert_eq!(text(&row, "body_type").as_deref(), Some("message"));
-    assert_eq!(text(&row, "exception_class"), None);
+    assert_eq!(text_of(&row, "body_type").as_deref(), Some("message"));
+    assert_eq!(text_of(&row, "exception_class"), None);
     assert_eq!(
-        text(&row, "exception_message").as_deref(),
+        text_of(&row, "exception_message").as_deref(),
         Some("Deploy finished")
     );
-    assert_eq!(text(&row, "level").as_deref(), Some("info"));
+    assert_eq!(text_of(&row, "level").as_deref(), Some("info"));
 }
 
 #[test]
 fn older_payloads_with_numeric_level_string_timestamp_and_crash_report() {
     let (row, meta) = occurrence("older_crash_report", &PiiPolicy::Keep);
-    assert_eq!(text(&row, "level").as_deref(), Some("error"));
-    assert_eq!(text(&row, "body_type").as_deref(), Some("crash_report"));
-    assert!(text(&row, "exception_message")
+    assert_eq!(text_of(&row, "level").as_deref(), Some("error"));
+    assert_eq!(text_of(&row, "body_type").as_deref(), Some("crash_report"));
+    assert!(text_of(&row, "exception_message")
         .unwrap()
         .contains("EXC_BAD_ACCESS"));
-    assert_eq!(text(&row, "person_id").as_deref(), Some("user-abc"));
-    assert_eq!(text(&row, "person_username").as_deref(), Some("émile 😀"));
+    assert_eq!(text_of(&row, "person_id").as_deref(), Some("user-abc"));
+    assert_eq!(
+        text_of(&row, "person_username").as_deref(),
+        Some("émile 😀")
+    );
     assert_eq!(
         cell(&row, "client_timestamp"),
         &Value::Timestamp(DateTime::from_timestamp(1795667000, 0).unwrap())
     );
     assert_eq!(meta.occurred_at, DateTime::from_timestamp(1795667001, 0));
     assert_eq!(
-        text(&row, "code_version").as_deref(),
+        text_of(&row, "code_version").as_deref(),
         Some("ignored-when-top-level-missing")
     );
-    let Value::Json(data) = cell(&row, "data") else {
-        panic!()
-    };
+    let data = data_of(&row);
     assert_eq!(
         data["unknown_future_field"]["nested"][2], 3,
         "unknown fields are kept"
@@ -137,18 +168,18 @@ fn older_payloads_with_numeric_level_string_timestamp_and_crash_report() {
 #[test]
 fn injection_looking_text_is_data_and_nul_is_replaced() {
     let (row, _) = occurrence("injection_and_nul", &PiiPolicy::Keep);
-    let message = text(&row, "exception_message").unwrap();
+    let message = text_of(&row, "exception_message").unwrap();
     assert!(message.starts_with("x'); DROP TABLE rollbar_items; --"));
     assert!(!message.contains('\0'));
     assert!(message.contains("\u{FFFD} nul\u{FFFD}inside"));
     assert_eq!(
-        text(&row, "title").as_deref(),
+        text_of(&row, "title").as_deref(),
         Some("Robert'); DROP TABLE students;--")
     );
     let Value::Json(data) = cell(&row, "data") else {
-        panic!()
+        panic!("data is JSON")
     };
-    assert!(!data.to_string().contains("\\u0000"));
+    assert!(!data.as_str().contains("\\u0000"));
 }
 
 #[test]
@@ -160,12 +191,10 @@ fn a_huge_multibyte_message_is_cut_in_the_column_and_whole_in_data() {
         .to_string();
     assert!(full.len() > 70_000);
     let (row, _) = occurrence("huge_multibyte_message", &PiiPolicy::Keep);
-    let cut = text(&row, "exception_message").unwrap();
+    let cut = text_of(&row, "exception_message").unwrap();
     assert!(cut.len() <= 65_535 && cut.len() > 65_500);
     assert!(full.starts_with(&cut));
-    let Value::Json(data) = cell(&row, "data") else {
-        panic!()
-    };
+    let data = data_of(&row);
     assert_eq!(
         data["body"]["trace"]["exception"]["message"]
             .as_str()
@@ -177,42 +206,101 @@ fn a_huge_multibyte_message_is_cut_in_the_column_and_whole_in_data() {
 #[test]
 fn pii_policy_applies_to_columns_and_raw_data() {
     let (row, _) = occurrence("sdk_trace", &PiiPolicy::Drop);
-    assert_eq!(text(&row, "person_email"), None);
-    assert_eq!(text(&row, "person_username"), None);
-    assert_eq!(text(&row, "request_user_ip"), None);
+    assert_eq!(text_of(&row, "person_email"), None);
+    assert_eq!(text_of(&row, "person_username"), None);
+    assert_eq!(text_of(&row, "request_user_ip"), None);
     assert_eq!(
-        text(&row, "person_id").as_deref(),
+        text_of(&row, "person_id").as_deref(),
         Some("12345"),
         "the join key stays"
     );
-    let Value::Json(data) = cell(&row, "data") else {
-        panic!()
-    };
-    let raw = data.to_string();
-    assert!(!raw.contains("ann@example.com") && !raw.contains("203.0.113.9"));
+    let data = data_of(&row);
+    let stored = data.to_string();
+    assert!(!stored.contains("ann@example.com") && !stored.contains("203.0.113.9"));
 
     let hash = PiiPolicy::from_config("hash", Some("pepper")).unwrap();
     let (row, _) = occurrence("sdk_trace", &hash);
-    let email = text(&row, "person_email").unwrap();
+    let email = text_of(&row, "person_email").unwrap();
     assert_eq!(Some(email.clone()), hash.apply("ann@example.com"));
-    let Value::Json(data) = cell(&row, "data") else {
-        panic!()
-    };
+    let data = data_of(&row);
     assert_eq!(data["person"]["email"], json!(email));
 }
 
 #[test]
 fn occurrences_without_id_are_refused_with_a_reason() {
-    let err = occurrence_row(json!({"data": {}}), &PiiPolicy::Keep, synced()).unwrap_err();
+    let nameless = raw(r#"{"data": {}}"#);
+    assert_eq!(nameless.id, None);
+    let err = occurrence_row(&nameless.json, &PiiPolicy::Keep, synced()).unwrap_err();
     assert!(err.contains("no numeric id"));
-    let (row, meta) = occurrence_row(
-        json!({"id": "77", "data": "not an object"}),
-        &PiiPolicy::Keep,
-        synced(),
-    )
-    .unwrap();
+    let odd = raw(r#"{"id": "77", "data": "not an object"}"#);
+    assert_eq!(odd.id, Some(77));
+    let (row, meta) = occurrence_row(&odd.json, &PiiPolicy::Keep, synced()).unwrap();
     assert_eq!(meta.id, 77);
-    assert_eq!(cell(&row, "data"), &Value::Json(json!({})));
+    assert_eq!(cell(&row, "data"), &Value::json(&json!({})));
+}
+
+#[test]
+fn reading_only_the_mapped_fields_gives_the_row_of_a_full_parse() {
+    for name in OCCURRENCE_FIXTURES {
+        for pii in [PiiPolicy::Keep, PiiPolicy::Drop] {
+            let occurrence = raw(&fixture_text(name));
+            let (row, meta) = occurrence_row(&occurrence.json, &pii, synced()).unwrap();
+            let Value::Json(data) = cell(&row, "data").clone() else {
+                panic!("data is JSON")
+            };
+            let full = fixture(name);
+            let (expected, expected_meta) = row_from_fields(&full, data, &pii, synced()).unwrap();
+            // As stored: U+0000 is replaced in both (in the text before the read, or after).
+            let stored = |row| prepare_row(&ROLLBAR_OCCURRENCES, row).unwrap();
+            assert_eq!(stored(row), stored(expected), "{name}");
+            assert_eq!(meta, expected_meta, "{name}");
+        }
+    }
+}
+
+#[test]
+fn data_is_stored_as_sent_with_only_personal_members_rewritten() {
+    let text = fixture_text("sdk_trace");
+    let occurrence = raw(&text);
+    let (kept, _) = occurrence_row(&occurrence.json, &PiiPolicy::Keep, synced()).unwrap();
+    let sent = json::raw_member(&text, "data").unwrap().unwrap().get();
+    assert_eq!(
+        cell(&kept, "data"),
+        &Value::Json(JsonText::parse(sent).unwrap())
+    );
+    let (dropped, _) = occurrence_row(&occurrence.json, &PiiPolicy::Drop, synced()).unwrap();
+    let mut expected = fixture("sdk_trace")["data"].clone();
+    for path in PERSONAL_PATHS {
+        PiiPolicy::Drop.apply_in_json(&mut expected, path);
+    }
+    assert_eq!(data_of(&dropped), expected);
+}
+
+#[test]
+fn unpaired_surrogates_and_escaped_nul_become_replacement_characters() {
+    // JavaScript clients can send strings a strict JSON parser refuses.
+    let text = r#"{"id": 5, "data": {"title": "cut \ud83d", "bad\u0000key": "\udc00",
+        "body": {"message": {"body": "a\u0000b"}}}}"#;
+    assert!(serde_json::from_str::<Json>(text).is_err());
+    let occurrence = raw(text);
+    assert_eq!(occurrence.id, Some(5));
+    let (row, _) = occurrence_row(&occurrence.json, &PiiPolicy::Keep, synced()).unwrap();
+    let row = prepare_row(&ROLLBAR_OCCURRENCES, row).unwrap();
+    assert_eq!(text_of(&row, "title").as_deref(), Some("cut \u{FFFD}"));
+    assert_eq!(
+        text_of(&row, "exception_message").as_deref(),
+        Some("a\u{FFFD}b")
+    );
+    assert_eq!(data_of(&row)["bad\u{FFFD}key"], json!("\u{FFFD}"));
+}
+
+#[test]
+fn a_repeated_member_counts_once_the_last_as_in_a_full_parse() {
+    let occurrence = raw(r#"{"id": 1, "data": {"level": "info", "level": "error"}, "id": 2}"#);
+    assert_eq!(occurrence.id, Some(2));
+    let (row, meta) = occurrence_row(&occurrence.json, &PiiPolicy::Keep, synced()).unwrap();
+    assert_eq!(meta.id, 2);
+    assert_eq!(text_of(&row, "level").as_deref(), Some("error"));
 }
 
 #[test]

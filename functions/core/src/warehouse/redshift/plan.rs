@@ -206,7 +206,7 @@ fn shrink_oversize_rows(schema: &str, writes: &mut [TableRows], now: DateTime<Ut
             for (value, column) in row.0.iter_mut().zip(table.columns) {
                 if column.ty == ColumnType::Json && !value.is_null() {
                     let bytes = value.key_text().len();
-                    *value = Value::Json(serde_json::json!({
+                    *value = Value::json(&serde_json::json!({
                         "heimdallr_omitted": format!("{bytes} bytes of JSON: larger than one Data API statement allows"),
                     }));
                 }
@@ -228,7 +228,7 @@ fn shrink_oversize_rows(schema: &str, writes: &mut [TableRows], now: DateTime<Ut
                 Value::Text(scope.clone()),
                 Value::Text(run_id.clone()),
                 Value::Text(reason),
-                Value::Json(serde_json::Value::Object(key_only)),
+                Value::json(&serde_json::Value::Object(key_only)),
                 Value::Timestamp(now),
             ]));
             if fits {
@@ -269,7 +269,7 @@ mod tests {
         values[ROLLBAR_OCCURRENCES.column_index("title").unwrap()] =
             Value::Text(format!("it's a \\ title {id}"));
         values[ROLLBAR_OCCURRENCES.column_index("data").unwrap()] =
-            Value::Json(serde_json::json!({ "body": "x".repeat(payload_bytes) }));
+            Value::json(&serde_json::json!({ "body": "x".repeat(payload_bytes) }));
         Row(values)
     }
 
@@ -278,7 +278,7 @@ mod tests {
             Value::Text("rollbar".into()),
             Value::Text("occurrences".into()),
             Value::Text("web".into()),
-            Value::Json(serde_json::json!({"high_water": 9})),
+            Value::json(&serde_json::json!({"high_water": 9})),
             Value::Null,
             Value::Text("run-1".into()),
             Value::Null,
