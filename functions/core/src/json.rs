@@ -9,7 +9,9 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 use serde_json::Value as Json;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
+use std::ops::Range;
 
 /// A JSON document as text that every backend accepts: valid JSON without U+0000 and without
 /// unpaired UTF-16 surrogates (PostgreSQL's jsonb refuses both; each becomes U+FFFD).
@@ -27,13 +29,25 @@ impl JsonText {
         Self(storable(raw.get()).into_owned())
     }
 
+    /// The document of raw JSON text the caller owns (no copy unless it needs cleaning).
+    pub fn from_boxed_raw(raw: Box<RawValue>) -> Self {
+        let text: Box<str> = raw.into();
+        Self::from_serialized(text.into())
+    }
+
+    /// A part of this document that is itself a JSON value (a span from
+    /// [`read_fields_and_spans`]).
+    pub fn slice(&self, span: Range<usize>) -> Option<Self> {
+        self.0.get(span).map(|text| Self(text.to_string()))
+    }
+
     /// Checks `text` is one JSON document and makes it storable.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         let raw: &RawValue = serde_json::from_str(text)?;
         Ok(Self::from_raw(raw))
     }
 
-    /// Text known to be valid JSON (written by serde_json).
+    /// Text known to be valid JSON (written by serde_json, or checked by its parser).
     pub(crate) fn from_serialized(text: String) -> Self {
         match storable(&text) {
             Cow::Borrowed(_) => Self(text),
@@ -165,64 +179,138 @@ pub fn read_fields(text: &str, fields: &'static Fields) -> Result<Json, serde_js
     Ok(tree)
 }
 
-/// The raw text of the top-level member `key` of the JSON object `text` (the last one if it
-/// appears twice); `None` if `text` is not an object or has no such member.
-pub fn raw_member<'a>(text: &'a str, key: &str) -> Result<Option<&'a RawValue>, serde_json::Error> {
-    Ok(top_level_members(text)?
-        .into_iter()
-        .rev()
-        .find(|(name, _)| name == key)
-        .map(|(_, raw)| raw))
+/// Where each of the values asked for is in a document (byte ranges), if it is there.
+pub type Spans = Vec<Option<Range<usize>>>;
+
+/// Like [`read_fields`], and also says where in `text` the values at `spans` are (paths
+/// through objects, each among `fields`): one pass gives a mapping its fields and the
+/// documents it stores.
+pub fn read_fields_and_spans(
+    text: &str,
+    fields: &'static Fields,
+    spans: &[&[&str]],
+) -> Result<(Json, Spans), serde_json::Error> {
+    let found = RefCell::new(vec![None; spans.len()]);
+    let mut path = Vec::new();
+    let tree = read_with_spans(
+        text,
+        text.as_ptr() as usize,
+        fields,
+        &mut path,
+        spans,
+        &found,
+    )?;
+    Ok((tree, found.into_inner()))
 }
 
-/// The top-level members of the JSON object `text`, in order, each as raw text. Anything
-/// but an object gives no members.
-pub fn top_level_members(text: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, serde_json::Error> {
+fn read_with_spans(
+    text: &str,
+    origin: usize,
+    fields: &'static Fields,
+    path: &mut Vec<&'static str>,
+    spans: &[&[&str]],
+    found: &RefCell<Spans>,
+) -> Result<Json, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let members = de::Deserializer::deserialize_any(&mut deserializer, MembersVisitor)?;
+    let tree = SpansSeed {
+        fields,
+        path,
+        spans,
+        found,
+        origin,
+    }
+    .deserialize(&mut deserializer)?;
     deserializer.end()?;
-    Ok(members)
+    Ok(tree)
 }
 
-struct MembersVisitor;
+/// [`FieldsSeed`] that notes the spans of some members on the way.
+struct SpansSeed<'p> {
+    fields: &'static Fields,
+    path: &'p mut Vec<&'static str>,
+    spans: &'p [&'p [&'p str]],
+    found: &'p RefCell<Spans>,
+    /// Address of the outermost text: spans are offsets from it.
+    origin: usize,
+}
 
-impl<'de> Visitor<'de> for MembersVisitor {
-    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+impl<'de> DeserializeSeed<'de> for SpansSeed<'_> {
+    type Value = Json;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SpansSeed<'_> {
+    type Value = Json;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut object = serde_json::Map::new();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            members.push((key, map.next_value::<&RawValue>()?));
+            let Some((name, inner)) = self.fields.0.iter().find(|(name, _)| *name == key) else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            self.path.push(name);
+            let here = self.path.as_slice();
+            let span_index = self.spans.iter().position(|p| *p == here);
+            let leads_to_a_span = self
+                .spans
+                .iter()
+                .any(|p| p.len() > here.len() && p.starts_with(here));
+            let value = if span_index.is_some() || leads_to_a_span {
+                // The member's text (borrowed from the outermost text), then its fields.
+                let raw = map.next_value::<&'de RawValue>()?;
+                let start = (raw.get().as_ptr() as usize).wrapping_sub(self.origin);
+                if let Some(index) = span_index {
+                    self.found.borrow_mut()[index] = Some(start..start + raw.get().len());
+                }
+                read_with_spans(
+                    raw.get(),
+                    self.origin,
+                    inner,
+                    self.path,
+                    self.spans,
+                    self.found,
+                )
+                .map_err(de::Error::custom)?
+            } else {
+                map.next_value_seed(FieldsSeed(inner))?
+            };
+            self.path.pop();
+            object.insert((*name).to_string(), value);
         }
-        Ok(members)
+        Ok(Json::Object(object))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Vec::new())
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Json, A::Error> {
+        FieldsSeed(self.fields).visit_seq(seq)
     }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Json, E> {
+        FieldsSeed(self.fields).visit_bool(v)
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Json, E> {
+        FieldsSeed(self.fields).visit_i64(v)
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json, E> {
+        FieldsSeed(self.fields).visit_u64(v)
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
+        FieldsSeed(self.fields).visit_f64(v)
     }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Json, E> {
+        FieldsSeed(self.fields).visit_str(v)
     }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Json, E> {
+        FieldsSeed(self.fields).visit_string(v)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Json, E> {
+        FieldsSeed(self.fields).visit_unit()
     }
 }
 
@@ -398,18 +486,31 @@ mod tests {
         assert!(read_fields(r#"{"id": 1} trailing"#, &PERSON).is_err());
     }
 
+    static OCCURRENCE: Fields = Fields(&[
+        ("id", LEAF),
+        (
+            "data",
+            Fields(&[("level", LEAF), ("person", Fields(&[("email", LEAF)]))]),
+        ),
+    ]);
+
     #[test]
-    fn top_level_members_keep_their_raw_text() {
-        let text = r#"{"a": {"b": [1, 2]}, "k\"q": "v", "a": 3}"#;
-        let members = top_level_members(text).unwrap();
-        let listed: Vec<(&str, &str)> =
-            members.iter().map(|(k, v)| (k.as_ref(), v.get())).collect();
+    fn spans_point_at_the_members_text_in_the_outer_document() {
+        let text = r#"{"id": 1, "data": {"big": [1, {"x": 2}], "person": {"email": "a@b", "n": 1},
+            "level": "error"}}"#;
+        let spans: &[&[&str]] = &[&["data"], &["data", "person"], &["missing"]];
+        let (tree, found) = read_fields_and_spans(text, &OCCURRENCE, spans).unwrap();
         assert_eq!(
-            listed,
-            [("a", r#"{"b": [1, 2]}"#), ("k\"q", r#""v""#), ("a", "3")]
+            tree,
+            json!({"id": 1, "data": {"level": "error", "person": {"email": "a@b"}}})
         );
-        assert_eq!(raw_member(text, "a").unwrap().map(RawValue::get), Some("3"));
-        assert_eq!(raw_member(text, "z").unwrap().map(RawValue::get), None);
-        assert!(top_level_members("[1]").unwrap().is_empty());
+        let data = found[0].clone().unwrap();
+        assert!(text[data].starts_with(r#"{"big""#));
+        let person = found[1].clone().unwrap();
+        assert_eq!(&text[person], r#"{"email": "a@b", "n": 1}"#);
+        assert_eq!(found[2], None);
+        // A member that is not an object still has a span.
+        let (_, found) = read_fields_and_spans(r#"{"data": 5}"#, &OCCURRENCE, spans).unwrap();
+        assert_eq!(found[0], Some(9..10));
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! Person ids are never touched: they are the join key to the company's own users.
 
-use crate::json::{self, JsonText};
+use crate::json::JsonText;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 /// How personal fields are stored. The default is [`PiiPolicy::Drop`].
@@ -104,53 +105,47 @@ impl PiiPolicy {
 }
 
 impl PiiPolicy {
-    /// Applies the policy to the strings at `paths` of a stored document. Only the top-level
-    /// members those paths go through are parsed and written again; the rest of the text is
-    /// kept as the source sent it. A member that cannot be read is left out, not kept.
-    pub fn apply_in_json_text(&self, doc: JsonText, paths: &[&[&str]]) -> JsonText {
+    /// The value at `value` in `doc`, with the policy applied inside some of its members,
+    /// without reading the rest of it. Spans are byte ranges of `doc` as found by
+    /// [`crate::json::read_fields_and_spans`]; each member comes with the paths inside it to apply
+    /// the policy to. Text outside the members is kept as it is; a member that cannot be read
+    /// becomes `null`, never kept. `None` if `value` is not a span of `doc`.
+    pub fn apply_in_spans(
+        &self,
+        doc: &JsonText,
+        value: Range<usize>,
+        members: &[(Range<usize>, &[&[&str]])],
+    ) -> Option<JsonText> {
+        let text = doc.as_str().get(value.clone())?;
         if *self == Self::Keep {
-            return doc;
+            return Some(JsonText::from_serialized(text.to_string()));
         }
-        let Ok(members) = json::top_level_members(doc.as_str()) else {
-            return doc;
-        };
-        let touches = |key: &str| paths.iter().any(|path| path.first() == Some(&key));
-        if !members.iter().any(|(key, _)| touches(key)) {
-            return doc;
-        }
-        let mut text = String::with_capacity(doc.len());
-        text.push('{');
-        let mut push_member = |key: &str, value: &str| {
-            if text.len() > 1 {
-                text.push(',');
-            }
-            text.push_str(&serde_json::Value::from(key).to_string());
-            text.push(':');
-            text.push_str(value);
-        };
-        for (key, raw) in &members {
-            if !touches(key) {
-                push_member(key, raw.get());
-                continue;
-            }
-            let Ok(member) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
+        let mut members: Vec<(Range<usize>, &[&[&str]])> = members
+            .iter()
+            .filter(|(span, _)| span.start >= value.start && span.end <= value.end)
+            .map(|(span, paths)| (span.start - value.start..span.end - value.start, *paths))
+            .collect();
+        members.sort_by_key(|(span, _)| span.start);
+        let mut rewritten = String::with_capacity(text.len());
+        let mut copied = 0;
+        for (span, paths) in members {
+            let Some(member) = text.get(span.clone()).filter(|_| span.start >= copied) else {
                 continue;
             };
-            // Wrapped, so that a path naming the member itself drops or hashes it too.
-            let mut wrapper =
-                serde_json::Value::Object(serde_json::Map::from_iter([(key.to_string(), member)]));
-            for path in paths
-                .iter()
-                .filter(|path| path.first() == Some(&key.as_ref()))
-            {
-                self.apply_in_json(&mut wrapper, path);
+            rewritten.push_str(&text[copied..span.start]);
+            match serde_json::from_str::<serde_json::Value>(member) {
+                Ok(mut member) => {
+                    for path in paths {
+                        self.apply_in_json(&mut member, path);
+                    }
+                    rewritten.push_str(&member.to_string());
+                }
+                Err(_) => rewritten.push_str("null"),
             }
-            if let Some(member) = wrapper.get(key.as_ref()) {
-                push_member(key, &member.to_string());
-            }
+            copied = span.end;
         }
-        text.push('}');
-        JsonText::from_serialized(text)
+        rewritten.push_str(&text[copied..]);
+        Some(JsonText::from_serialized(rewritten))
     }
 }
 
@@ -176,6 +171,7 @@ fn keyed_hash(salt: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::json;
     use serde_json::json;
 
     #[test]
@@ -228,29 +224,52 @@ mod tests {
     }
 
     #[test]
-    fn stored_documents_lose_or_hash_personal_members_and_keep_the_rest_verbatim() {
+    fn stored_documents_lose_or_hash_personal_fields_and_keep_the_rest_verbatim() {
+        static FIELDS: json::Fields =
+            json::Fields(&[("person", json::LEAF), ("request", json::LEAF)]);
         let doc = JsonText::parse(
-            r#"{"body": {"trace":  [1, 2]}, "person": {"id": 7, "email": "a@b.c"}, "ip": "1.2.3.4"}"#,
+            r#"{"body": {"trace":  [1, 2]}, "person": {"id": 7, "email": "a@b.c"}, "request": {"ip": "1.2.3.4"}}"#,
         )
         .unwrap();
-        let paths: &[&[&str]] = &[&["person", "email"], &["ip"]];
-        let dropped = PiiPolicy::Drop.apply_in_json_text(doc.clone(), paths);
+        let (_, spans) =
+            json::read_fields_and_spans(doc.as_str(), &FIELDS, &[&["person"], &["request"]])
+                .unwrap();
+        let members: Vec<(Range<usize>, &[&[&str]])> = vec![
+            (spans[1].clone().unwrap(), &[&["ip"]]),
+            (spans[0].clone().unwrap(), &[&["email"], &["name"]]),
+        ];
+        let whole = 0..doc.len();
+        let dropped = PiiPolicy::Drop
+            .apply_in_spans(&doc, whole.clone(), &members)
+            .unwrap();
         assert_eq!(
             dropped.as_str(),
-            r#"{"body":{"trace":  [1, 2]},"person":{"id":7}}"#
+            r#"{"body": {"trace":  [1, 2]}, "person": {"id":7}, "request": {}}"#
         );
         let hash = PiiPolicy::from_config("hash", Some("s")).unwrap();
-        let hashed = hash.apply_in_json_text(doc.clone(), paths).to_value();
+        let hashed = hash
+            .apply_in_spans(&doc, whole.clone(), &members)
+            .unwrap()
+            .to_value();
         assert_eq!(
             hashed["person"]["email"],
             json!(hash.apply("a@b.c").unwrap())
         );
-        assert_eq!(hashed["ip"], json!(hash.apply("1.2.3.4").unwrap()));
-        assert_eq!(PiiPolicy::Keep.apply_in_json_text(doc.clone(), paths), doc);
-        let untouched = JsonText::parse(r#"{"body": 1}"#).unwrap();
         assert_eq!(
-            PiiPolicy::Drop.apply_in_json_text(untouched.clone(), paths),
-            untouched
+            hashed["request"]["ip"],
+            json!(hash.apply("1.2.3.4").unwrap())
+        );
+        let kept = PiiPolicy::Keep.apply_in_spans(&doc, whole, &members);
+        assert_eq!(kept, Some(doc.clone()));
+        // Only a part of the document: the person member alone.
+        let person = spans[0].clone().unwrap();
+        let alone = PiiPolicy::Drop
+            .apply_in_spans(&doc, person, &members)
+            .unwrap();
+        assert_eq!(alone.as_str(), r#"{"id":7}"#);
+        assert_eq!(
+            PiiPolicy::Drop.apply_in_spans(&doc, 0..10_000, &members),
+            None
         );
     }
 }

@@ -2,10 +2,10 @@
 //! occurrences, page-number paging of items, rate-limit headers.
 
 use crate::config::Token;
-use crate::mapping::RawOccurrence;
 use heimdallr_core::http::{HttpClient, HttpConfig, HttpError, HttpStats, RateLimitHeaders};
 use heimdallr_core::json::storable;
 use reqwest::header::HeaderName;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -33,20 +33,21 @@ impl ApiError {
     }
 }
 
+/// The envelope of every answer; `R` is how the result is read.
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<R> {
     #[serde(default)]
     err: Value,
     #[serde(default)]
     message: Option<String>,
-    /// Kept as text: occurrence pages are not parsed into a tree (see [`RawOccurrence`]).
-    #[serde(default)]
-    result: Option<Box<RawValue>>,
+    #[serde(default = "Option::default")]
+    result: Option<R>,
 }
 
-/// The occurrences of one `/instances/` page, each kept as its text.
+/// The result of an `/instances/` page: each occurrence kept as its text (see
+/// [`crate::mapping::RawOccurrence`]), not parsed into a tree.
 #[derive(Deserialize)]
-struct InstancesPage {
+struct InstancesResult {
     #[serde(default)]
     instances: Option<Vec<Box<RawValue>>>,
 }
@@ -80,16 +81,16 @@ impl RollbarClient {
         self.http.stats()
     }
 
-    async fn call(
+    async fn call<R: DeserializeOwned>(
         &self,
         token: &Token,
         path_and_query: &str,
-    ) -> Result<Option<Box<RawValue>>, ApiError> {
+    ) -> Result<Option<R>, ApiError> {
         let url = format!("{}{}", self.base, path_and_query);
         let headers = [token
             .header("x-rollbar-access-token", "")
             .ok_or(ApiError::BadToken)?];
-        let (envelope, _) = self.http.get_json::<Envelope>(&url, &headers).await?;
+        let (envelope, _) = self.http.get_json::<Envelope<R>>(&url, &headers).await?;
         let code = match &envelope.err {
             Value::Null => 0,
             Value::Number(n) => n.as_i64().unwrap_or(1),
@@ -112,28 +113,24 @@ impl RollbarClient {
         token: &Token,
         below: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<RawOccurrence>, ApiError> {
+    ) -> Result<Vec<Box<RawValue>>, ApiError> {
         let query = match below {
             Some(id) => format!("/instances/?lastId={id}&limit={limit}"),
             None => format!("/instances/?limit={limit}"),
         };
-        let shape_error = || ApiError::Shape {
-            url: format!("{}{}", self.base, query),
-            detail: "result.instances is not a list".into(),
-        };
-        let result = self.call(token, &query).await?.ok_or_else(shape_error)?;
-        let page: InstancesPage = serde_json::from_str(result.get()).map_err(|_| shape_error())?;
-        Ok(page
-            .instances
-            .unwrap_or_default()
-            .iter()
-            .map(|raw| RawOccurrence::new(raw))
-            .collect())
+        let result: InstancesResult =
+            self.call(token, &query)
+                .await?
+                .ok_or_else(|| ApiError::Shape {
+                    url: format!("{}{}", self.base, query),
+                    detail: "no result".into(),
+                })?;
+        Ok(result.instances.unwrap_or_default())
     }
 
     /// A call whose result is read as a tree (made storable first).
     async fn call_tree(&self, token: &Token, path_and_query: &str) -> Result<Value, ApiError> {
-        let Some(result) = self.call(token, path_and_query).await? else {
+        let Some(result) = self.call::<Box<RawValue>>(token, path_and_query).await? else {
             return Ok(Value::Null);
         };
         serde_json::from_str(&storable(result.get())).map_err(|e| ApiError::Shape {

@@ -9,7 +9,7 @@
 
 use crate::api::{ApiError, RollbarClient};
 use crate::config::{Project, RollbarConfig};
-use crate::mapping::{item_row, lenient_i64, occurrence_row, RawOccurrence};
+use crate::mapping::{item_row, lenient_i64, occurrence_id, occurrence_row, RawOccurrence};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use heimdallr_core::engine::{
@@ -20,6 +20,7 @@ use heimdallr_core::schema::{ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
 use heimdallr_core::warehouse::{Warehouse, WarehouseError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use serde_json::value::RawValue;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -33,7 +34,7 @@ const ITEM_FETCH_CONCURRENCY: usize = 8;
 const FIRST_PAGE_LIMIT: u32 = 100;
 
 /// A page of occurrences being fetched in the background.
-type PageFetch = JoinHandle<Result<Vec<RawOccurrence>, ApiError>>;
+type PageFetch = JoinHandle<Result<Vec<Box<RawValue>>, ApiError>>;
 
 /// Saved position of the occurrence walk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -174,8 +175,10 @@ async fn walk_occurrences(
     let mut items: ItemsCursor = load_cursor(items_key, items_state.map(|s| s.cursor))?;
     // A walk left unfinished by an earlier run is closed first, then one fresh walk.
     let mut closing_gap = cursor.walk.is_some();
-    // The next page is requested as soon as this one's lowest id is known, so that fetching
-    // overlaps mapping and committing.
+    // The next page is requested as soon as this one arrives, so that fetching overlaps
+    // reading, mapping and committing. Pages come newest first, so the next one starts
+    // below the last occurrence's id; the guess is checked once the page is read (the walk
+    // goes on below its lowest id) and a prefetch for any other id is dropped unused.
     let mut prefetched: Option<(i64, PageFetch)> = None;
     loop {
         if !run.time_left() {
@@ -204,8 +207,7 @@ async fn walk_occurrences(
             }
         };
         run.page_fetched();
-        let lowest_on_page = page.iter().filter_map(|o| o.id).min();
-        if let Some(next_below) = lowest_on_page {
+        if let Some(next_below) = page.last().and_then(|raw| occurrence_id(raw)) {
             let walk_goes_on = cursor.high_water.is_none_or(|hw| next_below > hw);
             if walk_goes_on && run.time_left() {
                 let (client, token, limit) =
@@ -218,6 +220,8 @@ async fn walk_occurrences(
                 ));
             }
         }
+        let page: Vec<RawOccurrence> = page.into_iter().map(RawOccurrence::new).collect();
+        let lowest_on_page = page.iter().filter_map(|o| o.id).min();
         let walk_done = if page.is_empty() {
             // The start of the project's history: everything below the walk is stored.
             if let Some(walk) = cursor.walk.take() {
@@ -233,7 +237,7 @@ async fn walk_occurrences(
                     run.reject(
                         &ROLLBAR_OCCURRENCES,
                         "",
-                        "occurrence has no numeric id",
+                        &occurrence.missing_id_reason(),
                         occurrence.json,
                     );
                     continue;
@@ -241,7 +245,7 @@ async fn walk_occurrences(
                 if cursor.high_water.is_some_and(|hw| id <= hw) {
                     continue; // stored by an earlier walk
                 }
-                match occurrence_row(&occurrence.json, &config.pii, synced_at) {
+                match occurrence_row(&occurrence, &config.pii, synced_at) {
                     Ok((row, meta)) => {
                         if let Some(item) = meta.item_id {
                             items.pending.insert(item);

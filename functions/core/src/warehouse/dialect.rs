@@ -165,6 +165,15 @@ impl Dialect {
         )
     }
 
+    /// COPY straight into the target table (PostgreSQL, for batches of new keys only).
+    pub fn copy_into_table(self, schema: &str, table: &Table) -> String {
+        format!(
+            "COPY {} ({}) FROM STDIN BINARY",
+            qualified(schema, table.name),
+            column_list(table.columns)
+        )
+    }
+
     pub fn copy_into_stage(self, table: &Table, stage: &str) -> String {
         format!(
             "COPY {} ({}) FROM STDIN BINARY",

@@ -84,6 +84,23 @@ impl Value {
 pub struct Row(pub Vec<Value>);
 
 impl Row {
+    /// Orders rows by their key as SQL orders the key's columns (numbers as numbers), so
+    /// that writers lock keys in the same order.
+    pub fn key_cmp(&self, other: &Row, table: &Table) -> std::cmp::Ordering {
+        table
+            .key_indexes()
+            .into_iter()
+            .map(|i| match (self.0.get(i), other.0.get(i)) {
+                (Some(Value::BigInt(a)), Some(Value::BigInt(b))) => a.cmp(b),
+                (Some(Value::Integer(a)), Some(Value::Integer(b))) => a.cmp(b),
+                (Some(Value::Text(a)), Some(Value::Text(b))) => a.cmp(b),
+                (Some(Value::Timestamp(a)), Some(Value::Timestamp(b))) => a.cmp(b),
+                (a, b) => a.map(Value::key_text).cmp(&b.map(Value::key_text)),
+            })
+            .find(|order| order.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    }
+
     pub fn key_text(&self, table: &Table) -> String {
         table
             .key_indexes()

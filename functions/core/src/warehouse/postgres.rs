@@ -4,7 +4,9 @@
 //! Per connection, each table's stage is created once (`ON COMMIT DELETE ROWS` empties it at
 //! every commit) and statements are prepared once: a temp table created and dropped in every
 //! batch cost more than the rows themselves. Writes of a row or two (stream state, the run
-//! record) skip the stage: one prepared upsert per row.
+//! record) skip the stage: one prepared upsert per row. A batch of keys the table does not
+//! hold yet (new occurrences, most of the time) is copied straight into it under a savepoint;
+//! if any key exists, the savepoint is rolled back and the batch goes through the stage.
 
 use super::{Batch, Dialect, StoredState, StreamStatus, Value, Warehouse, WarehouseError};
 use crate::schema::{ColumnType, Table, MIGRATIONS};
@@ -23,18 +25,28 @@ const MIGRATION_LOCK_ID: i64 = 0x4845_494d_4441_4c4c; // "HEIMDALL"
 /// Deadlocks and serialization failures are retried this many times.
 const TRANSACTION_ATTEMPTS: u32 = 5;
 /// A table write of at most this many rows is one prepared upsert per row, not a stage.
-const DIRECT_WRITE_ROWS: usize = 4;
+const UPSERT_ROWS: usize = 4;
+/// After a straight copy into a table met an existing key, that table's next batches go
+/// through the stage without trying, this many of them.
+const STRAIGHT_COPY_PAUSE: u32 = 16;
 
 /// One PostgreSQL session and what it has prepared.
 struct Session {
     client: Client,
-    /// Stages created in this session (they live as long as it does).
-    stages: HashSet<&'static str>,
-    /// Prepared statements by table: COPY into its stage, and the one-row upsert.
-    copies: HashMap<&'static str, Statement>,
-    upserts: HashMap<&'static str, Statement>,
+    prepared: Prepared,
 }
 
+/// What a session has set up, by table.
+#[derive(Default)]
+struct Prepared {
+    /// Stages created in this session (they live as long as it does).
+    stages: HashSet<&'static str>,
+    stage_copies: HashMap<&'static str, Statement>,
+    straight_copies: HashMap<&'static str, Statement>,
+    upserts: HashMap<&'static str, Statement>,
+    /// Batches left before a straight copy is tried again.
+    straight_copy_pauses: HashMap<&'static str, u32>,
+}
 pub struct PostgresWarehouse {
     url: String,
     schema: String,
@@ -77,9 +89,7 @@ impl PostgresWarehouse {
         }
         Ok(Session {
             client,
-            stages: HashSet::new(),
-            copies: HashMap::new(),
-            upserts: HashMap::new(),
+            prepared: Prepared::default(),
         })
     }
 
@@ -100,18 +110,22 @@ impl PostgresWarehouse {
         }
     }
 
-    /// Merges `rows` into `table` inside `tx`: through the table's stage, or one prepared
-    /// upsert per row for a handful of rows (in key order, as the stage's merge).
+    /// Merges `rows` into `table` inside `tx`: one prepared upsert per row for a handful of
+    /// rows, else a straight copy if none of the keys exist yet, else through the stage.
+    /// Rows go in key order (as the stage's merge orders them), so that concurrent writers
+    /// lock keys in the same order.
     async fn write_table(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
-        prepared: &mut Prepared<'_>,
+        prepared: &mut Prepared,
         table: &'static Table,
         rows: &[super::Row],
     ) -> Result<(), tokio_postgres::Error> {
         let dialect = Dialect::Postgres;
         let types: Vec<Type> = table.columns.iter().map(|c| pg_type(c.ty)).collect();
-        if rows.len() <= DIRECT_WRITE_ROWS {
+        let mut ordered: Vec<&super::Row> = rows.iter().collect();
+        ordered.sort_by(|a, b| a.key_cmp(b, table));
+        if rows.len() <= UPSERT_ROWS {
             let upsert = match prepared.upserts.get(table.name) {
                 Some(statement) => statement.clone(),
                 None => {
@@ -121,8 +135,6 @@ impl PostgresWarehouse {
                     statement
                 }
             };
-            let mut ordered: Vec<&super::Row> = rows.iter().collect();
-            ordered.sort_by_cached_key(|row| row.key_text(table));
             for row in ordered {
                 let cells: Vec<PgValue<'_>> = row.0.iter().map(PgValue).collect();
                 let params: Vec<&(dyn ToSql + Sync)> =
@@ -131,23 +143,53 @@ impl PostgresWarehouse {
             }
             return Ok(());
         }
+
+        let pause = prepared.straight_copy_pauses.entry(table.name).or_insert(0);
+        if *pause > 0 {
+            *pause -= 1;
+        } else {
+            let copy = match prepared.straight_copies.get(table.name) {
+                Some(statement) => statement.clone(),
+                None => {
+                    let sql = dialect.copy_into_table(&self.schema, table);
+                    let statement = tx.prepare(&sql).await?;
+                    prepared
+                        .straight_copies
+                        .insert(table.name, statement.clone());
+                    statement
+                }
+            };
+            tx.batch_execute("SAVEPOINT straight_copy").await?;
+            let sink = tx.copy_in(&copy).await?;
+            match copy_rows(BinaryCopyInWriter::new(sink, &types), &ordered).await {
+                Ok(()) => return tx.batch_execute("RELEASE SAVEPOINT straight_copy").await,
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT straight_copy")
+                        .await?;
+                    prepared
+                        .straight_copy_pauses
+                        .insert(table.name, STRAIGHT_COPY_PAUSE);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
         let stage = format!("stage_{}", table.name);
         if !prepared.stages.contains(table.name) {
             tx.batch_execute(&dialect.create_session_stage(&self.schema, table, &stage))
                 .await?;
             prepared.stages.insert(table.name);
         }
-        let copy = match prepared.copies.get(table.name) {
+        let copy = match prepared.stage_copies.get(table.name) {
             Some(statement) => statement.clone(),
             None => {
                 let statement = tx.prepare(&dialect.copy_into_stage(table, &stage)).await?;
-                prepared.copies.insert(table.name, statement.clone());
+                prepared.stage_copies.insert(table.name, statement.clone());
                 statement
             }
         };
         let sink = tx.copy_in(&copy).await?;
-        let writer = BinaryCopyInWriter::new(sink, &types);
-        copy_rows(writer, rows).await?;
+        copy_rows(BinaryCopyInWriter::new(sink, &types), &ordered).await?;
         tx.batch_execute(&dialect.merge_from_stage(&self.schema, table, &stage))
             .await?;
         Ok(())
@@ -158,37 +200,20 @@ impl PostgresWarehouse {
         session: &mut Session,
         batch: &Batch,
     ) -> Result<(), tokio_postgres::Error> {
-        let Session {
-            client,
-            stages,
-            copies,
-            upserts,
-        } = session;
-        let mut prepared = Prepared {
-            stages,
-            copies,
-            upserts,
-        };
+        let Session { client, prepared } = session;
         let tx = client.transaction().await?;
         for write in batch.writes.iter().filter(|w| !w.rows.is_empty()) {
-            self.write_table(&tx, &mut prepared, write.table, &write.rows)
+            self.write_table(&tx, prepared, write.table, &write.rows)
                 .await?;
         }
         tx.commit().await
     }
 }
 
-/// What a session has prepared, borrowed next to its open transaction.
-struct Prepared<'a> {
-    stages: &'a mut HashSet<&'static str>,
-    copies: &'a mut HashMap<&'static str, Statement>,
-    upserts: &'a mut HashMap<&'static str, Statement>,
-}
-
 /// Streams the rows into an open binary COPY.
 async fn copy_rows(
     writer: BinaryCopyInWriter,
-    rows: &[super::Row],
+    rows: &[&super::Row],
 ) -> Result<(), tokio_postgres::Error> {
     let mut writer = std::pin::pin!(writer);
     let mut cells: Vec<PgValue<'_>> = Vec::new();
@@ -365,7 +390,7 @@ impl Warehouse for PostgresWarehouse {
             let result = self.try_commit(&mut session, &batch).await;
             if result.is_err() {
                 // A stage created in a transaction that rolled back is gone: create it again.
-                session.stages.clear();
+                session.prepared.stages.clear();
             }
             match result {
                 Ok(()) => return Ok(()),

@@ -2,13 +2,14 @@
 //! numbers or strings, bodies take four shapes, most fields may be missing.
 
 use chrono::{DateTime, Utc};
-use heimdallr_core::json::{self, read_fields, Fields, JsonText, LEAF};
+use heimdallr_core::json::{read_fields, read_fields_and_spans, Fields, JsonText, Spans, LEAF};
 use heimdallr_core::pii::PiiPolicy;
 use heimdallr_core::schema::{ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
 use heimdallr_core::time::from_unix_seconds;
 use heimdallr_core::{Row, Value};
 use serde_json::value::RawValue;
 use serde_json::Value as Json;
+use std::ops::Range;
 
 /// What the stream logic needs from an occurrence besides its row.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,25 +138,60 @@ fn code_version(data: &Json) -> Option<String> {
     .find_map(|path| lenient_text(at(data, path)))
 }
 
-/// One occurrence as Rollbar sent it (made storable), with its id read ahead: the walk
-/// needs the page's ids before mapping it.
+/// One occurrence as Rollbar sent it (made storable), read once when its page arrives: its
+/// id (the walk needs the page's ids first), the fields its row is made of, and where its
+/// `data` document and that document's personal members are.
 #[derive(Debug, Clone)]
 pub struct RawOccurrence {
     pub id: Option<i64>,
     pub json: JsonText,
+    /// The fields of [`OCCURRENCE_FIELDS`], or why they cannot be read.
+    fields: Result<Json, String>,
+    /// Where the values at [`SPANS`] are in `json`.
+    spans: Spans,
 }
 
 impl RawOccurrence {
-    pub fn new(raw: &RawValue) -> Self {
-        let json = JsonText::from_raw(raw);
-        let id = read_fields(json.as_str(), &ID_FIELD)
-            .ok()
-            .and_then(|fields| lenient_i64(fields.get("id")));
-        Self { id, json }
+    pub fn new(raw: Box<RawValue>) -> Self {
+        let json = JsonText::from_boxed_raw(raw);
+        match read_fields_and_spans(json.as_str(), &OCCURRENCE_FIELDS, &SPANS) {
+            Ok((fields, spans)) => Self {
+                id: lenient_i64(fields.get("id")),
+                json,
+                fields: Ok(fields),
+                spans,
+            },
+            Err(e) => Self {
+                id: None,
+                json,
+                fields: Err(format!("occurrence cannot be read: {e}")),
+                spans: Vec::new(),
+            },
+        }
+    }
+
+    /// Why this occurrence has no id.
+    pub fn missing_id_reason(&self) -> String {
+        match &self.fields {
+            Err(reason) => reason.clone(),
+            Ok(_) => "occurrence has no numeric id".into(),
+        }
+    }
+
+    fn span(&self, index: usize) -> Option<Range<usize>> {
+        self.spans.get(index).cloned().flatten()
     }
 }
 
-static ID_FIELD: Fields = Fields(&[("id", LEAF)]);
+/// The id of an occurrence as sent, read on its own (the rest is read by [`RawOccurrence::new`]).
+pub fn occurrence_id(raw: &RawValue) -> Option<i64> {
+    static ID: Fields = Fields(&[("id", LEAF)]);
+    let fields = read_fields(raw.get(), &ID).ok()?;
+    lenient_i64(fields.get("id"))
+}
+
+/// The stored document and its personal members, as paths in an occurrence.
+const SPANS: [&[&str]; 3] = [&["data"], &["data", "person"], &["data", "request"]];
 
 /// The body fields naming an exception.
 const EXCEPTION: Fields = Fields(&[("exception", Fields(&[("class", LEAF), ("message", LEAF)]))]);
@@ -217,22 +253,34 @@ const PERSONAL_PATHS: [&[&str]; 3] = [
 ];
 
 /// Maps one occurrence (`/instances/` element) to a `rollbar_occurrences` row. The typed
-/// columns come from a read of just their fields; `data` is stored as Rollbar sent it, with
-/// the PII policy applied to its personal members.
+/// columns come from the fields read with the page; `data` is stored as Rollbar sent it,
+/// with the PII policy applied inside its `person` and `request` members only.
 pub fn occurrence_row(
-    instance: &JsonText,
+    occurrence: &RawOccurrence,
     pii: &PiiPolicy,
     synced_at: DateTime<Utc>,
 ) -> Result<(Row, OccurrenceMeta), String> {
-    let text = instance.as_str();
-    let fields = read_fields(text, &OCCURRENCE_FIELDS)
-        .map_err(|e| format!("occurrence cannot be read: {e}"))?;
-    let data = match json::raw_member(text, "data") {
-        Ok(Some(raw)) if raw.get().starts_with('{') => JsonText::from_raw(raw),
-        _ => JsonText::from_value(&Json::Object(Default::default())),
+    let fields = occurrence.fields.as_ref().map_err(Clone::clone)?;
+    let document = &occurrence.json;
+    let data_span = occurrence
+        .span(0)
+        .filter(|span| document.as_str()[span.clone()].starts_with('{'));
+    let data = match data_span {
+        Some(span) => {
+            let personal = [
+                (occurrence.span(1), &[&["username"][..], &["email"]][..]),
+                (occurrence.span(2), &[&["user_ip"][..]][..]),
+            ];
+            let members: Vec<(Range<usize>, &[&[&str]])> = personal
+                .into_iter()
+                .filter_map(|(span, paths)| Some((span?, paths)))
+                .collect();
+            pii.apply_in_spans(document, span, &members)
+                .ok_or("occurrence data cannot be sliced")?
+        }
+        None => JsonText::from_value(&Json::Object(Default::default())),
     };
-    let data = pii.apply_in_json_text(data, &PERSONAL_PATHS);
-    row_from_fields(&fields, data, pii, synced_at)
+    row_from_fields(fields, data, pii, synced_at)
 }
 
 /// The row of an occurrence whose fields (at least [`OCCURRENCE_FIELDS`]) are in `instance`;
