@@ -324,3 +324,24 @@ fn items_map_numeric_and_named_codes() {
     assert_eq!(get("resolved_in_version"), Value::Text("3f2a9c1".into()));
     assert!(matches!(get("last_resolved_at"), Value::Timestamp(_)));
 }
+
+#[test]
+fn an_occurrence_that_cannot_be_read_is_refused_with_the_reason() {
+    // serde_json holds no number beyond f64: the mapped timestamp cannot be read.
+    let unreadable = raw(r#"{"id": 9, "data": {"timestamp": 1e400}}"#);
+    assert_eq!(unreadable.id, None);
+    assert!(
+        unreadable.missing_id_reason().contains("cannot be read"),
+        "{}",
+        unreadable.missing_id_reason()
+    );
+    let err = occurrence_row(&unreadable, &PiiPolicy::Keep, synced()).unwrap_err();
+    assert!(err.contains("cannot be read"), "{err}");
+    // The same number where nothing reads it is stored as sent.
+    let ignored = raw(r#"{"id": 9, "data": {"extra": 1e400}}"#);
+    let (row, _) = occurrence_row(&ignored, &PiiPolicy::Keep, synced()).unwrap();
+    let Value::Json(data) = cell(&row, "data") else {
+        panic!("data is JSON")
+    };
+    assert_eq!(data.as_str(), r#"{"extra": 1e400}"#);
+}
