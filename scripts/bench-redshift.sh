@@ -3,11 +3,11 @@
 # from the fake Rollbar API into the Data API stand-in (statements run on a throwaway
 # PostgreSQL). Prints Data API calls and statements per 10k rows, bytes per statement
 # (against the 100 KB limit) and wall time per batch.
-# Usage: scripts/bench-redshift.sh [occurrences]   (BATCH_ROWS=rows per transaction, default 300)
+# Usage: scripts/bench-redshift.sh [occurrences]   (BATCH_ROWS=rows per transaction, default 1000 as the sync's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-20000}"
-BATCH_ROWS="${BATCH_ROWS:-300}"
+BATCH_ROWS="${BATCH_ROWS:-1000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
 source scripts/lib/postgres.sh
 

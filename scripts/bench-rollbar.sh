@@ -5,11 +5,14 @@
 #   - the sync's rows/s and peak RSS,
 #   - PostgreSQL's binary COPY rate for the same rows,
 # and checks them against the targets: sync >= 70% of min(fetch, COPY), RSS <= 64 MB.
-# Usage: scripts/bench-rollbar.sh [occurrences] (LIMIT=page size, default 300 as the sync's)
+# Usage: scripts/bench-rollbar.sh [occurrences]
+#   LIMIT=page size (default 300, the sync's), BATCH_ROWS=rows per transaction (default 1000,
+#   the sync's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-100000}"
 LIMIT="${LIMIT:-300}"
+BATCH_ROWS="${BATCH_ROWS:-1000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
 source scripts/lib/postgres.sh
 
@@ -46,11 +49,11 @@ FETCH="$("$BIN/rollbar-raw-fetch" "$API_URL" fake-token "$LIMIT")"
 FETCH_SECONDS="$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$FETCH")"
 FETCH_BYTES="$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<<"$FETCH")"
 
-echo "==> sync into PostgreSQL"
+echo "==> sync into PostgreSQL (batches of $BATCH_ROWS rows)"
 /usr/bin/time -f '%M %e %U %S' -o "$WORK/time" \
   env ROLLBAR_API_URL="$API_URL" ROLLBAR_ACCESS_TOKEN=fake-token RUST_LOG=warn \
   "$BIN/heimdallr" sync rollbar --once --warehouse "$HEIMDALLR_TEST_POSTGRES_URL" \
-  --rollbar-page-limit "$LIMIT" --batch-rows "$LIMIT" > "$WORK/sync.out"
+  --rollbar-page-limit "$LIMIT" --batch-rows "$BATCH_ROWS" > "$WORK/sync.out"
 read -r RSS_KB SYNC_SECONDS SYNC_USER SYNC_SYS < "$WORK/time"
 STORED="$(psql -qtA "$HEIMDALLR_TEST_POSTGRES_URL" -c 'SELECT COUNT(*) FROM heimdallr.rollbar_occurrences')"
 

@@ -68,7 +68,7 @@ pub struct SyncArgs {
     #[arg(long, env = "HEIMDALLR_MAX_DURATION", value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
     /// Source rows per transaction.
-    #[arg(long, env = "HEIMDALLR_BATCH_ROWS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "HEIMDALLR_BATCH_ROWS", default_value_t = heimdallr_core::engine::DEFAULT_BATCH_ROWS as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_rows: u32,
     #[command(flatten)]
     pub warehouse: WarehouseArgs,

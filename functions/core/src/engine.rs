@@ -41,6 +41,11 @@ impl std::fmt::Display for StreamKey {
 /// does (the Lambda keeps a larger margin than this before its hard deadline).
 pub const COMMIT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Source rows per transaction unless configured: large enough that per-transaction costs
+/// (PostgreSQL's commit, Redshift's Data API calls) stay small, small enough that a batch of
+/// raw documents stays a few MB.
+pub const DEFAULT_BATCH_ROWS: usize = 1000;
+
 /// What every run of every source shares.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -71,7 +76,7 @@ impl SyncOptions {
         Self {
             run_id: uuid::Uuid::new_v4().to_string(),
             deadline,
-            batch_rows: 300,
+            batch_rows: DEFAULT_BATCH_ROWS,
             progress: None,
         }
     }

@@ -6,8 +6,9 @@ use std::time::Duration;
 pub const DEFAULT_API_URL: &str = "https://api.rollbar.com/api/1";
 /// The API's maximum `limit` for the occurrence walk.
 pub const MAX_PAGE_LIMIT: u32 = 5000;
-/// Occurrences per page by default: up to three batches are in memory at once (one being
-/// fetched, one mapped, one committed); 300 keeps the sync under 64 MB of RSS.
+/// Occurrences per page by default: three pages are in flight at once (one being fetched,
+/// one read and mapped, one committing). At 300 the sync peaks near 25 MB of RSS; 1000
+/// needs more memory and was no faster (scripts/bench-rollbar.sh).
 pub const DEFAULT_PAGE_LIMIT: u32 = 300;
 
 pub use heimdallr_core::token::Token;

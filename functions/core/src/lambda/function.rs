@@ -33,7 +33,7 @@ pub struct CommonSettings {
     pub time_margin: Duration,
     /// `HEIMDALLR_PII` (default `drop`).
     pub pii: String,
-    /// `HEIMDALLR_BATCH_ROWS` (default 300).
+    /// `HEIMDALLR_BATCH_ROWS` (default [`crate::engine::DEFAULT_BATCH_ROWS`]).
     pub batch_rows: usize,
 }
 
