@@ -173,10 +173,7 @@ pub const LEAF: Fields = Fields(&[]);
 /// values at those paths, nothing else. Arrays on the way are read element by element with
 /// the same fields. A member that appears twice counts once, the last one, as in a full parse.
 pub fn read_fields(text: &str, fields: &'static Fields) -> Result<Json, serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let tree = FieldsSeed(fields).deserialize(&mut deserializer)?;
-    deserializer.end()?;
-    Ok(tree)
+    Ok(read_fields_and_spans(text, fields, &[])?.0)
 }
 
 /// Where each of the values asked for is in a document (byte ranges), if it is there.
@@ -192,41 +189,36 @@ pub fn read_fields_and_spans(
 ) -> Result<(Json, Spans), serde_json::Error> {
     let found = RefCell::new(vec![None; spans.len()]);
     let mut path = Vec::new();
-    let tree = read_with_spans(
-        text,
-        text.as_ptr() as usize,
-        fields,
-        &mut path,
+    let context = (!spans.is_empty()).then_some(SpanContext {
+        path: &mut path,
         spans,
-        &found,
-    )?;
+        found: &found,
+        origin: text.as_ptr() as usize,
+    });
+    let tree = read_text(text, fields, context)?;
     Ok((tree, found.into_inner()))
 }
 
-fn read_with_spans(
+fn read_text(
     text: &str,
-    origin: usize,
     fields: &'static Fields,
-    path: &mut Vec<&'static str>,
-    spans: &[&[&str]],
-    found: &RefCell<Spans>,
+    context: Option<SpanContext<'_>>,
 ) -> Result<Json, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let tree = SpansSeed {
-        fields,
-        path,
-        spans,
-        found,
-        origin,
-    }
-    .deserialize(&mut deserializer)?;
+    let tree = FieldsSeed { fields, context }.deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(tree)
 }
 
-/// [`FieldsSeed`] that notes the spans of some members on the way.
-struct SpansSeed<'p> {
+/// Reads the `fields` of one value.
+struct FieldsSeed<'p> {
     fields: &'static Fields,
+    /// Set while spans are looked for below this value.
+    context: Option<SpanContext<'p>>,
+}
+
+/// The spans being looked for, and where the reading is.
+struct SpanContext<'p> {
     path: &'p mut Vec<&'static str>,
     spans: &'p [&'p [&'p str]],
     found: &'p RefCell<Spans>,
@@ -234,7 +226,17 @@ struct SpansSeed<'p> {
     origin: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for SpansSeed<'_> {
+impl SpanContext<'_> {
+    /// The index of the span at the current path, and whether any span lies at or below it.
+    fn at_path(&self) -> (Option<usize>, bool) {
+        let here = self.path.as_slice();
+        let index = self.spans.iter().position(|p| *p == here);
+        let below = self.spans.iter().any(|p| p.starts_with(here));
+        (index, below)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
     type Value = Json;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
@@ -242,75 +244,98 @@ impl<'de> DeserializeSeed<'de> for SpansSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for SpansSeed<'_> {
+impl<'de> Visitor<'de> for FieldsSeed<'_> {
     type Value = Json;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Json, A::Error> {
         let mut object = serde_json::Map::new();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let Some((name, inner)) = self.fields.0.iter().find(|(name, _)| *name == key) else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
-            self.path.push(name);
-            let here = self.path.as_slice();
-            let span_index = self.spans.iter().position(|p| *p == here);
-            let leads_to_a_span = self
-                .spans
-                .iter()
-                .any(|p| p.len() > here.len() && p.starts_with(here));
-            let value = if span_index.is_some() || leads_to_a_span {
-                // The member's text (borrowed from the outermost text), then its fields.
-                let raw = map.next_value::<&'de RawValue>()?;
-                let start = (raw.get().as_ptr() as usize).wrapping_sub(self.origin);
-                if let Some(index) = span_index {
-                    self.found.borrow_mut()[index] = Some(start..start + raw.get().len());
+            let value = match self.context.as_mut() {
+                Some(context) => {
+                    context.path.push(name);
+                    let (span, below) = context.at_path();
+                    let value = if below {
+                        // The member's text (borrowed from the outermost text), then its
+                        // fields from that text.
+                        let raw = map.next_value::<&'de RawValue>()?;
+                        let start = (raw.get().as_ptr() as usize).wrapping_sub(context.origin);
+                        if let Some(index) = span {
+                            context.found.borrow_mut()[index] =
+                                Some(start..start + raw.get().len());
+                        }
+                        let inner_context = SpanContext {
+                            path: context.path,
+                            spans: context.spans,
+                            found: context.found,
+                            origin: context.origin,
+                        };
+                        read_text(raw.get(), inner, Some(inner_context)).map_err(de::Error::custom)
+                    } else {
+                        map.next_value_seed(FieldsSeed {
+                            fields: inner,
+                            context: None,
+                        })
+                    };
+                    context.path.pop();
+                    value?
                 }
-                read_with_spans(
-                    raw.get(),
-                    self.origin,
-                    inner,
-                    self.path,
-                    self.spans,
-                    self.found,
-                )
-                .map_err(de::Error::custom)?
-            } else {
-                map.next_value_seed(FieldsSeed(inner))?
+                None => map.next_value_seed(FieldsSeed {
+                    fields: inner,
+                    context: None,
+                })?,
             };
-            self.path.pop();
             object.insert((*name).to_string(), value);
         }
         Ok(Json::Object(object))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Json, A::Error> {
-        FieldsSeed(self.fields).visit_seq(seq)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        // Spans are looked for through objects only.
+        let mut items = Vec::new();
+        if self.fields.0.is_empty() {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+        } else {
+            while let Some(item) = seq.next_element_seed(FieldsSeed {
+                fields: self.fields,
+                context: None,
+            })? {
+                items.push(item);
+            }
+        }
+        Ok(Json::Array(items))
     }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Json, E> {
-        FieldsSeed(self.fields).visit_bool(v)
+
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Json, E> {
-        FieldsSeed(self.fields).visit_i64(v)
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::from(v))
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json, E> {
-        FieldsSeed(self.fields).visit_u64(v)
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::from(v))
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Json, E> {
-        FieldsSeed(self.fields).visit_f64(v)
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Json::Null, Json::Number))
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Json, E> {
-        FieldsSeed(self.fields).visit_str(v)
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_string()))
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Json, E> {
-        FieldsSeed(self.fields).visit_string(v)
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Json, E> {
-        FieldsSeed(self.fields).visit_unit()
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
     }
 }
 
@@ -342,76 +367,6 @@ impl<'de> Visitor<'de> for KeySeed {
     }
     fn visit_string<E>(self, key: String) -> Result<Self::Value, E> {
         Ok(Cow::Owned(key))
-    }
-}
-
-struct FieldsSeed(&'static Fields);
-
-impl<'de> DeserializeSeed<'de> for FieldsSeed {
-    type Value = Json;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Json, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FieldsSeed {
-    type Value = Json;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-        let mut object = serde_json::Map::new();
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            match self.0 .0.iter().find(|(name, _)| *name == key) {
-                Some((name, inner)) => {
-                    object.insert((*name).to_string(), map.next_value_seed(FieldsSeed(inner))?);
-                }
-                None => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(Json::Object(object))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-        let mut items = Vec::new();
-        if self.0 .0.is_empty() {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-        } else {
-            while let Some(item) = seq.next_element_seed(FieldsSeed(self.0))? {
-                items.push(item);
-            }
-        }
-        Ok(Json::Array(items))
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
-        Ok(Json::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
-        Ok(Json::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Json::Null, Json::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        Ok(Json::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(Json::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
-    }
-    fn visit_none<E>(self) -> Result<Json, E> {
-        Ok(Json::Null)
     }
 }
 
