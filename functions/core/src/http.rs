@@ -174,7 +174,9 @@ impl HttpClient {
     }
 
     /// GET and decode JSON. A body that does not decode (truncated, malformed) is retried
-    /// like a failed request, then reported with the URL.
+    /// like a failed request, then reported with the URL. Escaped U+0000 and unpaired
+    /// surrogates (JavaScript strings carry them; a strict parser and PostgreSQL refuse
+    /// them) are read as U+FFFD, so one odd string never blocks a stream.
     pub async fn get_json<T: DeserializeOwned>(
         &self,
         url: &str,
@@ -183,7 +185,9 @@ impl HttpClient {
         let mut decoded = None;
         let response = self
             .get_with(url, headers, |body| {
-                match serde_json::from_slice::<T>(body) {
+                let text = std::str::from_utf8(body)
+                    .map_err(|e| format!("invalid JSON (not UTF-8: {e})"))?;
+                match serde_json::from_str::<T>(&crate::json::storable(text)) {
                     Ok(value) => {
                         decoded = Some(value);
                         Ok(())

@@ -123,6 +123,25 @@ async fn malformed_json_is_retried_then_reported_as_malformed() {
 }
 
 #[tokio::test]
+async fn strings_a_strict_parser_refuses_are_read_as_replacement_characters() {
+    let (url, count, _server) = scripted(vec![Reply::Response {
+        status: 200,
+        headers: vec![],
+        body: br#"{"title": "cut \ud83d", "nul": "a\u0000b", "pair": "\ud83d\ude00"}"#.to_vec(),
+    }])
+    .await;
+    let (body, _) = fast_client()
+        .get_json::<serde_json::Value>(&url, &[])
+        .await
+        .expect("decoded at the first attempt");
+    assert_eq!(
+        body,
+        serde_json::json!({"title": "cut \u{FFFD}", "nul": "a\u{FFFD}b", "pair": "😀"})
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn unauthorized_fails_at_once() {
     let (url, count, _server) = scripted(vec![Reply::json(401, &serde_json::json!({}))]).await;
     let error = fast_client().get(&url, &secret_header()).await.unwrap_err();

@@ -3,7 +3,6 @@
 
 use crate::config::Token;
 use heimdallr_core::http::{HttpClient, HttpConfig, HttpError, HttpStats, RateLimitHeaders};
-use heimdallr_core::json::storable;
 use reqwest::header::HeaderName;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -128,15 +127,12 @@ impl RollbarClient {
         Ok(result.instances.unwrap_or_default())
     }
 
-    /// A call whose result is read as a tree (made storable first).
+    /// A call whose result is read as a tree.
     async fn call_tree(&self, token: &Token, path_and_query: &str) -> Result<Value, ApiError> {
-        let Some(result) = self.call::<Box<RawValue>>(token, path_and_query).await? else {
-            return Ok(Value::Null);
-        };
-        serde_json::from_str(&storable(result.get())).map_err(|e| ApiError::Shape {
-            url: format!("{}{}", self.base, path_and_query),
-            detail: format!("result cannot be read: {e}"),
-        })
+        Ok(self
+            .call::<Value>(token, path_and_query)
+            .await?
+            .unwrap_or(Value::Null))
     }
 
     /// One page (1-based, 100 a page) of the project's items, every status.
