@@ -238,11 +238,8 @@ fn select_as_text(columns: &[&str], from: &str) -> String {
 pub async fn query_text(target: &Target, sql: String) -> TextRows {
     match target {
         Target::Postgres { url, .. } | Target::Redshift { pg_url: url, .. } => {
-            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            heimdallr_fakes::postgres::connect(url)
                 .await
-                .expect("connect to test postgres");
-            tokio::spawn(connection);
-            client
                 .query(&sql, &[])
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}"))

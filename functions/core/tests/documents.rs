@@ -33,11 +33,8 @@ async fn postgres_stores_documents_a_strict_parser_refuses() {
     warehouse.migrate().await.expect("migrate");
     warehouse.commit(batch()).await.expect("stored");
 
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let row = heimdallr_fakes::postgres::connect(&url)
         .await
-        .expect("connect");
-    tokio::spawn(connection);
-    let row = client
         .query_one(
             &format!(
                 "SELECT data->>'title', data->>'nul', data->>'pair', (data->>'big')::numeric > 1e399

@@ -4,7 +4,7 @@
 
 use heimdallr_core::schema::{ROLLBAR_ITEMS, STATE};
 use heimdallr_core::warehouse::{self, Batch, Row, Value, Warehouse, WarehouseTarget};
-use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
+use heimdallr_fakes::postgres::{connect, test_postgres_url, unique_schema};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -33,11 +33,8 @@ async fn open(url: &str, schema: &str) -> Arc<dyn Warehouse> {
 }
 
 async fn stored_titles(url: &str, schema: &str) -> BTreeMap<i64, String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let rows = connect(url)
         .await
-        .expect("connect");
-    tokio::spawn(connection);
-    let rows = client
         .query(
             &format!(
                 "SELECT id, title, data->>'title' FROM \"{schema}\".rollbar_items ORDER BY id"

@@ -7,7 +7,7 @@ use heimdallr_core::schema::{ROLLBAR_OCCURRENCES, STATE};
 use heimdallr_core::warehouse::redshift::target::RedshiftTarget;
 use heimdallr_core::warehouse::redshift::RedshiftWarehouse;
 use heimdallr_core::warehouse::{Batch, Row, Value, Warehouse};
-use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
+use heimdallr_fakes::postgres::{connect, test_postgres_url, unique_schema};
 use heimdallr_fakes::redshift_data::{FakeRedshiftData, Script, MAX_STATEMENT_BYTES};
 use std::time::{Duration, Instant};
 
@@ -31,14 +31,6 @@ fn warehouse(fake: &FakeRedshiftData, schema: &str) -> RedshiftWarehouse {
     let target = RedshiftTarget::parse("redshift-data://awsuser@cluster/test-cluster/dev")
         .expect("a valid URL");
     RedshiftWarehouse::with_client(client(fake), target, schema)
-}
-
-async fn postgres(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test PostgreSQL");
-    tokio::spawn(connection);
-    client
 }
 
 fn occurrence(id: i64, title: &str, payload_bytes: usize) -> Row {
@@ -104,7 +96,7 @@ async fn setup() -> Option<(
     let warehouse = warehouse(&fake, &schema);
     let applied = warehouse.migrate().await.expect("migrate");
     assert!(!applied.is_empty());
-    Some((fake, warehouse, postgres(&url).await, schema))
+    Some((fake, warehouse, connect(&url).await, schema))
 }
 
 #[tokio::test]

@@ -82,11 +82,8 @@ impl Harness {
     }
 
     async fn stored_occurrences(&self) -> i64 {
-        let (client, connection) = tokio_postgres::connect(&self.postgres, tokio_postgres::NoTls)
+        heimdallr_fakes::postgres::connect(&self.postgres)
             .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
             .query_one(
                 &format!("SELECT COUNT(*) FROM {}.rollbar_occurrences", self.schema),
                 &[],

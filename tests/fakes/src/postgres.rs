@@ -21,3 +21,12 @@ pub fn test_postgres_url() -> Option<String> {
 pub fn unique_schema(prefix: &str) -> String {
     format!("{prefix}_{}_{}", std::process::id(), rand::random::<u32>())
 }
+
+/// A client of the test PostgreSQL, its connection driven in the background.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(connection);
+    client
+}
