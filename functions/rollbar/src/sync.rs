@@ -238,7 +238,7 @@ async fn walk_occurrences(
                         &ROLLBAR_OCCURRENCES,
                         "",
                         &occurrence.missing_id_reason(),
-                        occurrence.json,
+                        occurrence.reject_document(&config.pii),
                     );
                     continue;
                 };

@@ -178,6 +178,38 @@ impl RawOccurrence {
         }
     }
 
+    /// The occurrence as kept with a reject record: as sent under `keep`; otherwise with the
+    /// policy applied to its personal fields, or, if it could not be read, only its size
+    /// (personal data cannot be found in what cannot be read).
+    pub fn reject_document(&self, pii: &PiiPolicy) -> JsonText {
+        if *pii == PiiPolicy::Keep {
+            return self.json.clone();
+        }
+        if self.fields.is_ok() {
+            if let Some(kept) =
+                pii.apply_in_spans(&self.json, 0..self.json.len(), &self.personal_members())
+            {
+                return kept;
+            }
+        }
+        JsonText::from_value(&serde_json::json!({
+            "heimdallr_omitted": format!(
+                "{} bytes that could not be read; not kept under the PII policy",
+                self.json.len()
+            ),
+        }))
+    }
+
+    /// The `data.person` and `data.request` members and the personal fields inside each.
+    fn personal_members(&self) -> Vec<(Range<usize>, Paths)> {
+        const PERSON: Paths = &[&["username"], &["email"]];
+        const REQUEST: Paths = &[&["user_ip"]];
+        [(self.span(1), PERSON), (self.span(2), REQUEST)]
+            .into_iter()
+            .filter_map(|(span, paths)| Some((span?, paths)))
+            .collect()
+    }
+
     fn span(&self, index: usize) -> Option<Range<usize>> {
         self.spans.get(index).cloned().flatten()
     }
@@ -189,6 +221,9 @@ pub fn occurrence_id(raw: &RawValue) -> Option<i64> {
     let fields = read_fields(raw.get(), &ID).ok()?;
     lenient_i64(fields.get("id"))
 }
+
+/// Paths inside a document.
+type Paths = &'static [&'static [&'static str]];
 
 /// The stored document and its personal members, as paths in an occurrence.
 const SPANS: [&[&str]; 3] = [&["data"], &["data", "person"], &["data", "request"]];
@@ -266,18 +301,9 @@ pub fn occurrence_row(
         .span(0)
         .filter(|span| document.as_str()[span.clone()].starts_with('{'));
     let data = match data_span {
-        Some(span) => {
-            let personal = [
-                (occurrence.span(1), &[&["username"][..], &["email"]][..]),
-                (occurrence.span(2), &[&["user_ip"][..]][..]),
-            ];
-            let members: Vec<(Range<usize>, &[&[&str]])> = personal
-                .into_iter()
-                .filter_map(|(span, paths)| Some((span?, paths)))
-                .collect();
-            pii.apply_in_spans(document, span, &members)
-                .ok_or("occurrence data cannot be sliced")?
-        }
+        Some(span) => pii
+            .apply_in_spans(document, span, &occurrence.personal_members())
+            .ok_or("occurrence data cannot be sliced")?,
         None => JsonText::from_value(&Json::Object(Default::default())),
     };
     row_from_fields(fields, data, pii, synced_at)

@@ -345,3 +345,23 @@ fn an_occurrence_that_cannot_be_read_is_refused_with_the_reason() {
     };
     assert_eq!(data.as_str(), r#"{"extra": 1e400}"#);
 }
+
+#[test]
+fn rejected_occurrences_keep_no_personal_data_the_policy_drops() {
+    let nameless = raw(
+        r#"{"data": {"person": {"id": 1, "email": "ann@example.com"}, "request": {"user_ip": "1.2.3.4"}}}"#,
+    );
+    assert_eq!(nameless.id, None);
+    let kept = nameless.reject_document(&PiiPolicy::Keep);
+    assert!(kept.as_str().contains("ann@example.com"));
+    let dropped = nameless.reject_document(&PiiPolicy::Drop).to_value();
+    assert_eq!(
+        dropped,
+        json!({"data": {"person": {"id": 1}, "request": {}}})
+    );
+    let unreadable =
+        raw(r#"{"data": {"timestamp": 1e400, "person": {"email": "ann@example.com"}}}"#);
+    let omitted = unreadable.reject_document(&PiiPolicy::Drop);
+    assert!(!omitted.as_str().contains("ann@"), "{omitted}");
+    assert!(omitted.as_str().contains("could not be read"), "{omitted}");
+}
