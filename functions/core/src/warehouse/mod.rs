@@ -84,13 +84,12 @@ impl Value {
 pub struct Row(pub Vec<Value>);
 
 impl Row {
-    /// Orders rows by their key as SQL orders the key's columns (numbers as numbers), so
-    /// that writers lock keys in the same order.
-    pub fn key_cmp(&self, other: &Row, table: &Table) -> std::cmp::Ordering {
-        table
-            .key_indexes()
-            .into_iter()
-            .map(|i| match (self.0.get(i), other.0.get(i)) {
+    /// Orders rows by their key (the columns at `key_indexes`, see [`Table::key_indexes`])
+    /// as SQL orders them (numbers as numbers), so that writers lock keys in the same order.
+    pub fn key_cmp(&self, other: &Row, key_indexes: &[usize]) -> std::cmp::Ordering {
+        key_indexes
+            .iter()
+            .map(|&i| match (self.0.get(i), other.0.get(i)) {
                 (Some(Value::BigInt(a)), Some(Value::BigInt(b))) => a.cmp(b),
                 (Some(Value::Integer(a)), Some(Value::Integer(b))) => a.cmp(b),
                 (Some(Value::Text(a)), Some(Value::Text(b))) => a.cmp(b),

@@ -124,7 +124,8 @@ impl PostgresWarehouse {
         let dialect = Dialect::Postgres;
         let types: Vec<Type> = table.columns.iter().map(|c| pg_type(c.ty)).collect();
         let mut ordered: Vec<&super::Row> = rows.iter().collect();
-        ordered.sort_by(|a, b| a.key_cmp(b, table));
+        let key_indexes = table.key_indexes();
+        ordered.sort_by(|a, b| a.key_cmp(b, &key_indexes));
         if rows.len() <= UPSERT_ROWS {
             let upsert = match prepared.upserts.get(table.name) {
                 Some(statement) => statement.clone(),
