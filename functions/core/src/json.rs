@@ -35,12 +35,6 @@ impl JsonText {
         Self::from_serialized(text.into())
     }
 
-    /// A part of this document that is itself a JSON value (a span from
-    /// [`read_fields_and_spans`]).
-    pub fn slice(&self, span: Range<usize>) -> Option<Self> {
-        self.0.get(span).map(|text| Self(text.to_string()))
-    }
-
     /// Checks `text` is one JSON document and makes it storable.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         let raw: &RawValue = serde_json::from_str(text)?;
