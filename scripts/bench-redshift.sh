@@ -61,7 +61,7 @@ calls = stats["calls"]
 total_calls = sum(calls.values())
 sizes, nbytes, millis = stats["batch_sizes"], stats["statement_bytes"], sorted(stats["batch_millis"])
 inserts = [b for b in nbytes if b > 2000]
-limit = 100 * 1024
+limit = 100_000
 print()
 print(f"rows written           {rows} ({stored} occurrences, {items} items) in {float(end) - float(start):.1f} s")
 print(f"Data API calls         {total_calls} = " + ", ".join(f"{k} {v}" for k, v in sorted(calls.items())))

@@ -2,6 +2,8 @@
 # Runs every test Heimdallr has, on a fresh machine as on a developer's:
 #   - installs PostgreSQL from Debian packages when it is missing,
 #   - starts a throwaway PostgreSQL on a free loopback port (stopped on exit),
+#   - installs the DuckDB Python clients the README names (oldest and newest) in
+#     virtualenvs under ~/.cache/heimdallr, to open the local file as analysts do,
 #   - checks formatting and lints, then runs the whole cargo test suite,
 #   - parses the Redshift SQL with sqlfluff (a Python virtualenv under ~/.cache/heimdallr),
 #   - checks the CDK app: npm ci, tsc, jest (assertions, cdk-nag, snapshot), the release
@@ -13,10 +15,14 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 source scripts/lib/postgres.sh
+source scripts/lib/python.sh
 
 start_throwaway_postgres
 # Tests that need PostgreSQL fail rather than skip when this is set.
 export HEIMDALLR_REQUIRE_POSTGRES=1
+# The DuckDB clients analysts open the local file with (README: which versions).
+ensure_duckdb_clients
+export HEIMDALLR_REQUIRE_DUCKDB_CLIENTS=1
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -7,7 +7,8 @@ use std::time::Duration;
 #[command(
     name = "heimdallr",
     version,
-    about = "Copies Rollbar data into a warehouse (DuckDB file, PostgreSQL, Redshift), exactly once."
+    about = "Copies Rollbar, CircleCI and Heroku data into a warehouse (a local DuckDB file, PostgreSQL or Redshift), exactly once.",
+    after_help = "Exit codes: 0 every stream fine; 1 a stream failed (the others still ran); 2 a setting is wrong; 75 the warehouse is in use by another process (try again)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -25,9 +26,9 @@ pub enum LogFormat {
 
 #[derive(Debug, Args, Clone)]
 pub struct WarehouseArgs {
-    /// Where to write: a DuckDB file path (default heimdallr.duckdb), duckdb://PATH,
+    /// Where to write: a DuckDB file path (default warehouse.duckdb), duckdb://PATH,
     /// postgres://user[:password]@host:port/database or redshift-data://... (see the README).
-    #[arg(long, env = "HEIMDALLR_WAREHOUSE", default_value = "heimdallr.duckdb")]
+    #[arg(long, env = "HEIMDALLR_WAREHOUSE", default_value = heimdallr_core::warehouse::DEFAULT_DUCKDB_PATH)]
     pub warehouse: String,
     /// Schema that holds Heimdallr's tables.
     #[arg(long, env = "HEIMDALLR_SCHEMA", default_value = "heimdallr")]
@@ -38,7 +39,7 @@ pub struct WarehouseArgs {
 pub enum Command {
     /// Copy what is new and what changed from a source into the warehouse.
     Sync(Box<SyncArgs>),
-    /// Show each stream's cursor, last run, rows and lag behind the source.
+    /// Show each stream's last run, rows, lag behind the source and position (reads only).
     Status(WarehouseArgs),
     /// Create or upgrade the warehouse tables (sync does this too).
     Migrate(WarehouseArgs),
@@ -67,6 +68,12 @@ pub struct SyncArgs {
     /// Stop starting new pages after this long (e.g. 90s, 10m); the next run resumes.
     #[arg(long, env = "HEIMDALLR_MAX_DURATION", value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
+    /// Give up on an API request after this long (it is retried, within the budget).
+    #[arg(long, env = "HEIMDALLR_HTTP_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub http_timeout: Duration,
+    /// Retries of failed API requests allowed per pass, over all requests.
+    #[arg(long, env = "HEIMDALLR_HTTP_RETRY_BUDGET", default_value_t = 200)]
+    pub http_retry_budget: u64,
     /// Source rows per transaction.
     #[arg(long, env = "HEIMDALLR_BATCH_ROWS", default_value_t = heimdallr_core::engine::DEFAULT_BATCH_ROWS as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_rows: u32,
@@ -98,6 +105,13 @@ pub struct RollbarArgs {
     /// How often every item is re-read.
     #[arg(long = "rollbar-items-sweep-interval", env = "ROLLBAR_ITEMS_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     pub items_sweep_interval: Duration,
+    /// Occurrences at or below the stored high-water mark each walk re-reads (0: none).
+    #[arg(
+        long = "rollbar-overlap",
+        env = "ROLLBAR_OVERLAP",
+        default_value_t = heimdallr_rollbar::config::DEFAULT_OVERLAP
+    )]
+    pub overlap: usize,
 }
 
 #[derive(Debug, Args)]
@@ -113,9 +127,15 @@ pub struct CircleCiArgs {
         default_value = ""
     )]
     pub projects: String,
-    /// Pipelines this much older than the newest stored get their workflows re-listed.
-    #[arg(id = "circleci_lookback", long = "circleci-lookback", env = "CIRCLECI_LOOKBACK", default_value = "24h", value_parser = parse_duration)]
+    /// Pipelines created this recently get their workflows re-listed every run (re-runs).
+    #[arg(id = "circleci_lookback", long = "circleci-lookback", env = "CIRCLECI_LOOKBACK", default_value = "1h", value_parser = parse_duration)]
     pub lookback: Duration,
+    /// How far back the periodic sweep re-lists workflows.
+    #[arg(id = "circleci_sweep_window", long = "circleci-sweep-window", env = "CIRCLECI_SWEEP_WINDOW", default_value = "7d", value_parser = parse_duration)]
+    pub sweep_window: Duration,
+    /// How often the sweep runs.
+    #[arg(id = "circleci_sweep_interval", long = "circleci-sweep-interval", env = "CIRCLECI_SWEEP_INTERVAL", default_value = "6h", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -1,12 +1,14 @@
 //! What each subcommand does. Configuration errors are reported with context and exit 2;
-//! a pass in which a stream failed exits 1.
+//! a pass in which a stream failed exits 1; a warehouse another process holds exits 75
+//! (EX_TEMPFAIL: try again later).
 
 use crate::cli::{Cli, Command, LogFormat, SourceName, SyncArgs, WarehouseArgs};
 use anyhow::{Context, Result};
 use heimdallr_circleci::{CircleCiClient, CircleCiConfig};
 use heimdallr_core::engine::{Progress, RunOutcome, RunStatus, SyncOptions};
+use heimdallr_core::http::HttpSettings;
 use heimdallr_core::pii::PiiPolicy;
-use heimdallr_core::warehouse::{self, Warehouse, WarehouseTarget};
+use heimdallr_core::warehouse::{self, Warehouse, WarehouseError, WarehouseTarget};
 use heimdallr_heroku::{HerokuClient, HerokuConfig};
 use heimdallr_rollbar::{RollbarClient, RollbarConfig};
 use std::io::IsTerminal;
@@ -18,7 +20,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Migrate(args) => {
             let warehouse = open_warehouse(&args).await?;
-            let applied = warehouse.migrate().await?;
+            let applied = warehouse.migrate(None).await?;
             if applied.is_empty() {
                 println!("{}: schema is up to date", warehouse.describe());
             } else {
@@ -27,18 +29,45 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => {
-            let warehouse = open_warehouse(&args).await?;
-            warehouse.migrate().await?;
-            print_status(warehouse.as_ref()).await?;
+            let target = WarehouseTarget::parse(&args.warehouse)?;
+            match warehouse::open_for_reading(&target, &args.schema).await? {
+                Some(warehouse) => print_status(warehouse.as_ref()).await?,
+                None => println!(
+                    "{}: no file yet; `heimdallr sync <source> --once` creates it",
+                    target.describe()
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync(args) => sync(*args, cli.log_format).await,
     }
 }
 
+/// The exit code for an error that stopped the command: 75 (EX_TEMPFAIL) when another
+/// process holds the warehouse, 2 (a setting is wrong) otherwise.
+pub fn exit_code_for(error: &anyhow::Error) -> ExitCode {
+    let busy = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<WarehouseError>()
+            .is_some_and(WarehouseError::is_busy)
+    });
+    ExitCode::from(if busy { EXIT_BUSY } else { EXIT_SETTING })
+}
+
+/// Exit codes the README documents.
+const EXIT_SETTING: u8 = 2;
+const EXIT_BUSY: u8 = 75;
+
 async fn open_warehouse(args: &WarehouseArgs) -> Result<Arc<dyn Warehouse>> {
     let target = WarehouseTarget::parse(&args.warehouse)?;
     Ok(warehouse::open(&target, &args.schema).await?)
+}
+
+fn http_settings(args: &SyncArgs) -> HttpSettings {
+    HttpSettings {
+        request_timeout: args.http_timeout,
+        retry_budget: args.http_retry_budget,
+    }
 }
 
 /// Everything a pass of the Rollbar source needs, built once.
@@ -52,9 +81,10 @@ fn rollbar_source(args: &SyncArgs) -> Result<RollbarSource> {
     let mut config = RollbarConfig::new(Some(&args.rollbar.api_url), &tokens)?
         .with_page_limit(args.rollbar.page_limit)?;
     config.items_sweep_interval = args.rollbar.items_sweep_interval;
+    config.overlap = args.rollbar.overlap;
     let salt = std::env::var("HEIMDALLR_PII_SALT").ok();
     config.pii = PiiPolicy::from_config(&args.pii, salt.as_deref())?;
-    let client = RollbarClient::new(&config.api_url)
+    let client = RollbarClient::new(&config.api_url, &http_settings(args))
         .with_context(|| format!("invalid ROLLBAR_API_URL {:?}", config.api_url))?;
     Ok(RollbarSource { client, config })
 }
@@ -73,7 +103,9 @@ fn circleci_source(args: &SyncArgs) -> Result<CircleCiSource> {
         &args.circleci.projects,
     )?;
     config.lookback = args.circleci.lookback;
-    let client = CircleCiClient::new(&config.api_url, config.token.clone())
+    config.sweep_window = args.circleci.sweep_window;
+    config.sweep_interval = args.circleci.sweep_interval;
+    let client = CircleCiClient::new(&config.api_url, config.token.clone(), &http_settings(args))
         .with_context(|| format!("invalid CIRCLECI_API_URL {:?}", config.api_url))?;
     Ok(CircleCiSource { client, config })
 }
@@ -91,7 +123,7 @@ fn heroku_source(args: &SyncArgs) -> Result<HerokuSource> {
     config.headroom = args.heroku.rate_headroom;
     let salt = std::env::var("HEIMDALLR_PII_SALT").ok();
     config.pii = PiiPolicy::from_config(&args.pii, salt.as_deref())?;
-    let client = HerokuClient::new(&config.api_url, config.token.clone())
+    let client = HerokuClient::new(&config.api_url, config.token.clone(), &http_settings(args))
         .with_context(|| format!("invalid HEROKU_API_URL {:?}", config.api_url))?;
     Ok(HerokuSource { client, config })
 }
@@ -145,7 +177,7 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
     // Validate every setting before touching the warehouse.
     let sources = sources(&args)?;
     let warehouse = open_warehouse(&args.warehouse).await?;
-    let applied = warehouse.migrate().await?;
+    let applied = warehouse.migrate(None).await?;
     if !applied.is_empty() {
         tracing::info!(warehouse = %warehouse.describe(), migrations = ?applied, "schema migrated");
     }
@@ -231,36 +263,68 @@ fn report(run_id: &str, outcomes: &[RunOutcome]) {
     }
 }
 
+/// Columns of `heimdallr status`: every line fits 100 columns.
+const STATUS_WIDTH: usize = 100;
+const STREAM_WIDTH: usize = 40;
+
 async fn print_status(warehouse: &dyn Warehouse) -> Result<()> {
-    let rows = warehouse.status().await?;
     println!("{}", warehouse.describe());
+    let Some(rows) = warehouse.status().await? else {
+        println!("Heimdallr's tables are not there yet: `heimdallr sync <source> --once` or `heimdallr migrate` creates them");
+        return Ok(());
+    };
     if rows.is_empty() {
         println!("no stream has run yet: try `heimdallr sync all --once`");
         return Ok(());
     }
     println!(
-        "{:<34} {:<10} {:<20} {:>9} {:>10}  CURSOR",
+        "{:<STREAM_WIDTH$} {:<9} {:<19} {:>9} {:>8}",
         "STREAM", "LAST RUN", "STARTED (UTC)", "ROWS", "LAG"
     );
     let now = chrono::Utc::now();
+    let indent = "    ";
     for row in rows {
         let lag = row
             .source_time
             .map(|t| human_duration((now - t).to_std().unwrap_or_default()))
             .unwrap_or_else(|| "-".into());
+        let mut stream = format!("{}/{}/{}", row.source, row.stream, row.scope);
+        if stream.chars().count() > STREAM_WIDTH {
+            // A long scope (CircleCI's GitHub App slugs): the name gets a line of its own.
+            println!("{stream}");
+            stream.clear();
+        }
         println!(
-            "{:<34} {:<10} {:<20} {:>9} {:>10}  {}",
-            format!("{}/{}/{}", row.source, row.stream, row.scope),
+            "{:<STREAM_WIDTH$} {:<9} {:<19} {:>9} {:>8}",
+            stream,
             row.last_run_status.as_deref().unwrap_or("-"),
             row.last_run_started_at
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_else(|| "-".into()),
             row.last_run_rows.map_or("-".into(), |r| r.to_string()),
             lag,
-            row.cursor.as_deref().unwrap_or("-"),
         );
+        if let Some(cursor) = row.cursor.as_deref() {
+            let summary = match serde_json::from_str::<serde_json::Value>(cursor) {
+                Ok(cursor) => heimdallr_core::text::summarize_cursor(
+                    &cursor,
+                    STATUS_WIDTH - indent.len() - "at: ".len(),
+                ),
+                Err(_) => "(unreadable)".into(),
+            };
+            println!("{indent}at: {summary}");
+        }
         if let Some(error) = row.last_run_error {
-            println!("    last error: {error}");
+            let error = heimdallr_core::text::truncate_utf8(&error, 600);
+            let width = STATUS_WIDTH - indent.len() - "last error: ".len();
+            for (i, line) in heimdallr_core::text::wrap(error, width).iter().enumerate() {
+                let label = if i == 0 {
+                    "last error: "
+                } else {
+                    "            "
+                };
+                println!("{indent}{label}{line}");
+            }
         }
     }
     Ok(())

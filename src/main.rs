@@ -1,5 +1,5 @@
 //! `heimdallr`: run Heimdallr's syncs locally, into an embedded DuckDB file by default,
-//! or PostgreSQL. See `heimdallr --help`.
+//! or PostgreSQL or Redshift. See `heimdallr --help`.
 
 mod cli;
 mod commands;
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line, with the chain of causes; never a token (they live only in headers).
             eprintln!("heimdallr: error: {e:#}");
-            ExitCode::from(2)
+            commands::exit_code_for(&e)
         }
     }
 }

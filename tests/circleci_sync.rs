@@ -96,14 +96,13 @@ fn assert_equal(stored: &Truth, truth: &Truth, when: &str) {
     assert_eq!(stored.jobs, truth.jobs, "{when}: jobs");
 }
 
-async fn series_of_runs(target: Target, lookback: &str, seed: u64) {
+async fn series_of_runs(target: Target, args: &[&str], seed: u64) {
     let fake = FakeCircleCi::start(TOKEN, seed).await.unwrap();
     fake.add_pipelines(WEB, 65, 5);
     fake.add_pipelines(API, 25, 3);
     fake.set_throttle_every(Some(40));
-    let args = ["--circleci-lookback", lookback];
 
-    sync(&target, &fake, &args).await;
+    sync(&target, &fake, args).await;
     let first = fake.truth();
     assert!(
         first
@@ -124,7 +123,7 @@ async fn series_of_runs(target: Target, lookback: &str, seed: u64) {
     let web = fake.pipeline_ids(WEB);
     fake.rerun(&web[web.len() - 3]);
     fake.add_pipelines(WEB, 4, 2);
-    sync(&target, &fake, &args).await;
+    sync(&target, &fake, args).await;
     assert_equal(
         &stored(&target).await,
         &fake.truth(),
@@ -134,7 +133,7 @@ async fn series_of_runs(target: Target, lookback: &str, seed: u64) {
     fake.finish_everything();
     let api = fake.pipeline_ids(API);
     fake.rerun(&api[api.len() - 1]);
-    sync(&target, &fake, &args).await;
+    sync(&target, &fake, args).await;
     let truth = fake.truth();
     assert_equal(&stored(&target).await, &truth, "after the third run");
     assert!(truth
@@ -144,7 +143,7 @@ async fn series_of_runs(target: Target, lookback: &str, seed: u64) {
     assert!(fake.throttled() > 0, "429s were served and retried");
 
     // Nothing moves: one more run changes nothing and leaves nothing pending.
-    let finished = sync(&target, &fake, &args).await;
+    let finished = sync(&target, &fake, args).await;
     assert_equal(&stored(&target).await, &truth, "after a quiet run");
     assert!(
         finished
@@ -183,15 +182,29 @@ async fn postgres_equals_the_source_after_runs_with_changes_between_them() {
         url,
         schema: unique_schema("cci"),
     };
-    // A short window: only the newest pipelines are re-listed; finished workflows of older
-    // ones come from the pending list.
-    series_of_runs(target, "30m", 61).await;
+    // A short window and a sweep every run.
+    series_of_runs(
+        target,
+        &[
+            "--circleci-lookback",
+            "30m",
+            "--circleci-sweep-interval",
+            "0s",
+        ],
+        61,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duckdb_file_equals_the_source_after_runs_with_changes_between_them() {
     let dir = TempDir::new("cci-duck");
-    series_of_runs(Target::Duck(dir.path().join("w.duckdb")), "24h", 62).await;
+    series_of_runs(
+        Target::Duck(dir.path().join("w.duckdb")),
+        &["--circleci-lookback", "24h"],
+        62,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,14 +246,16 @@ async fn killed_at_random_points_it_still_ends_equal_to_the_source() {
         schema: unique_schema("ccikill"),
     };
     let fake = FakeCircleCi::start(TOKEN, 64).await.unwrap();
-    fake.add_pipelines(WEB, 240, 6);
+    fake.add_pipelines(WEB, 400, 6);
     fake.add_pipelines(API, 60, 2);
     let mut rng = rand::rngs::StdRng::seed_from_u64(64);
-    let args = ["--batch-rows", "40"];
+    // A day of look-back: every run re-lists every pipeline, so runs last long enough to
+    // be killed at any point.
+    let args = ["--batch-rows", "40", "--circleci-lookback", "24h"];
     let mut killed = 0;
     for round in 0..8 {
         let mut child = spawn(circleci(&target, &fake, &args));
-        let wait = Duration::from_millis(rng.random_range(100..1_200));
+        let wait = Duration::from_millis(rng.random_range(50..900));
         match tokio::time::timeout(wait, child.wait()).await {
             Ok(status) => assert!(status.expect("wait").success(), "a run failed on its own"),
             Err(_) => {
@@ -255,6 +270,7 @@ async fn killed_at_random_points_it_still_ends_equal_to_the_source() {
             fake.add_pipelines(WEB, 3, 1);
         }
     }
+    eprintln!("{killed} of 8 runs killed mid-way");
     assert!(killed >= 3, "only {killed} runs were killed mid-way");
     fake.finish_everything();
     sync(&target, &fake, &args).await;
@@ -285,4 +301,165 @@ async fn a_rejected_token_fails_the_run_with_a_clear_message() {
         "{}",
         finished.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_project_fails_its_stream_naming_the_slug_and_the_likely_causes() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("cci404p"),
+    };
+    let fake = FakeCircleCi::start(TOKEN, 66).await.unwrap();
+    fake.add_pipelines(WEB, 3, 0);
+    // The GitHub App project written the OAuth way: CircleCI does not know that slug.
+    let mut command = circleci(&target, &fake, &[]);
+    command.env("CIRCLECI_PROJECTS", format!("{WEB},gh/acme/api"));
+    let finished = run(command).await;
+    assert_eq!(finished.code, Some(1), "{}", finished.stdout);
+    assert!(
+        finished
+            .stdout
+            .contains("circleci/pipelines/gh/acme/api: failed - 0 rows"),
+        "{}",
+        finished.stdout
+    );
+    assert!(
+        finished
+            .stdout
+            .contains("circleci/pipelines/gh/acme/web: succeeded"),
+        "the other project still ran: {}",
+        finished.stdout
+    );
+    for hint in [
+        "project \"gh/acme/api\" not found",
+        "circleci/<org-id>/<project-id>",
+        "personal API token",
+    ] {
+        assert!(
+            finished.stderr.contains(hint),
+            "{hint}: {}",
+            finished.stderr
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_workflow_with_blocked_jobs_is_final_and_not_polled_again() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("cciblocked"),
+    };
+    let fake = FakeCircleCi::start(TOKEN, 67).await.unwrap();
+    let web = fake.add_pipelines(WEB, 5, 0);
+    fake.add_pipelines(API, 1, 0);
+    fake.finish_everything();
+    fake.fail_leaving_blocked_jobs(&web[4]);
+    sync(&target, &fake, &[]).await;
+    assert_equal(&stored(&target).await, &fake.truth(), "after the first run");
+    let polls_before = fake
+        .requests_by_kind()
+        .get("workflow")
+        .copied()
+        .unwrap_or(0);
+    sync(&target, &fake, &[]).await;
+    sync(&target, &fake, &[]).await;
+    assert_eq!(
+        fake.requests_by_kind()
+            .get("workflow")
+            .copied()
+            .unwrap_or(0),
+        polls_before,
+        "no workflow is re-polled by id"
+    );
+    let cursors = query_text(
+        &target,
+        format!(
+            "SELECT CAST(cursor AS VARCHAR) FROM {}._heimdallr_state WHERE source = 'circleci'",
+            target.schema()
+        ),
+    )
+    .await;
+    for row in cursors {
+        let cursor: serde_json::Value = serde_json::from_str(row[0].as_deref().unwrap()).unwrap();
+        assert_eq!(
+            cursor["pending_workflows"],
+            serde_json::json!([]),
+            "{cursor}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_older_than_the_look_back_lands_with_the_sweep() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("ccisweep"),
+    };
+    let fake = FakeCircleCi::start(TOKEN, 68).await.unwrap();
+    let web = fake.add_pipelines(WEB, 60, 0);
+    fake.add_pipelines(API, 2, 0);
+    fake.finish_everything();
+    let short = ["--circleci-lookback", "2m"];
+    sync(&target, &fake, &short).await;
+    // A pipeline from about 25 minutes ago is re-run: outside the 2-minute look-back.
+    let rerun = fake.rerun(&web[10]);
+    sync(&target, &fake, &short).await;
+    let stored_now = stored(&target).await;
+    assert!(
+        !stored_now.workflows.iter().any(|w| w.0 == rerun),
+        "the look-back alone does not reach it"
+    );
+    // The sweep (due at once here) re-lists a week of pipelines and finds it.
+    let mut sweep = short.to_vec();
+    sweep.extend(["--circleci-sweep-interval", "0s"]);
+    sync(&target, &fake, &sweep).await;
+    assert_equal(&stored(&target).await, &fake.truth(), "after the sweep");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_listing_reads_only_workflows_created_since_the_last_listing() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("ccirelist"),
+    };
+    let fake = FakeCircleCi::start(TOKEN, 69).await.unwrap();
+    // Two hours of history, every workflow final, all inside a 24-hour look-back.
+    fake.set_time(Some(chrono::Utc::now() - chrono::Duration::hours(2)));
+    let web = fake.add_pipelines(WEB, 30, 0);
+    fake.add_pipelines(API, 5, 0);
+    fake.finish_everything();
+    fake.set_time(None);
+    let args = ["--circleci-lookback", "24h"];
+    sync(&target, &fake, &args).await;
+    let before = fake.requests_by_kind();
+    let finished = sync(&target, &fake, &args).await;
+    let after = fake.requests_by_kind();
+    let delta =
+        |kind: &str| after.get(kind).copied().unwrap_or(0) - before.get(kind).copied().unwrap_or(0);
+    assert_eq!(
+        delta("jobs"),
+        0,
+        "stored final workflows are not read again"
+    );
+    assert_eq!(
+        delta("workflows"),
+        35,
+        "every pipeline in the window is re-listed"
+    );
+    assert!(
+        finished
+            .stdout
+            .contains("circleci/pipelines/gh/acme/web: succeeded - 0 rows"),
+        "a quiet run writes nothing: {}",
+        finished.stdout
+    );
+    // A re-run now is new: it and its jobs are read.
+    let rerun = fake.rerun(&web[3]);
+    sync(&target, &fake, &args).await;
+    assert!(stored(&target).await.workflows.iter().any(|w| w.0 == rerun));
+    assert_equal(&stored(&target).await, &fake.truth(), "after the re-run");
 }

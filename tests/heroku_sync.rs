@@ -43,7 +43,7 @@ async fn stored(target: &Target) -> Truth {
     .await;
     let releases = query_text(
         target,
-        format!("SELECT id, app_id, CAST(version AS VARCHAR), status, CAST(current AS VARCHAR) FROM {schema}.heroku_releases"),
+        format!("SELECT id, app_id, CAST(version AS VARCHAR), status, CAST(current AS VARCHAR), slug_commit FROM {schema}.heroku_releases"),
     )
     .await;
     let mut truth = Truth {
@@ -70,6 +70,7 @@ async fn stored(target: &Target) -> Truth {
                     version,
                     cell(&r[3]),
                     r[4].as_deref() == Some("true"),
+                    r[5].clone(),
                 )
             })
             .collect(),
@@ -80,7 +81,24 @@ async fn stored(target: &Target) -> Truth {
     truth
 }
 
+/// The items of `a` not in `b`.
+fn missing<T: PartialEq + Clone>(a: &[T], b: &[T]) -> Vec<T> {
+    a.iter().filter(|x| !b.contains(x)).cloned().collect()
+}
+
 fn assert_equal(stored: &Truth, truth: &Truth, when: &str) {
+    assert!(
+        stored.builds == truth.builds,
+        "{when}: builds differ: stored only {:?}; source only {:?}",
+        missing(&stored.builds, &truth.builds),
+        missing(&truth.builds, &stored.builds)
+    );
+    assert!(
+        stored.releases == truth.releases,
+        "{when}: releases differ: stored only {:?}; source only {:?}",
+        missing(&stored.releases, &truth.releases),
+        missing(&truth.releases, &stored.releases)
+    );
     assert_eq!(stored.apps, truth.apps, "{when}: apps");
     assert_eq!(stored.builds.len(), truth.builds.len(), "{when}: builds");
     assert_eq!(stored.builds, truth.builds, "{when}: builds");
@@ -111,6 +129,7 @@ fn deployed_apps(fake: &FakeHeroku) {
     fake.release_builds(WEB);
     fake.finish_releases(WEB);
     fake.add_config_release(WEB);
+    fake.rollback(WEB, 150);
     fake.push(WEB, 3);
     fake.push(API, 4);
     fake.finish_builds(API);
@@ -133,9 +152,29 @@ async fn series_of_runs(target: Target) {
     assert!(
         ranges
             .iter()
-            .any(|r| r == "created_at ..; max=100, order=desc"),
-        "{ranges:?}"
+            .any(|r| r == "started_at ..; max=100, order=desc"),
+        "builds walk by a Range field the schema allows: {ranges:?}"
     );
+    assert_eq!(fake.not_satisfiable(), 0, "no range was refused");
+    // Every release has its slug's commit, the rollback and config change included, and
+    // each slug was read once.
+    let stored_now = stored(&target).await;
+    assert!(stored_now
+        .releases
+        .iter()
+        .filter(|r| r.3 == "succeeded")
+        .all(|r| r.5.is_some()));
+    let slug_reads = fake
+        .paths()
+        .iter()
+        .filter(|p| p.contains("/slugs/"))
+        .count();
+    let distinct: std::collections::BTreeSet<String> = fake
+        .paths()
+        .into_iter()
+        .filter(|p| p.contains("/slugs/"))
+        .collect();
+    assert_eq!(slug_reads, distinct.len(), "one read per slug");
     assert!(
         ranges
             .iter()
@@ -161,10 +200,12 @@ async fn series_of_runs(target: Target) {
         "after builds gained releases",
     );
 
-    // Releases succeed: the current flag moves, on both apps.
+    // Releases succeed: the current flag moves, on both apps; API gets WEB's slug by a
+    // pipeline promotion (a release with no build of its own in API).
     fake.finish_releases(WEB);
     fake.finish_releases(API);
     fake.add_config_release(API);
+    fake.promote(WEB, API);
     sync(&target, &fake, &args).await;
     assert_equal(
         &stored(&target).await,
@@ -256,6 +297,8 @@ async fn killed_at_random_points_it_still_ends_equal_to_the_source() {
     let fake = FakeHeroku::start(KEY).await.unwrap();
     deployed_apps(&fake);
     fake.push(API, 900);
+    // This test is about kills, not the hourly budget: plenty of it.
+    fake.set_rate_budget(100_000.0, 100_000.0, 1000.0);
     let mut rng = rand::rngs::StdRng::seed_from_u64(81);
     let args = ["--heroku-page-size", "20", "--batch-rows", "20"];
     let mut killed = 0;
@@ -316,10 +359,7 @@ async fn the_fake_pages_as_the_platform_api_does() {
     // No Range: the default page of 200, and what ranges the list accepts.
     let first = get(None).await.unwrap();
     assert_eq!(first.status(), 206);
-    assert_eq!(
-        first.headers()["accept-ranges"],
-        "id, created_at, started_at, updated_at"
-    );
+    assert_eq!(first.headers()["accept-ranges"], "id, started_at");
     let next = first.headers()["next-range"].to_str().unwrap().to_string();
     assert!(
         next.starts_with("id ]") && next.ends_with("; max=200, order=asc"),
@@ -329,8 +369,18 @@ async fn the_fake_pages_as_the_platform_api_does() {
         first.json::<Vec<serde_json::Value>>().await.unwrap().len(),
         200
     );
+    // A field the list does not accept is a 416, as the real API answers created_at.
+    let refused = get(Some("created_at ..; max=10, order=desc"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 416);
+    // A header that does not parse is a 400.
+    let malformed = get(Some("started_at ..; max=10; order=desc"))
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
     // max is capped at 1000.
-    let big = get(Some("created_at ..; max=5000, order=desc"))
+    let big = get(Some("started_at ..; max=5000, order=desc"))
         .await
         .unwrap();
     assert_eq!(big.status(), 206);
@@ -339,7 +389,7 @@ async fn the_fake_pages_as_the_platform_api_does() {
         1000
     );
     // The last page is a 200; a range past the end is a 416.
-    let last = get(Some("created_at ..; max=1000, order=asc"))
+    let last = get(Some("started_at ..; max=1000, order=asc"))
         .await
         .unwrap();
     let tail = last.headers()["next-range"].to_str().unwrap().to_string();
@@ -349,12 +399,25 @@ async fn the_fake_pages_as_the_platform_api_does() {
         rest.json::<Vec<serde_json::Value>>().await.unwrap().len(),
         205
     );
-    let beyond = get(Some("version ]1..; max=10, order=desc")).await.unwrap();
+    let other_list_field = get(Some("version ]1..; max=10, order=desc")).await.unwrap();
     assert_eq!(
-        beyond.status(),
-        400,
+        other_list_field.status(),
+        416,
         "version is not a range field of builds"
     );
+    // Exactly a page left: a 200 without Next-Range (the list is not truncated).
+    fake.add_app(API);
+    fake.push(API, 10);
+    let exact = client
+        .get(format!("{}/apps/{API}/builds", fake.api_url()))
+        .header("accept", "application/vnd.heroku+json; version=3")
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("range", "started_at ..; max=10, order=desc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exact.status(), 200);
+    assert!(exact.headers().get("next-range").is_none());
     let releases = client
         .get(format!("{}/apps/{WEB}/releases", fake.api_url()))
         .header("accept", "application/vnd.heroku+json; version=3")
@@ -375,7 +438,7 @@ async fn the_fake_pages_as_the_platform_api_does() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_last_page_exactly_full_ends_with_a_416_that_is_not_an_error() {
+async fn a_refused_range_fails_the_stream_naming_it_and_a_stale_next_range_restarts_the_walk() {
     let Some(url) = postgres_url() else { return };
     let target = Target::Postgres {
         url,
@@ -384,11 +447,100 @@ async fn a_last_page_exactly_full_ends_with_a_416_that_is_not_an_error() {
     let fake = FakeHeroku::start(KEY).await.unwrap();
     fake.add_app(WEB);
     fake.add_app(API);
-    fake.push(WEB, 20);
-    sync(&target, &fake, &["--heroku-page-size", "10"]).await;
+    fake.push(WEB, 25);
+    // A run that stops after the first page of builds (the rate headroom) saves its
+    // Next-Range; Heroku refuses it next time: the walk starts over from the newest page
+    // and everything lands.
+    fake.set_rate_budget(42.0, 4500.0, 0.0);
+    let stops_early = ["--heroku-page-size", "10", "--heroku-rate-headroom", "40"];
+    let partial = sync(&target, &fake, &stops_early).await;
     assert!(
-        fake.not_satisfiable() > 0,
-        "the page after two full pages is a 416"
+        partial.stdout.contains("heroku/builds/acme-web: partial"),
+        "{}",
+        partial.stdout
     );
-    assert_equal(&stored(&target).await, &fake.truth(), "after a 416");
+    fake.set_rate_budget(4500.0, 4500.0, 0.0);
+    fake.refuse_next_continuation();
+    sync(&target, &fake, &["--heroku-page-size", "10"]).await;
+    assert_equal(
+        &stored(&target).await,
+        &fake.truth(),
+        "after a restarted walk",
+    );
+
+    // A 416 on a range of our own is an error naming the range, never an empty list:
+    // the run fails and says so.
+    fake.refuse_ranges(true);
+    let finished = run(heroku(&target, &fake, &["--heroku-page-size", "10"])).await;
+    assert_eq!(finished.code, Some(1), "{}", finished.stdout);
+    assert!(
+        finished
+            .stderr
+            .contains("refused the range \"started_at ..; max=10, order=desc\""),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        finished.stdout.contains("heroku/builds/acme-web: failed"),
+        "{}",
+        finished.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_created_in_the_same_second_as_the_last_stored_one_are_not_skipped() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("hksecond"),
+    };
+    let fake = FakeHeroku::start(KEY).await.unwrap();
+    fake.add_app(WEB);
+    fake.add_app(API);
+    let second = fake.push_in_one_second(WEB, 2);
+    sync(&target, &fake, &[]).await;
+    assert_equal(&stored(&target).await, &fake.truth(), "two in one second");
+    // A third build in that same second, seen by the next run.
+    fake.push_at(WEB, 1, second);
+    let finished = sync(&target, &fake, &[]).await;
+    assert_equal(
+        &stored(&target).await,
+        &fake.truth(),
+        "the third of that second",
+    );
+    assert!(
+        finished
+            .stdout
+            .contains("heroku/builds/acme-web: succeeded - 1 rows"),
+        "only the new one is written: {}",
+        finished.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_urls_are_not_stored() {
+    let dir = TempDir::new("hk-signed");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeHeroku::start(KEY).await.unwrap();
+    deployed_apps(&fake);
+    sync(&target, &fake, &[]).await;
+    let schema = target.schema();
+    for table in ["heroku_builds", "heroku_releases"] {
+        let leaked = query_text(
+            &target,
+            format!("SELECT id FROM {schema}.{table} WHERE CAST(data AS VARCHAR) LIKE '%s3cr3t%' OR CAST(data AS VARCHAR) LIKE '%X-Amz-Signature%'"),
+        )
+        .await;
+        assert!(leaked.is_empty(), "{table}: {leaked:?}");
+    }
+    let urls = query_text(
+        &target,
+        format!("SELECT CAST(data->'source_blob'->>'url' AS VARCHAR) FROM {schema}.heroku_builds"),
+    )
+    .await;
+    assert!(urls
+        .iter()
+        .flatten()
+        .flatten()
+        .any(|u| u == "https://s3.amazonaws.com/heroku-sources/source.tgz"));
 }

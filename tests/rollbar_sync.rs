@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use heimdallr_fakes::rollbar::{FakeRollbar, FaultRates};
+use std::time::Duration;
 
 const WEB: &str = "tok-web-0123456789abcdef";
 const WORKER: &str = "tok-worker-0123456789abcdef";
@@ -315,4 +316,230 @@ async fn json_logs_are_one_object_per_line() {
             "{line}"
         );
     }
+}
+
+/// The highest occurrence id the warehouse holds.
+async fn stored_ids(target: &Target) -> std::collections::BTreeSet<i64> {
+    snapshot(target).await.occurrences.keys().copied().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_that_appears_below_the_mark_lands_through_the_overlap() {
+    let dir = TempDir::new("duck-overlap");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(21).await.unwrap();
+    fake.add_project(WEB, 101, 5, 300);
+    sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    let stored = stored_ids(&target).await;
+    let mark = *stored.iter().max().unwrap();
+    // Two ids below the mark that were free when the walk passed: they arrive late.
+    let free: Vec<i64> = (mark - 60..mark)
+        .rev()
+        .filter(|id| !stored.contains(id))
+        .take(2)
+        .collect();
+    fake.arrive_late(WEB, free[0]);
+    let without = sync_once(&target, &fake.api_url(), WEB, &["--rollbar-overlap", "0"]).await;
+    assert!(
+        !stored_ids(&target).await.contains(&free[0]),
+        "without the overlap the late id is skipped: {}",
+        without.stdout
+    );
+    sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    assert!(
+        stored_ids(&target).await.contains(&free[0]),
+        "the overlap re-reads below the mark and finds it"
+    );
+    // A quiet run re-reads the overlap and writes nothing: the ids it knows are stored.
+    let quiet = sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    assert!(
+        quiet
+            .stdout
+            .contains("rollbar/occurrences/default: succeeded - 0 rows"),
+        "{}",
+        quiet.stdout
+    );
+    // Another late one: only it is written.
+    fake.arrive_late(WEB, free[1]);
+    let late = sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    assert!(
+        late.stdout
+            .contains("rollbar/occurrences/default: succeeded - 1 rows"),
+        "{}",
+        late.stdout
+    );
+    let snap = snapshot(&target).await;
+    assert_matches_source(&snap, &fake.occurrences(WEB), &fake.items(WEB), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_drops_last_id_stops_the_walk_with_a_clear_error() {
+    let dir = TempDir::new("duck-lastid");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(22).await.unwrap();
+    fake.add_project(WEB, 101, 5, 500);
+    fake.ignore_last_id(true);
+    let finished = run_args(
+        &target,
+        &fake.api_url(),
+        WEB,
+        &["sync", "rollbar", "--once", "--rollbar-page-limit", "100"],
+    )
+    .await;
+    assert_eq!(finished.code, Some(1), "{}", finished.stdout);
+    assert!(
+        finished.stderr.contains("did not honour lastId"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        fake.requests() < 10,
+        "it did not ask for the same page for ever"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touched_items_are_read_by_id_in_hundreds_and_the_sweep_sees_every_status() {
+    let dir = TempDir::new("duck-items");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(23).await.unwrap();
+    fake.add_project(WEB, 101, 250, 50);
+    sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    // New occurrences touch many items: they are re-read a hundred per call, by id.
+    fake.arrive(WEB, 900);
+    let log_before = fake.request_log().len();
+    sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    let log = fake.request_log();
+    let item_reads: Vec<&String> = log[log_before..]
+        .iter()
+        .filter(|r| r.starts_with("/api/1/item"))
+        .collect();
+    assert!(!item_reads.is_empty());
+    for read in &item_reads {
+        assert!(read.starts_with("/api/1/items/?ids="), "{read}");
+        let ids = read
+            .split("ids=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap();
+        assert!(ids.split(',').count() <= 100, "{read}");
+        for status in ["active", "resolved", "muted", "archived"] {
+            assert!(read.contains(&format!("status={status}")), "{read}");
+        }
+    }
+    assert_matches_source(
+        &snapshot(&target).await,
+        &fake.occurrences(WEB),
+        &fake.items(WEB),
+        1,
+    );
+    // Resolved and muted in place, untouched by occurrences: the sweep brings them.
+    let items: Vec<i64> = fake.items(WEB).keys().copied().collect();
+    fake.resolve_item(WEB, items[1]);
+    fake.mute_item(WEB, items[2]);
+    sync_once(
+        &target,
+        &fake.api_url(),
+        WEB,
+        &["--rollbar-items-sweep-interval", "0s"],
+    )
+    .await;
+    let snap = snapshot(&target).await;
+    assert_eq!(snap.items[&items[1]].status.as_deref(), Some("resolved"));
+    assert_eq!(snap.items[&items[2]].status.as_deref(), Some("muted"));
+    assert_matches_source(&snap, &fake.occurrences(WEB), &fake.items(WEB), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_times_out_is_asked_for_again_smaller() {
+    let dir = TempDir::new("duck-timeout");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(24).await.unwrap();
+    fake.add_project(WEB, 101, 5, 450);
+    // Pages of more than 100 take longer than the request timeout.
+    fake.slow_pages_above(100, Duration::from_secs(3));
+    let finished = sync_once(
+        &target,
+        &fake.api_url(),
+        WEB,
+        &[
+            "--rollbar-page-limit",
+            "400",
+            "--http-timeout",
+            "1s",
+            "--http-retry-budget",
+            "0",
+        ],
+    )
+    .await;
+    assert!(
+        finished.stderr.contains("asking for smaller pages"),
+        "{}",
+        finished.stderr
+    );
+    let limits: Vec<String> = fake
+        .request_log()
+        .iter()
+        .filter(|r| r.starts_with("/api/1/instances"))
+        .filter_map(|r| r.split("limit=").nth(1).map(String::from))
+        .collect();
+    assert_eq!(&limits[..3], ["400", "200", "100"], "{limits:?}");
+    assert_matches_source(
+        &snapshot(&target).await,
+        &fake.occurrences(WEB),
+        &fake.items(WEB),
+        0,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_long_running_command_gets_its_retry_budget_back_every_pass() {
+    let dir = TempDir::new("duck-passes");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(25).await.unwrap();
+    fake.add_project(WEB, 101, 5, 100);
+    fake.set_arrivals_per_request(2);
+    // One request in four fails (429 and 5xx), retried quickly: a pass needs a few retries,
+    // more than the whole budget over several passes.
+    fake.set_faults(FaultRates {
+        server_error: 0.25,
+        ..FaultRates::default()
+    });
+    let mut command = heimdallr(&target, &fake.api_url(), WEB);
+    command
+        .args([
+            "sync",
+            "rollbar",
+            "--interval",
+            "1s",
+            "--http-retry-budget",
+            "6",
+            "--rollbar-page-limit",
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().expect("heimdallr starts");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    child.start_kill().expect("stop it");
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("it stops")
+        .expect("output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let passes = stdout
+        .lines()
+        .filter(|l| l.starts_with("rollbar/occurrences/default:"))
+        .collect::<Vec<_>>();
+    assert!(passes.len() >= 5, "{stdout}");
+    assert!(
+        fake.faults_served() > 6,
+        "more faults than one pass's budget"
+    );
+    assert!(
+        passes.iter().skip(1).all(|l| l.contains("succeeded")),
+        "every pass succeeds with its own budget:\n{stdout}"
+    );
 }

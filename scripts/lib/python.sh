@@ -22,3 +22,23 @@ ensure_python_tools() {
   fi
   PY_TOOLS="$PY_TOOLS_VENV/bin"
 }
+
+# The DuckDB clients analysts use, oldest and newest the README promises, each in its own
+# virtualenv: the end-to-end tests open the local warehouse file with them and run the
+# README's queries as written. Sets HEIMDALLR_TEST_DUCKDB_PYTHONS (their interpreters).
+DUCKDB_CLIENT_VERSIONS=("1.1.3" "2.0.1")
+
+ensure_duckdb_clients() {
+  local pythons=()
+  for version in "${DUCKDB_CLIENT_VERSIONS[@]}"; do
+    local venv="$HOME/.cache/heimdallr/duckdb-$version"
+    if ! "$venv/bin/python" -c "import duckdb, sys; sys.exit(duckdb.__version__ != '$version')" 2>/dev/null; then
+      echo "==> installing the DuckDB $version Python client in $venv"
+      rm -rf "$venv"
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install --quiet "duckdb==$version"
+    fi
+    pythons+=("$venv/bin/python")
+  done
+  export HEIMDALLR_TEST_DUCKDB_PYTHONS="${pythons[*]}"
+}

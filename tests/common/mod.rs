@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
+#[allow(unused_imports)]
 pub use heimdallr_fakes::postgres::{test_postgres_url as postgres_url, unique_schema};
 
 pub struct TempDir(PathBuf);

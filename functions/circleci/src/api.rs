@@ -1,7 +1,12 @@
 //! CircleCI API v2 calls: `{"items": [...], "next_page_token": ...}` lists followed by
 //! `page-token`, the `Circle-Token` header, 404 for children that do not exist yet.
+//!
+//! A 404 on a project's pipeline list is not an empty project: CircleCI answers
+//! `{"message": "Project not found"}` for a slug it does not know, a project the token's
+//! user does not follow or cannot see, and for project API tokens, which API v2 does not
+//! accept (CircleCI's API v2 docs and circleci/api-preview-docs#44).
 
-use heimdallr_core::http::{HttpClient, HttpConfig, HttpError, HttpStats};
+use heimdallr_core::http::{HttpClient, HttpError, HttpSettings, HttpStats};
 use heimdallr_core::token::Token;
 use serde::Deserialize;
 use serde_json::Value;
@@ -13,6 +18,13 @@ pub enum ApiError {
     Http(#[from] HttpError),
     #[error("the token is not a valid header value")]
     BadToken,
+    #[error(
+        "project {slug:?} not found (HTTP 404 on its pipelines): check the slug (vcs/org/repo, \
+         e.g. gh/acme/web; GitHub App and GitLab projects are circleci/<org-id>/<project-id>, \
+         shown in the project's settings), that the token is a personal API token (project \
+         tokens are refused by API v2) and that its user can see and follows the project"
+    )]
+    ProjectNotFound { slug: String },
 }
 
 impl ApiError {
@@ -39,9 +51,9 @@ pub struct CircleCiClient {
 
 impl CircleCiClient {
     /// 429s are retried by the core client, honouring Retry-After when CircleCI sends it.
-    pub fn new(base_url: &str, token: Token) -> Result<Self, HttpError> {
+    pub fn new(base_url: &str, token: Token, settings: &HttpSettings) -> Result<Self, HttpError> {
         Ok(Self::with_http(
-            HttpClient::new(HttpConfig::default())?,
+            HttpClient::new(settings.config(None))?,
             base_url,
             token,
         ))
@@ -82,12 +94,14 @@ impl CircleCiClient {
         }
     }
 
-    /// A project's pipelines, newest first.
+    /// A project's pipelines, newest first. A 404 fails: the project is not there for
+    /// this token ([`ApiError::ProjectNotFound`]).
     pub async fn pipelines(&self, slug: &str, token: Option<&str>) -> Result<Page, ApiError> {
-        Ok(self
-            .page(&format!("/project/{}/pipeline", slug_path(slug)), token)
+        self.page(&format!("/project/{}/pipeline", slug_path(slug)), token)
             .await?
-            .unwrap_or_default())
+            .ok_or_else(|| ApiError::ProjectNotFound {
+                slug: slug.to_string(),
+            })
     }
 
     /// Every workflow of a pipeline (all pages); empty when it has none yet.

@@ -1,12 +1,15 @@
-//! CircleCI settings: the token, the project slugs, the look-back window.
+//! CircleCI settings: the token, the project slugs, the look-back window and the sweep.
 
 use heimdallr_core::token::Token;
 use std::time::Duration;
 
 pub const DEFAULT_API_URL: &str = "https://circleci.com/api/v2";
-/// Pipelines created this long before the newest one stored get their workflows re-listed
-/// on every run, so that reruns added to them arrive.
-pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
+/// Pipelines created this long before now get their workflows re-listed on every run, so
+/// that re-runs added to them arrive (scripts/bench-circleci.sh weighs it in requests).
+pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(3600);
+/// Every `DEFAULT_SWEEP_INTERVAL`, the re-listing reaches this far back instead.
+pub const DEFAULT_SWEEP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct CircleCiConfig {
@@ -14,7 +17,11 @@ pub struct CircleCiConfig {
     pub token: Token,
     /// Project slugs as CircleCI writes them (`gh/acme/web`, `circleci/<org-id>/<project-id>`).
     pub projects: Vec<String>,
+    /// Pipelines this recent have their workflows re-listed on every run.
     pub lookback: Duration,
+    /// How far back a sweep re-lists workflows, and how often one runs.
+    pub sweep_window: Duration,
+    pub sweep_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -60,6 +67,8 @@ impl CircleCiConfig {
             token,
             projects: parse_projects(projects)?,
             lookback: DEFAULT_LOOKBACK,
+            sweep_window: DEFAULT_SWEEP_WINDOW,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
         })
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Settings (environment, set by the stack), besides the frame's `HEIMDALLR_*`:
 //! `CIRCLECI_PROJECTS` (slugs separated by commas), `CIRCLECI_API_URL`, `CIRCLECI_LOOKBACK`
-//! (default `24h`). The secret holds `{"token": "<CircleCI personal API token>"}`.
+//! (default `1h`), `CIRCLECI_SWEEP_WINDOW` (`7d`), `CIRCLECI_SWEEP_INTERVAL` (`6h`). The
+//! secret holds `{"token": "<CircleCI personal API token>"}`.
 
 use crate::api::CircleCiClient;
 use crate::config::{parse_projects, CircleCiConfig, DEFAULT_API_URL};
@@ -23,6 +24,8 @@ pub struct CircleCiSettings {
     pub api_url: String,
     pub projects: Vec<String>,
     pub lookback: Duration,
+    pub sweep_window: Duration,
+    pub sweep_interval: Duration,
 }
 
 impl CircleCiSettings {
@@ -37,7 +40,9 @@ impl CircleCiSettings {
         Ok(Self {
             api_url: env_var("CIRCLECI_API_URL").unwrap_or_else(|| DEFAULT_API_URL.into()),
             projects,
-            lookback: env_duration("CIRCLECI_LOOKBACK", "24h")?,
+            lookback: env_duration("CIRCLECI_LOOKBACK", "1h")?,
+            sweep_window: env_duration("CIRCLECI_SWEEP_WINDOW", "7d")?,
+            sweep_interval: env_duration("CIRCLECI_SWEEP_INTERVAL", "6h")?,
         })
     }
 }
@@ -72,7 +77,7 @@ impl LambdaSource for CircleCiSource {
         &self,
         secret: &Value,
         arn: &str,
-        _settings: &CommonSettings,
+        settings: &CommonSettings,
     ) -> Result<CircleCiRun, BoxError> {
         let token = secret
             .get("token")
@@ -86,8 +91,10 @@ impl LambdaSource for CircleCiSource {
             token,
             projects: self.settings.projects.clone(),
             lookback: self.settings.lookback,
+            sweep_window: self.settings.sweep_window,
+            sweep_interval: self.settings.sweep_interval,
         };
-        let client = CircleCiClient::new(&config.api_url, config.token.clone())?;
+        let client = CircleCiClient::new(&config.api_url, config.token.clone(), &settings.http)?;
         Ok(CircleCiRun { config, client })
     }
 

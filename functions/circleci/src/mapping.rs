@@ -38,30 +38,13 @@ pub fn id_of(value: &Json) -> Result<String, String> {
     text(value, &["id"]).ok_or_else(|| "no id".to_string())
 }
 
-/// Workflow states that no longer change.
+/// Workflow states that no longer change (the API v2 spec's workflow `status` enum:
+/// success, running, not_run, failed, error, failing, on_hold, canceled, unauthorized).
+/// A workflow's status decides for its jobs too: a final one can leave jobs `blocked`.
 pub fn workflow_is_final(status: Option<&str>) -> bool {
     matches!(
         status,
         Some("success" | "failed" | "error" | "canceled" | "not_run" | "unauthorized")
-    )
-}
-
-/// Job states that no longer change (`blocked`, `queued`, `on_hold`, `running` and
-/// `not_running` still do).
-pub fn job_is_final(status: Option<&str>) -> bool {
-    matches!(
-        status,
-        Some(
-            "success"
-                | "failed"
-                | "canceled"
-                | "not_run"
-                | "retried"
-                | "infrastructure_fail"
-                | "timedout"
-                | "terminated-unknown"
-                | "unauthorized"
-        )
     )
 }
 
@@ -208,6 +191,5 @@ mod tests {
         assert!(workflow_is_final(Some("success")) && workflow_is_final(Some("canceled")));
         assert!(!workflow_is_final(Some("on_hold")) && !workflow_is_final(Some("failing")));
         assert!(!workflow_is_final(None));
-        assert!(job_is_final(Some("infrastructure_fail")) && !job_is_final(Some("blocked")));
     }
 }

@@ -2,11 +2,18 @@
 //!
 //! The API has no "since" filter, and a pipeline does not change when its workflows finish
 //! or are re-run. So each run:
-//! 1. re-polls every workflow remembered as not final (or with jobs not final), by id,
-//!    however old (holds can last 90 days), with its jobs;
-//! 2. walks pipelines newest first, following `next_page_token`, until a whole page is
-//!    older than the high-water mark minus the look-back window; every pipeline inside the
-//!    window gets its workflows and their jobs re-listed, so reruns of old pipelines land.
+//! 1. re-polls every workflow remembered as not final, by id, however old (holds can last
+//!    90 days), with its jobs; a final workflow's status decides, whatever its jobs say
+//!    (`blocked` and `not_run` jobs of a failed workflow never move);
+//! 2. walks pipelines newest first, following `next_page_token`, down to the newer of the
+//!    high-water mark and the look-back window (default 1 h before now), storing new
+//!    pipelines and re-listing the workflows of those inside the window, so that re-runs
+//!    land; every `sweep_interval` (default 6 h) the window is `sweep_window` wide
+//!    (default 7 days), for re-runs of older pipelines.
+//!
+//! Re-listing is cheap because it remembers when each pipeline was last listed (the last
+//! walk's and the last sweep's window and start): a workflow created before that and final
+//! is stored already, with its jobs, and is not read again; only new workflows are.
 //!
 //! The first walk has no mark: it backfills as far as the API serves. A walk that stops
 //! early (time budget, crash, error) saves its next page token with each committed batch;
@@ -14,9 +21,7 @@
 
 use crate::api::{ApiError, CircleCiClient};
 use crate::config::CircleCiConfig;
-use crate::mapping::{
-    id_of, job_is_final, job_row, pipeline_row, time, workflow_is_final, workflow_row,
-};
+use crate::mapping::{id_of, job_row, pipeline_row, time, workflow_is_final, workflow_row};
 use chrono::{DateTime, Utc};
 use heimdallr_core::engine::{
     cursor_json, load_cursor, CursorError, RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions,
@@ -34,15 +39,87 @@ pub const SOURCE: &str = "circleci";
 pub const PIPELINES: &str = "pipelines";
 
 /// Saved position of a project's stream: the walk by pipeline creation time (its page
-/// token while unfinished) and the workflows still moving.
+/// token while unfinished), the workflows still moving, and what recent walks listed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PipelinesCursor {
     #[serde(flatten)]
     pub walk: WalkState<DateTime<Utc>>,
-    /// Workflows not final yet, or with jobs not final yet.
+    /// Workflows not final yet.
     #[serde(default)]
     pub pending_workflows: BTreeSet<String>,
+    /// The last walk that finished, and the last sweep.
+    #[serde(default)]
+    pub last_walk: Option<Listing>,
+    #[serde(default)]
+    pub last_sweep: Option<Listing>,
+    /// The walk under way (kept while it is resumed) and whether it is a sweep.
+    #[serde(default)]
+    pub current: Option<Listing>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sweeping: bool,
 }
+
+/// A walk that listed the workflows of every pipeline created at or after `from` (all of
+/// them when `None`), starting at `at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listing {
+    pub at: DateTime<Utc>,
+    pub from: Option<DateTime<Utc>>,
+}
+
+impl PipelinesCursor {
+    /// When the workflows of a pipeline created at `created` were last listed, if a
+    /// finished walk covered it.
+    pub fn listed_at(&self, created: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        [&self.last_walk, &self.last_sweep]
+            .into_iter()
+            .flatten()
+            .filter(|l| match (l.from, created) {
+                (None, _) => true,
+                (Some(from), Some(created)) => created >= from,
+                (Some(_), None) => false,
+            })
+            .map(|l| l.at)
+            .max()
+    }
+
+    /// Starts a fresh walk at `now`: a sweep when one is due.
+    fn begin_walk(&mut self, now: DateTime<Utc>, config: &CircleCiConfig) {
+        self.sweeping = self
+            .last_sweep
+            .as_ref()
+            .is_none_or(|s| now - s.at >= duration(config.sweep_interval));
+        let window = if self.sweeping {
+            config.sweep_window.max(config.lookback)
+        } else {
+            config.lookback
+        };
+        self.current = Some(Listing {
+            at: now,
+            // The first walk backfills everything.
+            from: self.walk.high_water.map(|_| now - duration(window)),
+        });
+    }
+
+    /// A finished walk becomes the last one (and the last sweep, if it was one).
+    fn end_walk(&mut self) {
+        if let Some(done) = self.current.take() {
+            if self.sweeping || self.last_sweep.is_none() {
+                self.last_sweep = Some(done.clone());
+            }
+            self.last_walk = Some(done);
+        }
+        self.sweeping = false;
+    }
+}
+
+fn duration(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Clock skew allowed between CircleCI's timestamps and ours when deciding that a
+/// workflow existed before a listing (both NTP-synced: well under this).
+const SKEW: chrono::Duration = chrono::Duration::seconds(60);
 
 #[derive(Debug, thiserror::Error)]
 enum StreamError {
@@ -54,20 +131,25 @@ enum StreamError {
     State(#[from] CursorError),
 }
 
-/// Syncs every configured project, one after the other; each has its own state.
+/// Syncs every configured project, one after the other; each has its own state. A
+/// rejected token fails the first project's stream and stops there (it would fail the
+/// others the same way).
 pub async fn sync_all(
     warehouse: Arc<dyn Warehouse>,
     client: &CircleCiClient,
     config: &CircleCiConfig,
     options: &SyncOptions,
 ) -> Vec<RunOutcome> {
+    client.stats().start_pass();
     let mut outcomes = Vec::new();
     for slug in &config.projects {
         let key = StreamKey::new(SOURCE, PIPELINES, slug);
+        let mut unauthorized = false;
         let outcome = match StreamRun::start(&warehouse, key, options, Some(client.stats())).await {
             Err(outcome) => outcome,
             Ok((mut run, cursor)) => {
                 let result = sync_project(&mut run, cursor, client, slug, config).await;
+                unauthorized = matches!(&result, Err(StreamError::Api(e)) if e.is_unauthorized());
                 if let Err(e) = &result {
                     tracing::error!(stream = %run.key(), error = %e, "stream run failed");
                 }
@@ -75,6 +157,9 @@ pub async fn sync_all(
             }
         };
         outcomes.push(outcome);
+        if unauthorized {
+            break;
+        }
     }
     outcomes
 }
@@ -110,6 +195,9 @@ async fn sync_project(
 
     // 2. The walk: an unfinished one first, then a fresh one from the newest pipeline.
     for _ in 0..cursor.walk.walks_this_run() {
+        if !cursor.walk.is_resuming() || cursor.current.is_none() {
+            cursor.begin_walk(run.options().now(), config);
+        }
         loop {
             if !run.time_left() {
                 return Ok(run.stop_partial(cursor_json(&cursor)).await?);
@@ -121,40 +209,47 @@ async fn sync_project(
                 Err(ApiError::Http(HttpError::Status { status: 400, .. })) if token.is_some() => {
                     tracing::warn!(stream = %run.key(), "page token refused; restarting the walk from the newest pipeline");
                     cursor.walk.restart();
+                    cursor.begin_walk(run.options().now(), config);
                     continue;
                 }
                 other => other?,
             };
             run.page_fetched();
-            let window_start = cursor
-                .walk
-                .high_water
-                .map(|mark| mark - chrono::Duration::from_std(config.lookback).unwrap_or_default());
-            let mut newest_on_page: Option<DateTime<Utc>> = None;
-            let mut any_in_window = false;
+            let from = cursor.current.as_ref().and_then(|c| c.from);
+            let records: Vec<(String, Option<DateTime<Utc>>)> = page
+                .items
+                .iter()
+                .map(|p| (id_of(p).unwrap_or_default(), time(p, &["created_at"])))
+                .collect();
             let synced_at = Utc::now();
-            for pipeline in &page.items {
-                let created = time(pipeline, &["created_at"]);
-                newest_on_page = newest_on_page.max(created);
-                let in_window = match (window_start, created) {
-                    (Some(start), Some(created)) => created >= start,
-                    _ => true,
+            for (pipeline, (id, created)) in page.items.iter().zip(&records) {
+                let is_new = cursor.walk.is_new(id, created.as_ref());
+                let in_window = match (from, created) {
+                    (None, _) => true,
+                    (Some(from), Some(created)) => *created >= from,
+                    (Some(_), None) => false,
                 };
-                if !in_window {
+                if !is_new && !in_window {
                     continue;
                 }
-                any_in_window = true;
                 if let Some(created) = created {
-                    run.observe_source_time(created);
+                    run.observe_source_time(*created);
                 }
-                add_pipeline(run, pipeline, client, &mut cursor, synced_at).await?;
+                add_pipeline(run, pipeline, client, &mut cursor, is_new, synced_at).await?;
             }
-            // Done at the start of history, or once a whole page is older than the window.
+            // Done at the start of history, or once a page reaches below both the mark and
+            // the window.
+            let lowest = records.iter().filter_map(|(_, t)| *t).min();
+            let reached = cursor.walk.is_below_mark(lowest.as_ref())
+                && matches!((from, lowest), (Some(from), Some(lowest)) if lowest < from);
             let walk_done = cursor.walk.advance(
                 page.next_page_token,
-                newest_on_page,
-                page.items.is_empty() || !any_in_window,
+                &records,
+                page.items.is_empty() || reached,
             );
+            if walk_done {
+                cursor.end_walk();
+            }
             run.commit_page(walk_done, cursor_json(&cursor)).await?;
             if walk_done {
                 break;
@@ -164,17 +259,29 @@ async fn sync_project(
     Ok(RunStatus::Succeeded)
 }
 
-/// A pipeline, its workflows and their jobs; workflows still moving are remembered.
+/// A pipeline, its workflows and their jobs; workflows still moving are remembered. What
+/// an earlier listing stored and cannot have changed is not read or written again.
 async fn add_pipeline(
     run: &mut StreamRun,
     pipeline: &Value,
     client: &CircleCiClient,
     cursor: &mut PipelinesCursor,
+    is_new: bool,
     synced_at: DateTime<Utc>,
 ) -> Result<(), StreamError> {
+    let listed_at = if is_new {
+        None
+    } else {
+        cursor.listed_at(time(pipeline, &["created_at"]))
+    };
+    let changed_since = |value: &Value, field: &str| {
+        listed_at.is_none_or(|at| time(value, &[field]).is_none_or(|t| t >= at - SKEW))
+    };
     let id = match pipeline_row(pipeline, synced_at) {
         Ok(row) => {
-            run.add(&CIRCLECI_PIPELINES, row);
+            if changed_since(pipeline, "updated_at") {
+                run.add(&CIRCLECI_PIPELINES, row);
+            }
             id_of(pipeline).unwrap_or_default()
         }
         Err(reason) => {
@@ -186,8 +293,17 @@ async fn add_pipeline(
     let workflows = client.pipeline_workflows(&id).await?;
     run.page_fetched();
     for workflow in &workflows {
+        let workflow_id = id_of(workflow).ok();
+        let stored_final = workflow_is_final(workflow.get("status").and_then(Value::as_str))
+            && !changed_since(workflow, "created_at")
+            && workflow_id
+                .as_ref()
+                .is_some_and(|w| !cursor.pending_workflows.contains(w));
+        if stored_final {
+            continue;
+        }
         let still_moving = add_workflow(run, workflow, client).await?;
-        if let Ok(workflow_id) = id_of(workflow) {
+        if let Some(workflow_id) = workflow_id {
             if still_moving {
                 cursor.pending_workflows.insert(workflow_id);
             } else {
@@ -198,8 +314,8 @@ async fn add_pipeline(
     Ok(())
 }
 
-/// A workflow and its jobs. Returns whether it is still moving (it, or one of its jobs, is
-/// not final).
+/// A workflow and its jobs. Returns whether it is still moving: its status decides (a
+/// final workflow can leave jobs `blocked` or `not_run` for ever).
 async fn add_workflow(
     run: &mut StreamRun,
     workflow: &Value,
@@ -218,9 +334,7 @@ async fn add_workflow(
     };
     let jobs = client.workflow_jobs(&id).await?;
     run.page_fetched();
-    let mut moving = !workflow_is_final(workflow.get("status").and_then(Value::as_str));
     for job in &jobs {
-        moving |= !job_is_final(job.get("status").and_then(Value::as_str));
         match job_row(job, &id, synced_at) {
             Ok(row) => run.add(&CIRCLECI_JOBS, row),
             Err(reason) => run.reject(
@@ -231,5 +345,7 @@ async fn add_workflow(
             ),
         }
     }
-    Ok(moving)
+    Ok(!workflow_is_final(
+        workflow.get("status").and_then(Value::as_str),
+    ))
 }

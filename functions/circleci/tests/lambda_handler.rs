@@ -34,11 +34,14 @@ async fn the_handler_syncs_each_project_and_fails_typed() {
         time_margin: Duration::from_secs(2),
         pii: "drop".into(),
         batch_rows: 300,
+        http: Default::default(),
     };
     let source = CircleCiSource::new(CircleCiSettings {
         api_url: circleci.api_url(),
         projects: vec!["gh/acme/web".into(), "gh/acme/api".into()],
         lookback: Duration::from_secs(24 * 3600),
+        sweep_window: Duration::from_secs(7 * 24 * 3600),
+        sweep_interval: Duration::from_secs(6 * 3600),
     });
     let function = CircleCiFunction::new(settings, secrets_client(&secrets.endpoint()), source);
 
@@ -61,6 +64,8 @@ async fn the_handler_syncs_each_project_and_fails_typed() {
             api_url: circleci.api_url(),
             projects: vec!["gh/acme/web".into()],
             lookback: Duration::from_secs(3600),
+            sweep_window: Duration::from_secs(7 * 24 * 3600),
+            sweep_interval: Duration::from_secs(6 * 3600),
         }),
     );
     match fresh.handle(event("inv-2", 60)).await {

@@ -56,6 +56,34 @@ pub struct SyncOptions {
     pub batch_rows: usize,
     /// Told after every committed batch (the command's progress bar).
     pub progress: Option<Progress>,
+    /// The wall clock sources compare their records' times with (windows, sweeps); a
+    /// simulation can drive it.
+    pub clock: Clock,
+}
+
+/// The time of day for a sync: the system's, or one a simulation sets.
+#[derive(Clone, Default)]
+pub struct Clock(Option<Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>>);
+
+impl Clock {
+    /// A clock that reads `now`.
+    pub fn from_fn(now: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(now)))
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.0.as_ref().map_or_else(Utc::now, |now| now())
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Clock(set)"
+        } else {
+            "Clock(system)"
+        })
+    }
 }
 
 /// Told (stream, rows written so far in this run) after each commit.
@@ -78,7 +106,13 @@ impl SyncOptions {
             deadline,
             batch_rows: DEFAULT_BATCH_ROWS,
             progress: None,
+            clock: Clock::default(),
         }
+    }
+
+    /// The sync's wall-clock time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     pub fn time_left(&self) -> bool {
@@ -214,7 +248,12 @@ impl StreamRun {
         http: Option<Arc<HttpStats>>,
     ) -> Result<(Self, Option<StoredState>), WarehouseError> {
         let state = warehouse
-            .read_state(key.source, key.stream, &key.scope)
+            .read_state(
+                key.source,
+                key.stream,
+                &key.scope,
+                options.deadline.map(|d| d + COMMIT_GRACE),
+            )
             .await?;
         let retries_at_start = http.as_ref().map_or(0, |h| h.retries());
         let run = Self {
@@ -524,7 +563,7 @@ mod tests {
         fn dialect(&self) -> Dialect {
             Dialect::Postgres
         }
-        async fn migrate(&self) -> Result<Vec<i64>, WarehouseError> {
+        async fn migrate(&self, _: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
             Ok(vec![])
         }
         async fn read_state(
@@ -532,6 +571,7 @@ mod tests {
             _: &str,
             _: &str,
             _: &str,
+            _: Option<Instant>,
         ) -> Result<Option<StoredState>, WarehouseError> {
             Ok(None)
         }
@@ -539,8 +579,8 @@ mod tests {
             self.batches.lock().unwrap().push(batch);
             Ok(())
         }
-        async fn status(&self) -> Result<Vec<StreamStatus>, WarehouseError> {
-            Ok(vec![])
+        async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError> {
+            Ok(None)
         }
     }
 

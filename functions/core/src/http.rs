@@ -17,7 +17,8 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Attempts per request, the first included.
     pub max_attempts: u32,
-    /// Retries allowed over the client's life (one run); past it, failures surface at once.
+    /// Retries allowed per pass (see [`HttpStats::start_pass`]); past it, failures surface
+    /// at once. A long-running command and a warm Lambda start a new pass every run.
     pub retry_budget: u64,
     pub base_backoff: Duration,
     pub max_backoff: Duration,
@@ -44,12 +45,47 @@ impl Default for HttpConfig {
     }
 }
 
+/// The HTTP settings a user can change (`--http-timeout`, `--http-retry-budget`), the same
+/// for every source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Retries per pass.
+    pub retry_budget: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let defaults = HttpConfig::default();
+        Self {
+            request_timeout: defaults.request_timeout,
+            retry_budget: defaults.retry_budget,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The client configuration with these settings and `rate_limit`.
+    pub fn config(&self, rate_limit: Option<RateLimitHeaders>) -> HttpConfig {
+        HttpConfig {
+            request_timeout: self.request_timeout,
+            retry_budget: self.retry_budget,
+            rate_limit,
+            ..HttpConfig::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RateLimitHeaders {
     pub remaining: HeaderName,
     /// When the window resets (Unix seconds); APIs with a rolling budget (Heroku) have none,
     /// and the source decides what to do with the remaining count.
     pub reset_unix: Option<HeaderName>,
+    /// Seconds until the window resets (Rollbar's `X-Rate-Limit-Remaining-Seconds`, what
+    /// its own SDKs read): preferred to `reset_unix`, which trusts our clock.
+    pub reset_in_seconds: Option<HeaderName>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +104,10 @@ pub enum HttpError {
         status: u16,
         detail: String,
     },
+    /// The request timed out and the caller asked to hear of it at once (it can ask for
+    /// less, e.g. a smaller page).
+    #[error("{url}: timed out after {secs}s")]
+    TimedOut { url: String, secs: u64 },
     #[error("{url}: unreachable after {attempts} attempt(s): {detail}")]
     Unreachable {
         url: String,
@@ -100,6 +140,8 @@ pub struct HttpStats {
     pub bytes: AtomicU64,
     /// The last rate-limit "remaining" count the API reported, plus one (0: none yet).
     rate_limit_remaining: AtomicU64,
+    /// `retries` when the current pass started: the retry budget is per pass.
+    retries_at_pass_start: AtomicU64,
 }
 
 impl HttpStats {
@@ -111,6 +153,17 @@ impl HttpStats {
     }
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+    /// Starts a pass: the retry budget is counted afresh from here. Called once per sync
+    /// pass, so that the long-running command and warm Lambdas keep their budget.
+    pub fn start_pass(&self) {
+        self.retries_at_pass_start
+            .store(self.retries(), Ordering::Relaxed);
+    }
+    /// Retries since the current pass started.
+    pub fn retries_this_pass(&self) -> u64 {
+        self.retries()
+            .saturating_sub(self.retries_at_pass_start.load(Ordering::Relaxed))
     }
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -139,8 +192,17 @@ enum Attempt {
     Retry {
         detail: String,
         wait: Option<Duration>,
+        timed_out: bool,
     },
     Fail(HttpError),
+}
+
+/// How one request treats failures, beyond the client's configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestOptions {
+    /// A timeout is returned at once as [`HttpError::TimedOut`] instead of retried, for a
+    /// caller that can ask for less (a smaller page) rather than repeat the same request.
+    pub report_timeouts: bool,
 }
 
 impl HttpClient {
@@ -170,7 +232,8 @@ impl HttpClient {
         url: &str,
         headers: &[(HeaderName, HeaderValue)],
     ) -> Result<ApiResponse, HttpError> {
-        self.get_with(url, headers, |_| Ok(())).await
+        self.get_with(url, headers, RequestOptions::default(), |_| Ok(()))
+            .await
     }
 
     /// GET and decode JSON. A body that does not decode (truncated, malformed) is retried
@@ -182,9 +245,20 @@ impl HttpClient {
         url: &str,
         headers: &[(HeaderName, HeaderValue)],
     ) -> Result<(T, HeaderMap), HttpError> {
+        self.get_json_with(url, headers, RequestOptions::default())
+            .await
+    }
+
+    /// [`HttpClient::get_json`] with per-request options.
+    pub async fn get_json_with<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        options: RequestOptions,
+    ) -> Result<(T, HeaderMap), HttpError> {
         let mut decoded = None;
         let response = self
-            .get_with(url, headers, |body| {
+            .get_with(url, headers, options, |body| {
                 let text = std::str::from_utf8(body)
                     .map_err(|e| format!("invalid JSON (not UTF-8: {e})"))?;
                 match serde_json::from_str::<T>(&crate::json::storable(text)) {
@@ -210,6 +284,7 @@ impl HttpClient {
         &self,
         url: &str,
         headers: &[(HeaderName, HeaderValue)],
+        options: RequestOptions,
         mut validate: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<ApiResponse, HttpError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| HttpError::BadUrl(url.to_string()))?;
@@ -223,6 +298,7 @@ impl HttpClient {
                     Err(detail) => Attempt::Retry {
                         detail: format!("malformed body: {detail}"),
                         wait: None,
+                        timed_out: false,
                     },
                 },
                 other => other,
@@ -230,9 +306,16 @@ impl HttpClient {
             match outcome {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Fail(error) => return Err(error),
-                Attempt::Retry { detail, wait } => {
-                    let budget_left =
-                        self.stats.retries.load(Ordering::Relaxed) < self.config.retry_budget;
+                Attempt::Retry {
+                    timed_out: true, ..
+                } if options.report_timeouts => {
+                    return Err(HttpError::TimedOut {
+                        url: url.to_string(),
+                        secs: self.config.request_timeout.as_secs(),
+                    })
+                }
+                Attempt::Retry { detail, wait, .. } => {
+                    let budget_left = self.stats.retries_this_pass() < self.config.retry_budget;
                     if attempt >= self.config.max_attempts || !budget_left {
                         let detail = if budget_left {
                             detail
@@ -291,6 +374,7 @@ impl HttpClient {
                 return Attempt::Retry {
                     detail: describe_transport_error(&e),
                     wait: None,
+                    timed_out: e.is_timeout(),
                 }
             }
         };
@@ -303,6 +387,7 @@ impl HttpClient {
                 return Attempt::Retry {
                     detail: format!("body cut short: {}", describe_transport_error(&e)),
                     wait: None,
+                    timed_out: e.is_timeout(),
                 }
             }
         };
@@ -326,6 +411,8 @@ impl HttpClient {
             | StatusCode::GATEWAY_TIMEOUT => Attempt::Retry {
                 detail: format!("HTTP {}", status.as_u16()),
                 wait: retry_after(&response_headers),
+                // A gateway that gave up waiting for the page: asking for less helps too.
+                timed_out: status == StatusCode::GATEWAY_TIMEOUT,
             },
             StatusCode::UNAUTHORIZED => Attempt::Fail(HttpError::Unauthorized { url }),
             StatusCode::FORBIDDEN => Attempt::Fail(HttpError::Forbidden { url }),
@@ -359,17 +446,23 @@ impl HttpClient {
                 .rate_limit_remaining
                 .store(remaining.saturating_add(1), Ordering::Relaxed);
         }
-        let reset = limits
-            .reset_unix
+        if remaining != Some(0) {
+            return;
+        }
+        let reset_in = limits
+            .reset_in_seconds
             .as_ref()
             .and_then(|name| header_u64(headers, name));
-        if let (Some(0), Some(reset)) = (remaining, reset) {
-            let now = chrono::Utc::now().timestamp().max(0) as u64;
-            let wait = Duration::from_secs(
-                reset
-                    .saturating_sub(now)
-                    .min(self.config.max_retry_after.as_secs()),
-            );
+        let reset_at = limits
+            .reset_unix
+            .as_ref()
+            .and_then(|name| header_u64(headers, name))
+            .map(|reset| {
+                let now = chrono::Utc::now().timestamp().max(0) as u64;
+                reset.saturating_sub(now)
+            });
+        if let Some(seconds) = reset_in.or(reset_at) {
+            let wait = Duration::from_secs(seconds.min(self.config.max_retry_after.as_secs()));
             if let Ok(mut slot) = self.not_before.lock() {
                 *slot = Some(Instant::now() + wait);
             }

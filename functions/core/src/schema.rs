@@ -24,6 +24,8 @@ pub struct Column {
     pub name: &'static str,
     pub ty: ColumnType,
     pub nullable: bool,
+    /// The migration that added the column to an existing table (0: created with it).
+    pub added_in: i64,
 }
 
 const fn col(name: &'static str, ty: ColumnType) -> Column {
@@ -31,6 +33,7 @@ const fn col(name: &'static str, ty: ColumnType) -> Column {
         name,
         ty,
         nullable: true,
+        added_in: 0,
     }
 }
 
@@ -39,6 +42,17 @@ const fn key(name: &'static str, ty: ColumnType) -> Column {
         name,
         ty,
         nullable: false,
+        added_in: 0,
+    }
+}
+
+/// A nullable column a later migration adds (last in the table, where ALTER puts it).
+const fn added(name: &'static str, ty: ColumnType, migration: i64) -> Column {
+    Column {
+        name,
+        ty,
+        nullable: true,
+        added_in: migration,
     }
 }
 
@@ -282,6 +296,9 @@ pub static HEROKU_RELEASES: Table = Table {
         col("addon_plan_names", Text(4096)),
         col("data", Json),
         col("synced_at", Timestamp),
+        // The git sha of the release's slug (`GET /apps/{app}/slugs/{id}`): promotions,
+        // rollbacks and config changes have a slug but no build of their own.
+        added("slug_commit", Text(255), 6),
     ],
     key: &["id"],
     event_time: Some("created_at"),
@@ -379,7 +396,10 @@ impl View {
 /// One step of a migration, rendered by each backend's dialect.
 #[derive(Debug)]
 pub enum Step {
+    /// The table with the columns it had at the step's migration.
     CreateTable(&'static Table),
+    /// The table's columns whose `added_in` is the step's migration.
+    AddColumns(&'static Table),
     /// Created or replaced: a later migration may redefine a view with the same step.
     CreateView(View),
 }
@@ -439,6 +459,15 @@ pub static MIGRATIONS: &[Migration] = &[
             Step::CreateView(View::ReleaseImpact),
         ],
     },
+    Migration {
+        version: 6,
+        name: "heroku release commits",
+        steps: &[
+            Step::AddColumns(&HEROKU_RELEASES),
+            Step::CreateView(View::Deploys),
+            Step::CreateView(View::ReleaseImpact),
+        ],
+    },
 ];
 
 /// Every table a migration creates, for status and docs.
@@ -446,7 +475,7 @@ pub fn all_tables() -> impl Iterator<Item = &'static Table> {
     MIGRATIONS.iter().flat_map(|m| {
         m.steps.iter().filter_map(|step| match step {
             Step::CreateTable(table) => Some(*table),
-            Step::CreateView(_) => None,
+            Step::AddColumns(_) | Step::CreateView(_) => None,
         })
     })
 }

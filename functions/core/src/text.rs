@@ -72,3 +72,119 @@ mod tests {
         ));
     }
 }
+
+/// A stored cursor in one short line for `heimdallr status`: `key=value` pairs, nested
+/// objects in braces, lists as their length, long strings (page tokens, ranges) cut, the
+/// whole line at most `width` characters. The full cursor stays in `_heimdallr_state`.
+pub fn summarize_cursor(cursor: &serde_json::Value, width: usize) -> String {
+    fn render(value: &serde_json::Value, out: &mut String) {
+        use serde_json::Value;
+        match value {
+            Value::Null => out.push('-'),
+            Value::Bool(b) => out.push_str(if *b { "yes" } else { "no" }),
+            Value::Number(n) => out.push_str(&n.to_string()),
+            Value::String(s) => {
+                let cut: String = s.chars().take(24).collect();
+                if cut.len() < s.len() {
+                    out.push_str(&format!("{cut}.."));
+                } else {
+                    out.push_str(s);
+                }
+            }
+            Value::Array(items) => out.push_str(&format!("[{}]", items.len())),
+            Value::Object(fields) => {
+                let mut first = true;
+                for (key, value) in fields.iter().filter(|(_, v)| !v.is_null()) {
+                    if !first {
+                        out.push(' ');
+                    }
+                    first = false;
+                    out.push_str(key);
+                    out.push('=');
+                    if value.is_object() {
+                        out.push('{');
+                        render(value, out);
+                        out.push('}');
+                    } else {
+                        render(value, out);
+                    }
+                }
+            }
+        }
+    }
+    let mut line = String::new();
+    render(cursor, &mut line);
+    if line.chars().count() > width {
+        let cut: String = line.chars().take(width.saturating_sub(2)).collect();
+        line = format!("{cut}..");
+    }
+    line
+}
+
+/// `text` broken into lines of at most `width` characters, at spaces where it can.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word: &str = word;
+        loop {
+            let room = width.saturating_sub(line.chars().count() + usize::from(!line.is_empty()));
+            if word.chars().count() <= room {
+                if !line.is_empty() {
+                    line.push(' ');
+                }
+                line.push_str(word);
+                break;
+            }
+            if line.is_empty() {
+                // A word longer than a whole line: cut it.
+                let split = word
+                    .char_indices()
+                    .nth(width.max(1))
+                    .map_or(word.len(), |(i, _)| i);
+                lines.push(word[..split].to_string());
+                word = &word[split..];
+                if word.is_empty() {
+                    break;
+                }
+            } else {
+                lines.push(std::mem::take(&mut line));
+            }
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_cursor_reads_in_one_short_line() {
+        let cursor = json!({
+            "high_water": 1_234_567_890_i64,
+            "walk": {"top": 1_234_567_999_i64, "next_below": 1_234_567_000_i64},
+            "pending": (0..5000).collect::<Vec<_>>(),
+            "sweep": null,
+            "next": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0",
+        });
+        let line = summarize_cursor(&cursor, 200);
+        assert_eq!(
+            line,
+            "high_water=1234567890 next=eyJhbGciOiJIUzI1NiIsInR5.. pending=[5000] \
+             walk={next_below=1234567000 top=1234567999}"
+        );
+        assert!(summarize_cursor(&cursor, 40).chars().count() <= 40);
+    }
+
+    #[test]
+    fn text_wraps_at_spaces_and_cuts_words_longer_than_a_line() {
+        assert_eq!(wrap("aaa bbb ccc", 7), vec!["aaa bbb", "ccc"]);
+        assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
+        assert!(wrap("", 10).is_empty());
+    }
+}

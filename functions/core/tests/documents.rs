@@ -30,7 +30,7 @@ async fn postgres_stores_documents_a_strict_parser_refuses() {
     let schema = heimdallr_fakes::postgres::unique_schema("documents");
     let target = WarehouseTarget::parse(&url).expect("a PostgreSQL URL");
     let warehouse = warehouse::open(&target, &schema).await.expect("connect");
-    warehouse.migrate().await.expect("migrate");
+    warehouse.migrate(None).await.expect("migrate");
     warehouse.commit(batch()).await.expect("stored");
 
     let row = heimdallr_fakes::postgres::connect(&url)
@@ -58,7 +58,7 @@ async fn duckdb_stores_documents_a_strict_parser_refuses() {
     let target = WarehouseTarget::parse(path.to_str().unwrap()).expect("a DuckDB path");
     {
         let warehouse = warehouse::open(&target, "heimdallr").await.expect("open");
-        warehouse.migrate().await.expect("migrate");
+        warehouse.migrate(None).await.expect("migrate");
         warehouse.commit(batch()).await.expect("stored");
     }
     let connection = duckdb::Connection::open(&path).expect("open the file");

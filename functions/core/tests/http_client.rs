@@ -173,6 +173,64 @@ async fn the_retry_budget_bounds_retries_across_requests() {
     // The budget is spent: the next request gets one attempt only.
     assert!(client.get(&url, &[]).await.is_err());
     assert_eq!(count.load(Ordering::SeqCst), 5);
+    // A new pass (the long-running command's next pass, a warm Lambda's next invocation)
+    // has its budget back.
+    client.stats().start_pass();
+    assert!(client.get(&url, &[]).await.is_err());
+    assert_eq!(count.load(Ordering::SeqCst), 9, "three retries again");
+}
+
+#[tokio::test]
+async fn rollbar_remaining_seconds_is_waited_out_when_the_window_is_spent() {
+    let (url, count, _server) = scripted(vec![
+        ok().with_header("x-rate-limit-remaining", "0")
+            .with_header("x-rate-limit-remaining-seconds", "1")
+            // A reset far in the future by our clock: Remaining-Seconds wins.
+            .with_header("x-rate-limit-reset", "9999999999"),
+        ok(),
+    ])
+    .await;
+    let client = HttpClient::new(HttpConfig {
+        rate_limit: Some(heimdallr_core::http::RateLimitHeaders {
+            remaining: HeaderName::from_static("x-rate-limit-remaining"),
+            reset_unix: Some(HeaderName::from_static("x-rate-limit-reset")),
+            reset_in_seconds: Some(HeaderName::from_static("x-rate-limit-remaining-seconds")),
+        }),
+        ..HttpConfig::default()
+    })
+    .unwrap();
+    client.get(&url, &[]).await.unwrap();
+    let started = Instant::now();
+    client.get(&url, &[]).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(950) && waited < Duration::from_secs(30),
+        "waited the window's remaining second, not until the far reset: {waited:?}"
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_caller_that_can_ask_for_less_hears_of_a_timeout_at_once() {
+    let (url, count, _server) =
+        scripted(vec![Reply::Delayed(Duration::from_secs(5), Box::new(ok()))]).await;
+    let client = HttpClient::new(HttpConfig {
+        request_timeout: Duration::from_millis(200),
+        ..HttpConfig::default()
+    })
+    .unwrap();
+    let error = client
+        .get_json_with::<serde_json::Value>(
+            &url,
+            &[],
+            heimdallr_core::http::RequestOptions {
+                report_timeouts: true,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, HttpError::TimedOut { .. }), "{error:?}");
+    assert_eq!(count.load(Ordering::SeqCst), 1, "not retried");
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ fn batch_of(rows: impl IntoIterator<Item = Row>) -> Batch {
 async fn open(url: &str, schema: &str) -> Arc<dyn Warehouse> {
     let target = WarehouseTarget::parse(url).expect("a PostgreSQL URL");
     let warehouse = warehouse::open(&target, schema).await.expect("connect");
-    warehouse.migrate().await.expect("migrate");
+    warehouse.migrate(None).await.expect("migrate");
     warehouse
 }
 

@@ -94,7 +94,7 @@ async fn setup() -> Option<(
         .expect("stand-in");
     let schema = unique_schema("rs");
     let warehouse = warehouse(&fake, &schema);
-    let applied = warehouse.migrate().await.expect("migrate");
+    let applied = warehouse.migrate(None).await.expect("migrate");
     assert!(!applied.is_empty());
     Some((fake, warehouse, connect(&url).await, schema))
 }
@@ -104,7 +104,11 @@ async fn batches_merge_on_the_key_with_their_cursor_and_read_back_typed() {
     let Some((fake, warehouse, pg, schema)) = setup().await else {
         return;
     };
-    assert!(warehouse.migrate().await.expect("migrate again").is_empty());
+    assert!(warehouse
+        .migrate(None)
+        .await
+        .expect("migrate again")
+        .is_empty());
 
     let rows = [
         occurrence(1, "it's one", 10),
@@ -148,14 +152,14 @@ async fn batches_merge_on_the_key_with_their_cursor_and_read_back_typed() {
     assert_eq!(occurred, 1_790_000_001_123_456);
 
     let stored = warehouse
-        .read_state("rollbar", "occurrences", "web")
+        .read_state("rollbar", "occurrences", "web", None)
         .await
         .expect("read state")
         .expect("a state row");
     assert_eq!(stored.cursor, serde_json::json!({"high_water": 3}));
     assert!(stored.source_time.is_some());
     assert!(warehouse
-        .read_state("rollbar", "occurrences", "api")
+        .read_state("rollbar", "occurrences", "api", None)
         .await
         .unwrap()
         .is_none());
@@ -244,7 +248,7 @@ async fn a_failed_sub_statement_is_reported_with_redshift_text_and_applies_nothi
     assert!(!text.contains("nine"), "no data in errors: {text}");
     assert!(titles(&pg, &schema).await.is_empty());
     assert!(warehouse
-        .read_state("rollbar", "occurrences", "web")
+        .read_state("rollbar", "occurrences", "web", None)
         .await
         .unwrap()
         .is_none());
@@ -376,10 +380,110 @@ async fn the_stand_in_enforces_the_real_limits() {
     assert!(too_many.is_err());
     let too_big = client
         .batch_execute_statement()
-        .sqls(format!("SELECT '{}'", "x".repeat(MAX_STATEMENT_BYTES)))
+        .sqls(format!("SELECT '{}'", "x".repeat(MAX_STATEMENT_BYTES - 8)))
         .database("dev")
         .workgroup_name("wg")
         .send()
         .await;
-    assert!(too_big.is_err());
+    assert!(too_big.is_err(), "100 001 bytes are refused");
+    let at_the_limit = client
+        .batch_execute_statement()
+        .sqls(format!("SELECT '{}'", "x".repeat(MAX_STATEMENT_BYTES - 9)))
+        .database("dev")
+        .workgroup_name("wg")
+        .send()
+        .await;
+    assert!(at_the_limit.is_ok(), "100 000 bytes are taken");
+}
+
+#[tokio::test]
+async fn a_70_kb_document_is_stored_without_it_and_a_reject_says_why_unless_large_strings() {
+    let Some((fake, warehouse, pg, schema)) = setup().await else {
+        return;
+    };
+    let rows = [occurrence(1, "small", 100), occurrence(2, "large", 70_000)];
+    warehouse
+        .commit(batch(rows, serde_json::json!({"high_water": 2})))
+        .await
+        .expect("the batch lands: the large document is set aside, not the batch");
+    let omitted: serde_json::Value = pg
+        .query_one(
+            &format!("SELECT data FROM \"{schema}\".rollbar_occurrences WHERE id = 2"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(omitted["heimdallr_omitted"].is_string(), "{omitted}");
+    let reason: String = pg
+        .query_one(
+            &format!("SELECT reason FROM \"{schema}\"._heimdallr_rejects WHERE record_key = '2'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("string limit (65535 bytes"), "{reason}");
+
+    // A cluster that opted in to large strings, named so in the URL, takes it whole.
+    fake.set_large_strings(true);
+    let target = RedshiftTarget::parse(
+        "redshift-data://awsuser@cluster/test-cluster/dev?large_strings=true",
+    )
+    .unwrap();
+    let large = RedshiftWarehouse::with_client(client(&fake), target, &schema);
+    large
+        .commit(batch(
+            [occurrence(2, "large", 70_000)],
+            serde_json::json!({"high_water": 2}),
+        ))
+        .await
+        .expect("commit");
+    let whole: serde_json::Value = pg
+        .query_one(
+            &format!("SELECT data FROM \"{schema}\".rollbar_occurrences WHERE id = 2"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(whole["padding"].as_str().map(str::len), Some(70_000));
+}
+
+#[tokio::test]
+async fn the_stand_in_refuses_json_parse_input_over_65535_bytes_like_redshift() {
+    let Some((fake, _warehouse, _pg, schema)) = setup().await else {
+        return;
+    };
+    let client = client(&fake);
+    let sql = format!(
+        "INSERT INTO \"{schema}\"._heimdallr_rejects (source, target_table, record_key, scope, run_id, reason, raw, rejected_at) \
+         VALUES ('t', 't', 'k', 's', 'r', 'x', JSON_PARSE('\"{}\"'), CURRENT_TIMESTAMP)",
+        "y".repeat(65_534)
+    );
+    let id = client
+        .batch_execute_statement()
+        .sqls(sql)
+        .database("dev")
+        .cluster_identifier("test-cluster")
+        .db_user("awsuser")
+        .send()
+        .await
+        .expect("submitted")
+        .id
+        .expect("an id");
+    let mut status = String::new();
+    for _ in 0..200 {
+        let described = client.describe_statement().id(&id).send().await.unwrap();
+        status = described
+            .status
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
+        if status == "FAILED" {
+            assert!(described.error.unwrap_or_default().contains("65535"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, "FAILED");
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use heimdallr_core::schema::{
     MIGRATIONS, MIGRATIONS_TABLE, ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES, RUNS, STATE,
 };
-use heimdallr_core::warehouse::redshift::plan::plan_batch;
+use heimdallr_core::warehouse::redshift::plan::{plan_batch, Limits};
 use heimdallr_core::warehouse::{Batch, Dialect, Row, Value};
 
 const SCHEMA: &str = "heimdallr";
@@ -84,16 +84,9 @@ fn rendered() -> String {
         Dialect::redshift_lock(SCHEMA, MIGRATIONS_TABLE),
     ];
     for migration in MIGRATIONS {
-        for step in migration.steps {
-            match step {
-                heimdallr_core::schema::Step::CreateTable(table) => {
-                    statements.extend(dialect.create_table(SCHEMA, table))
-                }
-                heimdallr_core::schema::Step::CreateView(view) => {
-                    statements.push(dialect.create_view(SCHEMA, *view))
-                }
-            }
-        }
+        statements.extend(heimdallr_core::warehouse::migration_statements(
+            dialect, SCHEMA, migration,
+        ));
         statements.push(Dialect::redshift_record_migration(
             SCHEMA,
             migration.version,
@@ -103,6 +96,7 @@ fn rendered() -> String {
     }
     statements.push(dialect.select_state(SCHEMA));
     statements.push(dialect.status(SCHEMA));
+    statements.push(dialect.count_status_tables());
 
     // A small batch (direct) and a large one (staged).
     let mut small = Batch::default();
@@ -115,7 +109,7 @@ fn rendered() -> String {
     }
     engine_rows(&mut large);
     for batch in [small, large] {
-        for transaction in plan_batch(SCHEMA, &batch, at()) {
+        for transaction in plan_batch(SCHEMA, &batch, at(), Limits::for_cluster(false)) {
             statements.extend(transaction.statements.into_iter().map(shorten));
         }
     }

@@ -1,9 +1,17 @@
 //! Heroku Platform API v3 calls: the versioned Accept header, Bearer auth, and Range
-//! pagination exactly as the API defines it (`Range: <field> ..; max=N, order=desc`, a 206
-//! with `Next-Range` sent back verbatim, 200 on the last page, 416 for a range it cannot
-//! satisfy). Reports the account's `RateLimit-Remaining` for the headroom check.
+//! pagination as the API defines it (`Range: <field> ..; max=N, order=desc`, a 206 with
+//! `Next-Range` sent back verbatim, a 200 on the last page). Reports the account's
+//! `RateLimit-Remaining` for the headroom check.
+//!
+//! Range fields are the ones each list accepts: the platform API's published schema
+//! (heroku/platform-api `schema.json`, `ranges` of each List link) gives builds `id` and
+//! `started_at`, apps `id`, `name` and `updated_at`; releases have no `ranges` there, and
+//! the reference's `Accept-Ranges: id, version` and Heroku's own CLI use `version`.
+//! Nothing in Heroku's documentation makes a 416 mean "nothing there": its error table
+//! says "request failed, validate Content-Range header and try again", and the documented
+//! end of a list is a 200 without `Next-Range`. So every 416 is an error naming the range.
 
-use heimdallr_core::http::{HttpClient, HttpConfig, HttpError, HttpStats, RateLimitHeaders};
+use heimdallr_core::http::{HttpClient, HttpError, HttpSettings, HttpStats, RateLimitHeaders};
 use heimdallr_core::token::Token;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
@@ -17,6 +25,11 @@ pub enum ApiError {
     BadToken,
     #[error("{url}: the Next-Range header is not text")]
     BadNextRange { url: String },
+    #[error(
+        "{url}: Heroku refused the range {range:?} (HTTP 416 Requested Range Not \
+         Satisfiable): the list does not accept that Range field or value"
+    )]
+    RangeRefused { url: String, range: String },
 }
 
 impl ApiError {
@@ -44,14 +57,12 @@ const ACCEPT: &str = "application/vnd.heroku+json; version=3";
 
 impl HerokuClient {
     /// 429s are retried with jittered exponential backoff (Heroku sends no Retry-After).
-    pub fn new(base_url: &str, token: Token) -> Result<Self, HttpError> {
-        let http = HttpClient::new(HttpConfig {
-            rate_limit: Some(RateLimitHeaders {
-                remaining: HeaderName::from_static("ratelimit-remaining"),
-                reset_unix: None,
-            }),
-            ..HttpConfig::default()
-        })?;
+    pub fn new(base_url: &str, token: Token, settings: &HttpSettings) -> Result<Self, HttpError> {
+        let http = HttpClient::new(settings.config(Some(RateLimitHeaders {
+            remaining: HeaderName::from_static("ratelimit-remaining"),
+            reset_unix: None,
+            reset_in_seconds: None,
+        })))?;
         Ok(Self {
             http,
             base: base_url.trim_end_matches('/').to_string(),
@@ -121,8 +132,10 @@ impl HerokuClient {
                 };
                 Ok(RangePage { items, next_range })
             }
-            // Nothing in that range (e.g. past the oldest item): an empty last page.
-            Err(HttpError::Status { status: 416, .. }) => Ok(RangePage::default()),
+            Err(HttpError::Status { status: 416, .. }) => Err(ApiError::RangeRefused {
+                url,
+                range: range.to_string(),
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -165,14 +178,16 @@ impl HerokuClient {
             .await
     }
 
-    /// Builds, newest first by `created_at`.
+    /// Builds, newest first by `started_at` (the schema's Range fields for builds are `id`
+    /// and `started_at`; a build carries no `started_at` of its own, and starts as it is
+    /// created, so the walk reads `created_at`).
     pub async fn builds(
         &self,
         app: &str,
         range: Option<&str>,
         page_size: u32,
     ) -> Result<RangePage, ApiError> {
-        let first = format!("created_at ..; max={page_size}, order=desc");
+        let first = format!("started_at ..; max={page_size}, order=desc");
         self.page(
             &format!("/apps/{}/builds", encode(app)),
             range.unwrap_or(&first),
@@ -182,6 +197,12 @@ impl HerokuClient {
 
     pub async fn build(&self, app: &str, id: &str) -> Result<Option<Value>, ApiError> {
         self.one(&format!("/apps/{}/builds/{}", encode(app), encode(id)))
+            .await
+    }
+
+    /// A slug (`GET /apps/{app}/slugs/{id}`), for its `commit`; `None` if it is gone.
+    pub async fn slug(&self, app: &str, id: &str) -> Result<Option<Value>, ApiError> {
+        self.one(&format!("/apps/{}/slugs/{}", encode(app), encode(id)))
             .await
     }
 }

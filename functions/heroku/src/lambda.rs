@@ -87,7 +87,7 @@ impl LambdaSource for HerokuSource {
             headroom: self.settings.headroom,
             pii: settings.pii_policy(secret)?,
         };
-        let client = HerokuClient::new(&config.api_url, config.token.clone())?;
+        let client = HerokuClient::new(&config.api_url, config.token.clone(), &settings.http)?;
         Ok(HerokuRun { config, client })
     }
 

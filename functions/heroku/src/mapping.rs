@@ -45,6 +45,34 @@ fn names(value: &Json, path: &[&str], field: Option<&str>) -> Option<String> {
     Some(names.join(","))
 }
 
+/// `url` without what can carry a credential: the query string (an S3 signature), the
+/// fragment and any user:password. What is left still says where the source came from.
+pub fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        // Not a URL we can read: keep nothing rather than something secret.
+        Err(_) => String::new(),
+    }
+}
+
+/// Signed URLs are credentials (DESIGN: "URLs in builds and releases are signed"): the
+/// stored document keeps `source_blob.url` without its query string and drops the
+/// output stream URLs, whose path itself grants access to the build's log.
+fn without_signed_urls(document: &mut Json) {
+    if let Some(object) = document.as_object_mut() {
+        object.remove("output_stream_url");
+    }
+    if let Some(Json::String(url)) = document.pointer_mut("/source_blob/url") {
+        *url = without_credentials(url);
+    }
+}
+
 /// Build states: `pending` moves; `succeeded` and `failed` do not.
 pub fn build_is_final(build: &Json) -> bool {
     matches!(
@@ -98,6 +126,7 @@ pub fn build_row(
     let email = text(build, &["user", "email"]).and_then(|e| pii.apply(&e));
     let mut data = build.clone();
     pii.apply_in_json(&mut data, &["user", "email"]);
+    without_signed_urls(&mut data);
     let row = vec![
         Value::Text(id),
         Value::text(app_id),
@@ -120,9 +149,12 @@ pub fn build_row(
     Ok(Row(row))
 }
 
+/// A release row; `slug_commit` is the git sha of its slug (read from the slug, since a
+/// promotion, rollback or config change has no build of its own in the app).
 pub fn release_row(
     release: &Json,
     app: &Json,
+    slug_commit: Option<&str>,
     pii: &PiiPolicy,
     synced_at: DateTime<Utc>,
 ) -> Result<Row, String> {
@@ -131,6 +163,7 @@ pub fn release_row(
     let email = text(release, &["user", "email"]).and_then(|e| pii.apply(&e));
     let mut data = release.clone();
     pii.apply_in_json(&mut data, &["user", "email"]);
+    without_signed_urls(&mut data);
     let row = vec![
         Value::Text(id),
         Value::text(app_id),
@@ -149,6 +182,7 @@ pub fn release_row(
         Value::text(names(release, &["addon_plan_names"], None)),
         Value::json(&data),
         Value::Timestamp(synced_at),
+        Value::text(slug_commit),
     ];
     debug_assert_eq!(row.len(), HEROKU_RELEASES.columns.len());
     Ok(Row(row))
@@ -199,12 +233,14 @@ mod tests {
         let row = release_row(
             &release,
             &json!({"id": "app-1", "name": "acme-web"}),
+            Some("f1e2d3c4"),
             &PiiPolicy::Keep,
             Utc::now(),
         )
         .unwrap();
         let get = |name: &str| row.0[HEROKU_RELEASES.column_index(name).unwrap()].clone();
         assert_eq!(get("version"), Value::BigInt(42));
+        assert_eq!(get("slug_commit"), Value::Text("f1e2d3c4".into()));
         assert_eq!(get("current"), Value::Bool(true));
         assert_eq!(get("user_email"), Value::Text("ann@example.com".into()));
         assert_eq!(
@@ -212,5 +248,32 @@ mod tests {
             Value::Text("heroku-postgresql:essential-0".into())
         );
         assert!(release_is_final(&release));
+    }
+
+    #[test]
+    fn signed_urls_are_not_stored_as_they_came() {
+        let build = json!({
+            "id": "b-2", "status": "succeeded",
+            "source_blob": {"url": "https://s3.amazonaws.com/heroku-sources/abc.tgz?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIA", "version": "f1"},
+            "output_stream_url": "https://build-output.heroku.com/streams/ab/abc/logs/0123456789abcdef.log",
+        });
+        let row = build_row(&build, &json!({}), &PiiPolicy::Drop, Utc::now()).unwrap();
+        let Value::Json(data) = &row.0[HEROKU_BUILDS.column_index("data").unwrap()] else {
+            panic!("data is JSON")
+        };
+        let stored: Json = serde_json::from_str(data.as_str()).unwrap();
+        assert_eq!(
+            stored["source_blob"]["url"],
+            "https://s3.amazonaws.com/heroku-sources/abc.tgz"
+        );
+        assert!(stored.get("output_stream_url").is_none());
+        for secret in ["Signature", "AKIA", "0123456789abcdef"] {
+            assert!(!data.as_str().contains(secret), "{secret}");
+        }
+        assert_eq!(
+            without_credentials("https://user:pw@github.com/acme/web/tarball/v1?token=t#x"),
+            "https://github.com/acme/web/tarball/v1"
+        );
+        assert_eq!(without_credentials("not a url"), "");
     }
 }

@@ -1,16 +1,17 @@
 //! Two streams per app, `heroku/releases/<app>` and `heroku/builds/<app>`, and how they
-//! move. Each walks newest first (releases by `version`, builds by `created_at`) down to
-//! its high-water mark, following `Next-Range`; a walk cut short saves its Next-Range with
-//! each batch and the next run finishes it first. Rows that change after they are first
-//! seen are re-read by id every run until they stop changing: pending releases and
-//! builds, and succeeded builds still waiting for their release id. When a new release
-//! becomes current, the one that was current is re-read too, so exactly one release per
-//! app says `current`. The app's row is refreshed with its releases.
+//! move. Each walks newest first (releases by `version`, builds by `started_at`, the
+//! fields the API accepts in a Range) down to its high-water mark, following
+//! `Next-Range`; a walk cut short saves its Next-Range with each batch and the next run
+//! finishes it first. Rows that change after they are first seen are re-read by id every
+//! run until they stop changing: pending releases and builds, and succeeded builds still
+//! waiting for their release id. When a new release becomes current, the one that was
+//! current is re-read too, so exactly one release per app says `current`. The app's row is
+//! refreshed with its releases. Each release's git sha is read from its slug, once per
+//! slug: promotions, rollbacks and config changes have a slug but no build in the app.
 //!
 //! Heroku's 4,500 requests an hour are shared with every other client of the account: a
 //! run stops early, saving its place, once `RateLimit-Remaining` drops below the headroom.
-
-use crate::api::{ApiError, HerokuClient};
+use crate::api::{ApiError, HerokuClient, RangePage};
 use crate::config::{Apps, HerokuConfig};
 use crate::mapping::{
     app_row, build_is_final, build_row, int, release_is_final, release_row, text, time,
@@ -24,7 +25,7 @@ use heimdallr_core::walk::WalkState;
 use heimdallr_core::warehouse::{Warehouse, WarehouseError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 pub const SOURCE: &str = "heroku";
@@ -32,6 +33,13 @@ pub const RELEASES: &str = "releases";
 pub const BUILDS: &str = "builds";
 /// A succeeded build is watched this long for the release id Heroku fills in later.
 const RELEASE_ID_WAIT_HOURS: i64 = 24;
+/// How far below the mark (by `created_at`) the builds walk reads, since pages come by
+/// `started_at`.
+const BUILD_ORDER_MARGIN_MINUTES: i64 = 60;
+/// Slug commits remembered in the releases cursor.
+const SLUG_COMMITS_KEPT: usize = 100;
+/// Slugs read at once.
+const SLUG_READS_AT_ONCE: usize = 8;
 
 /// Saved position of a walk (by `M`: release version or build creation time, its
 /// Next-Range while unfinished) and the rows still changing.
@@ -46,6 +54,10 @@ pub struct Cursor<M> {
     /// The release stored as current (releases only).
     #[serde(default)]
     pub current: Option<String>,
+    /// The commits of the slugs read most recently (releases only), newest last: a slug
+    /// is read once, and a release re-read (pending, current flipping) needs no request.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub slug_commits: VecDeque<(String, Option<String>)>,
 }
 
 impl<M> Default for Cursor<M> {
@@ -54,6 +66,26 @@ impl<M> Default for Cursor<M> {
             walk: WalkState::default(),
             pending: BTreeSet::new(),
             current: None,
+            slug_commits: VecDeque::new(),
+        }
+    }
+}
+
+impl<M> Cursor<M> {
+    /// The commit of `slug`, if it was read.
+    fn slug_commit(&self, slug: &str) -> Option<Option<&str>> {
+        self.slug_commits
+            .iter()
+            .rev()
+            .find(|(id, _)| id == slug)
+            .map(|(_, commit)| commit.as_deref())
+    }
+
+    fn remember_slug(&mut self, slug: String, commit: Option<String>) {
+        self.slug_commits.retain(|(id, _)| *id != slug);
+        self.slug_commits.push_back((slug, commit));
+        while self.slug_commits.len() > SLUG_COMMITS_KEPT {
+            self.slug_commits.pop_front();
         }
     }
 }
@@ -80,6 +112,7 @@ pub async fn sync_all(
     config: &HerokuConfig,
     options: &SyncOptions,
 ) -> Vec<RunOutcome> {
+    client.stats().start_pass();
     let apps = match &config.apps {
         Apps::Named(apps) => apps.clone(),
         Apps::All => match client.apps(config.page_size).await {
@@ -122,20 +155,26 @@ pub async fn sync_all(
     outcomes
 }
 
-/// Whether the run may make another request: time left, and the account's rate budget
-/// above the headroom.
-fn may_go_on(run: &StreamRun, client: &HerokuClient, config: &HerokuConfig) -> bool {
+/// How many more requests the run may make now: none without time left or once the
+/// account's rate budget is down to the headroom (the last request may reach it).
+fn requests_allowed(run: &StreamRun, client: &HerokuClient, config: &HerokuConfig) -> u64 {
     if !run.time_left() {
-        return false;
+        return 0;
     }
     match client.remaining() {
         Some(left) if left < config.headroom => {
             tracing::warn!(stream = %run.key(), left, headroom = config.headroom,
                 "rate-limit headroom reached; stopping here, the next run resumes");
-            false
+            0
         }
-        _ => true,
+        Some(left) => left - config.headroom + 1,
+        None => u64::MAX,
     }
+}
+
+/// Whether the run may make one more request.
+fn may_go_on(run: &StreamRun, client: &HerokuClient, config: &HerokuConfig) -> bool {
+    requests_allowed(run, client, config) > 0
 }
 
 async fn sync_releases(
@@ -146,6 +185,9 @@ async fn sync_releases(
     config: &HerokuConfig,
 ) -> Result<RunStatus, StreamError> {
     let mut cursor: ReleasesCursor = load_cursor(run.key(), cursor)?;
+    if !may_go_on(run, client, config) {
+        return Ok(run.stop_partial(cursor_json(&cursor)).await?);
+    }
     let Some(app) = client.app(app_name).await? else {
         return Err(StreamError::NoSuchApp(app_name.to_string()));
     };
@@ -167,37 +209,57 @@ async fn sync_releases(
                 cursor.pending.remove(&id);
             }
             Some(release) => {
+                if !read_slugs(run, client, app_name, config, &mut cursor, &[&release]).await? {
+                    return Ok(run.stop_partial(cursor_json(&cursor)).await?);
+                }
                 add_release(run, &release, &app, config, &mut cursor, client, app_name).await?;
             }
         }
+        if run.batch_full() {
+            run.commit(cursor_json(&cursor)).await?;
+        }
     }
 
+    let mut restarted = false;
     for _ in 0..cursor.walk.walks_this_run() {
         loop {
             if !may_go_on(run, client, config) {
                 return Ok(run.stop_partial(cursor_json(&cursor)).await?);
             }
+            let next = cursor.walk.next_page().map(String::from);
             let page = client
-                .releases(app_name, cursor.walk.next_page(), config.page_size)
-                .await?;
+                .releases(app_name, next.as_deref(), config.page_size)
+                .await;
+            let Some(page) =
+                continue_or_restart(run, &mut cursor.walk, next, &mut restarted, page)?
+            else {
+                continue;
+            };
             run.page_fetched();
-            let versions: Vec<i64> = page
+            let records: Vec<(String, Option<i64>)> = page
                 .items
                 .iter()
-                .filter_map(|r| int(r, &["version"]))
+                .map(|r| (text(r, &["id"]).unwrap_or_default(), int(r, &["version"])))
                 .collect();
-            for release in &page.items {
-                if !cursor.walk.is_stored(int(release, &["version"])) {
-                    add_release(run, release, &app, config, &mut cursor, client, app_name).await?;
-                }
+            let new: Vec<&Value> = page
+                .items
+                .iter()
+                .zip(&records)
+                .filter(|(_, (id, version))| cursor.walk.is_new(id, version.as_ref()))
+                .map(|(release, _)| release)
+                .collect();
+            // The page's slugs first: a run out of time or budget stops before the page,
+            // which the next run reads again.
+            if !read_slugs(run, client, app_name, config, &mut cursor, &new).await? {
+                return Ok(run.stop_partial(cursor_json(&cursor)).await?);
             }
-            let (lowest, newest) = (
-                versions.iter().min().copied(),
-                versions.iter().max().copied(),
-            );
-            // Done at the oldest page, or once a page reaches the mark.
-            let last_page = page.items.is_empty() || cursor.walk.is_stored(lowest);
-            let done = cursor.walk.advance(page.next_range, newest, last_page);
+            for release in new {
+                add_release(run, release, &app, config, &mut cursor, client, app_name).await?;
+            }
+            let lowest = records.iter().filter_map(|(_, v)| *v).min();
+            // Done at the oldest page, or once a page reaches below the mark.
+            let last_page = page.items.is_empty() || cursor.walk.is_below_mark(lowest.as_ref());
+            let done = cursor.walk.advance(page.next_range, &records, last_page);
             run.commit_page(done, cursor_json(&cursor)).await?;
             if done {
                 break;
@@ -205,6 +267,70 @@ async fn sync_releases(
         }
     }
     Ok(RunStatus::Succeeded)
+}
+
+/// A page of a walk, or `None` to ask again from the newest page: a Next-Range saved by an
+/// earlier run that Heroku now refuses (416: the list changed under it) restarts the walk,
+/// which covers everything down to the unchanged mark; once per run. Any other 416 names
+/// the range and fails the stream.
+fn continue_or_restart<M: Ord + Clone>(
+    run: &StreamRun,
+    walk: &mut WalkState<M>,
+    sent: Option<String>,
+    restarted: &mut bool,
+    page: Result<RangePage, ApiError>,
+) -> Result<Option<RangePage>, StreamError> {
+    match page {
+        Ok(page) => Ok(Some(page)),
+        Err(ApiError::RangeRefused { range, .. }) if sent.is_some() && !*restarted => {
+            tracing::warn!(stream = %run.key(), range, "Heroku refused a saved Next-Range; restarting the walk from the newest page");
+            *restarted = true;
+            walk.restart();
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads the commits of the slugs of `releases` not read yet, a few at a time. Returns
+/// false (nothing lost: the caller stops before these releases) when the time or the rate
+/// budget does not allow them.
+async fn read_slugs(
+    run: &mut StreamRun,
+    client: &HerokuClient,
+    app_name: &str,
+    config: &HerokuConfig,
+    cursor: &mut ReleasesCursor,
+    releases: &[&Value],
+) -> Result<bool, StreamError> {
+    let mut wanted: Vec<String> = releases
+        .iter()
+        .filter_map(|r| text(r, &["slug", "id"]))
+        .filter(|slug| cursor.slug_commit(slug).is_none())
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let mut rest: &[String] = &wanted;
+    while !rest.is_empty() {
+        let allowed = requests_allowed(run, client, config);
+        if allowed == 0 {
+            return Ok(false);
+        }
+        let take = rest.len().min(SLUG_READS_AT_ONCE).min(allowed as usize);
+        let (chunk, later) = rest.split_at(take);
+        rest = later;
+        let reads = chunk.iter().map(|slug| {
+            let (client, app, slug) = (client.clone(), app_name.to_string(), slug.clone());
+            async move { client.slug(&app, &slug).await }
+        });
+        let slugs = futures::future::join_all(reads).await;
+        for (id, slug) in chunk.iter().zip(slugs) {
+            run.page_fetched();
+            let commit = slug?.and_then(|slug| text(&slug, &["commit"]));
+            cursor.remember_slug(id.clone(), commit);
+        }
+    }
+    Ok(true)
 }
 
 /// A release row; remembers it while pending; when it is the new current release, re-reads
@@ -223,10 +349,7 @@ async fn add_release(
         run.reject(&HEROKU_RELEASES, "", "release has no id", release.clone());
         return Ok(());
     };
-    match release_row(release, app, &config.pii, synced_at) {
-        Ok(row) => run.add(&HEROKU_RELEASES, row),
-        Err(reason) => run.reject(&HEROKU_RELEASES, &id, &reason, json!({"id": id})),
-    }
+    add_release_row(run, release, app, config, cursor, &id, synced_at);
     if let Some(created) = time(release, &["created_at"]) {
         run.observe_source_time(created);
     }
@@ -237,16 +360,41 @@ async fn add_release(
     }
     let is_current = release.get("current").and_then(Value::as_bool) == Some(true);
     if is_current && cursor.current.as_deref() != Some(id.as_str()) {
-        if let Some(previous) = cursor.current.replace(id) {
-            if let Some(previous) = client.release(app_name, &previous).await? {
+        if let Some(previous_id) = cursor.current.replace(id) {
+            if !may_go_on(run, client, config) {
+                // No budget left now: the next run re-reads it with the pending ones.
+                cursor.pending.insert(previous_id);
+                return Ok(());
+            }
+            if let Some(previous) = client.release(app_name, &previous_id).await? {
                 run.page_fetched();
-                if let Ok(row) = release_row(&previous, app, &config.pii, synced_at) {
-                    run.add(&HEROKU_RELEASES, row);
+                if !read_slugs(run, client, app_name, config, cursor, &[&previous]).await? {
+                    // Out of budget: its slug's commit waits for a later re-read.
+                    tracing::warn!(stream = %run.key(), release = previous_id, "previous release stored without its commit");
                 }
+                add_release_row(run, &previous, app, config, cursor, &previous_id, synced_at);
             }
         }
     }
     Ok(())
+}
+
+/// Maps and queues one release (a reject with the reason when it cannot be mapped).
+fn add_release_row(
+    run: &mut StreamRun,
+    release: &Value,
+    app: &Value,
+    config: &HerokuConfig,
+    cursor: &ReleasesCursor,
+    id: &str,
+    synced_at: DateTime<Utc>,
+) {
+    let commit = text(release, &["slug", "id"])
+        .and_then(|slug| cursor.slug_commit(&slug).flatten().map(String::from));
+    match release_row(release, app, commit.as_deref(), &config.pii, synced_at) {
+        Ok(row) => run.add(&HEROKU_RELEASES, row),
+        Err(reason) => run.reject(&HEROKU_RELEASES, id, &reason, json!({"id": id})),
+    }
 }
 
 async fn sync_builds(
@@ -273,31 +421,53 @@ async fn sync_builds(
             }
             Some(build) => add_build(run, &build, &app, config, &mut cursor),
         }
+        if run.batch_full() {
+            run.commit(cursor_json(&cursor)).await?;
+        }
     }
 
+    let mut restarted = false;
     for _ in 0..cursor.walk.walks_this_run() {
         loop {
             if !may_go_on(run, client, config) {
                 return Ok(run.stop_partial(cursor_json(&cursor)).await?);
             }
+            let next = cursor.walk.next_page().map(String::from);
             let page = client
-                .builds(app_name, cursor.walk.next_page(), config.page_size)
-                .await?;
+                .builds(app_name, next.as_deref(), config.page_size)
+                .await;
+            let Some(page) =
+                continue_or_restart(run, &mut cursor.walk, next, &mut restarted, page)?
+            else {
+                continue;
+            };
             run.page_fetched();
-            let times: Vec<DateTime<Utc>> = page
+            let records: Vec<(String, Option<DateTime<Utc>>)> = page
                 .items
                 .iter()
-                .filter_map(|b| time(b, &["created_at"]))
+                .map(|b| {
+                    (
+                        text(b, &["id"]).unwrap_or_default(),
+                        time(b, &["created_at"]),
+                    )
+                })
                 .collect();
-            for build in &page.items {
-                if !cursor.walk.is_stored(time(build, &["created_at"])) {
+            for (build, (id, created)) in page.items.iter().zip(&records) {
+                if cursor.walk.is_new(id, created.as_ref()) {
                     add_build(run, build, &app, config, &mut cursor);
                 }
             }
-            let (lowest, newest) = (times.iter().min().copied(), times.iter().max().copied());
-            // Done at the oldest page, or once a page reaches the mark.
-            let last_page = page.items.is_empty() || cursor.walk.is_stored(lowest);
-            let done = cursor.walk.advance(page.next_range, newest, last_page);
+            // Pages come by `started_at`, the mark is `created_at`: the walk reads on until
+            // a page is older than the mark by a margin, so a build that started late is
+            // not left behind.
+            let lowest = records.iter().filter_map(|(_, t)| *t).min();
+            let last_page = page.items.is_empty()
+                || cursor.walk.is_below_mark(
+                    lowest
+                        .map(|t| t + Duration::minutes(BUILD_ORDER_MARGIN_MINUTES))
+                        .as_ref(),
+                );
+            let done = cursor.walk.advance(page.next_range, &records, last_page);
             run.commit_page(done, cursor_json(&cursor)).await?;
             if done {
                 break;

@@ -42,6 +42,7 @@ async fn the_handler_syncs_every_app_the_key_sees_and_fails_typed() {
         time_margin: Duration::from_secs(2),
         pii: "hash".into(),
         batch_rows: 300,
+        http: Default::default(),
     };
     let source = HerokuSource::new(HerokuSettings {
         api_url: heroku.api_url(),

@@ -1,8 +1,17 @@
 //! Rollbar API v1 calls: the `{"err":0,"result":...}` envelope, keyset paging of
-//! occurrences, page-number paging of items, rate-limit headers.
+//! occurrences, page-number paging of items and reads of items by id, rate-limit headers.
+//!
+//! From Rollbar's API reference (docs.rollbar.com/reference): `GET /instances/` lists
+//! occurrences "descending by occurrence ID", `lastId` overrides the page number, `limit`
+//! "Default is 20 and the max is 5000"; `GET /items/` returns "100 items ... per page",
+//! `ids` is a "comma-separated list of integers" and `status` (active, resolved, muted,
+//! archived) may be repeated. What an omitted `status` returns is not documented, so every
+//! items request names all four: a sweep must see resolved and muted items too.
 
 use crate::config::Token;
-use heimdallr_core::http::{HttpClient, HttpConfig, HttpError, HttpStats, RateLimitHeaders};
+use heimdallr_core::http::{
+    HttpClient, HttpError, HttpSettings, HttpStats, RateLimitHeaders, RequestOptions,
+};
 use reqwest::header::HeaderName;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -24,13 +33,32 @@ pub enum ApiError {
     Shape { url: String, detail: String },
     #[error("the token is not a valid header value")]
     BadToken,
+    /// A list Rollbar serves to every project token answered 404: the base URL is wrong.
+    #[error(
+        "{url}: not found (HTTP 404): Rollbar serves this list to every project token, so \
+         ROLLBAR_API_URL is likely wrong: it must be the API's base URL with its version path, \
+         e.g. {default} (it is {base:?})",
+        default = crate::config::DEFAULT_API_URL
+    )]
+    WrongBaseUrl { url: String, base: String },
 }
 
 impl ApiError {
     pub fn is_unauthorized(&self) -> bool {
         matches!(self, Self::Http(e) if e.is_unauthorized())
     }
+
+    /// The request timed out and was asked to say so at once (see
+    /// [`RollbarClient::occurrences`]).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Http(HttpError::TimedOut { .. }))
+    }
 }
+
+/// The item statuses Rollbar knows; every items request names them all.
+const ALL_STATUSES: &str = "status=active&status=resolved&status=muted&status=archived";
+/// Items per page of `GET /items/`, and so the most ids one read asks for.
+pub const ITEMS_PER_PAGE: usize = 100;
 
 /// The envelope of every answer; `R` is how the result is read.
 #[derive(Deserialize)]
@@ -58,14 +86,12 @@ pub struct RollbarClient {
 }
 
 impl RollbarClient {
-    pub fn new(base_url: &str) -> Result<Self, HttpError> {
-        let http = HttpClient::new(HttpConfig {
-            rate_limit: Some(RateLimitHeaders {
-                remaining: HeaderName::from_static("x-rate-limit-remaining"),
-                reset_unix: Some(HeaderName::from_static("x-rate-limit-reset")),
-            }),
-            ..HttpConfig::default()
-        })?;
+    pub fn new(base_url: &str, settings: &HttpSettings) -> Result<Self, HttpError> {
+        let http = HttpClient::new(settings.config(Some(RateLimitHeaders {
+            remaining: HeaderName::from_static("x-rate-limit-remaining"),
+            reset_unix: Some(HeaderName::from_static("x-rate-limit-reset")),
+            reset_in_seconds: Some(HeaderName::from_static("x-rate-limit-remaining-seconds")),
+        })))?;
         Ok(Self::with_http(http, base_url))
     }
 
@@ -85,11 +111,24 @@ impl RollbarClient {
         token: &Token,
         path_and_query: &str,
     ) -> Result<Option<R>, ApiError> {
+        self.call_with(token, path_and_query, RequestOptions::default())
+            .await
+    }
+
+    async fn call_with<R: DeserializeOwned>(
+        &self,
+        token: &Token,
+        path_and_query: &str,
+        options: RequestOptions,
+    ) -> Result<Option<R>, ApiError> {
         let url = format!("{}{}", self.base, path_and_query);
         let headers = [token
             .header("x-rollbar-access-token", "")
             .ok_or(ApiError::BadToken)?];
-        let (envelope, _) = self.http.get_json::<Envelope<R>>(&url, &headers).await?;
+        let (envelope, _) = self
+            .http
+            .get_json_with::<Envelope<R>>(&url, &headers, options)
+            .await?;
         let code = match &envelope.err {
             Value::Null => 0,
             Value::Number(n) => n.as_i64().unwrap_or(1),
@@ -106,24 +145,39 @@ impl RollbarClient {
         Ok(envelope.result)
     }
 
-    /// One page of the project's occurrences, newest id first, ids below `below`.
+    /// A list every project token may read answered 404: say the base URL is likely wrong.
+    fn list_error(&self, error: ApiError) -> ApiError {
+        match error {
+            ApiError::Http(HttpError::NotFound { url }) => ApiError::WrongBaseUrl {
+                url,
+                base: self.base.clone(),
+            },
+            other => other,
+        }
+    }
+
+    /// One page of the project's occurrences, newest id first, ids below `below`. With
+    /// `report_timeouts`, a timeout comes back at once ([`ApiError::is_timeout`]) so that
+    /// the walk can ask for a smaller page instead of repeating the same one.
     pub async fn occurrences(
         &self,
         token: &Token,
         below: Option<i64>,
         limit: u32,
+        report_timeouts: bool,
     ) -> Result<Vec<Box<RawValue>>, ApiError> {
         let query = match below {
             Some(id) => format!("/instances/?lastId={id}&limit={limit}"),
             None => format!("/instances/?limit={limit}"),
         };
-        let result: InstancesResult =
-            self.call(token, &query)
-                .await?
-                .ok_or_else(|| ApiError::Shape {
-                    url: format!("{}{}", self.base, query),
-                    detail: "no result".into(),
-                })?;
+        let result: InstancesResult = self
+            .call_with(token, &query, RequestOptions { report_timeouts })
+            .await
+            .map_err(|e| self.list_error(e))?
+            .ok_or_else(|| ApiError::Shape {
+                url: format!("{}{}", self.base, query),
+                detail: "no result".into(),
+            })?;
         Ok(result.instances.unwrap_or_default())
     }
 
@@ -137,19 +191,25 @@ impl RollbarClient {
 
     /// One page (1-based, 100 a page) of the project's items, every status.
     pub async fn items_page(&self, token: &Token, page: u32) -> Result<Vec<Value>, ApiError> {
-        let query = format!("/items/?page={page}");
-        let result = self.call_tree(token, &query).await?;
+        let query = format!("/items/?page={page}&{ALL_STATUSES}");
+        let result = self
+            .call_tree(token, &query)
+            .await
+            .map_err(|e| self.list_error(e))?;
         take_list(result, "items", &format!("{}{}", self.base, query))
     }
 
-    /// One item by id; `None` if Rollbar no longer has it.
-    pub async fn item(&self, token: &Token, id: i64) -> Result<Option<Value>, ApiError> {
-        match self.call_tree(token, &format!("/item/{id}/")).await {
-            Ok(item) if item.is_object() => Ok(Some(item)),
-            Ok(_) => Ok(None),
-            Err(ApiError::Http(HttpError::NotFound { .. })) => Ok(None),
-            Err(e) => Err(e),
-        }
+    /// The items with these ids (at most [`ITEMS_PER_PAGE`]), in one call, whatever their
+    /// status; an id Rollbar no longer has is simply absent.
+    pub async fn items_by_ids(&self, token: &Token, ids: &[i64]) -> Result<Vec<Value>, ApiError> {
+        debug_assert!(ids.len() <= ITEMS_PER_PAGE);
+        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let query = format!("/items/?ids={}&{ALL_STATUSES}", ids.join(","));
+        let result = self
+            .call_tree(token, &query)
+            .await
+            .map_err(|e| self.list_error(e))?;
+        take_list(result, "items", &format!("{}{}", self.base, query))
     }
 }
 

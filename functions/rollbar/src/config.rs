@@ -11,6 +11,14 @@ pub const MAX_PAGE_LIMIT: u32 = 5000;
 /// needs more memory and was no faster (scripts/bench-rollbar.sh).
 pub const DEFAULT_PAGE_LIMIT: u32 = 300;
 
+/// The API's own page size for occurrences (`limit` "Default is 20"): the smallest page a
+/// walk falls back to when pages time out.
+pub const DEFAULT_API_PAGE: u32 = 20;
+/// Occurrences at or below the high-water mark re-read by every walk by default.
+pub const DEFAULT_OVERLAP: usize = 50;
+/// Touched items read by id (a hundred a call) before a full sweep is asked for instead.
+pub const DEFAULT_ITEM_REFRESH_LIMIT: usize = 2000;
+
 pub use heimdallr_core::token::Token;
 
 /// One Rollbar project: a label (the state scope, stable across runs) and its token.
@@ -28,9 +36,12 @@ pub struct RollbarConfig {
     pub page_limit: u32,
     /// How often every item is re-read, so resolves and mutes reach the warehouse.
     pub items_sweep_interval: Duration,
-    /// Items touched by new occurrences are re-read one by one up to this many per run;
-    /// past it a full sweep is cheaper.
+    /// Items touched by new occurrences are re-read by id (a hundred per call) up to this
+    /// many; past it a full sweep is asked for.
     pub item_refresh_limit: usize,
+    /// Occurrences at or below the high-water mark each walk re-reads (ids are only
+    /// approximately in time order; merges are idempotent). 0 turns it off.
+    pub overlap: usize,
     pub pii: PiiPolicy,
 }
 
@@ -117,7 +128,8 @@ impl RollbarConfig {
             projects,
             page_limit: DEFAULT_PAGE_LIMIT,
             items_sweep_interval: Duration::from_secs(3600),
-            item_refresh_limit: 100,
+            item_refresh_limit: DEFAULT_ITEM_REFRESH_LIMIT,
+            overlap: DEFAULT_OVERLAP,
             pii: PiiPolicy::default(),
         }
     }

@@ -3,7 +3,7 @@
 //! before the invocation deadline (the next tick resumes).
 //!
 //! Settings (environment, set by the stack), besides the frame's `HEIMDALLR_*`:
-//! `ROLLBAR_API_URL`, `ROLLBAR_PAGE_LIMIT`, `ROLLBAR_ITEMS_SWEEP_INTERVAL`.
+//! `ROLLBAR_API_URL`, `ROLLBAR_PAGE_LIMIT`, `ROLLBAR_ITEMS_SWEEP_INTERVAL`, `ROLLBAR_OVERLAP`.
 //! The secret holds `{"tokens": {"web": "<read token>", "worker": "<read token>"}}` (or
 //! `{"token": "..."}` for one project), optionally with `"pii_salt": "..."`.
 
@@ -11,9 +11,10 @@ use crate::api::RollbarClient;
 use crate::config::{parse_projects, RollbarConfig};
 use async_trait::async_trait;
 use heimdallr_core::engine::{RunOutcome, SyncOptions};
+use heimdallr_core::http::HttpSettings;
 use heimdallr_core::lambda::function::{
-    env_duration, env_var, malformed_secret, BoxError, CommonSettings, LambdaSource, SettingsError,
-    SourceFunction,
+    env_duration, env_var, http_settings_from_env, malformed_secret, BoxError, CommonSettings,
+    LambdaSource, SettingsError, SourceFunction,
 };
 use heimdallr_core::warehouse::Warehouse;
 use serde_json::Value;
@@ -26,6 +27,8 @@ pub struct RollbarSettings {
     pub api_url: Option<String>,
     pub page_limit: u32,
     pub items_sweep_interval: Duration,
+    pub overlap: usize,
+    pub http: HttpSettings,
 }
 
 impl RollbarSettings {
@@ -41,6 +44,15 @@ impl RollbarSettings {
                 })?
                 .unwrap_or(crate::config::DEFAULT_PAGE_LIMIT),
             items_sweep_interval: env_duration("ROLLBAR_ITEMS_SWEEP_INTERVAL", "1h")?,
+            overlap: env_var("ROLLBAR_OVERLAP")
+                .map(|v| v.parse())
+                .transpose()
+                .map_err(|e: std::num::ParseIntError| SettingsError::Invalid {
+                    name: "ROLLBAR_OVERLAP",
+                    reason: e.to_string(),
+                })?
+                .unwrap_or(crate::config::DEFAULT_OVERLAP),
+            http: http_settings_from_env()?,
         })
     }
 }
@@ -58,7 +70,7 @@ impl RollbarSource {
             .clone()
             .unwrap_or_else(|| crate::config::DEFAULT_API_URL.to_string());
         Ok(Self {
-            client: RollbarClient::new(&api_url)?,
+            client: RollbarClient::new(&api_url, &settings.http)?,
             settings,
         })
     }
@@ -107,6 +119,7 @@ impl LambdaSource for RollbarSource {
         let mut config = RollbarConfig::for_projects(self.settings.api_url.as_deref(), projects)
             .with_page_limit(self.settings.page_limit)?;
         config.items_sweep_interval = self.settings.items_sweep_interval;
+        config.overlap = self.settings.overlap;
         config.pii = settings.pii_policy(secret)?;
         Ok(config)
     }

@@ -7,14 +7,13 @@
 //!   sweep past a limit), and every item is swept on a slower cadence, so that resolves,
 //!   mutes, reassignments and count resets land too.
 
-use crate::api::{ApiError, RollbarClient};
-use crate::config::{Project, RollbarConfig};
+use crate::api::{ApiError, RollbarClient, ITEMS_PER_PAGE};
+use crate::config::{Project, RollbarConfig, Token, DEFAULT_API_PAGE};
 use crate::mapping::{item_row, lenient_i64, occurrence_id, occurrence_row, RawOccurrence};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use heimdallr_core::engine::{
     cursor_json as to_json, load_cursor, CursorError, RunOutcome, RunStatus, StreamKey, StreamRun,
-    SyncOptions,
+    SyncOptions, COMMIT_GRACE,
 };
 use heimdallr_core::schema::{ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
 use heimdallr_core::warehouse::{Warehouse, WarehouseError};
@@ -28,8 +27,6 @@ use tokio::task::JoinHandle;
 pub const SOURCE: &str = "rollbar";
 pub const OCCURRENCES: &str = "occurrences";
 pub const ITEMS: &str = "items";
-/// Items fetched at once when refreshing touched items.
-const ITEM_FETCH_CONCURRENCY: usize = 8;
 /// Page size of the first request of a walk that has a high-water mark to stop at.
 const FIRST_PAGE_LIMIT: u32 = 100;
 
@@ -46,12 +43,137 @@ pub struct OccurrencesCursor {
     /// `(high_water, next_below)` is not yet.
     #[serde(default)]
     pub walk: Option<Walk>,
+    /// The highest stored ids at or below the mark (at most the overlap's worth, highest
+    /// first): the overlap re-reads them without writing them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Walk {
     pub top: i64,
     pub next_below: i64,
+    /// Occurrences at or below the mark this walk has re-read (the overlap).
+    #[serde(default)]
+    pub overlap_seen: usize,
+    /// The highest ids this walk stored or found stored (at most the overlap's worth).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub newest: Vec<i64>,
+}
+
+/// What one page of the walk means for the cursor: [`plan_page`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PagePlan {
+    /// The cursor once the page is stored.
+    pub next: OccurrencesCursor,
+    /// The walk ends with this page (the mark moved to the walk's top).
+    pub done: bool,
+    /// Ids on the page to write: everything above the mark, and those of the overlap that
+    /// are not known to be stored.
+    pub store: BTreeSet<i64>,
+}
+
+/// The `keep` highest of `ids`, highest first, without repeats.
+fn highest(ids: impl IntoIterator<Item = i64>, keep: usize) -> Vec<i64> {
+    let set: BTreeSet<i64> = ids.into_iter().collect();
+    set.into_iter().rev().take(keep).collect()
+}
+
+/// The walk's arithmetic for one page, `ids` being the ids on the page that asked for ids
+/// `below` (the walk's position; `None` for the newest page). A walk ends at the start of
+/// history (an empty page) or once it has re-read `overlap` occurrences at or below the
+/// mark: ids are only approximately in time order, so an id can appear below the mark
+/// after the mark moved, and re-reading the few nearest the mark catches it. Ids of the
+/// overlap known to be stored (`recent`) are not written again, so a quiet run writes
+/// nothing.
+pub fn plan_page(
+    cursor: &OccurrencesCursor,
+    below: Option<i64>,
+    ids: &[i64],
+    overlap: usize,
+) -> Result<PagePlan, String> {
+    let walk_newest = cursor
+        .walk
+        .as_ref()
+        .map(|w| w.newest.clone())
+        .unwrap_or_default();
+    let finish = |mut next: OccurrencesCursor, top: Option<i64>, newest: Vec<i64>| {
+        next.high_water = match (next.high_water, top) {
+            (Some(mark), Some(top)) => Some(mark.max(top)),
+            (mark, top) => mark.or(top),
+        };
+        next.walk = None;
+        next.recent = highest(
+            newest.into_iter().chain(cursor.recent.iter().copied()),
+            overlap,
+        );
+        next
+    };
+    let (Some(&lowest), Some(&highest_on_page)) = (ids.iter().min(), ids.iter().max()) else {
+        // The start of the project's history: everything below the walk is stored.
+        let top = cursor.walk.as_ref().map(|w| w.top);
+        return Ok(PagePlan {
+            next: finish(cursor.clone(), top, walk_newest),
+            done: true,
+            store: BTreeSet::new(),
+        });
+    };
+    if let Some(below) = below {
+        if highest_on_page >= below {
+            return Err(format!(
+                "asked for occurrences below id {below} and got ids up to {highest_on_page}: the \
+                 API did not honour lastId, so the walk cannot go on (is ROLLBAR_API_URL a proxy \
+                 that drops query parameters?)"
+            ));
+        }
+    }
+    let mut store = BTreeSet::new();
+    let mut known = Vec::new();
+    let mut overlap_seen = cursor.walk.as_ref().map_or(0, |w| w.overlap_seen);
+    let mut sorted: Vec<i64> = ids.to_vec();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    for id in sorted {
+        match cursor.high_water {
+            Some(mark) if id <= mark => {
+                if overlap_seen < overlap {
+                    if cursor.recent.contains(&id) {
+                        known.push(id);
+                    } else {
+                        store.insert(id);
+                    }
+                }
+                overlap_seen += 1;
+            }
+            _ => {
+                store.insert(id);
+            }
+        }
+    }
+    let newest = highest(
+        walk_newest
+            .into_iter()
+            .chain(store.iter().copied())
+            .chain(known),
+        overlap,
+    );
+    let top = cursor.walk.as_ref().map_or(highest_on_page, |w| w.top);
+    let reached_mark = cursor.high_water.is_some_and(|mark| lowest <= mark);
+    let done = reached_mark && overlap_seen >= overlap;
+    let next = if done {
+        finish(cursor.clone(), Some(top), newest)
+    } else {
+        OccurrencesCursor {
+            walk: Some(Walk {
+                top,
+                next_below: lowest,
+                overlap_seen,
+                newest,
+            }),
+            ..cursor.clone()
+        }
+    };
+    Ok(PagePlan { next, done, store })
 }
 
 /// Saved position of the item refresh.
@@ -64,6 +186,25 @@ pub struct ItemsCursor {
     /// Items touched by stored occurrences and not re-read since.
     #[serde(default)]
     pub pending: BTreeSet<i64>,
+    /// More items were touched than are worth reading by id (and than a state row should
+    /// hold): the next items run sweeps them all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sweep_requested: bool,
+}
+
+impl ItemsCursor {
+    /// Remembers an item touched by a new occurrence; past `limit` pending items, asks for
+    /// a full sweep instead (which re-reads them all) and forgets the ids.
+    pub fn touch(&mut self, item: i64, limit: usize) {
+        if self.sweep_requested {
+            return;
+        }
+        self.pending.insert(item);
+        if self.pending.len() > limit {
+            self.pending.clear();
+            self.sweep_requested = true;
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +233,7 @@ pub async fn sync_all(
     config: &RollbarConfig,
     options: &SyncOptions,
 ) -> Vec<RunOutcome> {
+    client.stats().start_pass();
     let mut outcomes = Vec::new();
     for project in &config.projects {
         outcomes
@@ -157,8 +299,8 @@ async fn finish(run: StreamRun, result: Result<RunStatus, StreamError>) -> (RunO
     )
 }
 
-/// Walks occurrences newest first down to the high-water mark, committing each batch with
-/// the walk's position (and the items it touched).
+/// Walks occurrences newest first down to the high-water mark (and the overlap below it),
+/// committing each batch with the walk's position (and the items it touched).
 async fn walk_occurrences(
     run: &mut StreamRun,
     cursor: Option<serde_json::Value>,
@@ -170,15 +312,20 @@ async fn walk_occurrences(
 ) -> Result<RunStatus, StreamError> {
     let mut cursor: OccurrencesCursor = load_cursor(run.key(), cursor)?;
     let items_state = warehouse
-        .read_state(items_key.source, items_key.stream, &items_key.scope)
+        .read_state(
+            items_key.source,
+            items_key.stream,
+            &items_key.scope,
+            run.options().deadline.map(|d| d + COMMIT_GRACE),
+        )
         .await?;
     let mut items: ItemsCursor = load_cursor(items_key, items_state.map(|s| s.cursor))?;
     // A walk left unfinished by an earlier run is closed first, then one fresh walk.
     let mut closing_gap = cursor.walk.is_some();
-    // The next page is requested as soon as this one arrives, so that fetching overlaps
-    // reading, mapping and committing. Pages come newest first, so the next one starts
-    // below the last occurrence's id; the guess is checked once the page is read (the walk
-    // goes on below its lowest id) and a prefetch for any other id is dropped unused.
+    // Pages that time out are asked for again smaller, down to the API's default page.
+    let mut page_limit = config.page_limit;
+    // The next page is requested as soon as this one's ids are read, so that fetching
+    // overlaps mapping and committing; a prefetch for any other position is dropped unused.
     let mut prefetched: Option<(i64, PageFetch)> = None;
     loop {
         if !run.time_left() {
@@ -187,105 +334,97 @@ async fn walk_occurrences(
             }
             return Ok(RunStatus::Partial);
         }
-        let below = cursor.walk.map(|w| w.next_below);
+        let below = cursor.walk.as_ref().map(|w| w.next_below);
         // Most runs find a handful of new occurrences: poll with a small first page and
         // walk on with full pages only when there is more.
         let limit = if cursor.walk.is_none() && cursor.high_water.is_some() {
-            config.page_limit.min(FIRST_PAGE_LIMIT)
+            page_limit.min(FIRST_PAGE_LIMIT)
         } else {
-            config.page_limit
+            page_limit
         };
         let page = match prefetched.take() {
             Some((next_below, next)) if Some(next_below) == below => next
                 .await
-                .map_err(|e| StreamError::Shape(format!("page fetch task failed: {e}")))??,
+                .map_err(|e| StreamError::Shape(format!("page fetch task failed: {e}")))?,
             stale => {
                 if let Some((_, next)) = stale {
                     next.abort();
                 }
-                client.occurrences(&project.token, below, limit).await?
+                fetch_page(client, &project.token, below, limit).await
             }
         };
+        let page = match page {
+            Err(e) if e.is_timeout() => {
+                let smaller = smaller_page(limit);
+                if smaller == limit {
+                    return Err(e.into());
+                }
+                tracing::warn!(stream = %run.key(), limit, smaller, "page timed out; asking for smaller pages");
+                page_limit = smaller;
+                continue;
+            }
+            other => other?,
+        };
         run.page_fetched();
-        if let Some(next_below) = page.last().and_then(|raw| occurrence_id(raw)) {
-            let walk_goes_on = cursor.high_water.is_none_or(|hw| next_below > hw);
-            if walk_goes_on && run.time_left() {
-                let (client, token, limit) =
-                    (client.clone(), project.token.clone(), config.page_limit);
+        let ids: Vec<i64> = page.iter().filter_map(|raw| occurrence_id(raw)).collect();
+        if ids.len() < page.len() && ids.is_empty() {
+            return Err(StreamError::Shape(format!(
+                "a page of {} occurrences below {below:?} carries no ids; cannot continue the walk",
+                page.len()
+            )));
+        }
+        let plan = plan_page(&cursor, below, &ids, config.overlap).map_err(StreamError::Shape)?;
+        if let (false, Some(walk)) = (plan.done, plan.next.walk.as_ref()) {
+            let next_below = walk.next_below;
+            if run.time_left() {
+                let (client, token) = (client.clone(), project.token.clone());
                 prefetched = Some((
                     next_below,
                     tokio::spawn(async move {
-                        client.occurrences(&token, Some(next_below), limit).await
+                        fetch_page(&client, &token, Some(next_below), page_limit).await
                     }),
                 ));
             }
         }
-        let page: Vec<RawOccurrence> = page.into_iter().map(RawOccurrence::new).collect();
-        let lowest_on_page = page.iter().filter_map(|o| o.id).min();
-        let walk_done = if page.is_empty() {
-            // The start of the project's history: everything below the walk is stored.
-            if let Some(walk) = cursor.walk.take() {
-                cursor.high_water = Some(cursor.high_water.map_or(walk.top, |hw| hw.max(walk.top)));
-            }
-            true
-        } else {
-            let synced_at = Utc::now();
-            let highest = page.iter().filter_map(|o| o.id).max();
-            let page_len = page.len();
-            for occurrence in page {
-                let Some(id) = occurrence.id else {
-                    run.reject(
-                        &ROLLBAR_OCCURRENCES,
-                        "",
-                        &occurrence.missing_id_reason(),
-                        occurrence.reject_document(&config.pii),
-                    );
-                    continue;
-                };
-                if cursor.high_water.is_some_and(|hw| id <= hw) {
-                    continue; // stored by an earlier walk
-                }
-                match occurrence_row(&occurrence, &config.pii, synced_at) {
-                    Ok((row, meta)) => {
-                        if let Some(item) = meta.item_id {
-                            items.pending.insert(item);
-                        }
-                        if let Some(time) = meta.occurred_at {
-                            run.observe_source_time(time);
-                        }
-                        run.add(&ROLLBAR_OCCURRENCES, row);
-                    }
-                    Err(reason) => run.reject(
-                        &ROLLBAR_OCCURRENCES,
-                        &id.to_string(),
-                        &reason,
-                        json!({"id": id}),
-                    ),
-                }
-            }
-            let (Some(lowest), Some(highest)) = (lowest_on_page, highest) else {
-                return Err(StreamError::Shape(format!(
-                    "a page of {page_len} occurrences below {below:?} carries no ids; cannot continue the walk"
-                )));
+        let synced_at = Utc::now();
+        for raw in page {
+            let occurrence = RawOccurrence::new(raw);
+            let Some(id) = occurrence.id else {
+                run.reject(
+                    &ROLLBAR_OCCURRENCES,
+                    "",
+                    &occurrence.missing_id_reason(),
+                    occurrence.reject_document(&config.pii),
+                );
+                continue;
             };
-            let top = cursor.walk.map_or(highest, |w| w.top);
-            if cursor.high_water.is_some_and(|hw| lowest <= hw) {
-                cursor.high_water = cursor.high_water.map(|hw| hw.max(top));
-                cursor.walk = None;
-                true
-            } else {
-                cursor.walk = Some(Walk {
-                    top,
-                    next_below: lowest,
-                });
-                false
+            if !plan.store.contains(&id) {
+                continue; // stored by an earlier walk, below the overlap
             }
-        };
-        if walk_done || run.batch_full() || !run.time_left() {
+            match occurrence_row(&occurrence, &config.pii, synced_at) {
+                Ok((row, meta)) => {
+                    if let Some(item) = meta.item_id {
+                        items.touch(item, config.item_refresh_limit);
+                    }
+                    if let Some(time) = meta.occurred_at {
+                        run.observe_source_time(time);
+                    }
+                    run.add(&ROLLBAR_OCCURRENCES, row);
+                }
+                Err(reason) => run.reject(
+                    &ROLLBAR_OCCURRENCES,
+                    &id.to_string(),
+                    &reason,
+                    json!({"id": id}),
+                ),
+            }
+        }
+        cursor = plan.next;
+        if plan.done || run.batch_full() || !run.time_left() {
             run.stage_state_of(items_key, to_json(&items));
             run.commit(to_json(&cursor)).await?;
         }
-        if walk_done {
+        if plan.done {
             if closing_gap {
                 closing_gap = false;
                 continue;
@@ -295,7 +434,27 @@ async fn walk_occurrences(
     }
 }
 
-/// Re-reads items touched by new occurrences, then sweeps every item when due.
+/// One page of occurrences; a timeout is reported at once while a smaller page can still
+/// be asked for, and retried like any failure at the smallest.
+async fn fetch_page(
+    client: &RollbarClient,
+    token: &Token,
+    below: Option<i64>,
+    limit: u32,
+) -> Result<Vec<Box<RawValue>>, ApiError> {
+    let report_timeouts = smaller_page(limit) < limit;
+    client
+        .occurrences(token, below, limit, report_timeouts)
+        .await
+}
+
+/// Half the page, down to the API's default page size.
+fn smaller_page(limit: u32) -> u32 {
+    (limit / 2).max(DEFAULT_API_PAGE.min(limit))
+}
+
+/// Re-reads items touched by new occurrences (a hundred per call), then sweeps every item
+/// when due, or when more items were touched than are worth reading by id.
 async fn refresh_items(
     run: &mut StreamRun,
     cursor: Option<serde_json::Value>,
@@ -305,16 +464,16 @@ async fn refresh_items(
 ) -> Result<RunStatus, StreamError> {
     let mut cursor: ItemsCursor = load_cursor(run.key(), cursor)?;
     let now = Utc::now();
-    if cursor.sweep.is_none() && cursor.pending.len() > config.item_refresh_limit {
-        // Cheaper to read every page than this many items one by one. Items touched from
-        // here on stay pending and are re-read after.
-        tracing::info!(stream = %run.key(), pending = cursor.pending.len(), "many touched items: sweeping all");
+    if cursor.sweep.is_none() && cursor.sweep_requested {
+        // Cheaper to read every page than this many items by id. Items touched from here
+        // on stay pending and are re-read after.
+        tracing::info!(stream = %run.key(), "many touched items: sweeping all");
         cursor.sweep = Some(Sweep {
             next_page: 1,
             started_at: now,
         });
-        cursor.pending.clear();
     }
+    cursor.sweep_requested = false;
     while !cursor.pending.is_empty() {
         if !run.time_left() {
             return Ok(RunStatus::Partial);
@@ -322,29 +481,21 @@ async fn refresh_items(
         let chunk: Vec<i64> = cursor
             .pending
             .iter()
-            .take(ITEM_FETCH_CONCURRENCY * 4)
+            .take(ITEMS_PER_PAGE)
             .copied()
             .collect();
-        // Owned futures (no closure borrowing its argument), so that the pass stays `Send`
-        // for the Lambda frame's async trait.
-        let fetches = chunk.iter().map(|id| {
-            let (client, token, id) = (client.clone(), project.token.clone(), *id);
-            async move { client.item(&token, id).await }
-        });
-        let fetched: Vec<_> = futures::stream::iter(fetches.collect::<Vec<_>>())
-            .buffered(ITEM_FETCH_CONCURRENCY)
-            .collect()
-            .await;
+        let items = client.items_by_ids(&project.token, &chunk).await?;
+        run.page_fetched();
         let synced_at = Utc::now();
-        for (id, result) in chunk.iter().zip(fetched) {
-            run.page_fetched();
-            // An item Rollbar no longer has is simply not refreshed.
-            if let Some(item) = result? {
-                add_item(run, &item, synced_at);
-            }
+        for item in &items {
+            add_item(run, item, synced_at);
+        }
+        // An item Rollbar no longer has is simply not refreshed.
+        for id in &chunk {
             cursor.pending.remove(id);
         }
-        run.commit(to_json(&cursor)).await?;
+        run.commit_page(cursor.pending.is_empty(), to_json(&cursor))
+            .await?;
     }
     let sweep_due = cursor.sweep.is_some()
         || cursor.last_sweep_completed_at.is_none_or(|last| {
@@ -375,7 +526,7 @@ async fn refresh_items(
         }
         sweep.next_page += 1;
         cursor.sweep = Some(sweep.clone());
-        run.commit(to_json(&cursor)).await?;
+        run.commit_page(false, to_json(&cursor)).await?;
     }
 }
 
@@ -397,5 +548,137 @@ fn add_item(run: &mut StreamRun, item: &serde_json::Value, synced_at: DateTime<U
                 .unwrap_or_default();
             run.reject(&ROLLBAR_ITEMS, &key, &reason, item.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(high_water: Option<i64>, recent: &[i64]) -> OccurrencesCursor {
+        OccurrencesCursor {
+            high_water,
+            walk: None,
+            recent: recent.to_vec(),
+        }
+    }
+
+    fn walking(
+        high_water: Option<i64>,
+        (top, next_below, overlap_seen): (i64, i64, usize),
+        newest: &[i64],
+        recent: &[i64],
+    ) -> OccurrencesCursor {
+        OccurrencesCursor {
+            high_water,
+            walk: Some(Walk {
+                top,
+                next_below,
+                overlap_seen,
+                newest: newest.to_vec(),
+            }),
+            recent: recent.to_vec(),
+        }
+    }
+
+    fn ids(list: &[i64]) -> BTreeSet<i64> {
+        list.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_first_walk_stores_everything_and_ends_at_the_start_of_history() {
+        let start = cursor(None, &[]);
+        let plan = plan_page(&start, None, &[30, 20, 10], 2).unwrap();
+        assert!(!plan.done);
+        assert_eq!(plan.store, ids(&[10, 20, 30]));
+        assert_eq!(plan.next, walking(None, (30, 10, 0), &[30, 20], &[]));
+        let end = plan_page(&plan.next, Some(10), &[], 2).unwrap();
+        assert!(end.done);
+        assert_eq!(end.next, cursor(Some(30), &[30, 20]));
+    }
+
+    #[test]
+    fn a_walk_reads_the_overlap_below_the_mark_then_moves_the_mark_to_its_top() {
+        let start = cursor(Some(100), &[]);
+        // Two new ones and two below the mark: the overlap of 3 is not read yet.
+        let plan = plan_page(&start, None, &[120, 110, 100, 95], 3).unwrap();
+        assert!(!plan.done);
+        assert_eq!(plan.store, ids(&[120, 110, 100, 95]));
+        assert_eq!(
+            plan.next,
+            walking(Some(100), (120, 95, 2), &[120, 110, 100], &[])
+        );
+        // The next page finishes the overlap: only the id closest to the mark is read.
+        let plan = plan_page(&plan.next, Some(95), &[90, 80, 70], 3).unwrap();
+        assert!(plan.done);
+        assert_eq!(plan.store, ids(&[90]));
+        assert_eq!(plan.next, cursor(Some(120), &[120, 110, 100]));
+    }
+
+    #[test]
+    fn a_quiet_run_rereads_the_overlap_and_writes_nothing() {
+        let quiet = cursor(Some(100), &[100, 97, 90]);
+        let plan = plan_page(&quiet, None, &[100, 97, 90, 80], 3).unwrap();
+        assert!(plan.done);
+        assert!(plan.store.is_empty(), "{:?}", plan.store);
+        assert_eq!(plan.next, quiet);
+    }
+
+    #[test]
+    fn a_late_id_just_below_the_mark_is_stored_by_the_overlap() {
+        // 99 arrived after the walk that set the mark at 100 had passed it.
+        let before = cursor(Some(100), &[100, 97, 90]);
+        let plan = plan_page(&before, None, &[101, 100, 99, 97], 3).unwrap();
+        assert!(plan.done);
+        assert_eq!(plan.store, ids(&[101, 99]));
+        assert_eq!(plan.next, cursor(Some(101), &[101, 100, 99]));
+        let no_overlap = plan_page(&cursor(Some(100), &[]), None, &[101, 100, 99], 0).unwrap();
+        assert!(no_overlap.done);
+        assert_eq!(
+            no_overlap.store,
+            ids(&[101]),
+            "without overlap, only new ids"
+        );
+    }
+
+    #[test]
+    fn a_resumed_walk_closes_its_gap_and_keeps_its_top() {
+        let resumed = walking(Some(50), (200, 120, 0), &[200], &[50]);
+        let plan = plan_page(&resumed, Some(120), &[110, 60, 50, 40], 1).unwrap();
+        assert!(plan.done);
+        assert_eq!(
+            plan.store,
+            ids(&[60, 110]),
+            "50 is known, 40 is past the overlap"
+        );
+        assert_eq!(plan.next, cursor(Some(200), &[200]));
+    }
+
+    #[test]
+    fn a_page_that_is_not_below_the_asked_id_stops_the_walk() {
+        let resumed = walking(None, (200, 120, 0), &[], &[]);
+        let error = plan_page(&resumed, Some(120), &[200, 150, 130], 0).unwrap_err();
+        assert!(error.contains("did not honour lastId"), "{error}");
+        assert!(plan_page(&resumed, Some(120), &[120], 0).is_err());
+    }
+
+    #[test]
+    fn touched_items_past_the_limit_become_one_sweep() {
+        let mut items = ItemsCursor::default();
+        for id in 0..5 {
+            items.touch(id, 4);
+        }
+        assert!(items.sweep_requested);
+        assert!(items.pending.is_empty(), "the state row stays small");
+        items.touch(9, 4);
+        assert!(items.pending.is_empty());
+    }
+
+    #[test]
+    fn timed_out_pages_halve_down_to_the_api_default() {
+        assert_eq!(smaller_page(5000), 2500);
+        assert_eq!(smaller_page(30), 20);
+        assert_eq!(smaller_page(20), 20);
+        assert_eq!(smaller_page(5), 5);
     }
 }

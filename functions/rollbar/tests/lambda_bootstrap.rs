@@ -285,3 +285,57 @@ async fn a_missing_secret_fails_with_the_service_error() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_environment_is_an_init_error_in_json_before_any_event() {
+    let Some(h) = Harness::new(10).await else {
+        return;
+    };
+    for (name, value, named) in [
+        ("HEIMDALLR_SECRET_ARN", "", "HEIMDALLR_SECRET_ARN"),
+        (
+            "HEIMDALLR_WAREHOUSE",
+            "mysql://u:hunter2@h/db",
+            "HEIMDALLR_WAREHOUSE",
+        ),
+    ] {
+        let runtime = FakeLambdaRuntime::start().await.unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rollbar-bootstrap"));
+        command
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", runtime.endpoint())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "heimdallr-rollbar")
+            .env("AWS_REGION", "eu-west-1")
+            .env("HEIMDALLR_SECRET_ARN", SECRET_ARN)
+            .env("HEIMDALLR_WAREHOUSE", &h.postgres)
+            .env(name, value)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let finished = tokio::time::timeout(Duration::from_secs(30), command.output())
+            .await
+            .expect("the bootstrap exits")
+            .expect("the bootstrap starts");
+        assert_eq!(finished.status.code(), Some(1), "{name}");
+        let error = runtime.init_error().expect("an init error was reported");
+        assert_eq!(error["errorType"], "Heimdallr.Configuration", "{error}");
+        assert!(
+            error["errorMessage"].as_str().unwrap_or("").contains(named),
+            "names the setting: {error}"
+        );
+        assert!(!error.to_string().contains("hunter2"));
+        assert_eq!(
+            runtime.init_error_type().as_deref(),
+            Some("Heimdallr.Configuration")
+        );
+        let stdout = String::from_utf8_lossy(&finished.stdout);
+        let lines = json_lines(&stdout);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["error_type"] == "Heimdallr.Configuration"),
+            "a JSON log line says why: {stdout}"
+        );
+        let stderr = String::from_utf8_lossy(&finished.stderr);
+        assert!(stderr.trim().is_empty(), "nothing but JSON lines: {stderr}");
+    }
+}

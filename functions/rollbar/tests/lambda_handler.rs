@@ -36,11 +36,14 @@ async fn the_handler_syncs_reports_and_fails_typed() {
         time_margin: Duration::from_secs(2),
         pii: "hash".into(),
         batch_rows: 300,
+        http: Default::default(),
     };
     let source = RollbarSource::new(RollbarSettings {
         api_url: Some(rollbar.api_url()),
         page_limit: 100,
         items_sweep_interval: Duration::from_secs(3600),
+        overlap: heimdallr_rollbar::config::DEFAULT_OVERLAP,
+        http: Default::default(),
     })
     .unwrap();
     let function = RollbarFunction::new(settings, secrets_client(&secrets.endpoint()), source);

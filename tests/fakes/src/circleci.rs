@@ -2,6 +2,18 @@
 //! behind opaque `next_page_token`s, workflows that finish later, reruns added to old
 //! pipelines, approval jobs without numbers, job lists over several pages, 404 for a
 //! pipeline with no workflows yet, and 429s with Retry-After.
+//!
+//! Rules and where they come from (CircleCI's API v2 OpenAPI spec, circleci/circleci-docs):
+//! - Lists are `{"items": [...], "next_page_token": ...}`, the token `null` on the last page;
+//!   `/workflow/{id}/job` pages with `page-token` although its parameters omit it.
+//! - A project it does not know (a wrong slug or VCS prefix, a GitHub App project asked for
+//!   as `gh/org/repo` instead of `circleci/<org-id>/<project-id>`, a token that cannot see
+//!   it) is a 404 `{"message": "Project not found"}` (circleci/api-preview-docs#44).
+//! - Workflow statuses are the spec's enum (success, running, not_run, failed, error,
+//!   failing, on_hold, canceled, unauthorized); a failed workflow can leave jobs `blocked`
+//!   or `not_run` for ever.
+//! - 429 with `Retry-After` (the API docs' rate-limit section; no figure is published).
+//! - Timestamps are the server's clock: a workflow re-run now is created now.
 
 use crate::http::{serve_state, Reply, Request, ServerTask};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
@@ -28,7 +40,11 @@ struct State {
     jobs: HashMap<String, Vec<Value>>,
     next_id: u64,
     clock: Option<DateTime<Utc>>,
+    /// The time a simulation set (a benchmark's day in fast motion).
+    simulated: Option<DateTime<Utc>>,
     requests: u64,
+    /// Requests per path kind (`pipelines`, `workflows`, `workflow`, `jobs`).
+    requests_by_kind: BTreeMap<&'static str, u64>,
     /// Every n-th request answers 429.
     throttle_every: Option<u64>,
     throttled: u64,
@@ -67,9 +83,16 @@ impl State {
         )
     }
 
-    fn tick(&mut self) -> DateTime<Utc> {
-        let now =
-            self.clock.unwrap_or_else(|| Utc::now() - Duration::days(3)) + Duration::seconds(30);
+    /// The server's clock: the time a simulation set, else the wall clock (never going
+    /// back, so that each event has its own instant).
+    fn now(&mut self) -> DateTime<Utc> {
+        let now = match self.simulated {
+            Some(at) => at,
+            None => Utc::now(),
+        };
+        let now = self
+            .clock
+            .map_or(now, |last| now.max(last + Duration::milliseconds(1)));
         self.clock = Some(now);
         now
     }
@@ -84,10 +107,10 @@ impl State {
         name: &str,
         running: bool,
         rerun_of: Option<&str>,
+        created: DateTime<Utc>,
     ) -> String {
         let pipeline = self.pipelines[pipeline_id].clone();
         let id = self.id("w");
-        let created = self.tick();
         let approval = self.rng().random_range(0..4) == 0;
         let job_count = self.rng().random_range(1..8);
         let mut jobs = Vec::new();
@@ -162,14 +185,27 @@ impl FakeCircleCi {
         format!("http://{}/api/v2", self.addr)
     }
 
-    /// Adds `count` pipelines to a project, newest last. About one in eight has no
-    /// workflow yet (its workflow list is a 404); `running` of them are still running.
+    /// Sets the server's clock (None: the wall clock again).
+    pub fn set_time(&self, at: Option<DateTime<Utc>>) {
+        self.lock().simulated = at;
+    }
+
+    /// Adds `count` pipelines to a project, newest last, up to now: 30 s apart, or closer
+    /// when they must fit after what the fake already holds (newer pipelines are always
+    /// created later, as the list's order says). About one in eight has no workflow yet
+    /// (its workflow list is a 404); `running` of them are still running.
     pub fn add_pipelines(&self, slug: &str, count: usize, running: usize) -> Vec<String> {
         let mut state = self.lock();
+        let previous = state.clock;
+        let now = state.now();
+        let step = match previous {
+            Some(previous) => ((now - previous) / (count as i32 + 1)).min(Duration::seconds(30)),
+            None => Duration::seconds(30),
+        };
         let mut ids = Vec::new();
         for n in 0..count {
             let id = state.id("p");
-            let created = state.tick();
+            let created = now - step * (count - n) as i32;
             let number = state.projects.get(slug).map_or(0, Vec::len) as i64 + 1;
             let revision = format!("{:040x}", state.next_id * 7919);
             state.pipelines.insert(
@@ -192,14 +228,73 @@ impl FakeCircleCi {
             let without_workflows = state.rng().random_range(0..8) == 0;
             if !without_workflows {
                 let is_running = n + running >= count;
-                state.add_workflow(&id, "build-and-test", is_running, None);
+                let at = created + Duration::milliseconds(1);
+                state.add_workflow(&id, "build-and-test", is_running, None, at);
                 if state.rng().random_range(0..3) == 0 {
-                    state.add_workflow(&id, "deploy", is_running, None);
+                    let at = created + Duration::milliseconds(2);
+                    state.add_workflow(&id, "deploy", is_running, None, at);
                 }
             }
             ids.push(id);
         }
         ids
+    }
+
+    /// A pipeline created at `at` with `workflows` running workflows (for simulations).
+    pub fn add_pipeline_at(&self, slug: &str, at: DateTime<Utc>, workflows: usize) -> String {
+        let mut state = self.lock();
+        let id = state.id("p");
+        let number = state.projects.get(slug).map_or(0, Vec::len) as i64 + 1;
+        let revision = format!("{:040x}", state.next_id * 7919);
+        state.pipelines.insert(
+            id.clone(),
+            json!({
+                "id": id, "errors": [], "project_slug": slug, "number": number, "state": "created",
+                "created_at": stamp(at), "updated_at": stamp(at),
+                "trigger": {"type": "webhook", "received_at": stamp(at), "actor": {"login": "ann"}},
+                "vcs": {"revision": revision, "branch": "main", "commit": {"subject": "Simulated"}},
+            }),
+        );
+        state
+            .projects
+            .entry(slug.to_string())
+            .or_default()
+            .push(id.clone());
+        for n in 0..workflows {
+            let name = if n == 0 { "build-and-test" } else { "deploy" };
+            state.add_workflow(&id, name, true, None, at + Duration::seconds(n as i64 + 1));
+        }
+        id
+    }
+
+    /// Running and on-hold workflows created before `before` finish, with their jobs.
+    pub fn finish_created_before(&self, before: DateTime<Utc>) {
+        let mut state = self.lock();
+        let ids: Vec<String> = state
+            .workflows
+            .iter()
+            .filter(|(_, w)| {
+                (w["status"] == "running" || w["status"] == "on_hold")
+                    && w["created_at"]
+                        .as_str()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .is_some_and(|t| t < before)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            let clock = state.now();
+            if let Some(workflow) = state.workflows.get_mut(&id) {
+                workflow["status"] = json!("success");
+                workflow["stopped_at"] = json!(stamp(clock));
+            }
+            for job in state.jobs.get_mut(&id).into_iter().flatten() {
+                if job["status"] == "running" || job["status"] == "on_hold" {
+                    job["status"] = json!("success");
+                    job["stopped_at"] = json!(stamp(clock));
+                }
+            }
+        }
     }
 
     /// A pipeline of `revision` created at `at`, with one successful workflow.
@@ -221,8 +316,7 @@ impl FakeCircleCi {
             .entry(slug.to_string())
             .or_default()
             .push(id.clone());
-        state.clock = Some(at);
-        let workflow = state.add_workflow(&id, "build-and-test", false, None);
+        let workflow = state.add_workflow(&id, "build-and-test", false, None, at);
         if let Some(w) = state.workflows.get_mut(&workflow) {
             w["status"] = json!("success");
         }
@@ -237,7 +331,7 @@ impl FakeCircleCi {
         let mut state = self.lock();
         let ids: Vec<String> = state.workflows.keys().cloned().collect();
         for id in ids {
-            let clock = state.tick();
+            let clock = state.now();
             let failed = state.rng().random_range(0..5) == 0;
             let workflow = state.workflows.get_mut(&id).expect("known workflow");
             // Only workflows still moving change; a final one stays as it ended.
@@ -261,7 +355,39 @@ impl FakeCircleCi {
     /// A rerun: a new workflow on an existing pipeline (the pipeline itself does not change).
     pub fn rerun(&self, pipeline_id: &str) -> String {
         let mut state = self.lock();
-        state.add_workflow(pipeline_id, "build-and-test", false, Some(pipeline_id))
+        let now = state.now();
+        state.add_workflow(pipeline_id, "build-and-test", false, Some(pipeline_id), now)
+    }
+
+    /// A workflow that failed and left its other jobs `blocked` and `not_run` (final: its
+    /// status decides, the jobs never move again). Returns its id.
+    pub fn fail_leaving_blocked_jobs(&self, pipeline_id: &str) -> String {
+        let mut state = self.lock();
+        let now = state.now();
+        let id = state.add_workflow(pipeline_id, "build-and-test", false, None, now);
+        if let Some(workflow) = state.workflows.get_mut(&id) {
+            workflow["status"] = json!("failed");
+            workflow["stopped_at"] = json!(stamp(now));
+        }
+        let jobs = state.jobs.entry(id.clone()).or_default();
+        for (n, job) in jobs.iter_mut().enumerate() {
+            job["status"] = json!(match n {
+                0 => "failed",
+                1 => "blocked",
+                _ => "not_run",
+            });
+        }
+        if jobs.len() < 2 {
+            jobs.push(json!({"id": format!("{id}-blocked"), "job_number": null, "name": "deploy",
+                "type": "build", "status": "blocked", "dependencies": [], "started_at": null, "stopped_at": null}));
+        }
+        id
+    }
+
+    /// Requests answered so far per kind of path: `pipelines` (a project's list),
+    /// `workflows` (a pipeline's), `workflow` (one by id) and `jobs` (a workflow's).
+    pub fn requests_by_kind(&self) -> BTreeMap<&'static str, u64> {
+        self.lock().requests_by_kind.clone()
     }
 
     /// Pipelines that have no workflow yet get one (the 404 turns into a list).
@@ -274,7 +400,8 @@ impl FakeCircleCi {
             .cloned()
             .collect();
         for id in waiting {
-            state.add_workflow(&id, "build-and-test", false, None);
+            let now = state.now();
+            state.add_workflow(&id, "build-and-test", false, None, now);
         }
     }
 
@@ -350,6 +477,10 @@ fn not_found() -> Reply {
     Reply::json(404, &json!({"message": "Not found."}))
 }
 
+fn project_not_found() -> Reply {
+    Reply::json(404, &json!({"message": "Project not found"}))
+}
+
 /// A page of `items` starting after the item whose id is in `token` (ids, not offsets:
 /// pages do not shift when new items arrive at the top).
 fn page_after(items: &[Value], token: Option<&str>, size: usize) -> Reply {
@@ -390,11 +521,19 @@ fn handle(state: &mut State, request: Request) -> Reply {
     };
     let token = request.query("page-token");
     let parts: Vec<&str> = path.split('/').collect();
+    let kind = match parts.as_slice() {
+        ["project", ..] => "pipelines",
+        ["pipeline", _, "workflow"] => "workflows",
+        ["workflow", _, "job"] => "jobs",
+        ["workflow", _] => "workflow",
+        _ => "other",
+    };
+    *state.requests_by_kind.entry(kind).or_default() += 1;
     match parts.as_slice() {
         ["project", vcs, org, project, "pipeline"] => {
             let slug = format!("{vcs}/{org}/{project}");
             let Some(ids) = state.projects.get(&slug) else {
-                return not_found();
+                return project_not_found();
             };
             let newest_first: Vec<Value> = ids
                 .iter()

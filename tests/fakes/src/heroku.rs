@@ -1,9 +1,28 @@
-//! A fake Heroku Platform API v3 on loopback: Range pagination as the API defines it
-//! (`Range: <field> ..; max=N, order=desc`, default 200 and at most 1000 a page, 206 with
-//! `Next-Range` while pages are full, 200 on the last, 416 when nothing is in range,
-//! `Accept-Ranges`), the versioned Accept header, Bearer keys, a token bucket that runs
-//! dry with 429 (no Retry-After), builds that finish and gain their release later, and a
-//! `current` flag that moves to each newly succeeded release.
+//! A fake Heroku Platform API v3 on loopback, the versioned Accept header, Bearer keys, a
+//! token bucket that runs dry with 429 (no Retry-After), builds that finish and gain their
+//! release later, a `current` flag that moves to each newly succeeded release, slugs with
+//! their commit, and releases made by promotion, rollback and config changes.
+//!
+//! Rules and where they come from:
+//! - Range pagination, from the Platform API reference ("Ranges"): `Range: <field> ..;
+//!   max=N, order=desc`, "The default page size is 200 and maximum page size is 1000";
+//!   "If a list response has been truncated you will receive a 206 Partial Content status
+//!   and the Next-Range header set", so a page is a 206 only when more follows, and the
+//!   last page is a 200 without Next-Range. `Accept-Ranges` names the fields.
+//! - Range fields per list, from the published schema (heroku/platform-api `schema.json`,
+//!   the `ranges` of each List link): apps `id, name, updated_at`; builds `id,
+//!   started_at`; releases have none in the schema, and the reference's
+//!   `Accept-Ranges: id, version` is used. A field a list does not accept is answered
+//!   416, as the real API answers `created_at` on builds; a header that does not parse is
+//!   a 400 `bad_request` ("Invalid `Range` header", as reported in heroku3.py#12). A range
+//!   whose start lies past every item is a 416 too (RFC 9110: the range does not overlap).
+//! - Builds carry no `started_at` (it is not a property in the schema) yet are ordered by
+//!   it; here a build starts when it is created.
+//! - Next-Range on a field that is not unique is undocumented (interagent/http-api-design
+//!   #81): this fake's carries the last id as a tie-break, and clients must send it back
+//!   verbatim, as every Heroku client does.
+//! - `GET /apps/{app}/slugs/{id}` gives the slug with its `commit` (schema: slug Info);
+//!   `blob.url`, `source_blob.url` and `output_stream_url` are signed URLs.
 
 use crate::http::{serve_state, Reply, Request, ServerTask};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
@@ -20,6 +39,8 @@ struct App {
     name: String,
     releases: Vec<Value>,
     builds: Vec<Value>,
+    /// Slugs the app can read, by id: its builds' and those promoted into it.
+    slugs: Vec<Value>,
 }
 
 struct Bucket {
@@ -40,6 +61,12 @@ struct State {
     lowest_remaining: u64,
     ranges_seen: Vec<String>,
     not_satisfiable: u64,
+    /// The next request that continues a list (a Range with a start) is answered 416.
+    refuse_next_continuation: bool,
+    /// Every list request is answered 416 (a Range field the API stopped accepting).
+    refuse_ranges: bool,
+    /// Paths requested, in order.
+    paths: Vec<String>,
 }
 
 /// What the fake holds, in the fields the tests compare.
@@ -49,8 +76,8 @@ pub struct Truth {
     pub apps: Vec<(String, String)>,
     /// (id, app id, status, release id, source version)
     pub builds: Vec<(String, String, String, Option<String>, String)>,
-    /// (id, app id, version, status, current)
-    pub releases: Vec<(String, String, i64, String, bool)>,
+    /// (id, app id, version, status, current, the slug's commit)
+    pub releases: Vec<(String, String, i64, String, bool, Option<String>)>,
 }
 
 #[derive(Clone)]
@@ -82,23 +109,51 @@ impl State {
     fn user(&self) -> Value {
         json!({"id": "0a1b2c3d-0000-4000-8000-000000000001", "email": "dev@example.com"})
     }
-    fn add_release(&mut self, app: &str, description: &str, status: &str) -> String {
+    /// A release of `slug` (None: the app's current slug, as a config change keeps it).
+    fn add_release(
+        &mut self,
+        app: &str,
+        description: &str,
+        status: &str,
+        slug: Option<String>,
+    ) -> String {
         let id = self.id();
         let at = self.tick();
         let user = self.user();
         let app = self.app(app);
         let version = app.releases.len() as i64 + 1;
+        let slug = slug.or_else(|| {
+            app.releases
+                .iter()
+                .find(|r| r["current"] == true)
+                .and_then(|r| r["slug"]["id"].as_str().map(String::from))
+        });
         let (app_id, app_name) = (app.id.clone(), app.name.clone());
         app.releases.push(json!({
             "id": id, "version": version, "description": description, "status": status,
             "current": false, "created_at": stamp(at), "updated_at": stamp(at),
             "app": {"id": app_id, "name": app_name}, "user": user,
-            "slug": {"id": format!("slug-{version}")}, "addon_plan_names": ["heroku-postgresql:essential-0"],
-            "output_stream_url": null,
+            "slug": slug.map(|s| json!({"id": s})), "addon_plan_names": ["heroku-postgresql:essential-0"],
+            "output_stream_url": format!("https://release-output.heroku.com/streams/{id}?token=signed"),
         }));
         if status == "succeeded" {
             recompute_current(app);
         }
+        id
+    }
+
+    /// A slug of `app` built from `commit`.
+    fn add_slug(&mut self, app: &str, commit: &str) -> String {
+        let id = self.id();
+        let at = self.tick();
+        self.app(app).slugs.push(json!({
+            "id": id, "commit": commit, "commit_description": "Scripted",
+            "blob": {"method": "get", "url": format!("https://s3.amazonaws.com/heroku-slugs/{id}.tgz?X-Amz-Signature=s3cr3t")},
+            "buildpack_provided_description": "Node.js", "checksum": null,
+            "process_types": {"web": "npm start"}, "size": 2048,
+            "stack": {"id": "s1", "name": "heroku-24"},
+            "created_at": stamp(at), "updated_at": stamp(at),
+        }));
         id
     }
 }
@@ -135,6 +190,9 @@ impl FakeHeroku {
             lowest_remaining: u64::MAX,
             ranges_seen: Vec::new(),
             not_satisfiable: 0,
+            refuse_next_continuation: false,
+            refuse_ranges: false,
+            paths: Vec::new(),
         }));
         let (addr, server) = serve_state(Arc::clone(&state), handle).await?;
         Ok(Self {
@@ -161,14 +219,90 @@ impl FakeHeroku {
             name: name.to_string(),
             releases: Vec::new(),
             builds: Vec::new(),
+            slugs: Vec::new(),
         });
         id
     }
 
-    /// A config change or add-on release (no build), succeeded at once.
+    /// A config change or add-on release (no build): the current slug, succeeded at once.
     pub fn add_config_release(&self, app: &str) -> String {
         self.lock()
-            .add_release(app, "Set FEATURE_FLAG config vars", "succeeded")
+            .add_release(app, "Set FEATURE_FLAG config vars", "succeeded", None)
+    }
+
+    /// A pipeline promotion: `to` gets `from`'s current slug in a new release, with no
+    /// build of its own. Returns the release id.
+    pub fn promote(&self, from: &str, to: &str) -> String {
+        let mut state = self.lock();
+        let source = state.app(from);
+        let slug_id = source
+            .releases
+            .iter()
+            .find(|r| r["current"] == true)
+            .and_then(|r| r["slug"]["id"].as_str().map(String::from))
+            .expect("the source app has a current release");
+        let slug = source
+            .slugs
+            .iter()
+            .find(|s| s["id"] == slug_id.as_str())
+            .cloned()
+            .expect("the source app has the slug");
+        state.app(to).slugs.push(slug);
+        let name = state.app(from).name.clone();
+        state.add_release(to, &format!("Promote {name}"), "succeeded", Some(slug_id))
+    }
+
+    /// A rollback to `version`: a new release of that version's slug.
+    pub fn rollback(&self, app: &str, version: i64) -> String {
+        let mut state = self.lock();
+        let slug = state
+            .app(app)
+            .releases
+            .iter()
+            .find(|r| r["version"] == version)
+            .and_then(|r| r["slug"]["id"].as_str().map(String::from));
+        state.add_release(app, &format!("Rollback to v{version}"), "succeeded", slug)
+    }
+
+    /// The next request that continues a list (sends a Next-Range) is answered 416.
+    pub fn refuse_next_continuation(&self) {
+        self.lock().refuse_next_continuation = true;
+    }
+
+    /// Answers every list request 416, as for a Range field the list does not accept.
+    pub fn refuse_ranges(&self, refuse: bool) {
+        self.lock().refuse_ranges = refuse;
+    }
+
+    /// Paths requested so far.
+    pub fn paths(&self) -> Vec<String> {
+        self.lock().paths.clone()
+    }
+
+    /// `count` builds created in the same second (timestamps have second precision);
+    /// returns that second.
+    pub fn push_in_one_second(&self, app: &str, count: usize) -> DateTime<Utc> {
+        let at = self.lock().tick();
+        self.push_at(app, count, at);
+        at
+    }
+
+    /// `count` failed builds created at `at` (final: not watched for a release).
+    pub fn push_at(&self, app: &str, count: usize, at: DateTime<Utc>) {
+        let mut state = self.lock();
+        for _ in 0..count {
+            let id = state.id();
+            let user = state.user();
+            let version = format!("{:040x}", state.next_id * 104_729);
+            let app = state.app(app);
+            let app_id = app.id.clone();
+            app.builds.push(json!({
+                "id": id, "app": {"id": app_id}, "status": "failed", "stack": "heroku-24",
+                "created_at": stamp(at), "updated_at": stamp(at),
+                "source_blob": {"checksum": null, "url": "https://example.com/source.tgz", "version": version, "version_description": null},
+                "release": null, "slug": null, "user": user, "buildpacks": [],
+            }));
+        }
     }
 
     /// `count` pushes: builds that start pending.
@@ -184,11 +318,11 @@ impl FakeHeroku {
             app.builds.push(json!({
                 "id": id, "app": {"id": app_id}, "status": "pending", "stack": "heroku-24",
                 "created_at": stamp(at), "updated_at": stamp(at),
-                "source_blob": {"checksum": null, "url": "https://example.com/source.tgz",
+                "source_blob": {"checksum": null, "url": "https://s3.amazonaws.com/heroku-sources/source.tgz?X-Amz-Signature=s3cr3t",
                                 "version": version, "version_description": "Change things"},
                 "release": null, "slug": null, "user": user,
                 "buildpacks": [{"url": "heroku/nodejs", "name": "heroku/nodejs"}],
-                "output_stream_url": "https://build-output.heroku.com/streams/x",
+                "output_stream_url": format!("https://build-output.heroku.com/streams/{id}/logs/s3cr3t.log"),
             }));
         }
     }
@@ -200,10 +334,12 @@ impl FakeHeroku {
         let build_id = state.id();
         let user = state.user();
         state.clock = at;
+        let slug = state.add_slug(app, sha);
         let release_id = state.add_release(
             app,
             &format!("Deploy {}", &sha[..sha.len().min(8)]),
             "succeeded",
+            Some(slug.clone()),
         );
         let app = state.app(app);
         let app_id = app.id.clone();
@@ -211,7 +347,7 @@ impl FakeHeroku {
             "id": build_id, "app": {"id": app_id}, "status": "succeeded", "stack": "heroku-24",
             "created_at": stamp(at - Duration::minutes(3)), "updated_at": stamp(at - Duration::minutes(1)),
             "source_blob": {"checksum": null, "url": null, "version": sha, "version_description": "Scripted"},
-            "release": {"id": release_id}, "slug": {"id": "slug-scripted"}, "user": user, "buildpacks": [],
+            "release": {"id": release_id}, "slug": {"id": slug}, "user": user, "buildpacks": [],
         }));
         // The release is stamped at `at` exactly.
         if let Some(release) = app
@@ -229,13 +365,29 @@ impl FakeHeroku {
     pub fn finish_builds(&self, app: &str) {
         let mut state = self.lock();
         let at = stamp(state.tick());
-        let app = state.app(app);
-        for (n, build) in app.builds.iter_mut().enumerate() {
-            if build["status"] == "pending" {
-                build["status"] = json!(if n % 6 == 5 { "failed" } else { "succeeded" });
-                build["updated_at"] = json!(at);
-                build["slug"] = json!({"id": format!("slug-b{n}")});
-            }
+        let pending: Vec<(usize, String)> = state
+            .app(app)
+            .builds
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b["status"] == "pending")
+            .map(|(n, b)| {
+                (
+                    n,
+                    b["source_blob"]["version"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect();
+        for (n, commit) in pending {
+            let failed = n % 6 == 5;
+            let slug = (!failed).then(|| state.add_slug(app, &commit));
+            let build = &mut state.app(app).builds[n];
+            build["status"] = json!(if failed { "failed" } else { "succeeded" });
+            build["updated_at"] = json!(at);
+            build["slug"] = slug.map_or(Value::Null, |s| json!({"id": s}));
         }
     }
 
@@ -257,7 +409,10 @@ impl FakeHeroku {
                 .chars()
                 .take(8)
                 .collect::<String>();
-            let release = state.add_release(app, &format!("Deploy {sha}"), "pending");
+            let slug = state.app(app).builds[index]["slug"]["id"]
+                .as_str()
+                .map(String::from);
+            let release = state.add_release(app, &format!("Deploy {sha}"), "pending", slug);
             state.app(app).builds[index]["release"] = json!({"id": release});
         }
     }
@@ -343,12 +498,18 @@ impl FakeHeroku {
                 .iter()
                 .flat_map(|a| {
                     a.releases.iter().map(|r| {
+                        let commit = a
+                            .slugs
+                            .iter()
+                            .find(|s| r["slug"]["id"].is_string() && s["id"] == r["slug"]["id"])
+                            .and_then(|s| s["commit"].as_str().map(String::from));
                         (
                             text(&r["id"]),
                             a.id.clone(),
                             r["version"].as_i64().unwrap_or(0),
                             text(&r["status"]),
                             r["current"].as_bool().unwrap_or(false),
+                            commit,
                         )
                     })
                 })
@@ -397,12 +558,39 @@ fn parse_range(header: &str) -> Option<Range> {
     Some(range)
 }
 
-/// A value's sort key for a Range field: numbers as numbers, the rest as text.
-fn key_of(item: &Value, field: &str) -> (i64, String) {
-    match &item[field] {
-        Value::Number(n) => (n.as_i64().unwrap_or(0), String::new()),
-        other => (0, other.as_str().unwrap_or_default().to_string()),
+/// The value a list sorts on: builds sort on when they started, which they do not show
+/// (here: when they were created).
+fn field_value<'a>(item: &'a Value, field: &str) -> &'a Value {
+    match field {
+        "started_at" => &item["created_at"],
+        other => &item[other],
     }
+}
+
+/// A value's sort key for a Range field, the id breaking ties: numbers as numbers, the
+/// rest as text.
+fn key_of(item: &Value, field: &str) -> (i64, String, String) {
+    let id = item["id"].as_str().unwrap_or_default().to_string();
+    match field_value(item, field) {
+        Value::Number(n) => (n.as_i64().unwrap_or(0), String::new(), id),
+        other => (0, other.as_str().unwrap_or_default().to_string(), id),
+    }
+}
+
+/// The key a range starts at: `value` or, from this fake's Next-Range, `value|last id`.
+fn start_key(range: &Range) -> Option<(i64, String, String)> {
+    let start = range.start.as_ref()?;
+    let (value, id) = start.split_once('|').unwrap_or((start, ""));
+    let id = if id.is_empty() && range.desc && range.exclusive {
+        // `]v..` descending: everything below v, ties included as lower than v.
+        String::new()
+    } else {
+        id.to_string()
+    };
+    Some(match value.parse::<i64>() {
+        Ok(n) if range.field == "version" => (n, String::new(), id),
+        _ => (0, value.to_string(), id),
+    })
 }
 
 fn list(items: &[Value], request: &Request, fields: &[&str], state: &mut State) -> Reply {
@@ -412,27 +600,44 @@ fn list(items: &[Value], request: &Request, fields: &[&str], state: &mut State) 
         .map(String::from)
         .unwrap_or_else(|| format!("{} ..", fields[0]));
     state.ranges_seen.push(header.clone());
-    let Some(range) = parse_range(&header).filter(|r| fields.contains(&r.field.as_str())) else {
+    let Some(range) = parse_range(&header) else {
         return Reply::json(
             400,
-            &json!({"id": "bad_request", "message": format!("Invalid range: {header}")}),
+            &json!({"id": "bad_request", "message": "Invalid `Range` header. Please use format like `id ..; max=10, order=desc`. "}),
         );
     };
+    let refuse = |state: &mut State| {
+        state.not_satisfiable += 1;
+        Reply::json(
+            416,
+            &json!({"id": "requested_range_not_satisfiable", "message": "Requested range not satisfiable"}),
+        )
+        .with_header("accept-ranges", &accept_ranges)
+    };
+    if !fields.contains(&range.field.as_str()) || state.refuse_ranges {
+        return refuse(state);
+    }
+    if range.start.is_some() && std::mem::take(&mut state.refuse_next_continuation) {
+        return refuse(state);
+    }
     let mut sorted: Vec<&Value> = items.iter().collect();
     sorted.sort_by_key(|item| key_of(item, &range.field));
     if range.desc {
         sorted.reverse();
     }
-    let start_key = range.start.as_ref().map(|s| match s.parse::<i64>() {
-        Ok(n) if range.field == "version" => (n, String::new()),
-        _ => (0, s.clone()),
-    });
+    let start = start_key(&range);
     let in_range: Vec<&Value> = sorted
         .into_iter()
-        .filter(|item| match &start_key {
+        .filter(|item| match &start {
             None => true,
             Some(start) => {
                 let key = key_of(item, &range.field);
+                // A bare value (no id) compares on the value alone.
+                let key = if start.2.is_empty() {
+                    (key.0, key.1, String::new())
+                } else {
+                    key
+                };
                 match (range.desc, range.exclusive) {
                     (true, true) => key < *start,
                     (true, false) => key <= *start,
@@ -443,22 +648,30 @@ fn list(items: &[Value], request: &Request, fields: &[&str], state: &mut State) 
         })
         .collect();
     if in_range.is_empty() && range.start.is_some() {
-        state.not_satisfiable += 1;
-        return Reply::json(416, &json!({"id": "requested_range_not_satisfiable", "message": "Requested range not satisfiable"}))
-            .with_header("accept-ranges", &accept_ranges);
+        return refuse(state);
     }
     let page: Vec<Value> = in_range
         .iter()
         .take(range.max)
         .map(|v| (*v).clone())
         .collect();
-    let full = page.len() == range.max;
-    let mut reply = Reply::json(if full { 206 } else { 200 }, &Value::Array(page.clone()))
-        .with_header("accept-ranges", &accept_ranges);
-    if full {
-        let last = page.last().map(|l| match &l[&range.field] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+    let truncated = in_range.len() > range.max;
+    let mut reply = Reply::json(
+        if truncated { 206 } else { 200 },
+        &Value::Array(page.clone()),
+    )
+    .with_header("accept-ranges", &accept_ranges);
+    if truncated {
+        let last = page.last().map(|l| {
+            let value = match field_value(l, &range.field) {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if range.field == "id" {
+                value
+            } else {
+                format!("{value}|{}", l["id"].as_str().unwrap_or_default())
+            }
         });
         let order = if range.desc { "desc" } else { "asc" };
         reply = reply.with_header(
@@ -512,6 +725,7 @@ fn handle(state: &mut State, request: Request) -> Reply {
     bucket.tokens -= 1.0;
     let remaining = bucket.tokens.floor() as u64;
     state.lowest_remaining = state.lowest_remaining.min(remaining);
+    state.paths.push(request.path.clone());
     let reply = route(state, &request);
     reply.with_header("ratelimit-remaining", &remaining.to_string())
 }
@@ -536,6 +750,13 @@ fn route(state: &mut State, request: &Request) -> Reply {
             }
             None => not_found("app"),
         },
+        ["apps", key, "slugs", id] => match find(state, key) {
+            Some(i) => match state.apps[i].slugs.iter().find(|s| s["id"] == *id) {
+                Some(slug) => Reply::json(200, slug),
+                None => not_found("slug"),
+            },
+            None => not_found("app"),
+        },
         ["apps", key, "releases", id] => match find(state, key) {
             Some(i) => match state.apps[i]
                 .releases
@@ -550,12 +771,7 @@ fn route(state: &mut State, request: &Request) -> Reply {
         ["apps", key, "builds"] => match find(state, key) {
             Some(i) => {
                 let builds = state.apps[i].builds.clone();
-                list(
-                    &builds,
-                    request,
-                    &["id", "created_at", "started_at", "updated_at"],
-                    state,
-                )
+                list(&builds, request, &["id", "started_at"], state)
             }
             None => not_found("app"),
         },

@@ -15,6 +15,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub query: HashMap<String, String>,
+    /// Every query pair in order, repeats included (`status=a&status=b`).
+    pub query_pairs: Vec<(String, String)>,
     /// Header names in lower case.
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
@@ -26,6 +28,14 @@ impl Request {
     }
     pub fn query(&self, name: &str) -> Option<&str> {
         self.query.get(name).map(String::as_str)
+    }
+    /// Every value of a repeated query parameter.
+    pub fn query_all(&self, name: &str) -> Vec<&str> {
+        self.query_pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -116,6 +126,7 @@ async fn connection(stream: TcpStream, handler: Handler) -> std::io::Result<()> 
             method,
             path: parsed.path().to_string(),
             query: parsed.query_pairs().into_owned().collect(),
+            query_pairs: parsed.query_pairs().into_owned().collect(),
             headers,
             body,
         };

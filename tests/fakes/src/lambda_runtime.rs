@@ -20,6 +20,8 @@ struct State {
     queue: VecDeque<(String, Value, u64)>,
     outcomes: HashMap<String, Outcome>,
     init_error: Option<Value>,
+    /// The `Lambda-Runtime-Function-Error-Type` header of the init error.
+    init_error_type: Option<String>,
     next_id: u64,
 }
 
@@ -86,6 +88,15 @@ impl FakeLambdaRuntime {
         None
     }
 
+    /// The error type header the function sent with its init error.
+    pub fn init_error_type(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .init_error_type
+            .clone()
+    }
+
     pub fn init_error(&self) -> Option<Value> {
         self.state
             .lock()
@@ -132,7 +143,13 @@ async fn handle(state: &Mutex<State>, request: Request) -> Reply {
     }
     let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
     if request.method == "POST" && path == format!("{PREFIX}/init/error") {
-        state.lock().unwrap_or_else(|p| p.into_inner()).init_error = Some(body);
+        // The Runtime API reference ("Initialization error"): a JSON body with errorType
+        // and errorMessage, and the type again in Lambda-Runtime-Function-Error-Type.
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        state.init_error = Some(body);
+        state.init_error_type = request
+            .header("lambda-runtime-function-error-type")
+            .map(String::from);
         return Reply::json(202, &json!({"status": "OK"}));
     }
     if let Some(rest) = path.strip_prefix(&format!("{PREFIX}/invocation/")) {

@@ -1,10 +1,15 @@
 //! A stand-in for the Redshift Data API (AWS JSON 1.1, `X-Amz-Target: RedshiftData.<Op>`,
 //! epoch-second timestamps) that runs the statements on a real PostgreSQL.
 //!
-//! It enforces what the real service enforces: 100 KB per statement, 40 statements per
-//! batch, a batch is ONE transaction (serializable, as Redshift runs them), no TRUNCATE
-//! inside it, no ON CONFLICT, ClientToken idempotency, and statements that go
-//! SUBMITTED -> STARTED -> FINISHED | FAILED | ABORTED while the client polls.
+//! It enforces what the real service enforces: 100 KB per statement ("The maximum query
+//! statement size is 100 KB", Data API considerations in the Redshift Management Guide;
+//! read as 100 000 bytes), 40 statements per batch (the service model's `Sqls` length),
+//! a batch is ONE transaction (serializable, as Redshift runs them), no TRUNCATE inside
+//! it, no ON CONFLICT, ClientToken idempotency, statements that go SUBMITTED -> STARTED
+//! -> FINISHED | FAILED | ABORTED while the client polls, and JSON_PARSE input of at most
+//! 65 535 bytes (JSON_PARSE reference: string values "can't exceed 65,535 bytes" unless
+//! the cluster set `enable_large_strings_opt_in`, which [`FakeRedshiftData::set_large_strings`]
+//! stands for).
 //!
 //! PostgreSQL is made to read Redshift's SQL in three documented ways, and no other:
 //! backslashes in string literals are escapes (`standard_conforming_strings = off`, as on
@@ -25,7 +30,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
 
 /// The real service's limits.
-pub const MAX_STATEMENT_BYTES: usize = 100 * 1024;
+pub const MAX_STATEMENT_BYTES: usize = 100_000;
 pub const MAX_BATCH_STATEMENTS: usize = 40;
 
 /// What a scripted submission does instead of running its SQL.
@@ -89,6 +94,8 @@ struct State {
     scripts: VecDeque<Script>,
     stats: Stats,
     next_id: u64,
+    /// The cluster opted in to large strings (`enable_large_strings_opt_in`).
+    large_strings: bool,
 }
 
 #[derive(Clone)]
@@ -131,6 +138,11 @@ impl FakeRedshiftData {
             addr,
             _server: Arc::new(ServerTask(task)),
         })
+    }
+
+    /// Acts as a cluster that opted in to strings over 65 535 bytes.
+    pub fn set_large_strings(&self, on: bool) {
+        lock(&self.state).large_strings = on;
     }
 
     /// For `AWS_ENDPOINT_URL_REDSHIFT_DATA`.
@@ -345,8 +357,9 @@ fn start_running(state: &Arc<Mutex<State>>, pg_url: &Arc<Option<String>>, id: &s
         }
         return;
     };
-    let (sqls, is_batch, parameters) = {
+    let (sqls, is_batch, parameters, large_strings) = {
         let mut guard = lock(state);
+        let large_strings = guard.large_strings;
         let Some(statement) = guard.statements.get_mut(id) else {
             return;
         };
@@ -356,15 +369,18 @@ fn start_running(state: &Arc<Mutex<State>>, pg_url: &Arc<Option<String>>, id: &s
             statement.sqls.clone(),
             statement.is_batch,
             statement.request["Parameters"].clone(),
+            large_strings,
         )
     };
     let state = Arc::clone(state);
     let id = id.to_string();
     tokio::spawn(async move {
         let outcome = if is_batch {
-            run_batch(&url, &sqls).await.map(|()| None)
+            run_batch(&url, &sqls, large_strings).await.map(|()| None)
         } else {
-            run_query(&url, &sqls[0], &parameters).await.map(Some)
+            run_query(&url, &sqls[0], &parameters, large_strings)
+                .await
+                .map(Some)
         };
         let mut guard = lock(&state);
         let finished = now();
@@ -538,7 +554,7 @@ fn cancel(state: &Arc<Mutex<State>>, body: &Value) -> Reply {
 
 /// SUPER, JSON_PARSE and JSON_SERIALIZE for PostgreSQL, installed once per database.
 async fn install_redshift_compatibility(url: &str) -> Result<(), tokio_postgres::Error> {
-    let mut client = connect(url).await?;
+    let mut client = connect(url, false).await?;
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock(7259388)", &[])
         .await?;
@@ -549,7 +565,14 @@ async fn install_redshift_compatibility(url: &str) -> Result<(), tokio_postgres:
            END IF;
          END $$;
          CREATE OR REPLACE FUNCTION public.json_parse(text) RETURNS jsonb
-           LANGUAGE sql IMMUTABLE STRICT AS 'SELECT $1::jsonb';
+           LANGUAGE plpgsql IMMUTABLE STRICT AS $f$
+           BEGIN
+             IF octet_length($1) > 65535
+                AND coalesce(current_setting('heimdallr_fake.large_strings', true), 'off') <> 'on' THEN
+               RAISE EXCEPTION 'Invalid input: string length % exceeds the maximum 65535 for JSON_PARSE', octet_length($1);
+             END IF;
+             RETURN $1::jsonb;
+           END $f$;
          CREATE OR REPLACE FUNCTION public.json_serialize(jsonb) RETURNS text
            LANGUAGE sql IMMUTABLE STRICT AS 'SELECT $1::text';",
     )
@@ -557,12 +580,19 @@ async fn install_redshift_compatibility(url: &str) -> Result<(), tokio_postgres:
     tx.commit().await
 }
 
-async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+async fn connect(
+    url: &str,
+    large_strings: bool,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
     tokio::spawn(connection);
     // Redshift reads backslashes in string literals as escapes.
     client
-        .batch_execute("SET standard_conforming_strings = off; SET escape_string_warning = off")
+        .batch_execute(&format!(
+            "SET standard_conforming_strings = off; SET escape_string_warning = off; \
+             SET heimdallr_fake.large_strings = '{}'",
+            if large_strings { "on" } else { "off" }
+        ))
         .await?;
     Ok(client)
 }
@@ -609,8 +639,10 @@ fn redshift_error(error: &tokio_postgres::Error) -> String {
 }
 
 /// One transaction, as the Data API runs a batch. Returns the failing statement's index.
-async fn run_batch(url: &str, sqls: &[String]) -> Result<(), (usize, String)> {
-    let mut client = connect(url).await.map_err(|e| (0, redshift_error(&e)))?;
+async fn run_batch(url: &str, sqls: &[String], large_strings: bool) -> Result<(), (usize, String)> {
+    let mut client = connect(url, large_strings)
+        .await
+        .map_err(|e| (0, redshift_error(&e)))?;
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::Serializable)
@@ -635,8 +667,11 @@ async fn run_query(
     url: &str,
     sql: &str,
     parameters: &Value,
+    large_strings: bool,
 ) -> Result<QueryResult, (usize, String)> {
-    let client = connect(url).await.map_err(|e| (0, redshift_error(&e)))?;
+    let client = connect(url, large_strings)
+        .await
+        .map_err(|e| (0, redshift_error(&e)))?;
     let mut values: Vec<String> = Vec::new();
     let mut text = String::with_capacity(sql.len());
     let named: HashMap<&str, &str> = parameters

@@ -1,6 +1,19 @@
 //! A fake Rollbar API (`/api/1`): keyset and page-number paging of occurrences, items that
 //! change in place, occurrences that keep arriving during a sync, and injected faults
 //! (429 with Retry-After, 500/503, slow answers, bodies cut short, connection resets).
+//!
+//! Rules, from Rollbar's API reference (docs.rollbar.com/reference, "List all occurrences"
+//! and "List all items"; quoted in the export spenserhale/rollbar-ai-toolkit):
+//! - `/instances/`: "descending by occurrence ID"; `lastId` "Overrides the page number if
+//!   both are present"; `limit` "Default is 20 and the max is 5000".
+//! - `/items/`: "100 items are returned per page"; `ids` is a "comma-separated list of
+//!   integers"; `status` takes active, resolved, muted or archived and may be repeated.
+//!   What an omitted `status` returns is not documented: the fake takes the narrowest
+//!   reading (active items only), so a client that wants every status must name them.
+//! - Errors are `{"err": 1, "message": ...}`; an unknown path is a 404.
+//! - Rate-limit headers as recorded from the real API (terraform-provider-rollbar's
+//!   fixtures): `X-Rate-Limit-Limit: 5000`, `-Remaining`, `-Reset` (Unix seconds) and
+//!   `-Remaining-Seconds`.
 
 use crate::http::{serve_state, Reply, Request, ServerTask};
 use rand::rngs::StdRng;
@@ -53,6 +66,14 @@ struct World {
     arrivals_per_request: usize,
     requests: u64,
     faults_served: u64,
+    /// Every request's path and query, in order.
+    log: Vec<String>,
+    /// Answer as if behind a proxy that drops `lastId` (the newest page, every time).
+    ignore_last_id: bool,
+    /// Pages asking for more than this many occurrences time out (answer after `slow_for`).
+    slow_above: Option<(usize, Duration)>,
+    /// Added to every answer: a real round trip.
+    latency: Duration,
 }
 
 /// Handle on a running fake; cloneable, shared with the server task.
@@ -90,6 +111,10 @@ impl FakeRollbar {
             arrivals_per_request: 0,
             requests: 0,
             faults_served: 0,
+            log: Vec::new(),
+            ignore_last_id: false,
+            slow_above: None,
+            latency: Duration::ZERO,
         }));
         let (addr, server) = serve_state(Arc::clone(&world), handle).await?;
         Ok(Self {
@@ -203,6 +228,52 @@ impl FakeRollbar {
 
     pub fn set_faults(&self, faults: FaultRates) {
         self.world().faults = faults;
+    }
+
+    /// Answers every occurrence page as if `lastId` were not there (a proxy dropping it).
+    pub fn ignore_last_id(&self, ignore: bool) {
+        self.world().ignore_last_id = ignore;
+    }
+
+    /// Occurrence pages of more than `limit` take `delay` to answer (past a timeout).
+    pub fn slow_pages_above(&self, limit: usize, delay: Duration) {
+        self.world().slow_above = Some((limit, delay));
+    }
+
+    /// Every answer waits `latency` first, as over the internet.
+    pub fn set_latency(&self, latency: Duration) {
+        self.world().latency = latency;
+    }
+
+    /// Paths and queries requested so far, in order.
+    pub fn request_log(&self) -> Vec<String> {
+        self.world().log.clone()
+    }
+
+    /// An occurrence with the given `id`, below ids already served: Rollbar's ids are only
+    /// approximately in time order, so one can appear below a walk's high-water mark.
+    pub fn arrive_late(&self, token: &str, id: i64) {
+        let mut world = self.world();
+        assert!(
+            world
+                .projects
+                .get(token)
+                .is_some_and(|p| !p.occurrences.contains_key(&id)),
+            "occurrence {id} exists already"
+        );
+        world.arrive_with_id(token, id);
+    }
+
+    /// Mutes an item in place.
+    pub fn mute_item(&self, token: &str, item_id: i64) {
+        let mut world = self.world();
+        if let Some(item) = world
+            .projects
+            .get_mut(token)
+            .and_then(|p| p.items.get_mut(&item_id))
+        {
+            item["status"] = json!("muted");
+        }
     }
 
     /// Resolves an item in place (status, resolved time and version; counters restart).
@@ -337,14 +408,21 @@ impl World {
 
     fn arrive(&mut self, token: &str, count: usize) {
         for _ in 0..count {
+            // Ids grow with gaps, as Rollbar's global ids do.
+            self.next_occurrence_id += self.rng.random_range(1..40);
+            let id = self.next_occurrence_id;
+            self.arrive_with_id(token, id);
+        }
+    }
+
+    /// One occurrence with this id, of a random item of the project.
+    fn arrive_with_id(&mut self, token: &str, id: i64) {
+        {
             let Some(project) = self.projects.get(token) else {
                 return;
             };
             let item_ids: Vec<i64> = project.items.keys().copied().collect();
             let project_id = project.id;
-            // Ids grow with gaps, as Rollbar's global ids do.
-            self.next_occurrence_id += self.rng.random_range(1..40);
-            let id = self.next_occurrence_id;
             let item_id = item_ids[self.rng.random_range(0..item_ids.len())];
             let timestamp = 1_795_000_000 + (id - 400_000_000_000) / 10;
             let person = match self.rng.random_range(0..4) {
@@ -452,6 +530,14 @@ fn error(status: u16, message: &str) -> Reply {
 
 fn handle(world: &mut World, request: Request) -> Reply {
     world.requests += 1;
+    let query: Vec<String> = request
+        .query_pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    world
+        .log
+        .push(format!("{}?{}", request.path, query.join("&")));
     let token = request
         .header("x-rollbar-access-token")
         .unwrap_or_default()
@@ -478,12 +564,40 @@ fn handle(world: &mut World, request: Request) -> Reply {
     let reply = reply
         .with_header("x-rate-limit-limit", "5000")
         .with_header("x-rate-limit-remaining", "4999")
-        .with_header("x-rate-limit-reset", "0");
+        .with_header("x-rate-limit-reset", "0")
+        .with_header("x-rate-limit-remaining-seconds", "60");
+    let mut delay = world.latency;
     if slow {
         world.faults_served += 1;
-        Reply::Delayed(Duration::from_millis(300), Box::new(reply))
-    } else {
+        delay += Duration::from_millis(300);
+    }
+    if let (Some((above, slow_for)), Some(Ok(limit))) = (
+        world.slow_above,
+        request.query("limit").map(str::parse::<usize>),
+    ) {
+        if request.path.starts_with("/api/1/instances") && limit > above {
+            delay += slow_for;
+        }
+    }
+    if delay.is_zero() {
         reply
+    } else {
+        Reply::Delayed(delay, Box::new(reply))
+    }
+}
+
+/// An item's status as a name (older payloads send 1 to 4).
+fn status_name(item: &Value) -> &str {
+    match &item["status"] {
+        Value::String(s) => s.as_str(),
+        Value::Number(n) => match n.as_i64() {
+            Some(1) => "active",
+            Some(2) => "resolved",
+            Some(3) => "muted",
+            Some(4) => "archived",
+            _ => "unknown",
+        },
+        _ => "unknown",
     }
 }
 
@@ -505,7 +619,8 @@ fn route(world: &mut World, token: &str, request: &Request) -> Reply {
             Some(Ok(limit)) if (1..=5000).contains(&limit) => limit,
             Some(_) => return error(422, "limit must be between 1 and 5000"),
         };
-        let page: Vec<Value> = if let Some(last_id) = request.query("lastId") {
+        let last_id = request.query("lastId").filter(|_| !world.ignore_last_id);
+        let page: Vec<Value> = if let Some(last_id) = last_id {
             let Ok(last_id) = last_id.parse::<i64>() else {
                 return error(422, "lastId must be an integer");
             };
@@ -546,15 +661,41 @@ fn route(world: &mut World, token: &str, request: &Request) -> Reply {
             .and_then(|p| p.parse::<usize>().ok())
             .unwrap_or(1)
             .max(1);
+        let mut statuses = request.query_all("status");
+        if statuses.is_empty() {
+            statuses.push("active"); // undocumented: the narrowest reading (module docs)
+        }
+        if let Some(bad) = statuses
+            .iter()
+            .find(|s| !["active", "resolved", "muted", "archived"].contains(s))
+        {
+            return error(422, &format!("invalid status: {bad}"));
+        }
+        let ids: Option<Vec<i64>> = match request.query("ids") {
+            None => None,
+            Some(list) => match list.split(',').map(|id| id.trim().parse::<i64>()).collect() {
+                Ok(ids) => Some(ids),
+                Err(_) => return error(422, "ids must be a comma-separated list of integers"),
+            },
+        };
         // Most recently active first, like Rollbar's list: an item moves up the pages
         // when it gets a new occurrence.
-        let mut items: Vec<&Value> = project.items.values().collect();
+        let mut items: Vec<&Value> = project
+            .items
+            .values()
+            .filter(|item| statuses.contains(&status_name(item)))
+            .filter(|item| {
+                ids.as_ref()
+                    .is_none_or(|ids| ids.contains(&item["id"].as_i64().unwrap_or(0)))
+            })
+            .collect();
         items.sort_by_key(|item| {
             (
                 std::cmp::Reverse(item["last_occurrence_timestamp"].as_i64().unwrap_or(0)),
                 item["id"].as_i64().unwrap_or(0),
             )
         });
+        let total = items.len();
         let page_items: Vec<Value> = items
             .into_iter()
             .skip((page - 1) * 100)
@@ -563,7 +704,7 @@ fn route(world: &mut World, token: &str, request: &Request) -> Reply {
             .collect();
         return Reply::json(
             200,
-            &json!({"err": 0, "result": {"items": page_items, "page": page, "total_count": project.items.len()}}),
+            &json!({"err": 0, "result": {"items": page_items, "page": page, "total_count": total}}),
         );
     }
     if let Some(id) = path.strip_prefix("/api/1/item/") {

@@ -6,7 +6,8 @@
 //! summary log line per stream, and a typed error result when a stream failed.
 
 use super::{emf_line, required_env, stop_at, SecretCache, SecretError};
-use crate::engine::{RunOutcome, RunStatus, SyncOptions};
+use crate::engine::{RunOutcome, RunStatus, SyncOptions, COMMIT_GRACE};
+use crate::http::HttpSettings;
 use crate::pii::PiiPolicy;
 use crate::time::parse_duration;
 use crate::warehouse::{self, Warehouse, WarehouseTarget};
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use lambda_runtime::LambdaEvent;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 use tracing::Instrument;
 
@@ -35,6 +36,23 @@ pub struct CommonSettings {
     pub pii: String,
     /// `HEIMDALLR_BATCH_ROWS` (default [`crate::engine::DEFAULT_BATCH_ROWS`]).
     pub batch_rows: usize,
+    /// `HEIMDALLR_HTTP_TIMEOUT` (default 60s) and `HEIMDALLR_HTTP_RETRY_BUDGET` (200).
+    pub http: HttpSettings,
+}
+
+/// The HTTP settings from `HEIMDALLR_HTTP_TIMEOUT` and `HEIMDALLR_HTTP_RETRY_BUDGET`.
+pub fn http_settings_from_env() -> Result<HttpSettings, SettingsError> {
+    let defaults = HttpSettings::default();
+    Ok(HttpSettings {
+        request_timeout: match env_var("HEIMDALLR_HTTP_TIMEOUT") {
+            None => defaults.request_timeout,
+            Some(_) => env_duration("HEIMDALLR_HTTP_TIMEOUT", "60s")?,
+        },
+        retry_budget: env_count(
+            "HEIMDALLR_HTTP_RETRY_BUDGET",
+            defaults.retry_budget as usize,
+        )? as u64,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +108,7 @@ impl CommonSettings {
             time_margin: env_duration("HEIMDALLR_TIME_MARGIN", "15s")?,
             pii: env_var("HEIMDALLR_PII").unwrap_or_else(|| "drop".into()),
             batch_rows: env_count("HEIMDALLR_BATCH_ROWS", SyncOptions::new(None).batch_rows)?,
+            http: http_settings_from_env()?,
         })
     }
 
@@ -119,10 +138,13 @@ impl std::fmt::Display for HandlerError {
     }
 }
 
+/// Lambda's `errorType` for settings, secret or warehouse errors (init or invocation).
+pub const CONFIGURATION_ERROR: &str = "Heimdallr.Configuration";
+
 impl From<HandlerError> for lambda_runtime::Diagnostic {
     fn from(error: HandlerError) -> Self {
         let error_type = match error {
-            HandlerError::Configuration(_) => "Heimdallr.Configuration",
+            HandlerError::Configuration(_) => CONFIGURATION_ERROR,
             HandlerError::SyncFailed(_) => "Heimdallr.SyncFailed",
         };
         lambda_runtime::Diagnostic {
@@ -192,14 +214,15 @@ impl<S: LambdaSource> SourceFunction<S> {
         &self.settings
     }
 
-    /// The warehouse connection, opened and migrated on first use, then reused.
-    async fn warehouse(&self) -> Result<Arc<dyn Warehouse>, BoxError> {
+    /// The warehouse connection, opened and migrated on first use (cancelled past
+    /// `deadline`), then reused.
+    async fn warehouse(&self, deadline: Instant) -> Result<Arc<dyn Warehouse>, BoxError> {
         let warehouse = self
             .warehouse
             .get_or_try_init(|| async {
                 let warehouse =
                     warehouse::open(&self.settings.warehouse, &self.settings.schema).await?;
-                warehouse.migrate().await?;
+                warehouse.migrate(Some(deadline)).await?;
                 Ok::<_, BoxError>(warehouse)
             })
             .await?;
@@ -229,9 +252,12 @@ impl<S: LambdaSource> SourceFunction<S> {
             HandlerError::Configuration(e.to_string())
         };
         let config = self.config().await.map_err(configuration_failed)?;
-        let warehouse = self.warehouse().await.map_err(configuration_failed)?;
-        let mut options =
-            SyncOptions::new(Some(stop_at(context.deadline, self.settings.time_margin)));
+        let stop = stop_at(context.deadline, self.settings.time_margin);
+        let warehouse = self
+            .warehouse(stop + COMMIT_GRACE)
+            .await
+            .map_err(configuration_failed)?;
+        let mut options = SyncOptions::new(Some(stop));
         options.run_id = context.request_id.clone();
         options.batch_rows = self.settings.batch_rows;
         let outcomes = self.source.sync(warehouse, &config, &options).await;
@@ -281,8 +307,19 @@ where
     F: FnOnce() -> Result<S, BoxError>,
 {
     super::init_json_logging();
-    let settings = CommonSettings::from_env(source_name)?;
-    let source = source()?;
+    let built = CommonSettings::from_env(source_name)
+        .map_err(BoxError::from)
+        .and_then(|settings| Ok((settings, source()?)));
+    let (settings, source) = match built {
+        Ok(built) => built,
+        Err(error) => {
+            // Before the runtime loop: tell Lambda through the Runtime API's init error,
+            // as JSON, and leave (Lambda starts a fresh sandbox for the next event).
+            tracing::error!(error_type = CONFIGURATION_ERROR, error = %error, "the function cannot start");
+            super::report_init_error(CONFIGURATION_ERROR, &error.to_string()).await;
+            std::process::exit(1);
+        }
+    };
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let function = SourceFunction::new(settings, aws_sdk_secretsmanager::Client::new(&aws), source);
     let function = &function;

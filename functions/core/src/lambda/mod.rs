@@ -27,6 +27,28 @@ pub enum SecretError {
     MissingSetting(&'static str),
 }
 
+/// Reports an error that stops the function before its runtime loop, through the Runtime
+/// API (`POST /2018-06-01/runtime/init/error`, the error type in the
+/// `Lambda-Runtime-Function-Error-Type` header and a JSON body). Best effort: the process
+/// exits next in any case.
+pub async fn report_init_error(error_type: &str, message: &str) {
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+        return;
+    };
+    let body = serde_json::json!({"errorType": error_type, "errorMessage": message});
+    let sent = reqwest::Client::new()
+        .post(format!("http://{api}/2018-06-01/runtime/init/error"))
+        .header("Lambda-Runtime-Function-Error-Type", error_type)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    if let Err(e) = sent {
+        tracing::error!(error = %e, "could not report the init error to the Runtime API");
+    }
+}
+
 /// A Secrets Manager secret, fetched on first use and kept for the life of the sandbox.
 pub struct SecretCache {
     client: aws_sdk_secretsmanager::Client,

@@ -107,10 +107,14 @@ impl Dialect {
     /// DDL for one table: the table with its primary key, plus an event-time index on
     /// PostgreSQL (DuckDB scans are fast and its indexes slow loading down), and on
     /// Redshift its distribution and sort keys (the key is informational there).
-    pub fn create_table(self, schema: &str, table: &Table) -> Vec<String> {
+    /// `version` is the creating migration's: columns added later are left to their own
+    /// [`Dialect::add_columns`] step, so that every install has the same columns in the
+    /// same order.
+    pub fn create_table(self, schema: &str, table: &Table, version: i64) -> Vec<String> {
         let columns = table
             .columns
             .iter()
+            .filter(|c| c.added_in <= version)
             .map(|c| {
                 format!(
                     "{} {}{}",
@@ -140,6 +144,30 @@ impl Dialect {
             ));
         }
         statements
+    }
+
+    /// The columns migration `version` adds to `table`. PostgreSQL and DuckDB skip a column
+    /// that exists; Redshift has no `IF NOT EXISTS` here, and its migrator treats a
+    /// migration another migrator recorded meanwhile as applied.
+    pub fn add_columns(self, schema: &str, table: &Table, version: i64) -> Vec<String> {
+        table
+            .columns
+            .iter()
+            .filter(|c| c.added_in == version)
+            .map(|c| {
+                format!(
+                    "ALTER TABLE {} ADD COLUMN {}{} {}",
+                    qualified(schema, table.name),
+                    if self == Dialect::Redshift {
+                        ""
+                    } else {
+                        "IF NOT EXISTS "
+                    },
+                    quote(c.name),
+                    self.column_type(c.ty)
+                )
+            })
+            .collect()
     }
 
     /// A session-local stage with the target's columns (PostgreSQL); it lives as long as the
@@ -300,6 +328,17 @@ impl Dialect {
             self.parameter(1, "source"),
             self.parameter(2, "stream"),
             self.parameter(3, "scope"),
+        )
+    }
+
+    /// How many of the tables `status` reads exist (2 once migrated). Parameter: schema.
+    pub fn count_status_tables(self) -> String {
+        format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM information_schema.tables \
+             WHERE table_schema = {} AND table_name IN ('{}', '{}')",
+            self.parameter(1, "schema"),
+            STATE.name,
+            RUNS.name
         )
     }
 
@@ -546,11 +585,11 @@ mod tests {
         assert!(sql.contains("CAST(\"data\" AS JSON)"));
         assert!(sql.contains("ORDER BY \"id\" ON CONFLICT (\"id\") DO UPDATE"));
         let ddl = Dialect::DuckDb
-            .create_table("h", &ROLLBAR_OCCURRENCES)
+            .create_table("h", &ROLLBAR_OCCURRENCES, 2)
             .join(";");
         assert!(ddl.contains("\"data\" JSON") && !ddl.contains("INDEX"));
         let ddl = Dialect::Postgres
-            .create_table("h", &ROLLBAR_OCCURRENCES)
+            .create_table("h", &ROLLBAR_OCCURRENCES, 2)
             .join(";");
         assert!(ddl.contains("\"data\" JSONB") && ddl.contains("CREATE INDEX IF NOT EXISTS"));
     }

@@ -6,9 +6,14 @@ use crate::schema::MIGRATIONS;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use duckdb::types::Value as DuckValue;
-use duckdb::Connection;
+use duckdb::{AccessMode, Config, Connection};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The oldest DuckDB release whose storage format new files use (see README: the DuckDB
+/// clients that open the file).
+pub const STORAGE_COMPATIBILITY: &str = "v1.0.0";
 
 pub struct DuckDbWarehouse {
     path: PathBuf,
@@ -18,19 +23,58 @@ pub struct DuckDbWarehouse {
 
 impl DuckDbWarehouse {
     pub fn open(path: &Path, schema: &str) -> Result<Self, WarehouseError> {
-        let target = format!("duckdb file {}", path.display());
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| WarehouseError::Connect {
-                target: target.clone(),
+                target: describe_path(path),
                 detail: format!("cannot create directory {}: {e}", parent.display()),
             })?;
         }
-        let connection = Connection::open(path).map_err(|e| WarehouseError::Connect {
-            target,
-            detail: format!(
-                "{e} (only one process can write a DuckDB file at a time: is another heimdallr or DuckDB client holding it?)"
-            ),
-        })?;
+        // A new file is written in DuckDB 1.0's storage format, which every DuckDB since
+        // 1.0 reads (CLI and Python alike); the bundled engine's own default format is
+        // readable by DuckDB 2.0 and newer only. An existing file keeps its format.
+        let config = Config::default()
+            .with("storage_compatibility_version", STORAGE_COMPATIBILITY)
+            .map_err(|e| WarehouseError::Connect {
+                target: describe_path(path),
+                detail: e.to_string(),
+            })?;
+        Self::connect(path, schema, config)
+    }
+
+    /// Opens an existing file read-only (for `heimdallr status`): it creates nothing.
+    pub fn open_read_only(path: &Path, schema: &str) -> Result<Self, WarehouseError> {
+        let config = Config::default()
+            .access_mode(AccessMode::ReadOnly)
+            .map_err(|e| WarehouseError::Connect {
+                target: describe_path(path),
+                detail: e.to_string(),
+            })?;
+        Self::connect(path, schema, config)
+    }
+
+    fn connect(path: &Path, schema: &str, config: Config) -> Result<Self, WarehouseError> {
+        let target = describe_path(path);
+        let connection =
+            Connection::open_with_flags(path, config).map_err(|e| open_error(&target, &e))?;
+        // DuckDB names the file's catalog after its stem; a catalog and a schema of the same
+        // name make `schema.table` ambiguous (a Binder Error for us and for every analyst).
+        let catalog: String = connection
+            .query_row("SELECT current_database()", [], |row| row.get(0))
+            .map_err(|e| WarehouseError::Connect {
+                target: target.clone(),
+                detail: e.to_string(),
+            })?;
+        if catalog.eq_ignore_ascii_case(schema) {
+            return Err(WarehouseError::BadUrl {
+                url: path.display().to_string(),
+                reason: format!(
+                    "DuckDB names this file's catalog {catalog:?}, the same name as the schema {schema:?}, \
+                     so `{schema}.<table>` would be ambiguous; name the file differently \
+                     (the default is {}) or choose another --schema",
+                    super::DEFAULT_DUCKDB_PATH
+                ),
+            });
+        }
         Ok(Self {
             path: path.to_path_buf(),
             schema: schema.to_string(),
@@ -39,7 +83,7 @@ impl DuckDbWarehouse {
     }
 
     fn target(&self) -> String {
-        format!("duckdb file {}", self.path.display())
+        describe_path(&self.path)
     }
 
     /// Runs `work` on the blocking pool with the connection.
@@ -64,6 +108,28 @@ impl DuckDbWarehouse {
         .await
         .map_err(|e| query_error(format!("worker failed: {e}")))?
         .map_err(|e| query_error(e.to_string()))
+    }
+}
+
+fn describe_path(path: &Path) -> String {
+    format!("duckdb file {}", path.display())
+}
+
+/// A file another process holds is `Busy` (wait and retry), anything else a connect error.
+fn open_error(target: &str, error: &duckdb::Error) -> WarehouseError {
+    let detail = error.to_string();
+    if detail.contains("Could not set lock") || detail.contains("Conflicting lock") {
+        WarehouseError::Busy {
+            target: target.to_string(),
+            detail: "a DuckDB file has one writer at a time: another `heimdallr sync` (or a \
+                     DuckDB client) has it open; try again when it is done"
+                .into(),
+        }
+    } else {
+        WarehouseError::Connect {
+            target: target.to_string(),
+            detail,
+        }
     }
 }
 
@@ -95,7 +161,7 @@ impl Warehouse for DuckDbWarehouse {
         Dialect::DuckDb
     }
 
-    async fn migrate(&self) -> Result<Vec<i64>, WarehouseError> {
+    async fn migrate(&self, _deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
         let schema = self.schema.clone();
         self.with_connection("migrate", move |conn| {
             let dialect = Dialect::DuckDb;
@@ -129,6 +195,7 @@ impl Warehouse for DuckDbWarehouse {
         source: &str,
         stream: &str,
         scope: &str,
+        _deadline: Option<Instant>,
     ) -> Result<Option<StoredState>, WarehouseError> {
         let schema = self.schema.clone();
         let key = [source.to_string(), stream.to_string(), scope.to_string()];
@@ -183,10 +250,19 @@ impl Warehouse for DuckDbWarehouse {
         .await
     }
 
-    async fn status(&self) -> Result<Vec<StreamStatus>, WarehouseError> {
+    async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError> {
         let schema = self.schema.clone();
         self.with_connection("read status", move |conn| {
-            let mut stmt = conn.prepare(&Dialect::DuckDb.status(&schema))?;
+            let dialect = Dialect::DuckDb;
+            let own_tables: i64 = conn.query_row(
+                &dialect.count_status_tables(),
+                duckdb::params![schema],
+                |row| row.get(0),
+            )?;
+            if own_tables < 2 {
+                return Ok(None);
+            }
+            let mut stmt = conn.prepare(&dialect.status(&schema))?;
             let rows = stmt.query_map([], |row| {
                 Ok(StreamStatus {
                     source: row.get(0)?,
@@ -203,7 +279,7 @@ impl Warehouse for DuckDbWarehouse {
                     last_run_error: row.get(11)?,
                 })
             })?;
-            rows.collect()
+            rows.collect::<Result<Vec<_>, _>>().map(Some)
         })
         .await
     }

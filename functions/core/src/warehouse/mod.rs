@@ -19,6 +19,7 @@ use crate::schema::{ColumnType, Table};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// One cell.
 #[derive(Debug, Clone, PartialEq)]
@@ -285,6 +286,17 @@ pub enum WarehouseError {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// Another process holds the warehouse (a DuckDB file has one writer at a time): a
+    /// passing condition, not a wrong setting.
+    #[error("{target} is in use by another process: {detail}")]
+    Busy { target: String, detail: String },
+}
+
+impl WarehouseError {
+    /// Whether waiting and trying again is the remedy (another sync holds the warehouse).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Busy { .. })
+    }
 }
 
 /// A warehouse backend. Every method is one transaction or one read.
@@ -293,17 +305,22 @@ pub trait Warehouse: Send + Sync {
     /// Where it writes, without credentials (for logs and errors).
     fn describe(&self) -> String;
     fn dialect(&self) -> Dialect;
-    /// Applies pending migrations; returns the versions it applied.
-    async fn migrate(&self) -> Result<Vec<i64>, WarehouseError>;
+    /// Applies pending migrations; returns the versions it applied. A backend that can
+    /// cancel a statement (Redshift) does so once `deadline` has passed.
+    async fn migrate(&self, deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError>;
+    /// A stream's stored state, cancelled like [`Warehouse::migrate`] past `deadline`.
     async fn read_state(
         &self,
         source: &str,
         stream: &str,
         scope: &str,
+        deadline: Option<Instant>,
     ) -> Result<Option<StoredState>, WarehouseError>;
     /// Writes the whole batch in one transaction, merging each table's rows on its key.
     async fn commit(&self, batch: Batch) -> Result<(), WarehouseError>;
-    async fn status(&self) -> Result<Vec<StreamStatus>, WarehouseError>;
+    /// Each stream's state and latest run; `None` while Heimdallr's tables do not exist
+    /// (nothing has run yet). Reads only: it never creates or migrates anything.
+    async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError>;
 }
 
 /// Where to write, parsed from `--warehouse` / `HEIMDALLR_WAREHOUSE`.
@@ -321,7 +338,9 @@ impl std::fmt::Debug for WarehouseTarget {
 }
 
 /// The embedded file used when no warehouse is given.
-pub const DEFAULT_DUCKDB_PATH: &str = "heimdallr.duckdb";
+/// Not `heimdallr.duckdb`: DuckDB names a file's catalog after its stem, and a catalog
+/// named like the default schema makes every `heimdallr.<table>` ambiguous.
+pub const DEFAULT_DUCKDB_PATH: &str = "warehouse.duckdb";
 
 impl WarehouseTarget {
     pub fn parse(url: &str) -> Result<Self, WarehouseError> {
@@ -341,7 +360,7 @@ impl WarehouseTarget {
         {
             if rest.is_empty() {
                 return Err(bad(
-                    "no file path after duckdb:// (e.g. duckdb://./heimdallr.duckdb)",
+                    "no file path after duckdb:// (e.g. duckdb://./warehouse.duckdb)",
                 ));
             }
             return Ok(Self::DuckDb { path: rest.into() });
@@ -425,8 +444,33 @@ pub async fn open(
     }
 }
 
+/// Opens the backend for `target` to read only (`heimdallr status`): never creates a file,
+/// a schema or a table, and a DuckDB file is opened read-only, so that it can be read
+/// while nothing writes it. `None` when the DuckDB file does not exist yet.
+pub async fn open_for_reading(
+    target: &WarehouseTarget,
+    schema: &str,
+) -> Result<Option<Arc<dyn Warehouse>>, WarehouseError> {
+    match target {
+        #[cfg(feature = "duckdb")]
+        WarehouseTarget::DuckDb { path } => {
+            if !path.exists() {
+                return Ok(None);
+            }
+            dialect::check_identifier(schema).map_err(|reason| WarehouseError::BadUrl {
+                url: format!("schema {schema:?}"),
+                reason,
+            })?;
+            Ok(Some(Arc::new(duck::DuckDbWarehouse::open_read_only(
+                path, schema,
+            )?)))
+        }
+        _ => open(target, schema).await.map(Some),
+    }
+}
+
 /// Every statement one migration runs on `dialect`.
-fn migration_statements(
+pub fn migration_statements(
     dialect: Dialect,
     schema: &str,
     migration: &crate::schema::Migration,
@@ -435,8 +479,15 @@ fn migration_statements(
         .steps
         .iter()
         .flat_map(|step| match step {
-            crate::schema::Step::CreateTable(table) => dialect.create_table(schema, table),
-            crate::schema::Step::CreateView(view) => vec![dialect.create_view(schema, *view)],
+            crate::schema::Step::CreateTable(table) => {
+                dialect.create_table(schema, table, migration.version)
+            }
+            crate::schema::Step::AddColumns(table) => {
+                dialect.add_columns(schema, table, migration.version)
+            }
+            crate::schema::Step::CreateView(view) => {
+                vec![dialect.create_view(schema, *view, migration.version)]
+            }
         })
         .collect()
 }

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 use tokio::sync::Mutex;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
@@ -313,7 +314,7 @@ impl Warehouse for PostgresWarehouse {
         Dialect::Postgres
     }
 
-    async fn migrate(&self) -> Result<Vec<i64>, WarehouseError> {
+    async fn migrate(&self, _deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
         let dialect = Dialect::Postgres;
         let mut session = self.session().await?;
         let tx = session
@@ -364,6 +365,7 @@ impl Warehouse for PostgresWarehouse {
         source: &str,
         stream: &str,
         scope: &str,
+        _deadline: Option<Instant>,
     ) -> Result<Option<StoredState>, WarehouseError> {
         let session = self.session().await?;
         let row = session
@@ -405,8 +407,17 @@ impl Warehouse for PostgresWarehouse {
         }
     }
 
-    async fn status(&self) -> Result<Vec<StreamStatus>, WarehouseError> {
+    async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError> {
         let session = self.session().await?;
+        let own_tables: i64 = session
+            .client
+            .query_one(&Dialect::Postgres.count_status_tables(), &[&self.schema])
+            .await
+            .map_err(|e| self.query_error("read status", &e))?
+            .get(0);
+        if own_tables < 2 {
+            return Ok(None);
+        }
         let rows = session
             .client
             .query(&Dialect::Postgres.status(&self.schema), &[])
@@ -428,6 +439,7 @@ impl Warehouse for PostgresWarehouse {
                 last_run_rows: row.get(10),
                 last_run_error: row.get(11),
             })
-            .collect())
+            .collect::<Vec<_>>()
+            .into())
     }
 }

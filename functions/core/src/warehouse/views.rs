@@ -35,9 +35,17 @@ impl Dialect {
         }
     }
 
-    /// `CREATE OR REPLACE VIEW` for one analyst view.
-    pub fn create_view(self, schema: &str, view: View) -> String {
+    /// `CREATE OR REPLACE VIEW` for one analyst view as migration `version` defines it (a
+    /// view may only use the columns that exist at that migration).
+    pub fn create_view(self, schema: &str, view: View, version: i64) -> String {
         let t = |name: &str| qualified(schema, name);
+        // A release's git sha: its slug's commit (promotions, rollbacks and config changes
+        // have no build in the app) from migration 6, else the build that made it.
+        let release_sha = if version >= 6 {
+            "COALESCE(r.slug_commit, b.source_version)"
+        } else {
+            "b.source_version"
+        };
         let body = match view {
             View::ItemDailyImpact => format!(
                 "SELECT o.item_id, o.project_id, o.environment, {day} AS day, \
@@ -56,7 +64,7 @@ impl Dialect {
             ),
             View::Deploys => format!(
                 "SELECT 'heroku' AS source, r.app_name AS target, r.id AS deploy_id, r.version AS number, \
-                 r.created_at AS deployed_at, b.source_version AS git_sha, r.status, \
+                 r.created_at AS deployed_at, {release_sha} AS git_sha, r.status, \
                  r.status = 'succeeded' AS succeeded \
                  FROM {releases} AS r LEFT JOIN {builds} AS b ON b.release_id = r.id \
                  UNION ALL \
@@ -99,7 +107,7 @@ impl Dialect {
             ),
             View::ReleaseImpact => format!(
                 "WITH releases AS (SELECT r.id AS release_id, r.app_id, r.app_name, r.version, \
-                 r.created_at AS released_at, b.source_version AS git_sha, \
+                 r.created_at AS released_at, {release_sha} AS git_sha, \
                  LEAD(r.created_at) OVER (PARTITION BY r.app_id ORDER BY r.version) AS next_release_at \
                  FROM {releases} AS r LEFT JOIN {builds} AS b ON b.release_id = r.id WHERE r.status = 'succeeded'), \
                  windows AS (SELECT release_id, app_id, app_name, version, released_at, git_sha, \

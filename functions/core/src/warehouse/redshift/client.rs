@@ -7,7 +7,7 @@
 //! isolation conflicts (error 1023) are retried; a statement still running past the
 //! batch's deadline is cancelled.
 
-use super::plan::{plan_batch, Transaction};
+use super::plan::{plan_batch, Limits, Transaction};
 use super::target::{Compute, RedshiftTarget};
 use crate::schema::{MIGRATIONS, MIGRATIONS_TABLE};
 use crate::warehouse::{Batch, Dialect, StoredState, StreamStatus, Warehouse, WarehouseError};
@@ -49,6 +49,7 @@ pub struct RedshiftWarehouse {
     client: Client,
     target: RedshiftTarget,
     schema: String,
+    limits: Limits,
 }
 
 /// Why one submitted statement did not finish.
@@ -74,6 +75,7 @@ impl RedshiftWarehouse {
     pub fn with_client(client: Client, target: RedshiftTarget, schema: &str) -> Self {
         Self {
             client,
+            limits: Limits::for_cluster(target.large_strings),
             target,
             schema: schema.to_string(),
         }
@@ -211,24 +213,46 @@ impl RedshiftWarehouse {
         }
     }
 
-    /// Runs a read and returns its rows.
+    /// The migrations the warehouse has recorded.
+    async fn applied_migrations(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<i64>, WarehouseError> {
+        Ok(self
+            .query(
+                "read migrations",
+                &Dialect::Redshift.select_migrations(&self.schema),
+                &[],
+                deadline,
+            )
+            .await?
+            .iter()
+            .filter_map(|row| field_i64(row.first()))
+            .collect())
+    }
+
+    /// Runs a read and returns its rows; cancels it once `deadline` has passed.
     async fn query(
         &self,
         context: &str,
         sql: &str,
         parameters: &[(&str, &str)],
+        deadline: Option<Instant>,
     ) -> Result<Vec<Vec<Field>>, WarehouseError> {
         let mut attempt = 0;
         let id = loop {
             attempt += 1;
             let outcome = match self.execute(sql, parameters).await {
-                Ok(id) => self.wait(&id, None).await.map(|has_rows| (id, has_rows)),
+                Ok(id) => self
+                    .wait(&id, deadline)
+                    .await
+                    .map(|has_rows| (id, has_rows)),
                 Err(failure) => Err(failure),
             };
             match outcome {
                 Ok((id, true)) => break id,
                 Ok((_, false)) => return Ok(Vec::new()),
-                Err(Failure::Retryable(detail)) if attempt < ATTEMPTS => {
+                Err(Failure::Retryable(detail)) if attempt < ATTEMPTS && !past(deadline) => {
                     tracing::warn!(attempt, error = %detail, "redshift read failed; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -389,7 +413,7 @@ impl Warehouse for RedshiftWarehouse {
         Dialect::Redshift
     }
 
-    async fn migrate(&self) -> Result<Vec<i64>, WarehouseError> {
+    async fn migrate(&self, deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
         let dialect = Dialect::Redshift;
         let setup = Transaction {
             statements: vec![
@@ -398,17 +422,9 @@ impl Warehouse for RedshiftWarehouse {
             ],
             rows: 0,
         };
-        self.run_transaction(&setup, None, "create schema").await?;
-        let applied: Vec<i64> = self
-            .query(
-                "read migrations",
-                &dialect.select_migrations(&self.schema),
-                &[],
-            )
-            .await?
-            .iter()
-            .filter_map(|row| field_i64(row.first()))
-            .collect();
+        self.run_transaction(&setup, deadline, "create schema")
+            .await?;
+        let applied = self.applied_migrations(deadline).await?;
         let mut newly_applied = Vec::new();
         for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
             // The lock serialises concurrent migrators; every step is idempotent and the
@@ -425,17 +441,36 @@ impl Warehouse for RedshiftWarehouse {
                 migration.name,
                 &Utc::now(),
             ));
+            let mut outcome = Ok(());
             for chunk in statements.chunks(super::plan::MAX_BATCH_STATEMENTS) {
                 let transaction = Transaction {
                     statements: chunk.to_vec(),
                     rows: 0,
                 };
-                self.run_transaction(
-                    &transaction,
-                    None,
-                    &format!("migration {}", migration.version),
-                )
-                .await?;
+                outcome = self
+                    .run_transaction(
+                        &transaction,
+                        deadline,
+                        &format!("migration {}", migration.version),
+                    )
+                    .await;
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            if let Err(error) = outcome {
+                // Another migrator (a second function's cold start) may have applied it
+                // while this one waited for the lock: a step that is not idempotent on
+                // Redshift (ADD COLUMN) then fails here, and the record says it is done.
+                let now_applied = self.applied_migrations(deadline).await?;
+                if now_applied.contains(&migration.version) {
+                    tracing::info!(
+                        version = migration.version,
+                        "migration applied by another migrator"
+                    );
+                    continue;
+                }
+                return Err(error);
             }
             newly_applied.push(migration.version);
         }
@@ -447,12 +482,14 @@ impl Warehouse for RedshiftWarehouse {
         source: &str,
         stream: &str,
         scope: &str,
+        deadline: Option<Instant>,
     ) -> Result<Option<StoredState>, WarehouseError> {
         let rows = self
             .query(
                 "read state",
                 &Dialect::Redshift.select_state(&self.schema),
                 &[("source", source), ("stream", stream), ("scope", scope)],
+                deadline,
             )
             .await?;
         let Some(row) = rows.first() else {
@@ -467,7 +504,7 @@ impl Warehouse for RedshiftWarehouse {
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), WarehouseError> {
-        let plan = plan_batch(&self.schema, &batch, Utc::now());
+        let plan = plan_batch(&self.schema, &batch, Utc::now(), self.limits);
         let parts = plan.len();
         for (index, transaction) in plan.iter().enumerate() {
             let context = if parts == 1 {
@@ -481,9 +518,30 @@ impl Warehouse for RedshiftWarehouse {
         Ok(())
     }
 
-    async fn status(&self) -> Result<Vec<StreamStatus>, WarehouseError> {
+    async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError> {
+        let own_tables = self
+            .query(
+                "read status",
+                &Dialect::Redshift.count_status_tables(),
+                &[("schema", &self.schema)],
+                None,
+            )
+            .await?;
+        if own_tables
+            .first()
+            .and_then(|row| field_i64(row.first()))
+            .unwrap_or(0)
+            < 2
+        {
+            return Ok(None);
+        }
         let rows = self
-            .query("read status", &Dialect::Redshift.status(&self.schema), &[])
+            .query(
+                "read status",
+                &Dialect::Redshift.status(&self.schema),
+                &[],
+                None,
+            )
             .await?;
         Ok(rows
             .iter()
@@ -501,7 +559,8 @@ impl Warehouse for RedshiftWarehouse {
                 last_run_rows: field_i64(row.get(10)),
                 last_run_error: field_text(row.get(11)),
             })
-            .collect())
+            .collect::<Vec<_>>()
+            .into())
     }
 }
 

@@ -15,8 +15,12 @@ use crate::schema::{ColumnType, Table, REJECTS, RUNS, STATE};
 use crate::warehouse::{Batch, Dialect, Row, TableRows, Value};
 use chrono::{DateTime, Utc};
 
-/// The Data API's limit on one statement's text.
-pub const MAX_STATEMENT_BYTES: usize = 100 * 1024;
+/// The Data API's limit on one statement's text: AWS documents "100 KB" and refuses a
+/// larger one ("Cannot process query string larger than 100kB"); read as 100 000 bytes.
+pub const MAX_STATEMENT_BYTES: usize = 100_000;
+/// Redshift's limit on a VARCHAR value (a string literal, `JSON_PARSE`'s input, a string
+/// inside SUPER) unless the cluster opted in to large strings.
+pub const MAX_LITERAL_BYTES: usize = 65_535;
 /// The Data API's limit on statements in one BatchExecuteStatement.
 pub const MAX_BATCH_STATEMENTS: usize = 40;
 /// Room left for `, <sequence>` when a tuple goes into a stage.
@@ -30,16 +34,41 @@ pub struct Transaction {
     pub rows: usize,
 }
 
+/// What the cluster accepts inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest string value (a document's text) one literal may carry.
+    pub literal_bytes: usize,
+}
+
+impl Limits {
+    /// `large_strings`: the cluster opted in to strings over 65 535 bytes.
+    pub fn for_cluster(large_strings: bool) -> Self {
+        Self {
+            literal_bytes: if large_strings {
+                MAX_STATEMENT_BYTES
+            } else {
+                MAX_LITERAL_BYTES
+            },
+        }
+    }
+}
+
 /// Plans `batch` into transactions for `schema`; `now` stamps the reject records of rows
-/// too large for a statement.
-pub fn plan_batch(schema: &str, batch: &Batch, now: DateTime<Utc>) -> Vec<Transaction> {
+/// too large to send inline.
+pub fn plan_batch(
+    schema: &str,
+    batch: &Batch,
+    now: DateTime<Utc>,
+    limits: Limits,
+) -> Vec<Transaction> {
     let mut writes: Vec<TableRows> = batch
         .writes
         .iter()
         .filter(|w| !w.rows.is_empty())
         .cloned()
         .collect();
-    let oversize_rejects = shrink_oversize_rows(schema, &mut writes, now);
+    let oversize_rejects = shrink_oversize_rows(schema, &mut writes, now, limits);
     if !oversize_rejects.is_empty() {
         push_rows(&mut writes, &REJECTS, oversize_rejects);
     }
@@ -187,10 +216,29 @@ fn max_tuple_bytes(schema: &str, table: &Table) -> usize {
             .max(Dialect::redshift_insert_prefix(schema, table, None).len())
 }
 
-/// Rows too large for one statement lose their raw JSON (replaced by a note of its size),
-/// and each such row gets a reject record saying so; a row still too large after that is
-/// not written, and its reject record keeps its key columns. Returns the reject rows.
-fn shrink_oversize_rows(schema: &str, writes: &mut [TableRows], now: DateTime<Utc>) -> Vec<Row> {
+/// The longest document in `row`, in bytes of JSON text.
+fn longest_document(row: &Row) -> usize {
+    row.0
+        .iter()
+        .filter_map(|value| match value {
+            Value::Json(text) => Some(text.as_str().len()),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Rows too large to send inline lose their raw JSON (replaced by a note of its size), and
+/// each such row gets a reject record saying why: a document over the cluster's string
+/// limit (65 535 bytes unless it opted in to large strings), or a row over one Data API
+/// statement. A row still too large after that is not written, and its reject record
+/// keeps its key columns. Returns the reject rows.
+fn shrink_oversize_rows(
+    schema: &str,
+    writes: &mut [TableRows],
+    now: DateTime<Utc>,
+    limits: Limits,
+) -> Vec<Row> {
     let (source, scope, run_id) = run_identity(writes);
     let mut rejects = Vec::new();
     for write in writes.iter_mut() {
@@ -199,23 +247,35 @@ fn shrink_oversize_rows(schema: &str, writes: &mut [TableRows], now: DateTime<Ut
         let mut kept = Vec::with_capacity(write.rows.len());
         for mut row in std::mem::take(&mut write.rows) {
             let size = Dialect::redshift_tuple(&row.0, None).len();
-            if size <= limit {
+            let document = longest_document(&row);
+            if size <= limit && document <= limits.literal_bytes {
                 kept.push(row);
                 continue;
             }
+            let why = if document > limits.literal_bytes {
+                format!(
+                    "a document of {document} bytes exceeds Redshift's string limit ({} bytes; \
+                     see large_strings in the README)",
+                    limits.literal_bytes
+                )
+            } else {
+                format!(
+                    "row of {size} bytes exceeds a Data API statement ({MAX_STATEMENT_BYTES} bytes)"
+                )
+            };
             for (value, column) in row.0.iter_mut().zip(table.columns) {
                 if column.ty == ColumnType::Json && !value.is_null() {
                     let bytes = value.key_text().len();
                     *value = Value::json(&serde_json::json!({
-                        "heimdallr_omitted": format!("{bytes} bytes of JSON: larger than one Data API statement allows"),
+                        "heimdallr_omitted": format!("{bytes} bytes of JSON: too large to send to Redshift inline"),
                     }));
                 }
             }
             let fits = Dialect::redshift_tuple(&row.0, None).len() <= limit;
             let reason = if fits {
-                format!("row of {size} bytes exceeds a Data API statement ({MAX_STATEMENT_BYTES} bytes); stored without its raw JSON")
+                format!("{why}; stored without its raw JSON")
             } else {
-                format!("row of {size} bytes exceeds a Data API statement ({MAX_STATEMENT_BYTES} bytes) even without its raw JSON; not stored")
+                format!("{why}; too large even without its raw JSON: not stored")
             };
             let mut key_only = serde_json::Map::new();
             for i in table.key_indexes() {
@@ -300,7 +360,12 @@ mod tests {
 
     #[test]
     fn a_small_batch_is_one_transaction_without_a_stage() {
-        let plan = plan_batch("h", &batch_of(3, 100), Utc::now());
+        let plan = plan_batch(
+            "h",
+            &batch_of(3, 100),
+            Utc::now(),
+            Limits::for_cluster(false),
+        );
         assert_eq!(plan.len(), 1);
         let statements = &plan[0].statements;
         assert_eq!(statements.len(), 4, "{statements:#?}");
@@ -317,7 +382,12 @@ mod tests {
     #[test]
     fn every_statement_and_transaction_stays_inside_the_data_api_limits() {
         // ~4.5 MB of occurrences: more than 40 statements of 100 KB, so two transactions.
-        let plan = plan_batch("h", &batch_of(1500, 3000), Utc::now());
+        let plan = plan_batch(
+            "h",
+            &batch_of(1500, 3000),
+            Utc::now(),
+            Limits::for_cluster(false),
+        );
         assert!(plan.len() > 1, "expected a split, got {}", plan.len());
         for transaction in &plan {
             assert!(transaction.statements.len() <= MAX_BATCH_STATEMENTS);
@@ -351,12 +421,12 @@ mod tests {
     #[test]
     fn a_staged_table_merges_the_last_row_of_each_key() {
         let mut batch = batch_of(0, 0);
-        let mut first = occurrence(1, 60_000);
+        let mut first = occurrence(1, 50_000);
         first.0[ROLLBAR_OCCURRENCES.column_index("title").unwrap()] = Value::Text("old".into());
         batch.push(&ROLLBAR_OCCURRENCES, first);
-        batch.push(&ROLLBAR_OCCURRENCES, occurrence(2, 60_000));
-        batch.push(&ROLLBAR_OCCURRENCES, occurrence(1, 60_000));
-        let plan = plan_batch("h", &batch, Utc::now());
+        batch.push(&ROLLBAR_OCCURRENCES, occurrence(2, 50_000));
+        batch.push(&ROLLBAR_OCCURRENCES, occurrence(1, 50_000));
+        let plan = plan_batch("h", &batch, Utc::now(), Limits::for_cluster(false));
         let statements: Vec<&String> = all_statements(&plan).collect();
         assert!(statements[0].starts_with("CREATE TEMP TABLE \"stage_rollbar_occurrences_1\""));
         assert!(statements.iter().any(|s| s.starts_with(
@@ -381,7 +451,7 @@ mod tests {
         run[2] = Value::Text("occurrences".into());
         run[3] = Value::Text("web".into());
         batch.push(&RUNS, Row(run));
-        let plan = plan_batch("h", &batch, Utc::now());
+        let plan = plan_batch("h", &batch, Utc::now(), Limits::for_cluster(false));
         let text: String = all_statements(&plan)
             .cloned()
             .collect::<Vec<_>>()
@@ -396,12 +466,59 @@ mod tests {
     }
 
     #[test]
+    fn no_statement_passes_100_000_bytes_at_the_boundary() {
+        // Documents sized so that a tuple lands within a few bytes either side of the limit.
+        let largest = max_tuple_bytes("h", &ROLLBAR_OCCURRENCES);
+        for payload in (largest - 400)..(largest - 200) {
+            let plan = plan_batch(
+                "h",
+                &batch_of(2, payload),
+                Utc::now(),
+                Limits::for_cluster(true),
+            );
+            for statement in all_statements(&plan) {
+                assert!(
+                    statement.len() <= 100_000,
+                    "payload {payload}: a statement of {} bytes",
+                    statement.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_document_over_65535_bytes_is_not_sent_unless_the_cluster_opted_in() {
+        let mut batch = batch_of(1, 100);
+        batch.push(&ROLLBAR_OCCURRENCES, occurrence(8, 70_000));
+        let plan = plan_batch("h", &batch, Utc::now(), Limits::for_cluster(false));
+        let text: String = all_statements(&plan)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("heimdallr_omitted"));
+        assert!(text.contains("exceeds Redshift''s string limit (65535 bytes"));
+        for statement in all_statements(&plan) {
+            for literal in statement.split("JSON_PARSE('").skip(1) {
+                let end = literal.find("')").unwrap_or(literal.len());
+                assert!(end <= MAX_LITERAL_BYTES, "a literal of {end} bytes");
+            }
+        }
+        // A cluster with large strings takes the 70 KB document whole.
+        let plan = plan_batch("h", &batch, Utc::now(), Limits::for_cluster(true));
+        let text: String = all_statements(&plan)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!text.contains("heimdallr_omitted"));
+    }
+
+    #[test]
     fn items_and_occurrences_share_a_transaction_when_they_fit() {
         let mut batch = batch_of(5, 100);
         let mut item = vec![Value::Null; ROLLBAR_ITEMS.columns.len()];
         item[0] = Value::BigInt(42);
         batch.push(&ROLLBAR_ITEMS, Row(item));
-        let plan = plan_batch("h", &batch, Utc::now());
+        let plan = plan_batch("h", &batch, Utc::now(), Limits::for_cluster(false));
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].statements.len(), 6);
     }

@@ -30,6 +30,9 @@ pub struct RedshiftTarget {
     pub compute: Compute,
     pub database: String,
     pub region: Option<String>,
+    /// `?large_strings=true`: the cluster opted in to strings over 65 535 bytes
+    /// (`enable_large_strings_opt_in`), so documents up to a statement's size go inline.
+    pub large_strings: bool,
 }
 
 const EXAMPLES: &str = "redshift-data://USER@cluster/CLUSTER_ID/DATABASE, \
@@ -59,17 +62,29 @@ impl RedshiftTarget {
         }
         let mut secret_arn = None;
         let mut region = None;
+        let mut large_strings = false;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("secret_arn", value)) if !value.is_empty() => {
                     secret_arn = Some(value.to_string())
                 }
                 Some(("region", value)) if !value.is_empty() => region = Some(value.to_string()),
+                Some(("large_strings", value)) => {
+                    large_strings = match value {
+                        "true" | "on" | "1" => true,
+                        "false" | "off" | "0" => false,
+                        _ => {
+                            return Err(format!(
+                                "large_strings must be true or false, not {value:?}"
+                            ))
+                        }
+                    }
+                }
                 _ => {
                     // Only the option's name: its value could be a credential.
                     let name = pair.split('=').next().unwrap_or_default();
                     return Err(format!(
-                        "unknown or empty option {name:?} (options: secret_arn, region)"
+                        "unknown or empty option {name:?} (options: secret_arn, region, large_strings)"
                     ));
                 }
             }
@@ -106,6 +121,7 @@ impl RedshiftTarget {
             compute,
             database: database.to_string(),
             region,
+            large_strings,
         })
     }
 
