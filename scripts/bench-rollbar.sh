@@ -6,12 +6,12 @@
 #   - PostgreSQL's binary COPY rate for the same rows,
 # and checks them against the targets: sync >= 70% of min(fetch, COPY), RSS <= 64 MB.
 # Usage: scripts/bench-rollbar.sh [occurrences]
-#   LIMIT=page size (default 300, the sync's), BATCH_ROWS=rows per transaction (default 1000,
+#   LIMIT=page size (default 1000, the sync's), BATCH_ROWS=rows per transaction (default 1000,
 #   the sync's), RUNS=rounds of measurement (default 3; medians are compared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-100000}"
-LIMIT="${LIMIT:-300}"
+LIMIT="${LIMIT:-1000}"
 BATCH_ROWS="${BATCH_ROWS:-1000}"
 RUNS="${RUNS:-3}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"

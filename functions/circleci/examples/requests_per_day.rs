@@ -132,7 +132,14 @@ async fn simulate(per_day: u32, cadence: std::time::Duration, url: &str) -> Day 
         t += step;
         fake.set_time(Some(t));
     }
-    // Correctness: everything the source has, re-runs included, is in the warehouse.
+    // Correctness: after one more sweep (re-runs older than the look-back wait for one),
+    // everything the source has, re-runs included, is in the warehouse.
+    let mut sweep_now = config.clone();
+    sweep_now.sweep_interval = std::time::Duration::ZERO;
+    let mut options = SyncOptions::new(None);
+    let clock = Arc::clone(&now);
+    options.clock = Clock::from_fn(move || *clock.lock().expect("clock"));
+    heimdallr_circleci::sync_all(Arc::clone(&warehouse), &client, &sweep_now, &options).await;
     let truth = fake.truth();
     let pg = heimdallr_fakes::postgres::connect(url).await;
     let stored: i64 = pg

@@ -326,6 +326,11 @@ impl StreamRun {
         self.pending_rows >= self.options.batch_rows
     }
 
+    /// Source rows the batch can take before it is full.
+    pub fn batch_room(&self) -> usize {
+        self.options.batch_rows.saturating_sub(self.pending_rows)
+    }
+
     /// Queues a row. A row that cannot be stored becomes a reject with its reason and its
     /// values, committed with the batch; the sync goes on.
     pub fn add(&mut self, table: &'static Table, row: Row) {

@@ -197,6 +197,37 @@ enum Attempt {
     Fail(HttpError),
 }
 
+/// A JSON body kept as text that every backend can store (escaped NUL and unpaired
+/// surrogates read as U+FFFD, see [`crate::json::storable`]), so that a caller can borrow
+/// its parts instead of copying them; the response's own buffer when it needed no cleaning.
+#[derive(Debug)]
+pub struct JsonBody(BodyText);
+
+#[derive(Debug)]
+enum BodyText {
+    Received(bytes::Bytes),
+    Cleaned(String),
+}
+
+impl JsonBody {
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Checked to be UTF-8 when it arrived.
+            BodyText::Received(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
+            BodyText::Cleaned(text) => text,
+        }
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.as_str().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// How one request treats failures, beyond the client's configuration.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestOptions {
@@ -247,6 +278,42 @@ impl HttpClient {
     ) -> Result<(T, HeaderMap), HttpError> {
         self.get_json_with(url, headers, RequestOptions::default())
             .await
+    }
+
+    /// GET a JSON body as text, checked by `validate` (which sees the storable text and
+    /// says why it is not what was asked for): a body it refuses is retried like a failed
+    /// request, then reported as malformed. Unlike [`HttpClient::get_json`] nothing is
+    /// decoded into values here; the caller reads (and borrows from) the text.
+    pub async fn get_json_body(
+        &self,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        options: RequestOptions,
+        mut validate: impl FnMut(&str) -> Result<(), String>,
+    ) -> Result<(JsonBody, HeaderMap), HttpError> {
+        let mut cleaned: Option<String> = None;
+        let response = self
+            .get_with(url, headers, options, |body| {
+                let text = std::str::from_utf8(body)
+                    .map_err(|e| format!("invalid JSON (not UTF-8: {e})"))?;
+                match crate::json::storable(text) {
+                    std::borrow::Cow::Borrowed(text) => {
+                        cleaned = None;
+                        validate(text)
+                    }
+                    std::borrow::Cow::Owned(text) => {
+                        let outcome = validate(&text);
+                        cleaned = Some(text);
+                        outcome
+                    }
+                }
+            })
+            .await?;
+        let body = match cleaned {
+            Some(text) => BodyText::Cleaned(text),
+            None => BodyText::Received(response.body),
+        };
+        Ok((JsonBody(body), response.headers))
     }
 
     /// [`HttpClient::get_json`] with per-request options.

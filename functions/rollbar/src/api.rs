@@ -10,7 +10,7 @@
 
 use crate::config::Token;
 use heimdallr_core::http::{
-    HttpClient, HttpError, HttpSettings, HttpStats, RateLimitHeaders, RequestOptions,
+    HttpClient, HttpError, HttpSettings, HttpStats, JsonBody, RateLimitHeaders, RequestOptions,
 };
 use reqwest::header::HeaderName;
 use serde::de::DeserializeOwned;
@@ -71,12 +71,73 @@ struct Envelope<R> {
     result: Option<R>,
 }
 
-/// The result of an `/instances/` page: each occurrence kept as its text (see
+/// An `/instances/` answer read without copying: each occurrence borrowed as its text (see
 /// [`crate::mapping::RawOccurrence`]), not parsed into a tree.
 #[derive(Deserialize)]
-struct InstancesResult {
+struct InstancesEnvelope<'a> {
     #[serde(default)]
-    instances: Option<Vec<Box<RawValue>>>,
+    err: Value,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(borrow, default)]
+    result: Option<InstancesResult<'a>>,
+}
+
+#[derive(Deserialize)]
+struct InstancesResult<'a> {
+    #[serde(borrow, default)]
+    instances: Option<Vec<&'a RawValue>>,
+}
+
+/// One page of occurrences as received: the body's text, read when the walk gets to it.
+/// A prefetched page waits as this text alone (no copies of its occurrences yet).
+#[derive(Debug)]
+pub struct OccurrencesPage {
+    body: JsonBody,
+    url: String,
+}
+
+impl OccurrencesPage {
+    /// The page's occurrences, borrowed from its text, in the order Rollbar sent them.
+    pub fn instances(&self) -> Result<Vec<&RawValue>, ApiError> {
+        let envelope: InstancesEnvelope<'_> =
+            serde_json::from_str(self.body.as_str()).map_err(|e| ApiError::Shape {
+                url: self.url.clone(),
+                detail: e.to_string(),
+            })?;
+        let code = err_code(&envelope.err);
+        if code != 0 {
+            return Err(ApiError::Rollbar {
+                url: self.url.clone(),
+                code,
+                message: envelope.message.unwrap_or_else(|| "(no message)".into()),
+            });
+        }
+        let result = envelope.result.ok_or_else(|| ApiError::Shape {
+            url: self.url.clone(),
+            detail: "no result".into(),
+        })?;
+        Ok(result.instances.unwrap_or_default())
+    }
+
+    /// Bytes of text held.
+    pub fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+}
+
+/// The envelope's `err`: 0 when the call succeeded.
+fn err_code(err: &Value) -> i64 {
+    match err {
+        Value::Null => 0,
+        Value::Number(n) => n.as_i64().unwrap_or(1),
+        Value::Bool(b) => i64::from(*b),
+        _ => 1,
+    }
 }
 
 #[derive(Clone)]
@@ -129,12 +190,7 @@ impl RollbarClient {
             .http
             .get_json_with::<Envelope<R>>(&url, &headers, options)
             .await?;
-        let code = match &envelope.err {
-            Value::Null => 0,
-            Value::Number(n) => n.as_i64().unwrap_or(1),
-            Value::Bool(b) => i64::from(*b),
-            _ => 1,
-        };
+        let code = err_code(&envelope.err);
         if code != 0 {
             return Err(ApiError::Rollbar {
                 url,
@@ -165,20 +221,29 @@ impl RollbarClient {
         below: Option<i64>,
         limit: u32,
         report_timeouts: bool,
-    ) -> Result<Vec<Box<RawValue>>, ApiError> {
+    ) -> Result<OccurrencesPage, ApiError> {
         let query = match below {
             Some(id) => format!("/instances/?lastId={id}&limit={limit}"),
             None => format!("/instances/?limit={limit}"),
         };
-        let result: InstancesResult = self
-            .call_with(token, &query, RequestOptions { report_timeouts })
+        let url = format!("{}{}", self.base, query);
+        let headers = [token
+            .header("x-rollbar-access-token", "")
+            .ok_or(ApiError::BadToken)?];
+        let (body, _) = self
+            .http
+            .get_json_body(&url, &headers, RequestOptions { report_timeouts }, |text| {
+                // A body that is not the envelope (truncated, malformed) is retried.
+                serde_json::from_str::<InstancesEnvelope<'_>>(text)
+                    .map(|_| ())
+                    .map_err(|e| format!("invalid JSON ({e})"))
+            })
             .await
-            .map_err(|e| self.list_error(e))?
-            .ok_or_else(|| ApiError::Shape {
-                url: format!("{}{}", self.base, query),
-                detail: "no result".into(),
-            })?;
-        Ok(result.instances.unwrap_or_default())
+            .map_err(|e| self.list_error(ApiError::Http(e)))?;
+        let page = OccurrencesPage { body, url };
+        // An `err` envelope is an error now, not when the page is read.
+        page.instances()?;
+        Ok(page)
     }
 
     /// A call whose result is read as a tree.

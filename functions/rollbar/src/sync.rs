@@ -7,7 +7,7 @@
 //!   sweep past a limit), and every item is swept on a slower cadence, so that resolves,
 //!   mutes, reassignments and count resets land too.
 
-use crate::api::{ApiError, RollbarClient, ITEMS_PER_PAGE};
+use crate::api::{ApiError, OccurrencesPage, RollbarClient, ITEMS_PER_PAGE};
 use crate::config::{Project, RollbarConfig, Token, DEFAULT_API_PAGE};
 use crate::mapping::{item_row, lenient_i64, occurrence_id, occurrence_row, RawOccurrence};
 use chrono::{DateTime, Utc};
@@ -31,7 +31,7 @@ pub const ITEMS: &str = "items";
 const FIRST_PAGE_LIMIT: u32 = 100;
 
 /// A page of occurrences being fetched in the background.
-type PageFetch = JoinHandle<Result<Vec<Box<RawValue>>, ApiError>>;
+type PageFetch = JoinHandle<Result<OccurrencesPage, ApiError>>;
 
 /// Saved position of the occurrence walk.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -366,15 +366,17 @@ async fn walk_occurrences(
             other => other?,
         };
         run.page_fetched();
-        let ids: Vec<i64> = page.iter().filter_map(|raw| occurrence_id(raw)).collect();
-        if ids.len() < page.len() && ids.is_empty() {
+        let mut raws = page.instances()?;
+        let ids: Vec<i64> = raws.iter().filter_map(|raw| occurrence_id(raw)).collect();
+        if ids.len() < raws.len() && ids.is_empty() {
             return Err(StreamError::Shape(format!(
                 "a page of {} occurrences below {below:?} carries no ids; cannot continue the walk",
-                page.len()
+                raws.len()
             )));
         }
-        let plan = plan_page(&cursor, below, &ids, config.overlap).map_err(StreamError::Shape)?;
-        if let (false, Some(walk)) = (plan.done, plan.next.walk.as_ref()) {
+        // The whole page's plan checks it and says whether there is a next page to fetch.
+        let whole = plan_page(&cursor, below, &ids, config.overlap).map_err(StreamError::Shape)?;
+        if let (false, Some(walk)) = (whole.done, whole.next.walk.as_ref()) {
             let next_below = walk.next_below;
             if run.time_left() {
                 let (client, token) = (client.clone(), project.token.clone());
@@ -386,45 +388,79 @@ async fn walk_occurrences(
                 ));
             }
         }
-        let synced_at = Utc::now();
-        for raw in page {
-            let occurrence = RawOccurrence::new(raw);
-            let Some(id) = occurrence.id else {
-                run.reject(
-                    &ROLLBAR_OCCURRENCES,
-                    "",
-                    &occurrence.missing_id_reason(),
-                    occurrence.reject_document(&config.pii),
-                );
-                continue;
+        // The page is stored in parts of at most a batch, each committed with the cursor
+        // that covers it: a large page never holds more than a batch of rows in memory,
+        // and parts of one page plan exactly as consecutive pages would.
+        raws.sort_by_key(|raw| std::cmp::Reverse(occurrence_id(raw)));
+        let mut part_below = below;
+        let mut done = raws.is_empty();
+        if done {
+            cursor = whole.next;
+        }
+        let mut rest: &[&RawValue] = &raws;
+        while !rest.is_empty() && !done {
+            let room = run.batch_room().max(1);
+            let (part, later) = rest.split_at(room.min(rest.len()));
+            rest = later;
+            let part_ids: Vec<i64> = part.iter().filter_map(|raw| occurrence_id(raw)).collect();
+            let plan = if part_ids.is_empty() {
+                None // only occurrences without ids: rejects, the position stays
+            } else {
+                Some(
+                    plan_page(&cursor, part_below, &part_ids, config.overlap)
+                        .map_err(StreamError::Shape)?,
+                )
             };
-            if !plan.store.contains(&id) {
-                continue; // stored by an earlier walk, below the overlap
-            }
-            match occurrence_row(&occurrence, &config.pii, synced_at) {
-                Ok((row, meta)) => {
-                    if let Some(item) = meta.item_id {
-                        items.touch(item, config.item_refresh_limit);
-                    }
-                    if let Some(time) = meta.occurred_at {
-                        run.observe_source_time(time);
-                    }
-                    run.add(&ROLLBAR_OCCURRENCES, row);
+            let synced_at = Utc::now();
+            for raw in part {
+                let occurrence = RawOccurrence::new(raw);
+                let Some(id) = occurrence.id else {
+                    run.reject(
+                        &ROLLBAR_OCCURRENCES,
+                        "",
+                        &occurrence.missing_id_reason(),
+                        occurrence.reject_document(&config.pii),
+                    );
+                    continue;
+                };
+                if !plan.as_ref().is_some_and(|p| p.store.contains(&id)) {
+                    continue; // stored by an earlier walk, below the overlap
                 }
-                Err(reason) => run.reject(
-                    &ROLLBAR_OCCURRENCES,
-                    &id.to_string(),
-                    &reason,
-                    json!({"id": id}),
-                ),
+                match occurrence_row(&occurrence, &config.pii, synced_at) {
+                    Ok((row, meta)) => {
+                        if let Some(item) = meta.item_id {
+                            items.touch(item, config.item_refresh_limit);
+                        }
+                        if let Some(time) = meta.occurred_at {
+                            run.observe_source_time(time);
+                        }
+                        run.add(&ROLLBAR_OCCURRENCES, row);
+                    }
+                    Err(reason) => run.reject(
+                        &ROLLBAR_OCCURRENCES,
+                        &id.to_string(),
+                        &reason,
+                        json!({"id": id}),
+                    ),
+                }
+            }
+            if let Some(plan) = plan {
+                part_below = part_ids.iter().min().copied();
+                cursor = plan.next;
+                done = plan.done;
+            }
+            if !done && run.batch_full() {
+                run.stage_state_of(items_key, to_json(&items));
+                run.commit(to_json(&cursor)).await?;
             }
         }
-        cursor = plan.next;
-        if plan.done || run.batch_full() || !run.time_left() {
+        drop(raws);
+        drop(page);
+        if done || run.batch_full() || !run.time_left() {
             run.stage_state_of(items_key, to_json(&items));
             run.commit(to_json(&cursor)).await?;
         }
-        if plan.done {
+        if done {
             if closing_gap {
                 closing_gap = false;
                 continue;
@@ -441,7 +477,7 @@ async fn fetch_page(
     token: &Token,
     below: Option<i64>,
     limit: u32,
-) -> Result<Vec<Box<RawValue>>, ApiError> {
+) -> Result<OccurrencesPage, ApiError> {
     let report_timeouts = smaller_page(limit) < limit;
     client
         .occurrences(token, below, limit, report_timeouts)

@@ -152,8 +152,8 @@ pub struct RawOccurrence {
 }
 
 impl RawOccurrence {
-    pub fn new(raw: Box<RawValue>) -> Self {
-        let json = JsonText::from_boxed_raw(raw);
+    pub fn new(raw: &RawValue) -> Self {
+        let json = JsonText::from_raw(raw);
         match read_fields_and_spans(json.as_str(), &OCCURRENCE_FIELDS, &SPANS) {
             Ok((fields, spans)) => Self {
                 id: lenient_i64(fields.get("id")),

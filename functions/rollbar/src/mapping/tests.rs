@@ -23,7 +23,8 @@ fn fixture(name: &str) -> Json {
 
 /// An occurrence as the API client hands it over: its text as Rollbar sent it.
 fn raw(text: &str) -> RawOccurrence {
-    RawOccurrence::new(serde_json::from_str(text).unwrap())
+    let raw: &serde_json::value::RawValue = serde_json::from_str(text).unwrap();
+    RawOccurrence::new(raw)
 }
 
 fn data_of(row: &Row) -> Json {

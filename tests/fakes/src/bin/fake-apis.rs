@@ -1,5 +1,7 @@
 //! Serves the fake APIs on loopback for benchmarks and manual runs.
-//! Usage: fake-apis <occurrences> [items]   (token: fake-token; prints ROLLBAR_API_URL)
+//! Usage: fake-apis <occurrences> [items] [latency-ms]
+//! (token: fake-token; prints ROLLBAR_API_URL; every answer waits latency-ms first, as a
+//! round trip over the internet does)
 
 use heimdallr_fakes::rollbar::FakeRollbar;
 
@@ -8,7 +10,9 @@ async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let occurrences: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let items: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let latency_ms: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(0);
     let fake = FakeRollbar::start(7).await?;
+    fake.set_latency(std::time::Duration::from_millis(latency_ms));
     fake.add_project("fake-token", 1, items, occurrences);
     println!("ROLLBAR_API_URL={}", fake.api_url());
     tokio::signal::ctrl_c().await?;

@@ -523,3 +523,48 @@ mod tests {
         assert_eq!(plan[0].statements.len(), 6);
     }
 }
+
+#[cfg(test)]
+mod message_size {
+    use super::*;
+    use crate::schema::ROLLBAR_OCCURRENCES;
+
+    /// An occurrence whose message of `bytes` is stored twice: in its column and in `data`.
+    fn with_message(bytes: usize) -> Batch {
+        let message = "m".repeat(bytes);
+        let mut values = vec![Value::Null; ROLLBAR_OCCURRENCES.columns.len()];
+        values[0] = Value::BigInt(1);
+        values[ROLLBAR_OCCURRENCES
+            .column_index("exception_message")
+            .unwrap()] = Value::Text(message.clone());
+        values[ROLLBAR_OCCURRENCES.column_index("data").unwrap()] = Value::json(
+            &serde_json::json!({"body": {"message": {"body": message}}, "environment": "production"}),
+        );
+        let mut batch = Batch::default();
+        batch.push(&ROLLBAR_OCCURRENCES, Row(values));
+        batch
+    }
+
+    fn stored_whole(bytes: usize, large_strings: bool) -> bool {
+        let plan = plan_batch(
+            "heimdallr",
+            &with_message(bytes),
+            Utc::now(),
+            Limits::for_cluster(large_strings),
+        );
+        !plan
+            .iter()
+            .flat_map(|t| &t.statements)
+            .any(|s| s.contains("heimdallr_omitted"))
+    }
+
+    /// The README's figure: a message is stored twice (its column and `data`), so the row
+    /// passes a statement's 100 000 bytes from about 49 KB, whatever the string limit.
+    #[test]
+    fn the_largest_message_stored_whole_is_about_49_kb() {
+        for large_strings in [false, true] {
+            assert!(stored_whole(49_000, large_strings));
+            assert!(!stored_whole(50_500, large_strings));
+        }
+    }
+}
