@@ -463,3 +463,23 @@ async fn re_listing_reads_only_workflows_created_since_the_last_listing() {
     assert!(stored(&target).await.workflows.iter().any(|w| w.0 == rerun));
     assert_equal(&stored(&target).await, &fake.truth(), "after the re-run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_token_that_does_not_move_is_an_error_not_a_loop() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("ccistuck"),
+    };
+    let fake = FakeCircleCi::start(TOKEN, 70).await.unwrap();
+    fake.add_pipelines(WEB, 45, 0);
+    fake.add_pipelines(API, 1, 0);
+    fake.repeat_page_tokens(true);
+    let finished = run(circleci(&target, &fake, &[])).await;
+    assert_eq!(finished.code, Some(1), "{}", finished.stdout);
+    assert!(
+        finished.stderr.contains("does not move on"),
+        "{}",
+        finished.stderr
+    );
+}

@@ -544,3 +544,26 @@ async fn signed_urls_are_not_stored() {
         .flatten()
         .any(|u| u == "https://s3.amazonaws.com/heroku-sources/source.tgz"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_last_page_whose_next_range_is_refused_ends_the_list() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("hkfull"),
+    };
+    let fake = FakeHeroku::start(KEY).await.unwrap();
+    fake.add_app(WEB);
+    fake.add_app(API);
+    fake.push(WEB, 20);
+    // Pages of 10: the second is full and carries a Next-Range; the range after it is a
+    // 416. Read as the end of the list, not as an error, and nothing is missing.
+    fake.full_pages_claim_more(true);
+    sync(&target, &fake, &["--heroku-page-size", "10"]).await;
+    assert!(fake.not_satisfiable() > 0, "the fake answered 416");
+    assert_equal(
+        &stored(&target).await,
+        &fake.truth(),
+        "after a full last page",
+    );
+}

@@ -543,3 +543,41 @@ async fn the_long_running_command_gets_its_retry_budget_back_every_pass() {
         "every pass succeeds with its own budget:\n{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_that_ignores_ids_fails_the_items_stream_instead_of_forgetting_them() {
+    let dir = TempDir::new("duck-ids");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(26).await.unwrap();
+    fake.add_project(WEB, 101, 150, 50);
+    sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    fake.ignore_ids(true);
+    fake.arrive(WEB, 300);
+    let finished = run_args(
+        &target,
+        &fake.api_url(),
+        WEB,
+        &["sync", "rollbar", "--once"],
+    )
+    .await;
+    assert_eq!(finished.code, Some(1), "{}", finished.stdout);
+    assert!(
+        finished.stdout.contains("rollbar/items/default: failed"),
+        "{}",
+        finished.stdout
+    );
+    assert!(
+        finished.stderr.contains("did not honour ids"),
+        "{}",
+        finished.stderr
+    );
+    // Nothing was forgotten: once the API behaves, the touched items are refreshed.
+    fake.ignore_ids(false);
+    sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    assert_matches_source(
+        &snapshot(&target).await,
+        &fake.occurrences(WEB),
+        &fake.items(WEB),
+        5,
+    );
+}

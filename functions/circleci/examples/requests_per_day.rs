@@ -37,6 +37,8 @@ struct Day {
 
 async fn simulate(per_day: u32, cadence: std::time::Duration, url: &str) -> Day {
     let fake = FakeCircleCi::start(TOKEN, 7).await.expect("fake CircleCI");
+    // Lists of 20, as the API's pipeline pages.
+    fake.set_page_sizes(20, 20);
     let start: DateTime<Utc> = Utc::now() - Duration::days(9);
     let every = Duration::seconds(86_400 / i64::from(per_day.max(1)));
     let now = Arc::new(Mutex::new(start));

@@ -25,7 +25,12 @@ pub enum ApiError {
          tokens are refused by API v2) and that its user can see and follows the project"
     )]
     ProjectNotFound { slug: String },
+    #[error("{url}: the list's next_page_token does not move on: the walk cannot go on")]
+    NoProgress { url: String },
 }
+
+/// The most pages one pipeline's workflows or one workflow's jobs may take.
+const MAX_CHILD_PAGES: usize = 10_000;
 
 impl ApiError {
     pub fn is_unauthorized(&self) -> bool {
@@ -129,23 +134,30 @@ impl CircleCiClient {
         }
     }
 
+    /// Every page of the list at `path`. A token handed back unchanged would ask for the
+    /// same page for ever, and ten thousand pages is no workflow's or job list: both are
+    /// errors rather than a list cut short.
     async fn all(&self, path: &str) -> Result<Vec<Value>, ApiError> {
         let mut items = Vec::new();
         let mut token: Option<String> = None;
-        // A loop guard: a service that hands back the same token forever must not hang us.
-        for _ in 0..10_000 {
+        for _ in 0..MAX_CHILD_PAGES {
             let Some(page) = self.page(path, token.as_deref()).await? else {
                 return Ok(items);
             };
             items.extend(page.items);
-            match page.next_page_token {
-                Some(next) if !next.is_empty() && Some(&next) != token.as_ref() => {
-                    token = Some(next)
+            match page.next_page_token.filter(|next| !next.is_empty()) {
+                None => return Ok(items),
+                Some(next) if Some(&next) == token.as_ref() => {
+                    return Err(ApiError::NoProgress {
+                        url: format!("{}{path}", self.base),
+                    })
                 }
-                _ => return Ok(items),
+                Some(next) => token = Some(next),
             }
         }
-        Ok(items)
+        Err(ApiError::NoProgress {
+            url: format!("{}{path}", self.base),
+        })
     }
 }
 

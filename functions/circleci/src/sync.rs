@@ -215,6 +215,12 @@ async fn sync_project(
                 other => other?,
             };
             run.page_fetched();
+            if page.next_page_token.is_some() && page.next_page_token == token {
+                return Err(ApiError::NoProgress {
+                    url: format!("project {slug}: pipelines"),
+                }
+                .into());
+            }
             let from = cursor.current.as_ref().and_then(|c| c.from);
             let records: Vec<(String, Option<DateTime<Utc>>)> = page
                 .items

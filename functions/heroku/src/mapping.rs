@@ -61,16 +61,39 @@ pub fn without_credentials(url: &str) -> String {
     }
 }
 
-/// Signed URLs are credentials (DESIGN: "URLs in builds and releases are signed"): the
-/// stored document keeps `source_blob.url` without its query string and drops the
-/// output stream URLs, whose path itself grants access to the build's log.
-fn without_signed_urls(document: &mut Json) {
+/// A buildpack as named (`heroku/nodejs`) or, when it is a URL, without credentials
+/// (private buildpacks are often `https://user:token@github.com/...`).
+fn buildpack(name: &str) -> String {
+    if name.starts_with("http://") || name.starts_with("https://") {
+        without_credentials(name)
+    } else {
+        name.to_string()
+    }
+}
+
+/// A build, release or app as it is stored, in its row or with a reject: personal fields
+/// under the PII policy, and no credentials. Signed URLs are credentials (DESIGN: "URLs in
+/// builds and releases are signed"): `source_blob.url` loses its query string, output
+/// stream URLs (whose path grants access to the log) are dropped, buildpack URLs lose
+/// their user info.
+pub fn stored_document(document: &Json, pii: &PiiPolicy) -> Json {
+    let mut document = document.clone();
+    pii.apply_in_json(&mut document, &["user", "email"]);
+    pii.apply_in_json(&mut document, &["owner", "email"]);
     if let Some(object) = document.as_object_mut() {
         object.remove("output_stream_url");
     }
     if let Some(Json::String(url)) = document.pointer_mut("/source_blob/url") {
         *url = without_credentials(url);
     }
+    if let Some(Json::Array(buildpacks)) = document.get_mut("buildpacks") {
+        for pack in buildpacks {
+            if let Some(Json::String(url)) = pack.get_mut("url") {
+                *url = buildpack(url);
+            }
+        }
+    }
+    document
 }
 
 /// Build states: `pending` moves; `succeeded` and `failed` do not.
@@ -89,7 +112,7 @@ pub fn release_is_final(release: &Json) -> bool {
     )
 }
 
-pub fn app_row(app: &Json, synced_at: DateTime<Utc>) -> Result<Row, String> {
+pub fn app_row(app: &Json, pii: &PiiPolicy, synced_at: DateTime<Utc>) -> Result<Row, String> {
     let id = text(app, &["id"]).ok_or("app has no id")?;
     let row = vec![
         Value::Text(id),
@@ -100,7 +123,7 @@ pub fn app_row(app: &Json, synced_at: DateTime<Utc>) -> Result<Row, String> {
         Value::timestamp(time(app, &["created_at"])),
         Value::timestamp(time(app, &["updated_at"])),
         Value::timestamp(time(app, &["released_at"])),
-        Value::json(app),
+        Value::json(&stored_document(app, pii)),
         Value::Timestamp(synced_at),
     ];
     debug_assert_eq!(row.len(), HEROKU_APPS.columns.len());
@@ -124,9 +147,7 @@ pub fn build_row(
     let id = text(build, &["id"]).ok_or("build has no id")?;
     let (app_id, app_name) = app_of(build, app);
     let email = text(build, &["user", "email"]).and_then(|e| pii.apply(&e));
-    let mut data = build.clone();
-    pii.apply_in_json(&mut data, &["user", "email"]);
-    without_signed_urls(&mut data);
+    let data = stored_document(build, pii);
     let row = vec![
         Value::Text(id),
         Value::text(app_id),
@@ -141,7 +162,10 @@ pub fn build_row(
         Value::text(text(build, &["slug", "id"])),
         Value::text(text(build, &["user", "id"])),
         Value::text(email),
-        Value::text(names(build, &["buildpacks"], Some("url"))),
+        Value::text(
+            names(build, &["buildpacks"], Some("url"))
+                .map(|list| list.split(',').map(buildpack).collect::<Vec<_>>().join(",")),
+        ),
         Value::json(&data),
         Value::Timestamp(synced_at),
     ];
@@ -161,9 +185,7 @@ pub fn release_row(
     let id = text(release, &["id"]).ok_or("release has no id")?;
     let (app_id, app_name) = app_of(release, app);
     let email = text(release, &["user", "email"]).and_then(|e| pii.apply(&e));
-    let mut data = release.clone();
-    pii.apply_in_json(&mut data, &["user", "email"]);
-    without_signed_urls(&mut data);
+    let data = stored_document(release, pii);
     let row = vec![
         Value::Text(id),
         Value::text(app_id),
@@ -275,5 +297,22 @@ mod tests {
             "https://github.com/acme/web/tarball/v1"
         );
         assert_eq!(without_credentials("not a url"), "");
+        let private = json!({"id": "b-3", "buildpacks": [
+            {"url": "https://deploy:ghp_s3cr3t@github.com/acme/buildpack.git", "name": null},
+            {"url": "heroku/nodejs", "name": "heroku/nodejs"}]});
+        let row = build_row(&private, &json!({}), &PiiPolicy::Drop, Utc::now()).unwrap();
+        let get = |name: &str| row.0[HEROKU_BUILDS.column_index(name).unwrap()].clone();
+        assert_eq!(
+            get("buildpacks"),
+            Value::Text("https://github.com/acme/buildpack.git,heroku/nodejs".into())
+        );
+        let Value::Json(data) = get("data") else {
+            panic!("data is JSON")
+        };
+        assert!(!data.as_str().contains("ghp_s3cr3t"));
+        let app =
+            json!({"id": "a-1", "name": "web", "owner": {"id": "o", "email": "boss@example.com"}});
+        let row = app_row(&app, &PiiPolicy::Drop, Utc::now()).unwrap();
+        assert!(!format!("{:?}", row.0).contains("boss@example.com"));
     }
 }

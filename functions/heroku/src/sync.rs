@@ -14,7 +14,8 @@
 use crate::api::{ApiError, HerokuClient, RangePage};
 use crate::config::{Apps, HerokuConfig};
 use crate::mapping::{
-    app_row, build_is_final, build_row, int, release_is_final, release_row, text, time,
+    app_row, build_is_final, build_row, int, release_is_final, release_row, stored_document, text,
+    time,
 };
 use chrono::{DateTime, Duration, Utc};
 use heimdallr_core::engine::{
@@ -58,7 +59,15 @@ pub struct Cursor<M> {
     /// is read once, and a release re-read (pending, current flipping) needs no request.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub slug_commits: VecDeque<(String, Option<String>)>,
+    /// What the stored rows hold (see [`CURSOR_FORMAT`]).
+    #[serde(default)]
+    pub format: u32,
 }
+
+/// 2: releases carry their slug's commit, and builds and releases no signed URL. A cursor
+/// of an earlier format walks its list once more from the newest page, so that the rows
+/// stored before get them too (rows are merged; the rate headroom paces the slug reads).
+pub const CURSOR_FORMAT: u32 = 2;
 
 impl<M> Default for Cursor<M> {
     fn default() -> Self {
@@ -67,11 +76,20 @@ impl<M> Default for Cursor<M> {
             pending: BTreeSet::new(),
             current: None,
             slug_commits: VecDeque::new(),
+            format: CURSOR_FORMAT,
         }
     }
 }
 
 impl<M> Cursor<M> {
+    /// A cursor stored by an earlier release: its list is walked again from the top.
+    fn upgrade(&mut self) {
+        if self.format < CURSOR_FORMAT {
+            self.walk = WalkState::default();
+            self.format = CURSOR_FORMAT;
+        }
+    }
+
     /// The commit of `slug`, if it was read.
     fn slug_commit(&self, slug: &str) -> Option<Option<&str>> {
         self.slug_commits
@@ -103,6 +121,8 @@ enum StreamError {
     State(#[from] CursorError),
     #[error("app {0:?} does not exist or the key cannot see it")]
     NoSuchApp(String),
+    #[error("{0}")]
+    Shape(String),
 }
 
 /// Syncs every configured app (or every app the key sees), releases then builds.
@@ -185,6 +205,7 @@ async fn sync_releases(
     config: &HerokuConfig,
 ) -> Result<RunStatus, StreamError> {
     let mut cursor: ReleasesCursor = load_cursor(run.key(), cursor)?;
+    cursor.upgrade();
     if !may_go_on(run, client, config) {
         return Ok(run.stop_partial(cursor_json(&cursor)).await?);
     }
@@ -193,9 +214,14 @@ async fn sync_releases(
     };
     run.page_fetched();
     let synced_at = Utc::now();
-    match app_row(&app, synced_at) {
+    match app_row(&app, &config.pii, synced_at) {
         Ok(row) => run.add(&HEROKU_APPS, row),
-        Err(reason) => run.reject(&HEROKU_APPS, app_name, &reason, app.clone()),
+        Err(reason) => run.reject(
+            &HEROKU_APPS,
+            app_name,
+            &reason,
+            stored_document(&app, &config.pii),
+        ),
     }
 
     for id in cursor.pending.clone() {
@@ -220,7 +246,7 @@ async fn sync_releases(
         }
     }
 
-    let mut restarted = false;
+    let mut guard = RangeGuard::new(&cursor.walk);
     for _ in 0..cursor.walk.walks_this_run() {
         loop {
             if !may_go_on(run, client, config) {
@@ -230,10 +256,10 @@ async fn sync_releases(
             let page = client
                 .releases(app_name, next.as_deref(), config.page_size)
                 .await;
-            let Some(page) =
-                continue_or_restart(run, &mut cursor.walk, next, &mut restarted, page)?
-            else {
-                continue;
+            let page = match guard.check(run, &mut cursor.walk, next, page)? {
+                Fetched::Page(page) => page,
+                Fetched::Restart => continue,
+                Fetched::End => RangePage::default(),
             };
             run.page_fetched();
             let records: Vec<(String, Option<i64>)> = page
@@ -269,26 +295,68 @@ async fn sync_releases(
     Ok(RunStatus::Succeeded)
 }
 
-/// A page of a walk, or `None` to ask again from the newest page: a Next-Range saved by an
-/// earlier run that Heroku now refuses (416: the list changed under it) restarts the walk,
-/// which covers everything down to the unchanged mark; once per run. Any other 416 names
-/// the range and fails the stream.
-fn continue_or_restart<M: Ord + Clone>(
-    run: &StreamRun,
-    walk: &mut WalkState<M>,
-    sent: Option<String>,
-    restarted: &mut bool,
-    page: Result<RangePage, ApiError>,
-) -> Result<Option<RangePage>, StreamError> {
-    match page {
-        Ok(page) => Ok(Some(page)),
-        Err(ApiError::RangeRefused { range, .. }) if sent.is_some() && !*restarted => {
-            tracing::warn!(stream = %run.key(), range, "Heroku refused a saved Next-Range; restarting the walk from the newest page");
-            *restarted = true;
-            walk.restart();
-            Ok(None)
+/// What an answer to a walk's Range request means.
+enum Fetched {
+    Page(RangePage),
+    /// Ask again from the newest page.
+    Restart,
+    /// The list ends here.
+    End,
+}
+
+/// Reads a walk's answers the way Heroku's Range contract allows, and guards the walk:
+/// - a 416 on a range of our own (the first page) fails the stream, naming the range;
+/// - a 416 on a `Next-Range` saved by an earlier run (the list changed under it) restarts
+///   the walk from the newest page, which covers everything down to the unchanged mark;
+///   once per run;
+/// - a 416 on the `Next-Range` Heroku handed over after a full page, in this run, is read
+///   as the end of the list: Heroku documents no "nothing there" answer, and this is the
+///   one place where nothing else can be meant (a full last page can carry a Next-Range);
+/// - a `Next-Range` equal to the one sent would ask for the same page for ever: an error.
+struct RangeGuard {
+    resumed: bool,
+    restarted: bool,
+}
+
+impl RangeGuard {
+    fn new<M: Ord + Clone>(walk: &WalkState<M>) -> Self {
+        Self {
+            resumed: walk.is_resuming(),
+            restarted: false,
         }
-        Err(e) => Err(e.into()),
+    }
+
+    fn check<M: Ord + Clone>(
+        &mut self,
+        run: &StreamRun,
+        walk: &mut WalkState<M>,
+        sent: Option<String>,
+        answer: Result<RangePage, ApiError>,
+    ) -> Result<Fetched, StreamError> {
+        let saved = std::mem::replace(&mut self.resumed, false) && sent.is_some();
+        match answer {
+            Ok(page) => {
+                if page.next_range.is_some() && page.next_range == sent {
+                    return Err(StreamError::Shape(format!(
+                        "Heroku answered the range {:?} with the same Next-Range: the walk \
+                         would not move",
+                        sent.unwrap_or_default()
+                    )));
+                }
+                Ok(Fetched::Page(page))
+            }
+            Err(ApiError::RangeRefused { range, .. }) if saved && !self.restarted => {
+                tracing::warn!(stream = %run.key(), range, "Heroku refused a saved Next-Range; restarting the walk from the newest page");
+                self.restarted = true;
+                walk.restart();
+                Ok(Fetched::Restart)
+            }
+            Err(ApiError::RangeRefused { range, .. }) if sent.is_some() && !saved => {
+                tracing::warn!(stream = %run.key(), range, "Heroku answered 416 to the Next-Range it gave after a full page: the list ends there");
+                Ok(Fetched::End)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -346,7 +414,12 @@ async fn add_release(
 ) -> Result<(), StreamError> {
     let synced_at = Utc::now();
     let Some(id) = text(release, &["id"]) else {
-        run.reject(&HEROKU_RELEASES, "", "release has no id", release.clone());
+        run.reject(
+            &HEROKU_RELEASES,
+            "",
+            "release has no id",
+            stored_document(release, &config.pii),
+        );
         return Ok(());
     };
     add_release_row(run, release, app, config, cursor, &id, synced_at);
@@ -368,11 +441,13 @@ async fn add_release(
             }
             if let Some(previous) = client.release(app_name, &previous_id).await? {
                 run.page_fetched();
-                if !read_slugs(run, client, app_name, config, cursor, &[&previous]).await? {
-                    // Out of budget: its slug's commit waits for a later re-read.
-                    tracing::warn!(stream = %run.key(), release = previous_id, "previous release stored without its commit");
+                if read_slugs(run, client, app_name, config, cursor, &[&previous]).await? {
+                    add_release_row(run, &previous, app, config, cursor, &previous_id, synced_at);
+                } else {
+                    // Out of budget for its slug: re-read with the pending ones next run,
+                    // rather than stored without its commit.
+                    cursor.pending.insert(previous_id);
                 }
-                add_release_row(run, &previous, app, config, cursor, &previous_id, synced_at);
             }
         }
     }
@@ -405,6 +480,7 @@ async fn sync_builds(
     config: &HerokuConfig,
 ) -> Result<RunStatus, StreamError> {
     let mut cursor: BuildsCursor = load_cursor(run.key(), cursor)?;
+    cursor.upgrade();
     // The app as the builds' fallback for their app id and name; fetched by the releases
     // stream, so only its name is known here.
     let app = json!({"name": app_name});
@@ -426,7 +502,7 @@ async fn sync_builds(
         }
     }
 
-    let mut restarted = false;
+    let mut guard = RangeGuard::new(&cursor.walk);
     for _ in 0..cursor.walk.walks_this_run() {
         loop {
             if !may_go_on(run, client, config) {
@@ -436,10 +512,10 @@ async fn sync_builds(
             let page = client
                 .builds(app_name, next.as_deref(), config.page_size)
                 .await;
-            let Some(page) =
-                continue_or_restart(run, &mut cursor.walk, next, &mut restarted, page)?
-            else {
-                continue;
+            let page = match guard.check(run, &mut cursor.walk, next, page)? {
+                Fetched::Page(page) => page,
+                Fetched::Restart => continue,
+                Fetched::End => RangePage::default(),
             };
             run.page_fetched();
             let records: Vec<(String, Option<DateTime<Utc>>)> = page
@@ -457,13 +533,14 @@ async fn sync_builds(
                     add_build(run, build, &app, config, &mut cursor);
                 }
             }
-            // Pages come by `started_at`, the mark is `created_at`: the walk reads on until
-            // a page is older than the mark by a margin, so a build that started late is
-            // not left behind.
-            let lowest = records.iter().filter_map(|(_, t)| *t).min();
+            // Pages come by `started_at`, the mark is `created_at`: a build starts within
+            // the margin of its creation, so once even the newest-created build of a page
+            // is older than the mark by the margin, every build after it is stored. (The
+            // page's highest, not its lowest: one build that waited long must not end it.)
+            let newest_created = records.iter().filter_map(|(_, t)| *t).max();
             let last_page = page.items.is_empty()
                 || cursor.walk.is_below_mark(
-                    lowest
+                    newest_created
                         .map(|t| t + Duration::minutes(BUILD_ORDER_MARGIN_MINUTES))
                         .as_ref(),
                 );
@@ -488,7 +565,12 @@ fn add_build(
 ) {
     let synced_at = Utc::now();
     let Some(id) = text(build, &["id"]) else {
-        run.reject(&HEROKU_BUILDS, "", "build has no id", build.clone());
+        run.reject(
+            &HEROKU_BUILDS,
+            "",
+            "build has no id",
+            stored_document(build, &config.pii),
+        );
         return;
     };
     match build_row(build, app, &config.pii, synced_at) {
@@ -506,5 +588,31 @@ fn add_build(
         cursor.pending.insert(id);
     } else {
         cursor.pending.remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_of_an_earlier_release_walks_its_list_again_keeping_what_moves() {
+        // Stored before migration 6: no format, a mark, a pending release.
+        let old = serde_json::json!({"high_water": 194, "walk": null, "pending": ["r-1"], "current": "r-2"});
+        let mut cursor: ReleasesCursor = serde_json::from_value(old).unwrap();
+        assert_eq!(cursor.format, 0);
+        cursor.upgrade();
+        assert_eq!(
+            cursor.walk,
+            WalkState::default(),
+            "walked again from the top"
+        );
+        assert!(cursor.pending.contains("r-1") && cursor.current.as_deref() == Some("r-2"));
+        assert_eq!(cursor.format, CURSOR_FORMAT);
+        // A current cursor is left alone.
+        let mut current = ReleasesCursor::default();
+        current.walk.high_water = Some(7);
+        current.upgrade();
+        assert_eq!(current.walk.high_water, Some(7));
     }
 }

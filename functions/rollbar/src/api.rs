@@ -113,11 +113,14 @@ impl OccurrencesPage {
                 message: envelope.message.unwrap_or_else(|| "(no message)".into()),
             });
         }
-        let result = envelope.result.ok_or_else(|| ApiError::Shape {
-            url: self.url.clone(),
-            detail: "no result".into(),
-        })?;
-        Ok(result.instances.unwrap_or_default())
+        // No list at all is not an empty page (which ends a walk as the start of history).
+        envelope
+            .result
+            .and_then(|result| result.instances)
+            .ok_or_else(|| ApiError::Shape {
+                url: self.url.clone(),
+                detail: "no result.instances list".into(),
+            })
     }
 
     /// Bytes of text held.
@@ -274,7 +277,23 @@ impl RollbarClient {
             .call_tree(token, &query)
             .await
             .map_err(|e| self.list_error(e))?;
-        take_list(result, "items", &format!("{}{}", self.base, query))
+        let url = format!("{}{}", self.base, query);
+        let items = take_list(result, "items", &url)?;
+        // An answer with other items (a proxy that drops `ids`, a changed API) would leave
+        // the asked ones unrefreshed while the walk forgets them: an error.
+        if let Some(stranger) = items
+            .iter()
+            .filter_map(|item| crate::mapping::lenient_i64(item.get("id")))
+            .find(|id| !ids.iter().any(|asked| asked == &id.to_string()))
+        {
+            return Err(ApiError::Shape {
+                url,
+                detail: format!(
+                    "asked for items by id and got item {stranger}: the API did not honour ids"
+                ),
+            });
+        }
+        Ok(items)
     }
 }
 

@@ -502,14 +502,15 @@ async fn refresh_items(
     let now = Utc::now();
     if cursor.sweep.is_none() && cursor.sweep_requested {
         // Cheaper to read every page than this many items by id. Items touched from here
-        // on stay pending and are re-read after.
+        // on stay pending and are re-read after. A request that comes while a sweep is
+        // under way waits for it to end: that sweep may have passed the touched items.
         tracing::info!(stream = %run.key(), "many touched items: sweeping all");
         cursor.sweep = Some(Sweep {
             next_page: 1,
             started_at: now,
         });
+        cursor.sweep_requested = false;
     }
-    cursor.sweep_requested = false;
     while !cursor.pending.is_empty() {
         if !run.time_left() {
             return Ok(RunStatus::Partial);

@@ -25,6 +25,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 pub const PIPELINE_PAGE: usize = 20;
+/// Small pages by default, so that the tests cross page boundaries; a benchmark sets the
+/// API's own (`set_page_sizes`).
 pub const JOB_PAGE: usize = 3;
 const WORKFLOW_PAGE: usize = 2;
 
@@ -45,6 +47,10 @@ struct State {
     requests: u64,
     /// Requests per path kind (`pipelines`, `workflows`, `workflow`, `jobs`).
     requests_by_kind: BTreeMap<&'static str, u64>,
+    /// Page sizes of a pipeline's workflows and a workflow's jobs (None: the small defaults).
+    page_sizes: Option<(usize, usize)>,
+    /// A project's pipeline list hands back the token it was sent (a stuck service).
+    repeat_tokens: bool,
     /// Every n-th request answers 429.
     throttle_every: Option<u64>,
     throttled: u64,
@@ -183,6 +189,16 @@ impl FakeCircleCi {
     /// For `CIRCLECI_API_URL`.
     pub fn api_url(&self) -> String {
         format!("http://{}/api/v2", self.addr)
+    }
+
+    /// The pipeline list hands back the page token it was sent, for ever.
+    pub fn repeat_page_tokens(&self, repeat: bool) {
+        self.lock().repeat_tokens = repeat;
+    }
+
+    /// Pages of `workflows` workflows and `jobs` jobs (the API's lists hold about 20).
+    pub fn set_page_sizes(&self, workflows: usize, jobs: usize) {
+        self.lock().page_sizes = Some((workflows, jobs));
     }
 
     /// Sets the server's clock (None: the wall clock again).
@@ -540,6 +556,13 @@ fn handle(state: &mut State, request: Request) -> Reply {
                 .rev()
                 .map(|id| state.pipelines[id].clone())
                 .collect();
+            if state.repeat_tokens {
+                if let Some(token) = token {
+                    let page: Vec<Value> =
+                        newest_first.iter().take(PIPELINE_PAGE).cloned().collect();
+                    return Reply::json(200, &json!({"items": page, "next_page_token": token}));
+                }
+            }
             page_after(&newest_first, token, PIPELINE_PAGE)
         }
         ["pipeline", id, "workflow"] => match state.pipeline_workflows.get(*id) {
@@ -547,7 +570,8 @@ fn handle(state: &mut State, request: Request) -> Reply {
             Some(ids) => {
                 let workflows: Vec<Value> =
                     ids.iter().map(|w| state.workflows[w].clone()).collect();
-                page_after(&workflows, token, WORKFLOW_PAGE)
+                let size = state.page_sizes.map_or(WORKFLOW_PAGE, |(w, _)| w);
+                page_after(&workflows, token, size)
             }
         },
         ["workflow", id] => match state.workflows.get(*id) {
@@ -555,7 +579,7 @@ fn handle(state: &mut State, request: Request) -> Reply {
             None => not_found(),
         },
         ["workflow", id, "job"] => match state.jobs.get(*id) {
-            Some(jobs) => page_after(jobs, token, JOB_PAGE),
+            Some(jobs) => page_after(jobs, token, state.page_sizes.map_or(JOB_PAGE, |(_, j)| j)),
             None => not_found(),
         },
         _ => not_found(),

@@ -65,6 +65,9 @@ struct State {
     refuse_next_continuation: bool,
     /// Every list request is answered 416 (a Range field the API stopped accepting).
     refuse_ranges: bool,
+    /// A full page is a 206 with a Next-Range even when nothing follows (the range after
+    /// it is then a 416): an implementation the documentation does not rule out.
+    full_pages_claim_more: bool,
     /// Paths requested, in order.
     paths: Vec<String>,
 }
@@ -192,6 +195,7 @@ impl FakeHeroku {
             not_satisfiable: 0,
             refuse_next_continuation: false,
             refuse_ranges: false,
+            full_pages_claim_more: false,
             paths: Vec::new(),
         }));
         let (addr, server) = serve_state(Arc::clone(&state), handle).await?;
@@ -267,6 +271,11 @@ impl FakeHeroku {
     /// The next request that continues a list (sends a Next-Range) is answered 416.
     pub fn refuse_next_continuation(&self) {
         self.lock().refuse_next_continuation = true;
+    }
+
+    /// Full pages carry a Next-Range even when nothing follows.
+    pub fn full_pages_claim_more(&self, claim: bool) {
+        self.lock().full_pages_claim_more = claim;
     }
 
     /// Answers every list request 416, as for a Range field the list does not accept.
@@ -655,7 +664,8 @@ fn list(items: &[Value], request: &Request, fields: &[&str], state: &mut State) 
         .take(range.max)
         .map(|v| (*v).clone())
         .collect();
-    let truncated = in_range.len() > range.max;
+    let truncated =
+        in_range.len() > range.max || (state.full_pages_claim_more && in_range.len() == range.max);
     let mut reply = Reply::json(
         if truncated { 206 } else { 200 },
         &Value::Array(page.clone()),

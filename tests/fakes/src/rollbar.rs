@@ -70,6 +70,8 @@ struct World {
     log: Vec<String>,
     /// Answer as if behind a proxy that drops `lastId` (the newest page, every time).
     ignore_last_id: bool,
+    /// Answer item lists as if `ids` were not there.
+    ignore_ids: bool,
     /// Pages asking for more than this many occurrences time out (answer after `slow_for`).
     slow_above: Option<(usize, Duration)>,
     /// Added to every answer: a real round trip.
@@ -113,6 +115,7 @@ impl FakeRollbar {
             faults_served: 0,
             log: Vec::new(),
             ignore_last_id: false,
+            ignore_ids: false,
             slow_above: None,
             latency: Duration::ZERO,
         }));
@@ -233,6 +236,11 @@ impl FakeRollbar {
     /// Answers every occurrence page as if `lastId` were not there (a proxy dropping it).
     pub fn ignore_last_id(&self, ignore: bool) {
         self.world().ignore_last_id = ignore;
+    }
+
+    /// Answers item lists as if `ids` were not there (a proxy dropping it).
+    pub fn ignore_ids(&self, ignore: bool) {
+        self.world().ignore_ids = ignore;
     }
 
     /// Occurrence pages of more than `limit` take `delay` to answer (past a timeout).
@@ -671,7 +679,7 @@ fn route(world: &mut World, token: &str, request: &Request) -> Reply {
         {
             return error(422, &format!("invalid status: {bad}"));
         }
-        let ids: Option<Vec<i64>> = match request.query("ids") {
+        let ids: Option<Vec<i64>> = match request.query("ids").filter(|_| !world.ignore_ids) {
             None => None,
             Some(list) => match list.split(',').map(|id| id.trim().parse::<i64>()).collect() {
                 Ok(ids) => Some(ids),

@@ -29,9 +29,10 @@ impl DuckDbWarehouse {
                 detail: format!("cannot create directory {}: {e}", parent.display()),
             })?;
         }
-        // A new file is written in DuckDB 1.0's storage format, which every DuckDB since
-        // 1.0 reads (CLI and Python alike); the bundled engine's own default format is
-        // readable by DuckDB 2.0 and newer only. An existing file keeps its format.
+        // A new file is written in DuckDB 1.0's storage format, which DuckDB 1.1 to 2.0 read
+        // (CLI and Python alike; tested with the Python clients 1.1.3 and 2.0.1); the
+        // bundled engine's own default is readable by 2.0 and newer only. An existing file
+        // keeps its format.
         let config = Config::default()
             .with("storage_compatibility_version", STORAGE_COMPATIBILITY)
             .map_err(|e| WarehouseError::Connect {
