@@ -45,20 +45,11 @@ pub enum Command {
     Migrate(WarehouseArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SourceName {
-    Rollbar,
-    Circleci,
-    Heroku,
-    /// Every source whose token is set.
-    All,
-}
-
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// Which source to sync.
-    #[arg(value_enum)]
-    pub source: SourceName,
+    /// Which source to sync, or all (every source whose credential is set).
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(crate::sources::NAMES))]
+    pub source: String,
     /// Run one pass and exit, instead of syncing every --interval until interrupted.
     #[arg(long)]
     pub once: bool,
@@ -80,83 +71,10 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub warehouse: WarehouseArgs,
     #[command(flatten)]
-    pub rollbar: RollbarArgs,
-    #[command(flatten)]
-    pub circleci: CircleCiArgs,
-    #[command(flatten)]
-    pub heroku: HerokuArgs,
+    pub sources: crate::sources::SourceSettings,
     /// Personal fields (person username and email, request user_ip): keep, hash or drop.
     #[arg(long, env = "HEIMDALLR_PII", default_value = "drop")]
     pub pii: String,
-}
-
-#[derive(Debug, Args)]
-pub struct RollbarArgs {
-    /// Rollbar API base URL, version path included.
-    #[arg(long = "rollbar-api-url", env = "ROLLBAR_API_URL", default_value = heimdallr_rollbar::config::DEFAULT_API_URL)]
-    pub api_url: String,
-    /// Occurrences per page of the walk (1 to 5000).
-    #[arg(
-        long = "rollbar-page-limit",
-        env = "ROLLBAR_PAGE_LIMIT",
-        default_value_t = heimdallr_rollbar::config::DEFAULT_PAGE_LIMIT
-    )]
-    pub page_limit: u32,
-    /// How often every item is re-read.
-    #[arg(long = "rollbar-items-sweep-interval", env = "ROLLBAR_ITEMS_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
-    pub items_sweep_interval: Duration,
-    /// Occurrences at or below the stored high-water mark each walk re-reads (0: none).
-    #[arg(
-        long = "rollbar-overlap",
-        env = "ROLLBAR_OVERLAP",
-        default_value_t = heimdallr_rollbar::config::DEFAULT_OVERLAP
-    )]
-    pub overlap: usize,
-}
-
-#[derive(Debug, Args)]
-pub struct CircleCiArgs {
-    /// CircleCI API base URL, version path included.
-    #[arg(id = "circleci_api_url", long = "circleci-api-url", env = "CIRCLECI_API_URL", default_value = heimdallr_circleci::config::DEFAULT_API_URL)]
-    pub api_url: String,
-    /// Project slugs, separated by commas (gh/acme/web, circleci/<org-id>/<project-id>).
-    #[arg(
-        id = "circleci_projects",
-        long = "circleci-projects",
-        env = "CIRCLECI_PROJECTS",
-        default_value = ""
-    )]
-    pub projects: String,
-    /// Pipelines created this recently get their workflows re-listed every run (re-runs).
-    #[arg(id = "circleci_lookback", long = "circleci-lookback", env = "CIRCLECI_LOOKBACK", default_value = "1h", value_parser = parse_duration)]
-    pub lookback: Duration,
-    /// How far back the periodic sweep re-lists workflows.
-    #[arg(id = "circleci_sweep_window", long = "circleci-sweep-window", env = "CIRCLECI_SWEEP_WINDOW", default_value = "7d", value_parser = parse_duration)]
-    pub sweep_window: Duration,
-    /// How often the sweep runs.
-    #[arg(id = "circleci_sweep_interval", long = "circleci-sweep-interval", env = "CIRCLECI_SWEEP_INTERVAL", default_value = "6h", value_parser = parse_duration)]
-    pub sweep_interval: Duration,
-}
-
-#[derive(Debug, Args)]
-pub struct HerokuArgs {
-    /// Heroku Platform API base URL.
-    #[arg(id = "heroku_api_url", long = "heroku-api-url", env = "HEROKU_API_URL", default_value = heimdallr_heroku::config::DEFAULT_API_URL)]
-    pub api_url: String,
-    /// App names or ids, separated by commas, or * for every app the key can see.
-    #[arg(
-        id = "heroku_apps",
-        long = "heroku-apps",
-        env = "HEROKU_APPS",
-        default_value = ""
-    )]
-    pub apps: String,
-    /// Requests of the account's hourly budget to leave to other clients.
-    #[arg(id = "heroku_rate_headroom", long = "heroku-rate-headroom", env = "HEROKU_RATE_HEADROOM", default_value_t = heimdallr_heroku::config::DEFAULT_HEADROOM)]
-    pub rate_headroom: u64,
-    /// Items per Range page (1 to 1000).
-    #[arg(id = "heroku_page_size", long = "heroku-page-size", env = "HEROKU_PAGE_SIZE", default_value_t = heimdallr_heroku::config::MAX_PAGE_SIZE)]
-    pub page_size: u32,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -2,15 +2,14 @@
 //! a pass in which a stream failed exits 1; a warehouse another process holds exits 75
 //! (EX_TEMPFAIL: try again later).
 
-use crate::cli::{Cli, Command, LogFormat, SourceName, SyncArgs, WarehouseArgs};
-use anyhow::{Context, Result};
-use heimdallr_circleci::{CircleCiClient, CircleCiConfig};
+use crate::cli::{Cli, Command, LogFormat, SyncArgs, WarehouseArgs};
+use crate::sources::Prepared;
+use anyhow::Result;
 use heimdallr_core::engine::{Progress, RunOutcome, RunStatus, SyncOptions};
 use heimdallr_core::http::HttpSettings;
 use heimdallr_core::pii::PiiPolicy;
+use heimdallr_core::source::Common;
 use heimdallr_core::warehouse::{self, Warehouse, WarehouseError, WarehouseTarget};
-use heimdallr_heroku::{HerokuClient, HerokuConfig};
-use heimdallr_rollbar::{RollbarClient, RollbarConfig};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -63,114 +62,35 @@ async fn open_warehouse(args: &WarehouseArgs) -> Result<Arc<dyn Warehouse>> {
     Ok(warehouse::open(&target, &args.schema).await?)
 }
 
-fn http_settings(args: &SyncArgs) -> HttpSettings {
-    HttpSettings {
-        request_timeout: args.http_timeout,
-        retry_budget: args.http_retry_budget,
-    }
-}
-
-/// Everything a pass of the Rollbar source needs, built once.
-struct RollbarSource {
-    client: RollbarClient,
-    config: RollbarConfig,
-}
-
-fn rollbar_source(args: &SyncArgs) -> Result<RollbarSource> {
-    let tokens = std::env::var("ROLLBAR_ACCESS_TOKEN").unwrap_or_default();
-    let mut config = RollbarConfig::new(Some(&args.rollbar.api_url), &tokens)?
-        .with_page_limit(args.rollbar.page_limit)?;
-    config.items_sweep_interval = args.rollbar.items_sweep_interval;
-    config.overlap = args.rollbar.overlap;
-    let salt = std::env::var("HEIMDALLR_PII_SALT").ok();
-    config.pii = PiiPolicy::from_config(&args.pii, salt.as_deref())?;
-    let client = RollbarClient::new(&config.api_url, &http_settings(args))
-        .with_context(|| format!("invalid ROLLBAR_API_URL {:?}", config.api_url))?;
-    Ok(RollbarSource { client, config })
-}
-
-/// Everything a pass of the CircleCI source needs, built once.
-struct CircleCiSource {
-    client: CircleCiClient,
-    config: CircleCiConfig,
-}
-
-fn circleci_source(args: &SyncArgs) -> Result<CircleCiSource> {
-    let token = std::env::var("CIRCLECI_TOKEN").unwrap_or_default();
-    let mut config = CircleCiConfig::new(
-        Some(&args.circleci.api_url),
-        &token,
-        &args.circleci.projects,
-    )?;
-    config.lookback = args.circleci.lookback;
-    config.sweep_window = args.circleci.sweep_window;
-    config.sweep_interval = args.circleci.sweep_interval;
-    let client = CircleCiClient::new(&config.api_url, config.token.clone(), &http_settings(args))
-        .with_context(|| format!("invalid CIRCLECI_API_URL {:?}", config.api_url))?;
-    Ok(CircleCiSource { client, config })
-}
-
-/// Everything a pass of the Heroku source needs, built once.
-struct HerokuSource {
-    client: HerokuClient,
-    config: HerokuConfig,
-}
-
-fn heroku_source(args: &SyncArgs) -> Result<HerokuSource> {
-    let key = std::env::var("HEROKU_API_KEY").unwrap_or_default();
-    let mut config = HerokuConfig::new(Some(&args.heroku.api_url), &key, &args.heroku.apps)?
-        .with_page_size(args.heroku.page_size)?;
-    config.headroom = args.heroku.rate_headroom;
-    let salt = std::env::var("HEIMDALLR_PII_SALT").ok();
-    config.pii = PiiPolicy::from_config(&args.pii, salt.as_deref())?;
-    let client = HerokuClient::new(&config.api_url, config.token.clone(), &http_settings(args))
-        .with_context(|| format!("invalid HEROKU_API_URL {:?}", config.api_url))?;
-    Ok(HerokuSource { client, config })
-}
-
-/// The sources one `sync` runs: the one named, or for `all` every source whose token is set.
-struct Sources {
-    rollbar: Option<RollbarSource>,
-    circleci: Option<CircleCiSource>,
-    heroku: Option<HerokuSource>,
-}
-
-fn sources(args: &SyncArgs) -> Result<Sources> {
-    let configured = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
-    let sources = match args.source {
-        SourceName::Rollbar => Sources {
-            rollbar: Some(rollbar_source(args)?),
-            circleci: None,
-            heroku: None,
-        },
-        SourceName::Circleci => Sources {
-            rollbar: None,
-            circleci: Some(circleci_source(args)?),
-            heroku: None,
-        },
-        SourceName::Heroku => Sources {
-            rollbar: None,
-            circleci: None,
-            heroku: Some(heroku_source(args)?),
-        },
-        SourceName::All => Sources {
-            rollbar: configured("ROLLBAR_ACCESS_TOKEN")
-                .then(|| rollbar_source(args))
-                .transpose()?,
-            circleci: configured("CIRCLECI_TOKEN")
-                .then(|| circleci_source(args))
-                .transpose()?,
-            heroku: configured("HEROKU_API_KEY")
-                .then(|| heroku_source(args))
-                .transpose()?,
+/// The sources one `sync` runs, ready: the one named, or for `all` every source whose
+/// credential is set.
+fn sources(args: &SyncArgs) -> Result<Vec<Box<dyn Prepared>>> {
+    let common = Common {
+        http: HttpSettings {
+            request_timeout: args.http_timeout,
+            retry_budget: args.http_retry_budget,
         },
     };
-    if sources.rollbar.is_none() && sources.circleci.is_none() && sources.heroku.is_none() {
-        anyhow::bail!(
-            "nothing to sync: set ROLLBAR_ACCESS_TOKEN, CIRCLECI_TOKEN and/or HEROKU_API_KEY"
-        );
+    let salt = std::env::var("HEIMDALLR_PII_SALT").ok();
+    let pii = PiiPolicy::from_config(&args.pii, salt.as_deref())?;
+    let registered = crate::sources::registered(&args.sources);
+    let configured = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
+    let mut ready = Vec::new();
+    for source in &registered {
+        let wanted = if args.source == "all" {
+            configured(source.credential_env())
+        } else {
+            args.source == source.name()
+        };
+        if wanted {
+            ready.push(source.prepare(&common, &pii)?);
+        }
     }
-    Ok(sources)
+    if ready.is_empty() {
+        let variables: Vec<&str> = registered.iter().map(|s| s.credential_env()).collect();
+        anyhow::bail!("nothing to sync: set {}", variables.join(", "));
+    }
+    Ok(ready)
 }
 
 async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
@@ -189,41 +109,11 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
         options.progress = progress.callback();
         tracing::info!(run_id = %options.run_id, warehouse = %warehouse.describe(), "sync pass started");
         let mut outcomes = Vec::new();
-        if let Some(rollbar) = &sources.rollbar {
-            outcomes.extend(
-                heimdallr_rollbar::sync_all(
-                    Arc::clone(&warehouse),
-                    &rollbar.client,
-                    &rollbar.config,
-                    &options,
-                )
-                .await,
-            );
-        }
-        if let Some(heroku) = &sources.heroku {
-            outcomes.extend(
-                heimdallr_heroku::sync_all(
-                    Arc::clone(&warehouse),
-                    &heroku.client,
-                    &heroku.config,
-                    &options,
-                )
-                .await,
-            );
-        }
-        if let Some(circleci) = &sources.circleci {
-            outcomes.extend(
-                heimdallr_circleci::sync_all(
-                    Arc::clone(&warehouse),
-                    &circleci.client,
-                    &circleci.config,
-                    &options,
-                )
-                .await,
-            );
+        for source in &sources {
+            outcomes.extend(source.sync(&warehouse, &options).await);
         }
         progress.clear();
-        report(&options.run_id, &outcomes);
+        report(&outcomes);
         let failed = outcomes.iter().any(|o| o.status == RunStatus::Failed);
         if args.once {
             return Ok(if failed {
@@ -243,7 +133,7 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
     }
 }
 
-fn report(run_id: &str, outcomes: &[RunOutcome]) {
+fn report(outcomes: &[RunOutcome]) {
     for outcome in outcomes {
         let line = format!(
             "{}: {} - {} rows, {} pages, {} retries, {} rejects in {:.1}s",
@@ -255,7 +145,6 @@ fn report(run_id: &str, outcomes: &[RunOutcome]) {
             outcome.rejects,
             outcome.duration.as_secs_f64()
         );
-        outcome.log(run_id);
         println!("{line}");
         if let Some(error) = &outcome.error {
             eprintln!("heimdallr: error: {} failed: {error}", outcome.key);

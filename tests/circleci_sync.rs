@@ -287,10 +287,19 @@ async fn a_rejected_token_fails_the_run_with_a_clear_message() {
     };
     let fake = FakeCircleCi::start("a-different-token", 65).await.unwrap();
     fake.add_pipelines(WEB, 3, 0);
+    fake.add_pipelines(API, 3, 0);
     let finished = run(circleci(&target, &fake, &[])).await;
     assert_eq!(finished.code, Some(1), "{}", finished.stderr);
     assert!(finished.stderr.contains("HTTP 401"), "{}", finished.stderr);
     assert!(!finished.stderr.contains(TOKEN));
+    // The token is refused once; the second project shares it and is not tried.
+    let streams: Vec<&str> = finished
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("circleci/pipelines/"))
+        .collect();
+    assert_eq!(streams.len(), 1, "{}", finished.stdout);
+    assert_eq!(fake.requests(), 1, "one request, refused");
 
     let mut missing = circleci(&target, &fake, &[]);
     missing.env_remove("CIRCLECI_TOKEN");

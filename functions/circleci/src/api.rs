@@ -7,6 +7,7 @@
 //! accept (CircleCI's API v2 docs and circleci/api-preview-docs#44).
 
 use heimdallr_core::http::{HttpClient, HttpError, HttpSettings, HttpStats};
+use heimdallr_core::stream::{ErrorKind, StreamError};
 use heimdallr_core::token::Token;
 use serde::Deserialize;
 use serde_json::Value;
@@ -32,9 +33,14 @@ pub enum ApiError {
 /// The most pages one pipeline's workflows or one workflow's jobs may take.
 const MAX_CHILD_PAGES: usize = 10_000;
 
-impl ApiError {
-    pub fn is_unauthorized(&self) -> bool {
-        matches!(self, Self::Http(e) if e.is_unauthorized())
+impl From<ApiError> for StreamError {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::Http(e) => e.into(),
+            ApiError::BadToken => StreamError::new(ErrorKind::Authentication, error),
+            ApiError::ProjectNotFound { .. } => StreamError::new(ErrorKind::Api, error),
+            ApiError::NoProgress { .. } => StreamError::shape(error),
+        }
     }
 }
 
@@ -62,6 +68,15 @@ impl CircleCiClient {
             base_url,
             token,
         ))
+    }
+
+    /// The same client (its connections and counters) with another token.
+    pub fn with_token(&self, token: Token) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token,
+        }
     }
 
     pub fn with_http(http: HttpClient, base_url: &str, token: Token) -> Self {

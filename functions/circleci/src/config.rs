@@ -6,10 +6,15 @@ use std::time::Duration;
 pub const DEFAULT_API_URL: &str = "https://circleci.com/api/v2";
 /// Pipelines created this long before now get their workflows re-listed on every run, so
 /// that re-runs added to them arrive (scripts/bench-circleci.sh weighs it in requests).
-pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(3600);
+pub const DEFAULT_LOOKBACK: &str = "1h";
 /// Every `DEFAULT_SWEEP_INTERVAL`, the re-listing reaches this far back instead.
-pub const DEFAULT_SWEEP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
-pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+pub const DEFAULT_SWEEP_WINDOW: &str = "7d";
+pub const DEFAULT_SWEEP_INTERVAL: &str = "6h";
+
+/// A default above as a duration (each is pinned by a test to parse).
+fn default_duration(text: &str) -> Duration {
+    heimdallr_core::time::parse_duration(text).unwrap_or_default()
+}
 
 #[derive(Debug, Clone)]
 pub struct CircleCiConfig {
@@ -66,9 +71,9 @@ impl CircleCiConfig {
                 .to_string(),
             token,
             projects: parse_projects(projects)?,
-            lookback: DEFAULT_LOOKBACK,
-            sweep_window: DEFAULT_SWEEP_WINDOW,
-            sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            lookback: default_duration(DEFAULT_LOOKBACK),
+            sweep_window: default_duration(DEFAULT_SWEEP_WINDOW),
+            sweep_interval: default_duration(DEFAULT_SWEEP_INTERVAL),
         })
     }
 }
@@ -90,6 +95,17 @@ mod tests {
             Err(ConfigError::BadSlug("gh/acme".into()))
         );
         assert!(parse_projects("gh/acme/we b?x").is_err());
+    }
+
+    #[test]
+    fn the_default_durations_parse() {
+        for text in [
+            DEFAULT_LOOKBACK,
+            DEFAULT_SWEEP_WINDOW,
+            DEFAULT_SWEEP_INTERVAL,
+        ] {
+            assert!(heimdallr_core::time::parse_duration(text).is_ok_and(|d| !d.is_zero()));
+        }
     }
 
     #[test]

@@ -22,14 +22,14 @@
 use crate::api::{ApiError, CircleCiClient};
 use crate::config::CircleCiConfig;
 use crate::mapping::{id_of, job_row, pipeline_row, time, workflow_is_final, workflow_row};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use heimdallr_core::engine::{
-    cursor_json, load_cursor, CursorError, RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions,
-};
-use heimdallr_core::http::HttpError;
+use heimdallr_core::engine::{RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions};
+use heimdallr_core::http::{HttpError, HttpStats};
 use heimdallr_core::schema::{CIRCLECI_JOBS, CIRCLECI_PIPELINES, CIRCLECI_WORKFLOWS};
-use heimdallr_core::walk::WalkState;
-use heimdallr_core::warehouse::{Warehouse, WarehouseError};
+use heimdallr_core::stream::{run_streams, AnyStream, Stream, StreamError};
+use heimdallr_core::walk::{drive, PageOutcome, Pages, WalkState};
+use heimdallr_core::warehouse::Warehouse;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -121,19 +121,7 @@ fn duration(d: std::time::Duration) -> chrono::Duration {
 /// workflow existed before a listing (both NTP-synced: well under this).
 const SKEW: chrono::Duration = chrono::Duration::seconds(60);
 
-#[derive(Debug, thiserror::Error)]
-enum StreamError {
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    #[error(transparent)]
-    Warehouse(#[from] WarehouseError),
-    #[error(transparent)]
-    State(#[from] CursorError),
-}
-
-/// Syncs every configured project, one after the other; each has its own state. A
-/// rejected token fails the first project's stream and stops there (it would fail the
-/// others the same way).
+/// Syncs every configured project (see [`streams`]).
 pub async fn sync_all(
     warehouse: Arc<dyn Warehouse>,
     client: &CircleCiClient,
@@ -141,144 +129,165 @@ pub async fn sync_all(
     options: &SyncOptions,
 ) -> Vec<RunOutcome> {
     client.stats().start_pass();
-    let mut outcomes = Vec::new();
-    for slug in &config.projects {
-        let key = StreamKey::new(SOURCE, PIPELINES, slug);
-        let mut unauthorized = false;
-        let outcome = match StreamRun::start(&warehouse, key, options, Some(client.stats())).await {
-            Err(outcome) => outcome,
-            Ok((mut run, cursor)) => {
-                let result = sync_project(&mut run, cursor, client, slug, config).await;
-                unauthorized = matches!(&result, Err(StreamError::Api(e)) if e.is_unauthorized());
-                if let Err(e) = &result {
-                    tracing::error!(stream = %run.key(), error = %e, "stream run failed");
-                }
-                run.finish(result.map_err(|e| e.to_string())).await
-            }
-        };
-        outcomes.push(outcome);
-        if unauthorized {
-            break;
-        }
-    }
-    outcomes
+    run_streams(&warehouse, &streams(client, config), options).await
 }
 
-async fn sync_project(
-    run: &mut StreamRun,
-    cursor: Option<Value>,
-    client: &CircleCiClient,
-    slug: &str,
-    config: &CircleCiConfig,
-) -> Result<RunStatus, StreamError> {
-    let mut cursor: PipelinesCursor = load_cursor(run.key(), cursor)?;
+/// One stream per project, one after the other; each has its own state. A refused token
+/// fails the first project's stream and the others are not run (they share the token).
+pub fn streams(client: &CircleCiClient, config: &CircleCiConfig) -> Vec<Box<dyn AnyStream>> {
+    let config = Arc::new(config.clone());
+    config
+        .projects
+        .iter()
+        .map(|slug| {
+            Box::new(PipelinesStream {
+                client: client.clone(),
+                slug: slug.clone(),
+                config: Arc::clone(&config),
+            }) as Box<dyn AnyStream>
+        })
+        .collect()
+}
 
-    // 1. Workflows still moving, however old.
-    let pending: Vec<String> = cursor.pending_workflows.iter().cloned().collect();
-    for id in pending {
-        if !run.time_left() {
-            return Ok(run.stop_partial(cursor_json(&cursor)).await?);
-        }
-        let still_moving = match client.workflow(&id).await? {
-            // CircleCI no longer has it: nothing left to follow.
-            None => false,
-            Some(workflow) => add_workflow(run, &workflow, client).await?,
-        };
-        run.page_fetched();
-        if !still_moving {
-            cursor.pending_workflows.remove(&id);
-        }
-        if run.batch_full() {
-            run.commit(cursor_json(&cursor)).await?;
-        }
+/// `circleci/pipelines/<slug>`: a project's pipelines, workflows and jobs.
+pub struct PipelinesStream {
+    client: CircleCiClient,
+    slug: String,
+    config: Arc<CircleCiConfig>,
+}
+
+type Run = StreamRun<PipelinesCursor>;
+
+#[async_trait]
+impl Stream for PipelinesStream {
+    type Cursor = PipelinesCursor;
+
+    fn key(&self) -> StreamKey {
+        StreamKey::new(SOURCE, PIPELINES, &self.slug)
     }
 
-    // 2. The walk: an unfinished one first, then a fresh one from the newest pipeline.
-    for _ in 0..cursor.walk.walks_this_run() {
-        if !cursor.walk.is_resuming() || cursor.current.is_none() {
-            cursor.begin_walk(run.options().now(), config);
-        }
-        loop {
+    fn http(&self) -> Option<Arc<HttpStats>> {
+        Some(self.client.stats())
+    }
+
+    async fn run(&self, run: &mut Run) -> Result<RunStatus, StreamError> {
+        // 1. Workflows still moving, however old.
+        let pending: Vec<String> = run.cursor.pending_workflows.iter().cloned().collect();
+        for id in pending {
             if !run.time_left() {
-                return Ok(run.stop_partial(cursor_json(&cursor)).await?);
+                return Ok(run.stop_partial().await?);
             }
-            let token = cursor.walk.next_page().map(String::from);
-            let page = match client.pipelines(slug, token.as_deref()).await {
-                // A page token CircleCI no longer accepts: start the walk over from the top
-                // (everything it covers is merged again, nothing is skipped).
-                Err(ApiError::Http(HttpError::Status { status: 400, .. })) if token.is_some() => {
-                    tracing::warn!(stream = %run.key(), "page token refused; restarting the walk from the newest pipeline");
-                    cursor.walk.restart();
-                    cursor.begin_walk(run.options().now(), config);
-                    continue;
-                }
-                other => other?,
+            let still_moving = match self.client.workflow(&id).await? {
+                // CircleCI no longer has it: nothing left to follow.
+                None => false,
+                Some(workflow) => add_workflow(run, &workflow, &self.client).await?,
             };
             run.page_fetched();
-            if page.next_page_token.is_some() && page.next_page_token == token {
-                return Err(ApiError::NoProgress {
-                    url: format!("project {slug}: pipelines"),
-                }
-                .into());
+            if !still_moving {
+                run.cursor.pending_workflows.remove(&id);
             }
-            let from = cursor.current.as_ref().and_then(|c| c.from);
-            let records: Vec<(String, Option<DateTime<Utc>>)> = page
-                .items
-                .iter()
-                .map(|p| (id_of(p).unwrap_or_default(), time(p, &["created_at"])))
-                .collect();
-            let synced_at = Utc::now();
-            for (pipeline, (id, created)) in page.items.iter().zip(&records) {
-                let is_new = cursor.walk.is_new(id, created.as_ref());
-                let in_window = match (from, created) {
-                    (None, _) => true,
-                    (Some(from), Some(created)) => *created >= from,
-                    (Some(_), None) => false,
-                };
-                if !is_new && !in_window {
-                    continue;
-                }
-                if let Some(created) = created {
-                    run.observe_source_time(*created);
-                }
-                add_pipeline(run, pipeline, client, &mut cursor, is_new, synced_at).await?;
+            run.commit_if_full().await?;
+        }
+        // 2. The walk: an unfinished one first, then a fresh one from the newest pipeline.
+        drive(run, &mut PipelinePages { stream: self }).await
+    }
+}
+
+/// The walk of a project's pipelines, newest first, by page token.
+struct PipelinePages<'a> {
+    stream: &'a PipelinesStream,
+}
+
+#[async_trait]
+impl Pages<PipelinesCursor> for PipelinePages<'_> {
+    fn resuming(&self, cursor: &PipelinesCursor) -> bool {
+        cursor.walk.is_resuming()
+    }
+
+    fn begin(&mut self, run: &mut Run) {
+        let now = run.now();
+        run.cursor.begin_walk(now, &self.stream.config);
+    }
+
+    async fn next_page(&mut self, run: &mut Run) -> Result<PageOutcome, StreamError> {
+        if run.cursor.current.is_none() {
+            // A walk saved before walks recorded their start.
+            self.begin(run);
+        }
+        let (client, slug) = (&self.stream.client, &self.stream.slug);
+        let token = run.cursor.walk.next_page().map(String::from);
+        let page = match client.pipelines(slug, token.as_deref()).await {
+            // A page token CircleCI no longer accepts: start the walk over from the top
+            // (everything it covers is merged again, nothing is skipped).
+            Err(ApiError::Http(HttpError::Status { status: 400, .. })) if token.is_some() => {
+                tracing::warn!(stream = %run.key(), "page token refused; restarting the walk from the newest pipeline");
+                run.cursor.walk.restart();
+                self.begin(run);
+                return Ok(PageOutcome::Again);
             }
-            // Done at the start of history, or once a page reaches below both the mark and
-            // the window.
-            let lowest = records.iter().filter_map(|(_, t)| *t).min();
-            let reached = cursor.walk.is_below_mark(lowest.as_ref())
-                && matches!((from, lowest), (Some(from), Some(lowest)) if lowest < from);
-            let walk_done = cursor.walk.advance(
-                page.next_page_token,
-                &records,
-                page.items.is_empty() || reached,
-            );
-            if walk_done {
-                cursor.end_walk();
+            other => other?,
+        };
+        run.page_fetched();
+        if page.next_page_token.is_some() && page.next_page_token == token {
+            return Err(ApiError::NoProgress {
+                url: format!("project {slug}: pipelines"),
             }
-            run.commit_page(walk_done, cursor_json(&cursor)).await?;
-            if walk_done {
-                break;
+            .into());
+        }
+        let from = run.cursor.current.as_ref().and_then(|c| c.from);
+        let records: Vec<(String, Option<DateTime<Utc>>)> = page
+            .items
+            .iter()
+            .map(|p| (id_of(p).unwrap_or_default(), time(p, &["created_at"])))
+            .collect();
+        let synced_at = Utc::now();
+        for (pipeline, (id, created)) in page.items.iter().zip(&records) {
+            let is_new = run.cursor.walk.is_new(id, created.as_ref());
+            let in_window = match (from, created) {
+                (None, _) => true,
+                (Some(from), Some(created)) => *created >= from,
+                (Some(_), None) => false,
+            };
+            if !is_new && !in_window {
+                continue;
             }
+            if let Some(created) = created {
+                run.observe_source_time(*created);
+            }
+            add_pipeline(run, pipeline, client, is_new, synced_at).await?;
+        }
+        // Done at the start of history, or once a page reaches below both the mark and
+        // the window.
+        let lowest = records.iter().filter_map(|(_, t)| *t).min();
+        let reached = run.cursor.walk.is_below_mark(lowest.as_ref())
+            && matches!((from, lowest), (Some(from), Some(lowest)) if lowest < from);
+        let done = run.cursor.walk.advance(
+            page.next_page_token,
+            &records,
+            page.items.is_empty() || reached,
+        );
+        if done {
+            run.cursor.end_walk();
+            Ok(PageOutcome::Done)
+        } else {
+            Ok(PageOutcome::More)
         }
     }
-    Ok(RunStatus::Succeeded)
 }
 
 /// A pipeline, its workflows and their jobs; workflows still moving are remembered. What
 /// an earlier listing stored and cannot have changed is not read or written again.
 async fn add_pipeline(
-    run: &mut StreamRun,
+    run: &mut Run,
     pipeline: &Value,
     client: &CircleCiClient,
-    cursor: &mut PipelinesCursor,
     is_new: bool,
     synced_at: DateTime<Utc>,
 ) -> Result<(), StreamError> {
     let listed_at = if is_new {
         None
     } else {
-        cursor.listed_at(time(pipeline, &["created_at"]))
+        run.cursor.listed_at(time(pipeline, &["created_at"]))
     };
     let changed_since = |value: &Value, field: &str| {
         listed_at.is_none_or(|at| time(value, &[field]).is_none_or(|t| t >= at - SKEW))
@@ -304,16 +313,16 @@ async fn add_pipeline(
             && !changed_since(workflow, "created_at")
             && workflow_id
                 .as_ref()
-                .is_some_and(|w| !cursor.pending_workflows.contains(w));
+                .is_some_and(|w| !run.cursor.pending_workflows.contains(w));
         if stored_final {
             continue;
         }
         let still_moving = add_workflow(run, workflow, client).await?;
         if let Some(workflow_id) = workflow_id {
             if still_moving {
-                cursor.pending_workflows.insert(workflow_id);
+                run.cursor.pending_workflows.insert(workflow_id);
             } else {
-                cursor.pending_workflows.remove(&workflow_id);
+                run.cursor.pending_workflows.remove(&workflow_id);
             }
         }
     }
@@ -323,7 +332,7 @@ async fn add_pipeline(
 /// A workflow and its jobs. Returns whether it is still moving: its status decides (a
 /// final workflow can leave jobs `blocked` or `not_run` for ever).
 async fn add_workflow(
-    run: &mut StreamRun,
+    run: &mut Run,
     workflow: &Value,
     client: &CircleCiClient,
 ) -> Result<bool, StreamError> {

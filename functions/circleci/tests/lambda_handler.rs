@@ -5,8 +5,10 @@
 mod support;
 use support::{event, secrets_client};
 
-use heimdallr_circleci::lambda::{CircleCiFunction, CircleCiSettings, CircleCiSource};
+use heimdallr_circleci::{CircleCi, Settings};
+use heimdallr_core::lambda::function::SourceFunction;
 use heimdallr_core::lambda::function::{CommonSettings, HandlerError};
+use heimdallr_core::source::{Common, Source};
 use heimdallr_core::warehouse::WarehouseTarget;
 use heimdallr_fakes::circleci::FakeCircleCi;
 use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
@@ -36,14 +38,24 @@ async fn the_handler_syncs_each_project_and_fails_typed() {
         batch_rows: 300,
         http: Default::default(),
     };
-    let source = CircleCiSource::new(CircleCiSettings {
-        api_url: circleci.api_url(),
-        projects: vec!["gh/acme/web".into(), "gh/acme/api".into()],
-        lookback: Duration::from_secs(24 * 3600),
-        sweep_window: Duration::from_secs(7 * 24 * 3600),
-        sweep_interval: Duration::from_secs(6 * 3600),
-    });
-    let function = CircleCiFunction::new(settings, secrets_client(&secrets.endpoint()), source);
+    let source = |projects: &str| {
+        CircleCi::new(
+            &Settings {
+                api_url: circleci.api_url(),
+                projects: projects.into(),
+                lookback: Duration::from_secs(24 * 3600),
+                sweep_window: Duration::from_secs(7 * 24 * 3600),
+                sweep_interval: Duration::from_secs(6 * 3600),
+            },
+            &Common::default(),
+        )
+        .unwrap()
+    };
+    let function = SourceFunction::new(
+        settings,
+        secrets_client(&secrets.endpoint()),
+        source("gh/acme/web,gh/acme/api"),
+    );
 
     let report = function.handle(event("inv-1", 60)).await.unwrap();
     let streams = report["streams"].as_array().unwrap();
@@ -57,16 +69,10 @@ async fn the_handler_syncs_each_project_and_fails_typed() {
 
     // A secret without a token is a configuration error naming the secret, not a value.
     secrets.put(ARN, r#"{"tokn": "typo"}"#);
-    let fresh = CircleCiFunction::new(
+    let fresh = SourceFunction::new(
         function.settings().clone(),
         secrets_client(&secrets.endpoint()),
-        CircleCiSource::new(CircleCiSettings {
-            api_url: circleci.api_url(),
-            projects: vec!["gh/acme/web".into()],
-            lookback: Duration::from_secs(3600),
-            sweep_window: Duration::from_secs(7 * 24 * 3600),
-            sweep_interval: Duration::from_secs(6 * 3600),
-        }),
+        source("gh/acme/web"),
     );
     match fresh.handle(event("inv-2", 60)).await {
         Err(HandlerError::Configuration(message)) => {

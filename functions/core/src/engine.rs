@@ -5,9 +5,9 @@
 use crate::http::HttpStats;
 use crate::json::JsonText;
 use crate::schema::{Table, REJECTS, RUNS, STATE};
+use crate::stream::{ErrorKind, StreamError};
 use crate::warehouse::{
-    check_row, normalize_row, prepare_row, Batch, Row, StoredState, Value, Warehouse,
-    WarehouseError,
+    check_row, normalize_row, prepare_row, Batch, Row, Value, Warehouse, WarehouseError,
 };
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -152,6 +152,8 @@ pub struct RunOutcome {
     pub rejects: u64,
     pub newest_source_time: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// What kind of failure `error` is.
+    pub error_kind: Option<ErrorKind>,
     pub duration: std::time::Duration,
 }
 
@@ -170,13 +172,15 @@ impl RunOutcome {
                 tracing::info!(run_id, stream = %self.key, status, rows, pages, retries, rejects, "stream done")
             }
             Some(error) => {
-                tracing::error!(run_id, stream = %self.key, status, rows, pages, retries, rejects, error, "stream done")
+                let kind = self.error_kind.map_or("", ErrorKind::as_str);
+                tracing::error!(run_id, stream = %self.key, status, rows, pages, retries, rejects, error, kind, "stream done")
             }
         }
     }
 
-    /// A run that failed before it could read its state (e.g. the warehouse is down).
-    pub fn not_started(key: StreamKey, error: String) -> Self {
+    /// A run that failed before it could read its state (e.g. the warehouse is down, or
+    /// the source could not list its streams).
+    pub fn not_started(key: StreamKey, error: StreamError) -> Self {
         Self {
             key,
             status: RunStatus::Failed,
@@ -185,7 +189,8 @@ impl RunOutcome {
             api_retries: 0,
             rejects: 0,
             newest_source_time: None,
-            error: Some(error),
+            error: Some(error.to_string()),
+            error_kind: Some(error.kind),
             duration: std::time::Duration::ZERO,
         }
     }
@@ -202,7 +207,7 @@ pub struct CursorError {
 }
 
 /// Reads a stream's stored cursor (the default when there is none yet).
-pub fn load_cursor<T: serde::de::DeserializeOwned + Default>(
+fn load_cursor<T: serde::de::DeserializeOwned + Default>(
     key: &StreamKey,
     cursor: Option<serde_json::Value>,
 ) -> Result<T, CursorError> {
@@ -216,12 +221,15 @@ pub fn load_cursor<T: serde::de::DeserializeOwned + Default>(
 }
 
 /// A cursor as the JSON the state row stores.
-pub fn cursor_json<T: serde::Serialize>(cursor: &T) -> serde_json::Value {
+fn cursor_json<T: serde::Serialize>(cursor: &T) -> serde_json::Value {
     serde_json::to_value(cursor).unwrap_or(serde_json::Value::Null)
 }
 
-/// One stream's run: collects rows, commits them with their cursor, records the run.
-pub struct StreamRun {
+/// One stream's run: its cursor, the rows it collects, and the transactions that commit
+/// them together with the cursor that covers them and the run record.
+pub struct StreamRun<C> {
+    /// Where the stream is. The stream's logic moves it; every commit stores it.
+    pub cursor: C,
     warehouse: Arc<dyn Warehouse>,
     key: StreamKey,
     options: SyncOptions,
@@ -239,24 +247,21 @@ pub struct StreamRun {
     in_flight: Option<(u64, tokio::task::JoinHandle<Result<(), WarehouseError>>)>,
 }
 
-impl StreamRun {
+impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
     /// Reads the stream's state and records the run as started.
-    pub async fn begin(
+    pub async fn start(
         warehouse: Arc<dyn Warehouse>,
         key: StreamKey,
         options: &SyncOptions,
         http: Option<Arc<HttpStats>>,
-    ) -> Result<(Self, Option<StoredState>), WarehouseError> {
+    ) -> Result<Self, StreamError> {
         let state = warehouse
-            .read_state(
-                key.source,
-                key.stream,
-                &key.scope,
-                options.deadline.map(|d| d + COMMIT_GRACE),
-            )
+            .read_state(key.source, key.stream, &key.scope, reads_deadline(options))
             .await?;
+        let cursor = load_cursor(&key, state.as_ref().map(|s| s.cursor.clone()))?;
         let retries_at_start = http.as_ref().map_or(0, |h| h.retries());
         let run = Self {
+            cursor,
             warehouse,
             key,
             options: options.clone(),
@@ -275,32 +280,33 @@ impl StreamRun {
         let mut batch = Batch::default();
         batch.push(&RUNS, run.run_row(RunStatus::Running, None, None));
         run.warehouse.commit(batch).await?;
-        Ok((run, state))
+        Ok(run)
     }
 
-    /// [`StreamRun::begin`] for a source's stream logic: a run that cannot start is logged
-    /// and comes back as its (failed) outcome.
-    pub async fn start(
-        warehouse: &Arc<dyn Warehouse>,
-        key: StreamKey,
-        options: &SyncOptions,
-        http: Option<Arc<HttpStats>>,
-    ) -> Result<(Self, Option<serde_json::Value>), RunOutcome> {
-        match Self::begin(Arc::clone(warehouse), key.clone(), options, http).await {
-            Ok((run, state)) => Ok((run, state.map(|s| s.cursor))),
-            Err(e) => {
-                tracing::error!(stream = %key, error = %e, "stream run could not start");
-                Err(RunOutcome::not_started(key, e.to_string()))
-            }
-        }
+    /// Another stream's stored cursor (e.g. the items a walk of occurrences touches).
+    pub async fn read_cursor_of<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        key: &StreamKey,
+    ) -> Result<T, StreamError> {
+        let state = self
+            .warehouse
+            .read_state(
+                key.source,
+                key.stream,
+                &key.scope,
+                reads_deadline(&self.options),
+            )
+            .await?;
+        Ok(load_cursor(key, state.map(|s| s.cursor))?)
     }
 
     pub fn key(&self) -> &StreamKey {
         &self.key
     }
 
-    pub fn options(&self) -> &SyncOptions {
-        &self.options
+    /// The sync's wall-clock time (a simulation may drive it).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.options.now()
     }
 
     pub fn time_left(&self) -> bool {
@@ -378,17 +384,17 @@ impl StreamRun {
 
     /// Queues another stream's state to be committed with this batch (e.g. items to
     /// refresh, recorded together with the occurrences that touched them).
-    pub fn stage_state_of(&mut self, key: &StreamKey, cursor: serde_json::Value) {
-        let row = state_row(key, cursor, None, &self.options.run_id);
+    pub fn stage_state_of(&mut self, key: &StreamKey, cursor: &impl serde::Serialize) {
+        let row = state_row(key, cursor_json(cursor), None, &self.options.run_id);
         self.pending.push(&STATE, row);
     }
 
-    /// Commits the queued rows, this stream's new cursor and the run record in ONE
+    /// Commits the queued rows, this stream's cursor and the run record in ONE
     /// transaction. The transaction runs in the background while the caller fetches and
     /// maps the next batch; batches still commit one after the other, in order, so a
     /// failed batch stops every later one (its error surfaces at the next `commit` or at
     /// `finish`). Returns how many source rows the batch holds.
-    pub async fn commit(&mut self, cursor: serde_json::Value) -> Result<usize, WarehouseError> {
+    pub async fn commit(&mut self) -> Result<usize, WarehouseError> {
         self.settle().await?;
         let mut batch = std::mem::take(&mut self.pending);
         self.pending_rows = 0;
@@ -404,7 +410,12 @@ impl StreamRun {
         let written = self.rows_written + rows as u64;
         batch.push(
             &STATE,
-            state_row(&self.key, cursor, self.source_time, &self.options.run_id),
+            state_row(
+                &self.key,
+                cursor_json(&self.cursor),
+                self.source_time,
+                &self.options.run_id,
+            ),
         );
         let run_row = self.run_row_with(RunStatus::Running, None, None, written);
         batch.push(&RUNS, run_row);
@@ -417,26 +428,28 @@ impl StreamRun {
         Ok(rows)
     }
 
-    /// After a page of a walk: commits the batch with `cursor` when the walk is done, the
-    /// batch is full, or the time budget is spent (so a stop never loses a fetched page).
-    pub async fn commit_page(
-        &mut self,
-        walk_done: bool,
-        cursor: serde_json::Value,
-    ) -> Result<(), WarehouseError> {
+    /// After a page of a walk: commits the batch with the cursor when the walk is done,
+    /// the batch is full, or the time budget is spent (so a stop never loses a fetched
+    /// page).
+    pub async fn commit_page(&mut self, walk_done: bool) -> Result<(), WarehouseError> {
         if walk_done || self.batch_full() || !self.time_left() {
-            self.commit(cursor).await?;
+            self.commit().await?;
         }
         Ok(())
     }
 
-    /// Stops the run where it is: commits what is queued with `cursor`; the next run
+    /// Commits when the batch is full (between the reads of a list of ids).
+    pub async fn commit_if_full(&mut self) -> Result<(), WarehouseError> {
+        if self.batch_full() {
+            self.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the run where it is: commits what is queued with the cursor; the next run
     /// resumes from it.
-    pub async fn stop_partial(
-        &mut self,
-        cursor: serde_json::Value,
-    ) -> Result<RunStatus, WarehouseError> {
-        self.commit(cursor).await?;
+    pub async fn stop_partial(&mut self) -> Result<RunStatus, WarehouseError> {
+        self.commit().await?;
         Ok(RunStatus::Partial)
     }
 
@@ -460,17 +473,18 @@ impl StreamRun {
 
     /// Records the run's end. Rows still queued are dropped (they were never covered by a
     /// committed cursor, so the next run fetches them again).
-    pub async fn finish(mut self, result: Result<RunStatus, String>) -> RunOutcome {
+    pub async fn finish(mut self, result: Result<RunStatus, StreamError>) -> RunOutcome {
         let settled = self.settle().await;
         let (status, error) = match (result, settled) {
             (Ok(status), Ok(())) => (status, None),
             (Err(error), _) => (RunStatus::Failed, Some(error)),
-            (Ok(_), Err(e)) => (RunStatus::Failed, Some(e.to_string())),
+            (Ok(_), Err(e)) => (RunStatus::Failed, Some(StreamError::from(e))),
         };
+        let message = error.as_ref().map(ToString::to_string);
         let mut batch = Batch::default();
         batch.push(
             &RUNS,
-            self.run_row(status, Some(Utc::now()), error.as_deref()),
+            self.run_row(status, Some(Utc::now()), message.as_deref()),
         );
         if let Err(e) = self.warehouse.commit(batch).await {
             tracing::error!(stream = %self.key, error = %e, "could not record the run's end");
@@ -483,7 +497,8 @@ impl StreamRun {
             api_retries: self.retries(),
             rejects: self.rejects,
             newest_source_time: self.source_time,
-            error,
+            error: message,
+            error_kind: error.map(|e| e.kind),
             duration: self.started.elapsed(),
         }
     }
@@ -530,6 +545,11 @@ impl StreamRun {
     }
 }
 
+/// Reads are cancelled where a backend can, like writes, past the time budget's grace.
+fn reads_deadline(options: &SyncOptions) -> Option<Instant> {
+    options.deadline.map(|d| d + COMMIT_GRACE)
+}
+
 fn state_row(
     key: &StreamKey,
     cursor: serde_json::Value,
@@ -551,7 +571,7 @@ fn state_row(
 mod tests {
     use super::*;
     use crate::schema::ROLLBAR_ITEMS;
-    use crate::warehouse::{Dialect, StreamStatus};
+    use crate::warehouse::{Dialect, StoredState, StreamStatus};
     use std::sync::Mutex;
 
     /// Records every committed batch.
@@ -609,19 +629,21 @@ mod tests {
         let warehouse = Arc::new(RecordingWarehouse::default());
         let key = StreamKey::new("rollbar", "items", "web");
         let options = SyncOptions::new(None);
-        let (mut run, state) = StreamRun::begin(warehouse.clone(), key.clone(), &options, None)
-            .await
-            .unwrap();
-        assert!(state.is_none());
+        let mut run =
+            StreamRun::<serde_json::Value>::start(warehouse.clone(), key.clone(), &options, None)
+                .await
+                .unwrap();
+        assert!(run.cursor.is_null(), "no state yet: the default cursor");
         run.add(&ROLLBAR_ITEMS, item(1, "old"));
         run.add(&ROLLBAR_ITEMS, item(1, "new"));
         run.add(&ROLLBAR_ITEMS, Row(vec![Value::Text("oops".into())]));
         run.stage_state_of(
             &StreamKey::new("rollbar", "other", "web"),
-            serde_json::json!({"x": 1}),
+            &serde_json::json!({"x": 1}),
         );
         assert_eq!(run.pending_rows(), 2);
-        run.commit(serde_json::json!({"page": 2})).await.unwrap();
+        run.cursor = serde_json::json!({"page": 2});
+        run.commit().await.unwrap();
         let outcome = run.finish(Ok(RunStatus::Succeeded)).await;
 
         let batches = warehouse.batches.lock().unwrap();
@@ -658,7 +680,7 @@ mod tests {
     async fn a_failed_run_is_recorded_with_its_error_and_uncommitted_rows_are_dropped() {
         let warehouse = Arc::new(RecordingWarehouse::default());
         let options = SyncOptions::new(Some(Instant::now()));
-        let (mut run, _) = StreamRun::begin(
+        let mut run = StreamRun::<serde_json::Value>::start(
             warehouse.clone(),
             StreamKey::new("rollbar", "items", "web"),
             &options,
@@ -668,8 +690,11 @@ mod tests {
         .unwrap();
         assert!(!run.time_left(), "a deadline in the past leaves no time");
         run.add(&ROLLBAR_ITEMS, item(1, "x"));
-        let outcome = run.finish(Err("boom".into())).await;
+        let outcome = run
+            .finish(Err(StreamError::new(ErrorKind::Authentication, "boom")))
+            .await;
         assert_eq!(outcome.status, RunStatus::Failed);
+        assert_eq!(outcome.error_kind, Some(ErrorKind::Authentication));
         let batches = warehouse.batches.lock().unwrap();
         let end = &batches.last().unwrap().writes;
         assert_eq!(end.len(), 1, "only the run record");

@@ -15,6 +15,8 @@ pub mod json;
 pub mod lambda;
 pub mod pii;
 pub mod schema;
+pub mod source;
+pub mod stream;
 pub mod text;
 pub mod time;
 pub mod token;

@@ -1,10 +1,91 @@
-//! A newest-first walk down to a high-water mark, resumable from the API's handle on its
-//! next page (CircleCI's `next_page_token`, Heroku's `Next-Range`). The mark moves only
-//! when a walk finishes, to the newest value the walk saw; a walk cut short keeps its
-//! handle, and the next run finishes it before starting a fresh one from the top.
+//! Newest-first walks down to a high-water mark, written once.
+//!
+//! [`drive`] runs every paged walk of every source (Rollbar's keyset walk, CircleCI's page
+//! tokens, Heroku's `Next-Range`): an unfinished walk first, then a fresh one from the
+//! newest page; the time budget between pages; a commit when a walk ends, a batch fills or
+//! the time is spent, so that a stop never loses a fetched page. A source says what one
+//! page is ([`Pages`]).
+//!
+//! [`WalkState`] is the position of a walk by an opaque handle on its next page
+//! (CircleCI's `next_page_token`, Heroku's `Next-Range`). The mark moves only when a walk
+//! finishes, to the newest value the walk saw; a walk cut short keeps its handle.
 
+use crate::engine::{RunStatus, StreamRun};
+use crate::stream::StreamError;
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+
+/// What a page of a walk came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageOutcome {
+    /// The walk goes on.
+    More,
+    /// The walk reached its end (the mark, or the start of the list's history).
+    Done,
+    /// Ask again: the source changed what it asks for (from the newest page after the API
+    /// refused the walk's saved position, or a smaller page after a timeout).
+    Again,
+    /// No more requests now (a rate budget): stop here; the next run resumes.
+    Stop,
+}
+
+/// One source's walk, page by page, for [`drive`].
+#[async_trait]
+pub trait Pages<C>: Send {
+    /// Whether the cursor holds a walk an earlier run left unfinished.
+    fn resuming(&self, cursor: &C) -> bool;
+
+    /// A fresh walk is about to start from the newest page.
+    fn begin(&mut self, _run: &mut StreamRun<C>) {}
+
+    /// Fetches and stores the walk's next page, moving `run.cursor` past it.
+    async fn next_page(&mut self, run: &mut StreamRun<C>) -> Result<PageOutcome, StreamError>;
+
+    /// Just before a commit (e.g. to stage another stream's state with it).
+    fn before_commit(&mut self, _run: &mut StreamRun<C>) {}
+}
+
+/// Runs a walk to its end, or until the time budget or the source says stop.
+pub async fn drive<C, P>(run: &mut StreamRun<C>, pages: &mut P) -> Result<RunStatus, StreamError>
+where
+    C: Serialize + DeserializeOwned + Default + Send + Sync,
+    P: Pages<C>,
+{
+    let resuming = pages.resuming(&run.cursor);
+    let walks = if resuming { 2 } else { 1 };
+    for walk in 0..walks {
+        if walk > 0 || !resuming {
+            pages.begin(run);
+        }
+        loop {
+            if !run.time_left() {
+                pages.before_commit(run);
+                return Ok(run.stop_partial().await?);
+            }
+            let outcome = pages.next_page(run).await?;
+            match outcome {
+                PageOutcome::Again => continue,
+                PageOutcome::Stop => {
+                    pages.before_commit(run);
+                    return Ok(run.stop_partial().await?);
+                }
+                PageOutcome::More | PageOutcome::Done => {
+                    let done = outcome == PageOutcome::Done;
+                    if done || run.batch_full() || !run.time_left() {
+                        pages.before_commit(run);
+                        run.commit().await?;
+                    }
+                    if done {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(RunStatus::Succeeded)
+}
 
 /// Where a stream's walk is. Embedded (flattened) in a source's cursor.
 ///
@@ -55,16 +136,6 @@ impl<M: Ord + Clone> WalkState<M> {
     /// Whether a walk left unfinished by an earlier run is to be finished first.
     pub fn is_resuming(&self) -> bool {
         self.walk.is_some()
-    }
-
-    /// How many walks a run makes: the unfinished one first, if any, then a fresh one
-    /// from the newest page down to the (then moved) mark.
-    pub fn walks_this_run(&self) -> usize {
-        if self.is_resuming() {
-            2
-        } else {
-            1
-        }
     }
 
     /// Forgets an unfinished walk (e.g. its handle was refused); the next page is the first.
@@ -152,13 +223,12 @@ mod tests {
         assert!(!state.advance(Some("p2".into()), &page(&[("c", 30), ("b", 25)]), false));
         assert_eq!(state.next_page(), Some("p2"));
         assert_eq!(state.high_water, None);
-        assert_eq!(state.walks_this_run(), 2);
+        assert!(state.is_resuming());
         // Newer items arrived meanwhile: the walk's top stays what its first page said.
         assert!(!state.advance(Some("p3".into()), &page(&[("a", 20)]), false));
         assert!(state.advance(None, &page(&[("z", 10)]), false));
         assert_eq!(state.high_water, Some(30));
         assert!(!state.is_resuming());
-        assert_eq!(state.walks_this_run(), 1);
         assert!(!state.is_new("c", Some(&30)) && state.is_new("d", Some(&31)));
         assert!(state.is_new("x", None));
         // A fresh walk that reaches the mark on its first page.

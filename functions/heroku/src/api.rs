@@ -12,6 +12,7 @@
 //! end of a list is a 200 without `Next-Range`. So every 416 is an error naming the range.
 
 use heimdallr_core::http::{HttpClient, HttpError, HttpSettings, HttpStats, RateLimitHeaders};
+use heimdallr_core::stream::{ErrorKind, StreamError};
 use heimdallr_core::token::Token;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
@@ -32,9 +33,15 @@ pub enum ApiError {
     RangeRefused { url: String, range: String },
 }
 
-impl ApiError {
-    pub fn is_unauthorized(&self) -> bool {
-        matches!(self, Self::Http(e) if e.is_unauthorized())
+impl From<ApiError> for StreamError {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::Http(e) => e.into(),
+            ApiError::BadToken => StreamError::new(ErrorKind::Authentication, error),
+            ApiError::BadNextRange { .. } | ApiError::RangeRefused { .. } => {
+                StreamError::shape(error)
+            }
+        }
     }
 }
 
@@ -68,6 +75,15 @@ impl HerokuClient {
             base: base_url.trim_end_matches('/').to_string(),
             token,
         })
+    }
+
+    /// The same client (its connections, counters and rate-limit reading) with another key.
+    pub fn with_token(&self, token: Token) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token,
+        }
     }
 
     pub fn stats(&self) -> Arc<HttpStats> {

@@ -4,11 +4,11 @@
 
 pub mod api;
 pub mod config;
-#[cfg(feature = "lambda")]
-pub mod lambda;
 pub mod mapping;
+pub mod source;
 pub mod sync;
 
 pub use api::HerokuClient;
 pub use config::{ConfigError, HerokuConfig};
+pub use source::{Heroku, Settings};
 pub use sync::sync_all;

@@ -1,13 +1,10 @@
-//! The Heroku Lambda (`bootstrap` on provided.al2023), in the shared frame.
+//! The Heroku Lambda (`bootstrap` on provided.al2023): the shared frame builds logging, the
+//! source and its clients once per cold start and hands each scheduled event to the
+//! handler.
 
 #![recursion_limit = "256"]
 
-use heimdallr_heroku::lambda::{HerokuSettings, HerokuSource};
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    heimdallr_core::lambda::function::serve("heroku", || {
-        Ok(HerokuSource::new(HerokuSettings::from_env()?))
-    })
-    .await
+    heimdallr_core::lambda::function::serve::<heimdallr_heroku::Heroku>().await
 }

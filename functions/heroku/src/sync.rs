@@ -17,13 +17,15 @@ use crate::mapping::{
     app_row, build_is_final, build_row, int, release_is_final, release_row, stored_document, text,
     time,
 };
+use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use heimdallr_core::engine::{
-    cursor_json, load_cursor, CursorError, RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions,
-};
+use heimdallr_core::engine::{RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions};
+use heimdallr_core::http::HttpStats;
+use heimdallr_core::pii::PiiPolicy;
 use heimdallr_core::schema::{HEROKU_APPS, HEROKU_BUILDS, HEROKU_RELEASES};
-use heimdallr_core::walk::WalkState;
-use heimdallr_core::warehouse::{Warehouse, WarehouseError};
+use heimdallr_core::stream::{run_streams, AnyStream, ErrorKind, Stream, StreamError};
+use heimdallr_core::walk::{drive, PageOutcome, Pages, WalkState};
+use heimdallr_core::warehouse::Warehouse;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, VecDeque};
@@ -111,21 +113,15 @@ impl<M> Cursor<M> {
 pub type ReleasesCursor = Cursor<i64>;
 pub type BuildsCursor = Cursor<DateTime<Utc>>;
 
-#[derive(Debug, thiserror::Error)]
-enum StreamError {
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    #[error(transparent)]
-    Warehouse(#[from] WarehouseError),
-    #[error(transparent)]
-    State(#[from] CursorError),
-    #[error("app {0:?} does not exist or the key cannot see it")]
-    NoSuchApp(String),
-    #[error("{0}")]
-    Shape(String),
+/// An app the key cannot see: not an empty app.
+fn no_such_app(app: &str) -> StreamError {
+    StreamError::new(
+        ErrorKind::Api,
+        format!("app {app:?} does not exist or the key cannot see it"),
+    )
 }
 
-/// Syncs every configured app (or every app the key sees), releases then builds.
+/// Syncs every configured app (see [`streams`]).
 pub async fn sync_all(
     warehouse: Arc<dyn Warehouse>,
     client: &HerokuClient,
@@ -133,166 +129,219 @@ pub async fn sync_all(
     options: &SyncOptions,
 ) -> Vec<RunOutcome> {
     client.stats().start_pass();
-    let apps = match &config.apps {
-        Apps::Named(apps) => apps.clone(),
-        Apps::All => match client.apps(config.page_size).await {
-            Ok(apps) => apps.iter().filter_map(|a| text(a, &["name"])).collect(),
-            Err(e) => {
-                let key = StreamKey::new(SOURCE, "apps", "*");
-                tracing::error!(error = %e, "cannot list the apps the key can see");
-                return vec![RunOutcome::not_started(key, e.to_string())];
-            }
-        },
-    };
-    let mut outcomes = Vec::new();
-    for app in &apps {
-        let mut unauthorized = false;
-        for stream in [RELEASES, BUILDS] {
-            if unauthorized {
-                break; // a rejected key fails every stream the same way: say it once
-            }
-            let key = StreamKey::new(SOURCE, stream, app);
-            let outcome =
-                match StreamRun::start(&warehouse, key, options, Some(client.stats())).await {
-                    Err(outcome) => outcome,
-                    Ok((mut run, cursor)) => {
-                        let result = if stream == RELEASES {
-                            sync_releases(&mut run, cursor, client, app, config).await
-                        } else {
-                            sync_builds(&mut run, cursor, client, app, config).await
-                        };
-                        unauthorized =
-                            matches!(&result, Err(StreamError::Api(e)) if e.is_unauthorized());
-                        if let Err(e) = &result {
-                            tracing::error!(stream = %run.key(), error = %e, "stream run failed");
-                        }
-                        run.finish(result.map_err(|e| e.to_string())).await
-                    }
-                };
-            outcomes.push(outcome);
+    match streams(client, config).await {
+        Ok(streams) => run_streams(&warehouse, &streams, options).await,
+        Err(e) => {
+            let key = StreamKey::new(SOURCE, "apps", "*");
+            tracing::error!(error = %e, "cannot list the apps the key can see");
+            vec![RunOutcome::not_started(key, e)]
         }
     }
-    outcomes
 }
+
+/// Releases then builds, per configured app (or every app the key sees: listed now). A
+/// refused key fails the first stream and the others are not run (they share the key).
+pub async fn streams(
+    client: &HerokuClient,
+    config: &HerokuConfig,
+) -> Result<Vec<Box<dyn AnyStream>>, StreamError> {
+    let apps = match &config.apps {
+        Apps::Named(apps) => apps.clone(),
+        Apps::All => client
+            .apps(config.page_size)
+            .await?
+            .iter()
+            .filter_map(|a| text(a, &["name"]))
+            .collect(),
+    };
+    let config = Arc::new(config.clone());
+    let mut streams: Vec<Box<dyn AnyStream>> = Vec::new();
+    for app in apps {
+        let stream = AppStream {
+            client: client.clone(),
+            app,
+            config: Arc::clone(&config),
+        };
+        streams.push(Box::new(ReleasesStream(stream.clone())));
+        streams.push(Box::new(BuildsStream(stream)));
+    }
+    Ok(streams)
+}
+
+/// What both streams of an app hold.
+#[derive(Clone)]
+pub struct AppStream {
+    client: HerokuClient,
+    app: String,
+    config: Arc<HerokuConfig>,
+}
+
+/// `heroku/releases/<app>` (which also refreshes the app's row).
+pub struct ReleasesStream(AppStream);
+
+/// `heroku/builds/<app>`.
+pub struct BuildsStream(AppStream);
+
+type ReleasesRun = StreamRun<ReleasesCursor>;
+type BuildsRun = StreamRun<BuildsCursor>;
 
 /// How many more requests the run may make now: none without time left or once the
 /// account's rate budget is down to the headroom (the last request may reach it).
-fn requests_allowed(run: &StreamRun, client: &HerokuClient, config: &HerokuConfig) -> u64 {
+fn requests_allowed<C>(run: &StreamRun<C>, stream: &AppStream) -> u64
+where
+    C: Serialize + serde::de::DeserializeOwned + Default,
+{
     if !run.time_left() {
         return 0;
     }
-    match client.remaining() {
-        Some(left) if left < config.headroom => {
-            tracing::warn!(stream = %run.key(), left, headroom = config.headroom,
+    let headroom = stream.config.headroom;
+    match stream.client.remaining() {
+        Some(left) if left < headroom => {
+            tracing::warn!(stream = %run.key(), left, headroom,
                 "rate-limit headroom reached; stopping here, the next run resumes");
             0
         }
-        Some(left) => left - config.headroom + 1,
+        Some(left) => left - headroom + 1,
         None => u64::MAX,
     }
 }
 
 /// Whether the run may make one more request.
-fn may_go_on(run: &StreamRun, client: &HerokuClient, config: &HerokuConfig) -> bool {
-    requests_allowed(run, client, config) > 0
+fn may_go_on<C>(run: &StreamRun<C>, stream: &AppStream) -> bool
+where
+    C: Serialize + serde::de::DeserializeOwned + Default,
+{
+    requests_allowed(run, stream) > 0
 }
 
-async fn sync_releases(
-    run: &mut StreamRun,
-    cursor: Option<Value>,
-    client: &HerokuClient,
-    app_name: &str,
-    config: &HerokuConfig,
-) -> Result<RunStatus, StreamError> {
-    let mut cursor: ReleasesCursor = load_cursor(run.key(), cursor)?;
-    cursor.upgrade();
-    if !may_go_on(run, client, config) {
-        return Ok(run.stop_partial(cursor_json(&cursor)).await?);
-    }
-    let Some(app) = client.app(app_name).await? else {
-        return Err(StreamError::NoSuchApp(app_name.to_string()));
-    };
-    run.page_fetched();
-    let synced_at = Utc::now();
-    match app_row(&app, &config.pii, synced_at) {
-        Ok(row) => run.add(&HEROKU_APPS, row),
-        Err(reason) => run.reject(
-            &HEROKU_APPS,
-            app_name,
-            &reason,
-            stored_document(&app, &config.pii),
-        ),
+#[async_trait]
+impl Stream for ReleasesStream {
+    type Cursor = ReleasesCursor;
+
+    fn key(&self) -> StreamKey {
+        StreamKey::new(SOURCE, RELEASES, &self.0.app)
     }
 
-    for id in cursor.pending.clone() {
-        if !may_go_on(run, client, config) {
-            return Ok(run.stop_partial(cursor_json(&cursor)).await?);
+    fn http(&self) -> Option<Arc<HttpStats>> {
+        Some(self.0.client.stats())
+    }
+
+    async fn run(&self, run: &mut ReleasesRun) -> Result<RunStatus, StreamError> {
+        let s = &self.0;
+        run.cursor.upgrade();
+        if !may_go_on(run, s) {
+            return Ok(run.stop_partial().await?);
         }
-        let release = client.release(app_name, &id).await?;
+        let Some(app) = s.client.app(&s.app).await? else {
+            return Err(no_such_app(&s.app));
+        };
         run.page_fetched();
-        match release {
-            None => {
-                cursor.pending.remove(&id);
+        let synced_at = Utc::now();
+        match app_row(&app, &s.config.pii, synced_at) {
+            Ok(row) => run.add(&HEROKU_APPS, row),
+            Err(reason) => run.reject(
+                &HEROKU_APPS,
+                &s.app,
+                &reason,
+                stored_document(&app, &s.config.pii),
+            ),
+        }
+        for id in run.cursor.pending.clone() {
+            if !may_go_on(run, s) {
+                return Ok(run.stop_partial().await?);
             }
-            Some(release) => {
-                if !read_slugs(run, client, app_name, config, &mut cursor, &[&release]).await? {
-                    return Ok(run.stop_partial(cursor_json(&cursor)).await?);
+            let release = s.client.release(&s.app, &id).await?;
+            run.page_fetched();
+            match release {
+                None => {
+                    run.cursor.pending.remove(&id);
                 }
-                add_release(run, &release, &app, config, &mut cursor, client, app_name).await?;
+                Some(release) => {
+                    if !read_slugs(run, s, &[&release]).await? {
+                        return Ok(run.stop_partial().await?);
+                    }
+                    add_release(run, s, &release, &app).await?;
+                }
             }
+            run.commit_if_full().await?;
         }
-        if run.batch_full() {
-            run.commit(cursor_json(&cursor)).await?;
-        }
+        let guard = RangeGuard::new(&run.cursor.walk);
+        drive(
+            run,
+            &mut ReleasePages {
+                stream: s,
+                app,
+                guard,
+            },
+        )
+        .await
+    }
+}
+
+/// The walk of an app's releases, newest version first.
+struct ReleasePages<'a> {
+    stream: &'a AppStream,
+    app: Value,
+    guard: RangeGuard,
+}
+
+#[async_trait]
+impl Pages<ReleasesCursor> for ReleasePages<'_> {
+    fn resuming(&self, cursor: &ReleasesCursor) -> bool {
+        cursor.walk.is_resuming()
     }
 
-    let mut guard = RangeGuard::new(&cursor.walk);
-    for _ in 0..cursor.walk.walks_this_run() {
-        loop {
-            if !may_go_on(run, client, config) {
-                return Ok(run.stop_partial(cursor_json(&cursor)).await?);
-            }
-            let next = cursor.walk.next_page().map(String::from);
-            let page = client
-                .releases(app_name, next.as_deref(), config.page_size)
-                .await;
-            let page = match guard.check(run, &mut cursor.walk, next, page)? {
-                Fetched::Page(page) => page,
-                Fetched::Restart => continue,
-                Fetched::End => RangePage::default(),
-            };
-            run.page_fetched();
-            let records: Vec<(String, Option<i64>)> = page
-                .items
-                .iter()
-                .map(|r| (text(r, &["id"]).unwrap_or_default(), int(r, &["version"])))
-                .collect();
-            let new: Vec<&Value> = page
-                .items
-                .iter()
-                .zip(&records)
-                .filter(|(_, (id, version))| cursor.walk.is_new(id, version.as_ref()))
-                .map(|(release, _)| release)
-                .collect();
-            // The page's slugs first: a run out of time or budget stops before the page,
-            // which the next run reads again.
-            if !read_slugs(run, client, app_name, config, &mut cursor, &new).await? {
-                return Ok(run.stop_partial(cursor_json(&cursor)).await?);
-            }
-            for release in new {
-                add_release(run, release, &app, config, &mut cursor, client, app_name).await?;
-            }
-            let lowest = records.iter().filter_map(|(_, v)| *v).min();
-            // Done at the oldest page, or once a page reaches below the mark.
-            let last_page = page.items.is_empty() || cursor.walk.is_below_mark(lowest.as_ref());
-            let done = cursor.walk.advance(page.next_range, &records, last_page);
-            run.commit_page(done, cursor_json(&cursor)).await?;
-            if done {
-                break;
-            }
+    async fn next_page(&mut self, run: &mut ReleasesRun) -> Result<PageOutcome, StreamError> {
+        let s = self.stream;
+        if !may_go_on(run, s) {
+            return Ok(PageOutcome::Stop);
         }
+        let next = run.cursor.walk.next_page().map(String::from);
+        let answer = s
+            .client
+            .releases(&s.app, next.as_deref(), s.config.page_size)
+            .await;
+        let page = match self.guard.check(run, next, answer)? {
+            Fetched::Page(page) => page,
+            Fetched::Restart => return Ok(PageOutcome::Again),
+            Fetched::End => RangePage::default(),
+        };
+        run.page_fetched();
+        let records: Vec<(String, Option<i64>)> = page
+            .items
+            .iter()
+            .map(|r| (text(r, &["id"]).unwrap_or_default(), int(r, &["version"])))
+            .collect();
+        let new: Vec<&Value> = page
+            .items
+            .iter()
+            .zip(&records)
+            .filter(|(_, (id, version))| run.cursor.walk.is_new(id, version.as_ref()))
+            .map(|(release, _)| release)
+            .collect();
+        // The page's slugs first: a run out of time or budget stops before the page,
+        // which the next run reads again.
+        if !read_slugs(run, s, &new).await? {
+            return Ok(PageOutcome::Stop);
+        }
+        for release in new {
+            add_release(run, s, release, &self.app).await?;
+        }
+        let lowest = records.iter().filter_map(|(_, v)| *v).min();
+        // Done at the oldest page, or once a page reaches below the mark.
+        let last_page = page.items.is_empty() || run.cursor.walk.is_below_mark(lowest.as_ref());
+        Ok(
+            if run
+                .cursor
+                .walk
+                .advance(page.next_range, &records, last_page)
+            {
+                PageOutcome::Done
+            } else {
+                PageOutcome::More
+            },
+        )
     }
-    Ok(RunStatus::Succeeded)
 }
 
 /// What an answer to a walk's Range request means.
@@ -326,18 +375,20 @@ impl RangeGuard {
         }
     }
 
-    fn check<M: Ord + Clone>(
+    fn check<M>(
         &mut self,
-        run: &StreamRun,
-        walk: &mut WalkState<M>,
+        run: &mut StreamRun<Cursor<M>>,
         sent: Option<String>,
         answer: Result<RangePage, ApiError>,
-    ) -> Result<Fetched, StreamError> {
+    ) -> Result<Fetched, StreamError>
+    where
+        M: Ord + Clone + Serialize + serde::de::DeserializeOwned,
+    {
         let saved = std::mem::replace(&mut self.resumed, false) && sent.is_some();
         match answer {
             Ok(page) => {
                 if page.next_range.is_some() && page.next_range == sent {
-                    return Err(StreamError::Shape(format!(
+                    return Err(StreamError::shape(format!(
                         "Heroku answered the range {:?} with the same Next-Range: the walk \
                          would not move",
                         sent.unwrap_or_default()
@@ -348,7 +399,7 @@ impl RangeGuard {
             Err(ApiError::RangeRefused { range, .. }) if saved && !self.restarted => {
                 tracing::warn!(stream = %run.key(), range, "Heroku refused a saved Next-Range; restarting the walk from the newest page");
                 self.restarted = true;
-                walk.restart();
+                run.cursor.walk.restart();
                 Ok(Fetched::Restart)
             }
             Err(ApiError::RangeRefused { range, .. }) if sent.is_some() && !saved => {
@@ -364,23 +415,20 @@ impl RangeGuard {
 /// false (nothing lost: the caller stops before these releases) when the time or the rate
 /// budget does not allow them.
 async fn read_slugs(
-    run: &mut StreamRun,
-    client: &HerokuClient,
-    app_name: &str,
-    config: &HerokuConfig,
-    cursor: &mut ReleasesCursor,
+    run: &mut ReleasesRun,
+    stream: &AppStream,
     releases: &[&Value],
 ) -> Result<bool, StreamError> {
     let mut wanted: Vec<String> = releases
         .iter()
         .filter_map(|r| text(r, &["slug", "id"]))
-        .filter(|slug| cursor.slug_commit(slug).is_none())
+        .filter(|slug| run.cursor.slug_commit(slug).is_none())
         .collect();
     wanted.sort();
     wanted.dedup();
     let mut rest: &[String] = &wanted;
     while !rest.is_empty() {
-        let allowed = requests_allowed(run, client, config);
+        let allowed = requests_allowed(run, stream);
         if allowed == 0 {
             return Ok(false);
         }
@@ -388,14 +436,14 @@ async fn read_slugs(
         let (chunk, later) = rest.split_at(take);
         rest = later;
         let reads = chunk.iter().map(|slug| {
-            let (client, app, slug) = (client.clone(), app_name.to_string(), slug.clone());
+            let (client, app, slug) = (stream.client.clone(), stream.app.clone(), slug.clone());
             async move { client.slug(&app, &slug).await }
         });
         let slugs = futures::future::join_all(reads).await;
         for (id, slug) in chunk.iter().zip(slugs) {
             run.page_fetched();
             let commit = slug?.and_then(|slug| text(&slug, &["commit"]));
-            cursor.remember_slug(id.clone(), commit);
+            run.cursor.remember_slug(id.clone(), commit);
         }
     }
     Ok(true)
@@ -404,49 +452,47 @@ async fn read_slugs(
 /// A release row; remembers it while pending; when it is the new current release, re-reads
 /// the previously current one (now no longer current).
 async fn add_release(
-    run: &mut StreamRun,
+    run: &mut ReleasesRun,
+    stream: &AppStream,
     release: &Value,
     app: &Value,
-    config: &HerokuConfig,
-    cursor: &mut ReleasesCursor,
-    client: &HerokuClient,
-    app_name: &str,
 ) -> Result<(), StreamError> {
     let synced_at = Utc::now();
+    let pii = &stream.config.pii;
     let Some(id) = text(release, &["id"]) else {
         run.reject(
             &HEROKU_RELEASES,
             "",
             "release has no id",
-            stored_document(release, &config.pii),
+            stored_document(release, pii),
         );
         return Ok(());
     };
-    add_release_row(run, release, app, config, cursor, &id, synced_at);
+    add_release_row(run, release, app, pii, &id, synced_at);
     if let Some(created) = time(release, &["created_at"]) {
         run.observe_source_time(created);
     }
     if release_is_final(release) {
-        cursor.pending.remove(&id);
+        run.cursor.pending.remove(&id);
     } else {
-        cursor.pending.insert(id.clone());
+        run.cursor.pending.insert(id.clone());
     }
     let is_current = release.get("current").and_then(Value::as_bool) == Some(true);
-    if is_current && cursor.current.as_deref() != Some(id.as_str()) {
-        if let Some(previous_id) = cursor.current.replace(id) {
-            if !may_go_on(run, client, config) {
+    if is_current && run.cursor.current.as_deref() != Some(id.as_str()) {
+        if let Some(previous_id) = run.cursor.current.replace(id) {
+            if !may_go_on(run, stream) {
                 // No budget left now: the next run re-reads it with the pending ones.
-                cursor.pending.insert(previous_id);
+                run.cursor.pending.insert(previous_id);
                 return Ok(());
             }
-            if let Some(previous) = client.release(app_name, &previous_id).await? {
+            if let Some(previous) = stream.client.release(&stream.app, &previous_id).await? {
                 run.page_fetched();
-                if read_slugs(run, client, app_name, config, cursor, &[&previous]).await? {
-                    add_release_row(run, &previous, app, config, cursor, &previous_id, synced_at);
+                if read_slugs(run, stream, &[&previous]).await? {
+                    add_release_row(run, &previous, app, pii, &previous_id, synced_at);
                 } else {
                     // Out of budget for its slug: re-read with the pending ones next run,
                     // rather than stored without its commit.
-                    cursor.pending.insert(previous_id);
+                    run.cursor.pending.insert(previous_id);
                 }
             }
         }
@@ -456,124 +502,149 @@ async fn add_release(
 
 /// Maps and queues one release (a reject with the reason when it cannot be mapped).
 fn add_release_row(
-    run: &mut StreamRun,
+    run: &mut ReleasesRun,
     release: &Value,
     app: &Value,
-    config: &HerokuConfig,
-    cursor: &ReleasesCursor,
+    pii: &PiiPolicy,
     id: &str,
     synced_at: DateTime<Utc>,
 ) {
     let commit = text(release, &["slug", "id"])
-        .and_then(|slug| cursor.slug_commit(&slug).flatten().map(String::from));
-    match release_row(release, app, commit.as_deref(), &config.pii, synced_at) {
+        .and_then(|slug| run.cursor.slug_commit(&slug).flatten().map(String::from));
+    match release_row(release, app, commit.as_deref(), pii, synced_at) {
         Ok(row) => run.add(&HEROKU_RELEASES, row),
         Err(reason) => run.reject(&HEROKU_RELEASES, id, &reason, json!({"id": id})),
     }
 }
 
-async fn sync_builds(
-    run: &mut StreamRun,
-    cursor: Option<Value>,
-    client: &HerokuClient,
-    app_name: &str,
-    config: &HerokuConfig,
-) -> Result<RunStatus, StreamError> {
-    let mut cursor: BuildsCursor = load_cursor(run.key(), cursor)?;
-    cursor.upgrade();
-    // The app as the builds' fallback for their app id and name; fetched by the releases
-    // stream, so only its name is known here.
-    let app = json!({"name": app_name});
+#[async_trait]
+impl Stream for BuildsStream {
+    type Cursor = BuildsCursor;
 
-    for id in cursor.pending.clone() {
-        if !may_go_on(run, client, config) {
-            return Ok(run.stop_partial(cursor_json(&cursor)).await?);
-        }
-        let build = client.build(app_name, &id).await?;
-        run.page_fetched();
-        match build {
-            None => {
-                cursor.pending.remove(&id);
-            }
-            Some(build) => add_build(run, &build, &app, config, &mut cursor),
-        }
-        if run.batch_full() {
-            run.commit(cursor_json(&cursor)).await?;
-        }
+    fn key(&self) -> StreamKey {
+        StreamKey::new(SOURCE, BUILDS, &self.0.app)
     }
 
-    let mut guard = RangeGuard::new(&cursor.walk);
-    for _ in 0..cursor.walk.walks_this_run() {
-        loop {
-            if !may_go_on(run, client, config) {
-                return Ok(run.stop_partial(cursor_json(&cursor)).await?);
+    fn http(&self) -> Option<Arc<HttpStats>> {
+        Some(self.0.client.stats())
+    }
+
+    async fn run(&self, run: &mut BuildsRun) -> Result<RunStatus, StreamError> {
+        let s = &self.0;
+        run.cursor.upgrade();
+        // The app as the builds' fallback for their app id and name; fetched by the
+        // releases stream, so only its name is known here.
+        let app = json!({"name": s.app});
+        for id in run.cursor.pending.clone() {
+            if !may_go_on(run, s) {
+                return Ok(run.stop_partial().await?);
             }
-            let next = cursor.walk.next_page().map(String::from);
-            let page = client
-                .builds(app_name, next.as_deref(), config.page_size)
-                .await;
-            let page = match guard.check(run, &mut cursor.walk, next, page)? {
-                Fetched::Page(page) => page,
-                Fetched::Restart => continue,
-                Fetched::End => RangePage::default(),
-            };
+            let build = s.client.build(&s.app, &id).await?;
             run.page_fetched();
-            let records: Vec<(String, Option<DateTime<Utc>>)> = page
-                .items
-                .iter()
-                .map(|b| {
-                    (
-                        text(b, &["id"]).unwrap_or_default(),
-                        time(b, &["created_at"]),
-                    )
-                })
-                .collect();
-            for (build, (id, created)) in page.items.iter().zip(&records) {
-                if cursor.walk.is_new(id, created.as_ref()) {
-                    add_build(run, build, &app, config, &mut cursor);
+            match build {
+                None => {
+                    run.cursor.pending.remove(&id);
                 }
+                Some(build) => add_build(run, &build, &app, &s.config.pii),
             }
-            // Pages come by `started_at`, the mark is `created_at`: a build starts within
-            // the margin of its creation, so once even the newest-created build of a page
-            // is older than the mark by the margin, every build after it is stored. (The
-            // page's highest, not its lowest: one build that waited long must not end it.)
-            let newest_created = records.iter().filter_map(|(_, t)| *t).max();
-            let last_page = page.items.is_empty()
-                || cursor.walk.is_below_mark(
-                    newest_created
-                        .map(|t| t + Duration::minutes(BUILD_ORDER_MARGIN_MINUTES))
-                        .as_ref(),
-                );
-            let done = cursor.walk.advance(page.next_range, &records, last_page);
-            run.commit_page(done, cursor_json(&cursor)).await?;
-            if done {
-                break;
+            run.commit_if_full().await?;
+        }
+        let guard = RangeGuard::new(&run.cursor.walk);
+        drive(
+            run,
+            &mut BuildPages {
+                stream: s,
+                app,
+                guard,
+            },
+        )
+        .await
+    }
+}
+
+/// The walk of an app's builds, newest started first.
+struct BuildPages<'a> {
+    stream: &'a AppStream,
+    app: Value,
+    guard: RangeGuard,
+}
+
+#[async_trait]
+impl Pages<BuildsCursor> for BuildPages<'_> {
+    fn resuming(&self, cursor: &BuildsCursor) -> bool {
+        cursor.walk.is_resuming()
+    }
+
+    async fn next_page(&mut self, run: &mut BuildsRun) -> Result<PageOutcome, StreamError> {
+        let s = self.stream;
+        if !may_go_on(run, s) {
+            return Ok(PageOutcome::Stop);
+        }
+        let next = run.cursor.walk.next_page().map(String::from);
+        let answer = s
+            .client
+            .builds(&s.app, next.as_deref(), s.config.page_size)
+            .await;
+        let page = match self.guard.check(run, next, answer)? {
+            Fetched::Page(page) => page,
+            Fetched::Restart => return Ok(PageOutcome::Again),
+            Fetched::End => RangePage::default(),
+        };
+        run.page_fetched();
+        let records: Vec<(String, Option<DateTime<Utc>>)> = page
+            .items
+            .iter()
+            .map(|b| {
+                (
+                    text(b, &["id"]).unwrap_or_default(),
+                    time(b, &["created_at"]),
+                )
+            })
+            .collect();
+        for (build, (id, created)) in page.items.iter().zip(&records) {
+            if run.cursor.walk.is_new(id, created.as_ref()) {
+                add_build(run, build, &self.app, &s.config.pii);
             }
         }
+        // Pages come by `started_at`, the mark is `created_at`: a build starts within the
+        // margin of its creation, so once even the newest-created build of a page is
+        // older than the mark by the margin, every build after it is stored. (The page's
+        // highest, not its lowest: one build that waited long must not end it.)
+        let newest_created = records.iter().filter_map(|(_, t)| *t).max();
+        let last_page = page.items.is_empty()
+            || run.cursor.walk.is_below_mark(
+                newest_created
+                    .map(|t| t + Duration::minutes(BUILD_ORDER_MARGIN_MINUTES))
+                    .as_ref(),
+            );
+        Ok(
+            if run
+                .cursor
+                .walk
+                .advance(page.next_range, &records, last_page)
+            {
+                PageOutcome::Done
+            } else {
+                PageOutcome::More
+            },
+        )
     }
-    Ok(RunStatus::Succeeded)
 }
 
 /// A build row; remembered while pending, and while succeeded without its release id
 /// (for a day: a build whose release never comes stops being watched).
-fn add_build(
-    run: &mut StreamRun,
-    build: &Value,
-    app: &Value,
-    config: &HerokuConfig,
-    cursor: &mut BuildsCursor,
-) {
+fn add_build(run: &mut BuildsRun, build: &Value, app: &Value, pii: &PiiPolicy) {
     let synced_at = Utc::now();
     let Some(id) = text(build, &["id"]) else {
         run.reject(
             &HEROKU_BUILDS,
             "",
             "build has no id",
-            stored_document(build, &config.pii),
+            stored_document(build, pii),
         );
         return;
     };
-    match build_row(build, app, &config.pii, synced_at) {
+    match build_row(build, app, pii, synced_at) {
         Ok(row) => run.add(&HEROKU_BUILDS, row),
         Err(reason) => run.reject(&HEROKU_BUILDS, &id, &reason, json!({"id": id})),
     }
@@ -585,9 +656,9 @@ fn add_build(
         && time(build, &["created_at"])
             .is_some_and(|t| synced_at - t < Duration::hours(RELEASE_ID_WAIT_HOURS));
     if !build_is_final(build) || waiting_for_release {
-        cursor.pending.insert(id);
+        run.cursor.pending.insert(id);
     } else {
-        cursor.pending.remove(&id);
+        run.cursor.pending.remove(&id);
     }
 }
 

@@ -5,13 +5,14 @@
 mod support;
 use support::{event, secrets_client};
 
+use heimdallr_core::lambda::function::SourceFunction;
 use heimdallr_core::lambda::function::{CommonSettings, HandlerError};
+use heimdallr_core::source::{Common, Source};
 use heimdallr_core::warehouse::WarehouseTarget;
 use heimdallr_fakes::heroku::FakeHeroku;
 use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
 use heimdallr_fakes::secrets_manager::FakeSecretsManager;
-use heimdallr_heroku::config::Apps;
-use heimdallr_heroku::lambda::{HerokuFunction, HerokuSettings, HerokuSource};
+use heimdallr_heroku::{Heroku, Settings};
 use std::time::Duration;
 
 const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:heroku";
@@ -44,15 +45,22 @@ async fn the_handler_syncs_every_app_the_key_sees_and_fails_typed() {
         batch_rows: 300,
         http: Default::default(),
     };
-    let source = HerokuSource::new(HerokuSettings {
-        api_url: heroku.api_url(),
-        apps: Apps::All,
-        headroom: 100,
-    });
-    let function = HerokuFunction::new(
+    let source = || {
+        Heroku::new(
+            &Settings {
+                api_url: heroku.api_url(),
+                apps: "*".into(),
+                rate_headroom: 100,
+                page_size: 1000,
+            },
+            &Common::default(),
+        )
+        .unwrap()
+    };
+    let function = SourceFunction::new(
         settings.clone(),
         secrets_client(&secrets.endpoint()),
-        source,
+        source(),
     );
     let report = function.handle(event("inv-1", 60)).await.unwrap();
     let streams: Vec<String> = report["streams"]
@@ -73,15 +81,7 @@ async fn the_handler_syncs_every_app_the_key_sees_and_fails_typed() {
     );
 
     secrets.put(ARN, r#"{"key": "misnamed"}"#);
-    let fresh = HerokuFunction::new(
-        settings,
-        secrets_client(&secrets.endpoint()),
-        HerokuSource::new(HerokuSettings {
-            api_url: heroku.api_url(),
-            apps: Apps::All,
-            headroom: 100,
-        }),
-    );
+    let fresh = SourceFunction::new(settings, secrets_client(&secrets.endpoint()), source());
     match fresh.handle(event("inv-2", 60)).await {
         Err(HandlerError::Configuration(message)) => {
             assert!(

@@ -12,6 +12,7 @@ use crate::config::Token;
 use heimdallr_core::http::{
     HttpClient, HttpError, HttpSettings, HttpStats, JsonBody, RateLimitHeaders, RequestOptions,
 };
+use heimdallr_core::stream::{ErrorKind, StreamError};
 use reqwest::header::HeaderName;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -43,11 +44,20 @@ pub enum ApiError {
     WrongBaseUrl { url: String, base: String },
 }
 
-impl ApiError {
-    pub fn is_unauthorized(&self) -> bool {
-        matches!(self, Self::Http(e) if e.is_unauthorized())
+impl From<ApiError> for StreamError {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::Http(e) => e.into(),
+            ApiError::BadToken => StreamError::new(ErrorKind::Authentication, error),
+            ApiError::Rollbar { .. } | ApiError::WrongBaseUrl { .. } => {
+                StreamError::new(ErrorKind::Api, error)
+            }
+            ApiError::Shape { .. } => StreamError::shape(error),
+        }
     }
+}
 
+impl ApiError {
     /// The request timed out and was asked to say so at once (see
     /// [`RollbarClient::occurrences`]).
     pub fn is_timeout(&self) -> bool {

@@ -3,11 +3,11 @@
 
 pub mod api;
 pub mod config;
-#[cfg(feature = "lambda")]
-pub mod lambda;
 pub mod mapping;
+pub mod source;
 pub mod sync;
 
 pub use api::RollbarClient;
 pub use config::{ConfigError, Project, RollbarConfig};
+pub use source::{Rollbar, Settings};
 pub use sync::sync_all;

@@ -3,20 +3,21 @@
 //! - `occurrences`: a keyset walk from the newest id down to the high-water mark. The
 //!   mark moves only when a walk reaches it; until then each committed batch saves where
 //!   the walk got to, and the next run closes that gap before looking for anything new.
-//! - `items`: items touched by new occurrences are re-read (one by one, or by a full
-//!   sweep past a limit), and every item is swept on a slower cadence, so that resolves,
-//!   mutes, reassignments and count resets land too.
+//! - `items`: items touched by new occurrences are re-read (a hundred per call, or by a
+//!   full sweep past a limit), and every item is swept on a slower cadence, so that
+//!   resolves, mutes, reassignments and count resets land too.
 
 use crate::api::{ApiError, OccurrencesPage, RollbarClient, ITEMS_PER_PAGE};
 use crate::config::{Project, RollbarConfig, Token, DEFAULT_API_PAGE};
 use crate::mapping::{item_row, lenient_i64, occurrence_id, occurrence_row, RawOccurrence};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use heimdallr_core::engine::{
-    cursor_json as to_json, load_cursor, CursorError, RunOutcome, RunStatus, StreamKey, StreamRun,
-    SyncOptions, COMMIT_GRACE,
-};
+use heimdallr_core::engine::{RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions};
+use heimdallr_core::http::HttpStats;
 use heimdallr_core::schema::{ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
-use heimdallr_core::warehouse::{Warehouse, WarehouseError};
+use heimdallr_core::stream::{run_streams, AnyStream, Stream, StreamError};
+use heimdallr_core::walk::{drive, PageOutcome, Pages};
+use heimdallr_core::warehouse::Warehouse;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -213,20 +214,7 @@ pub struct Sweep {
     pub started_at: DateTime<Utc>,
 }
 
-#[derive(Debug, thiserror::Error)]
-enum StreamError {
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    #[error(transparent)]
-    Warehouse(#[from] WarehouseError),
-    #[error(transparent)]
-    State(#[from] CursorError),
-    #[error("{0}")]
-    Shape(String),
-}
-
-/// Syncs every configured project, one after the other; each project's streams have their
-/// own state, so one project's failure does not hold the others back.
+/// Syncs every configured project (see [`streams`]).
 pub async fn sync_all(
     warehouse: Arc<dyn Warehouse>,
     client: &RollbarClient,
@@ -234,123 +222,130 @@ pub async fn sync_all(
     options: &SyncOptions,
 ) -> Vec<RunOutcome> {
     client.stats().start_pass();
-    let mut outcomes = Vec::new();
+    run_streams(&warehouse, &streams(client, config), options).await
+}
+
+/// Two streams per project (occurrences, then the items they touched), run one after the
+/// other; each has its own state, so one project's failure does not hold the others back,
+/// and a project whose token is refused skips its items stream.
+pub fn streams(client: &RollbarClient, config: &RollbarConfig) -> Vec<Box<dyn AnyStream>> {
+    let config = Arc::new(config.clone());
+    let mut streams: Vec<Box<dyn AnyStream>> = Vec::new();
     for project in &config.projects {
-        outcomes
-            .extend(sync_project(Arc::clone(&warehouse), client, project, config, options).await);
-    }
-    outcomes
-}
-
-pub async fn sync_project(
-    warehouse: Arc<dyn Warehouse>,
-    client: &RollbarClient,
-    project: &Project,
-    config: &RollbarConfig,
-    options: &SyncOptions,
-) -> Vec<RunOutcome> {
-    let occurrences_key = StreamKey::new(SOURCE, OCCURRENCES, &project.label);
-    let items_key = StreamKey::new(SOURCE, ITEMS, &project.label);
-
-    let (occurrences, unauthorized) =
-        match begin(&warehouse, occurrences_key, client, options).await {
-            Err(outcome) => (outcome, false),
-            Ok((mut run, cursor)) => {
-                let result = walk_occurrences(
-                    &mut run, cursor, client, project, config, &warehouse, &items_key,
-                )
-                .await;
-                finish(run, result).await
-            }
+        let stream = ProjectStream {
+            client: client.clone(),
+            project: project.clone(),
+            config: Arc::clone(&config),
         };
-    let mut outcomes = vec![occurrences];
-    // A rejected token would fail the items stream the same way: say it once.
-    if !unauthorized {
-        let items = match begin(&warehouse, items_key, client, options).await {
-            Err(outcome) => outcome,
-            Ok((mut run, cursor)) => {
-                let result = refresh_items(&mut run, cursor, client, project, config).await;
-                finish(run, result).await.0
-            }
+        streams.push(Box::new(OccurrencesStream(stream.clone())));
+        streams.push(Box::new(ItemsStream(stream)));
+    }
+    streams
+}
+
+/// What both streams of a project hold.
+#[derive(Clone)]
+pub struct ProjectStream {
+    client: RollbarClient,
+    project: Project,
+    config: Arc<RollbarConfig>,
+}
+
+impl ProjectStream {
+    fn items_key(&self) -> StreamKey {
+        StreamKey::new(SOURCE, ITEMS, &self.project.label)
+    }
+}
+
+/// `rollbar/occurrences/<project>`.
+pub struct OccurrencesStream(ProjectStream);
+
+/// `rollbar/items/<project>`.
+pub struct ItemsStream(ProjectStream);
+
+type OccurrencesRun = StreamRun<OccurrencesCursor>;
+type ItemsRun = StreamRun<ItemsCursor>;
+
+#[async_trait]
+impl Stream for OccurrencesStream {
+    type Cursor = OccurrencesCursor;
+
+    fn key(&self) -> StreamKey {
+        StreamKey::new(SOURCE, OCCURRENCES, &self.0.project.label)
+    }
+
+    fn credential(&self) -> String {
+        self.0.project.label.clone()
+    }
+
+    fn http(&self) -> Option<Arc<HttpStats>> {
+        Some(self.0.client.stats())
+    }
+
+    /// Walks occurrences newest first down to the high-water mark (and the overlap below
+    /// it), committing each batch with the walk's position and the items it touched.
+    async fn run(&self, run: &mut OccurrencesRun) -> Result<RunStatus, StreamError> {
+        let items: ItemsCursor = run.read_cursor_of(&self.0.items_key()).await?;
+        let mut pages = OccurrencePages {
+            stream: &self.0,
+            items,
+            page_limit: self.0.config.page_limit,
+            prefetched: None,
         };
-        outcomes.push(items);
+        drive(run, &mut pages).await
     }
-    outcomes
 }
 
-async fn begin(
-    warehouse: &Arc<dyn Warehouse>,
-    key: StreamKey,
-    client: &RollbarClient,
-    options: &SyncOptions,
-) -> Result<(StreamRun, Option<serde_json::Value>), RunOutcome> {
-    StreamRun::start(warehouse, key, options, Some(client.stats())).await
+/// The keyset walk of a project's occurrences, newest id first.
+struct OccurrencePages<'a> {
+    stream: &'a ProjectStream,
+    /// The items stream's cursor: the items this walk touches, committed with it.
+    items: ItemsCursor,
+    /// Pages that time out are asked for again smaller, down to the API's default page.
+    page_limit: u32,
+    /// The next page is requested as soon as this one's ids are read, so that fetching
+    /// overlaps mapping and committing; a prefetch for any other position is dropped.
+    prefetched: Option<(i64, PageFetch)>,
 }
 
-/// Records how a stream run ended; says whether the token was rejected.
-async fn finish(run: StreamRun, result: Result<RunStatus, StreamError>) -> (RunOutcome, bool) {
-    let unauthorized = matches!(&result, Err(StreamError::Api(e)) if e.is_unauthorized());
-    if let Err(e) = &result {
-        tracing::error!(stream = %run.key(), error = %e, "stream run failed");
-    }
-    (
-        run.finish(result.map_err(|e| e.to_string())).await,
-        unauthorized,
-    )
-}
-
-/// Walks occurrences newest first down to the high-water mark (and the overlap below it),
-/// committing each batch with the walk's position (and the items it touched).
-async fn walk_occurrences(
-    run: &mut StreamRun,
-    cursor: Option<serde_json::Value>,
-    client: &RollbarClient,
-    project: &Project,
-    config: &RollbarConfig,
-    warehouse: &Arc<dyn Warehouse>,
-    items_key: &StreamKey,
-) -> Result<RunStatus, StreamError> {
-    let mut cursor: OccurrencesCursor = load_cursor(run.key(), cursor)?;
-    let items_state = warehouse
-        .read_state(
-            items_key.source,
-            items_key.stream,
-            &items_key.scope,
-            run.options().deadline.map(|d| d + COMMIT_GRACE),
-        )
-        .await?;
-    let mut items: ItemsCursor = load_cursor(items_key, items_state.map(|s| s.cursor))?;
-    // A walk left unfinished by an earlier run is closed first, then one fresh walk.
-    let mut closing_gap = cursor.walk.is_some();
-    // Pages that time out are asked for again smaller, down to the API's default page.
-    let mut page_limit = config.page_limit;
-    // The next page is requested as soon as this one's ids are read, so that fetching
-    // overlaps mapping and committing; a prefetch for any other position is dropped unused.
-    let mut prefetched: Option<(i64, PageFetch)> = None;
-    loop {
-        if !run.time_left() {
-            if let Some((_, next)) = prefetched.take() {
-                next.abort();
-            }
-            return Ok(RunStatus::Partial);
+impl Drop for OccurrencePages<'_> {
+    fn drop(&mut self) {
+        if let Some((_, next)) = self.prefetched.take() {
+            next.abort();
         }
-        let below = cursor.walk.as_ref().map(|w| w.next_below);
+    }
+}
+
+#[async_trait]
+impl Pages<OccurrencesCursor> for OccurrencePages<'_> {
+    fn resuming(&self, cursor: &OccurrencesCursor) -> bool {
+        cursor.walk.is_some()
+    }
+
+    fn before_commit(&mut self, run: &mut OccurrencesRun) {
+        run.stage_state_of(&self.stream.items_key(), &self.items);
+    }
+
+    async fn next_page(&mut self, run: &mut OccurrencesRun) -> Result<PageOutcome, StreamError> {
+        let (client, token) = (&self.stream.client, &self.stream.project.token);
+        let config = &self.stream.config;
+        let below = run.cursor.walk.as_ref().map(|w| w.next_below);
         // Most runs find a handful of new occurrences: poll with a small first page and
         // walk on with full pages only when there is more.
-        let limit = if cursor.walk.is_none() && cursor.high_water.is_some() {
-            page_limit.min(FIRST_PAGE_LIMIT)
+        let limit = if run.cursor.walk.is_none() && run.cursor.high_water.is_some() {
+            self.page_limit.min(FIRST_PAGE_LIMIT)
         } else {
-            page_limit
+            self.page_limit
         };
-        let page = match prefetched.take() {
+        let page = match self.prefetched.take() {
             Some((next_below, next)) if Some(next_below) == below => next
                 .await
-                .map_err(|e| StreamError::Shape(format!("page fetch task failed: {e}")))?,
+                .map_err(|e| StreamError::shape(format!("page fetch task failed: {e}")))?,
             stale => {
                 if let Some((_, next)) = stale {
                     next.abort();
                 }
-                fetch_page(client, &project.token, below, limit).await
+                fetch_page(client, token, below, limit).await
             }
         };
         let page = match page {
@@ -360,8 +355,8 @@ async fn walk_occurrences(
                     return Err(e.into());
                 }
                 tracing::warn!(stream = %run.key(), limit, smaller, "page timed out; asking for smaller pages");
-                page_limit = smaller;
-                continue;
+                self.page_limit = smaller;
+                return Ok(PageOutcome::Again);
             }
             other => other?,
         };
@@ -369,21 +364,22 @@ async fn walk_occurrences(
         let mut raws = page.instances()?;
         let ids: Vec<i64> = raws.iter().filter_map(|raw| occurrence_id(raw)).collect();
         if ids.len() < raws.len() && ids.is_empty() {
-            return Err(StreamError::Shape(format!(
+            return Err(StreamError::shape(format!(
                 "a page of {} occurrences below {below:?} carries no ids; cannot continue the walk",
                 raws.len()
             )));
         }
         // The whole page's plan checks it and says whether there is a next page to fetch.
-        let whole = plan_page(&cursor, below, &ids, config.overlap).map_err(StreamError::Shape)?;
+        let whole =
+            plan_page(&run.cursor, below, &ids, config.overlap).map_err(StreamError::shape)?;
         if let (false, Some(walk)) = (whole.done, whole.next.walk.as_ref()) {
             let next_below = walk.next_below;
             if run.time_left() {
-                let (client, token) = (client.clone(), project.token.clone());
-                prefetched = Some((
+                let (client, token, limit) = (client.clone(), token.clone(), self.page_limit);
+                self.prefetched = Some((
                     next_below,
                     tokio::spawn(async move {
-                        fetch_page(&client, &token, Some(next_below), page_limit).await
+                        fetch_page(&client, &token, Some(next_below), limit).await
                     }),
                 ));
             }
@@ -395,7 +391,7 @@ async fn walk_occurrences(
         let mut part_below = below;
         let mut done = raws.is_empty();
         if done {
-            cursor = whole.next;
+            run.cursor = whole.next;
         }
         let mut rest: &[&RawValue] = &raws;
         while !rest.is_empty() && !done {
@@ -407,8 +403,8 @@ async fn walk_occurrences(
                 None // only occurrences without ids: rejects, the position stays
             } else {
                 Some(
-                    plan_page(&cursor, part_below, &part_ids, config.overlap)
-                        .map_err(StreamError::Shape)?,
+                    plan_page(&run.cursor, part_below, &part_ids, config.overlap)
+                        .map_err(StreamError::shape)?,
                 )
             };
             let synced_at = Utc::now();
@@ -429,7 +425,7 @@ async fn walk_occurrences(
                 match occurrence_row(&occurrence, &config.pii, synced_at) {
                     Ok((row, meta)) => {
                         if let Some(item) = meta.item_id {
-                            items.touch(item, config.item_refresh_limit);
+                            self.items.touch(item, config.item_refresh_limit);
                         }
                         if let Some(time) = meta.occurred_at {
                             run.observe_source_time(time);
@@ -446,27 +442,19 @@ async fn walk_occurrences(
             }
             if let Some(plan) = plan {
                 part_below = part_ids.iter().min().copied();
-                cursor = plan.next;
+                run.cursor = plan.next;
                 done = plan.done;
             }
             if !done && run.batch_full() {
-                run.stage_state_of(items_key, to_json(&items));
-                run.commit(to_json(&cursor)).await?;
+                self.before_commit(run);
+                run.commit().await?;
             }
         }
-        drop(raws);
-        drop(page);
-        if done || run.batch_full() || !run.time_left() {
-            run.stage_state_of(items_key, to_json(&items));
-            run.commit(to_json(&cursor)).await?;
-        }
-        if done {
-            if closing_gap {
-                closing_gap = false;
-                continue;
-            }
-            return Ok(RunStatus::Succeeded);
-        }
+        Ok(if done {
+            PageOutcome::Done
+        } else {
+            PageOutcome::More
+        })
     }
 }
 
@@ -489,85 +477,99 @@ fn smaller_page(limit: u32) -> u32 {
     (limit / 2).max(DEFAULT_API_PAGE.min(limit))
 }
 
-/// Re-reads items touched by new occurrences (a hundred per call), then sweeps every item
-/// when due, or when more items were touched than are worth reading by id.
-async fn refresh_items(
-    run: &mut StreamRun,
-    cursor: Option<serde_json::Value>,
-    client: &RollbarClient,
-    project: &Project,
-    config: &RollbarConfig,
-) -> Result<RunStatus, StreamError> {
-    let mut cursor: ItemsCursor = load_cursor(run.key(), cursor)?;
-    let now = Utc::now();
-    if cursor.sweep.is_none() && cursor.sweep_requested {
-        // Cheaper to read every page than this many items by id. Items touched from here
-        // on stay pending and are re-read after. A request that comes while a sweep is
-        // under way waits for it to end: that sweep may have passed the touched items.
-        tracing::info!(stream = %run.key(), "many touched items: sweeping all");
-        cursor.sweep = Some(Sweep {
+#[async_trait]
+impl Stream for ItemsStream {
+    type Cursor = ItemsCursor;
+
+    fn key(&self) -> StreamKey {
+        self.0.items_key()
+    }
+
+    fn credential(&self) -> String {
+        self.0.project.label.clone()
+    }
+
+    fn http(&self) -> Option<Arc<HttpStats>> {
+        Some(self.0.client.stats())
+    }
+
+    /// Re-reads items touched by new occurrences (a hundred per call), then sweeps every
+    /// item when due, or when more items were touched than are worth reading by id.
+    async fn run(&self, run: &mut ItemsRun) -> Result<RunStatus, StreamError> {
+        let (client, token) = (&self.0.client, &self.0.project.token);
+        let config = &self.0.config;
+        let now = run.now();
+        if run.cursor.sweep.is_none() && run.cursor.sweep_requested {
+            // Cheaper to read every page than this many items by id. Items touched from
+            // here on stay pending and are re-read after. A request that comes while a
+            // sweep is under way waits for it to end: that sweep may have passed the
+            // touched items.
+            tracing::info!(stream = %run.key(), "many touched items: sweeping all");
+            run.cursor.sweep = Some(Sweep {
+                next_page: 1,
+                started_at: now,
+            });
+            run.cursor.sweep_requested = false;
+        }
+        while !run.cursor.pending.is_empty() {
+            if !run.time_left() {
+                return Ok(run.stop_partial().await?);
+            }
+            let chunk: Vec<i64> = run
+                .cursor
+                .pending
+                .iter()
+                .take(ITEMS_PER_PAGE)
+                .copied()
+                .collect();
+            let items = client.items_by_ids(token, &chunk).await?;
+            run.page_fetched();
+            let synced_at = Utc::now();
+            for item in &items {
+                add_item(run, item, synced_at);
+            }
+            // An item Rollbar no longer has is simply not refreshed.
+            for id in &chunk {
+                run.cursor.pending.remove(id);
+            }
+            let all_read = run.cursor.pending.is_empty();
+            run.commit_page(all_read).await?;
+        }
+        let sweep_due = run.cursor.sweep.is_some()
+            || run.cursor.last_sweep_completed_at.is_none_or(|last| {
+                (now - last).to_std().unwrap_or_default() >= config.items_sweep_interval
+            });
+        if !sweep_due {
+            return Ok(RunStatus::Succeeded);
+        }
+        let mut sweep = run.cursor.sweep.clone().unwrap_or(Sweep {
             next_page: 1,
             started_at: now,
         });
-        cursor.sweep_requested = false;
-    }
-    while !cursor.pending.is_empty() {
-        if !run.time_left() {
-            return Ok(RunStatus::Partial);
+        loop {
+            if !run.time_left() {
+                return Ok(run.stop_partial().await?);
+            }
+            let page = client.items_page(token, sweep.next_page).await?;
+            run.page_fetched();
+            if page.is_empty() {
+                run.cursor.last_sweep_completed_at = Some(sweep.started_at);
+                run.cursor.sweep = None;
+                run.commit().await?;
+                return Ok(RunStatus::Succeeded);
+            }
+            let synced_at = Utc::now();
+            for item in &page {
+                add_item(run, item, synced_at);
+            }
+            sweep.next_page += 1;
+            run.cursor.sweep = Some(sweep.clone());
+            run.commit_page(false).await?;
         }
-        let chunk: Vec<i64> = cursor
-            .pending
-            .iter()
-            .take(ITEMS_PER_PAGE)
-            .copied()
-            .collect();
-        let items = client.items_by_ids(&project.token, &chunk).await?;
-        run.page_fetched();
-        let synced_at = Utc::now();
-        for item in &items {
-            add_item(run, item, synced_at);
-        }
-        // An item Rollbar no longer has is simply not refreshed.
-        for id in &chunk {
-            cursor.pending.remove(id);
-        }
-        run.commit_page(cursor.pending.is_empty(), to_json(&cursor))
-            .await?;
-    }
-    let sweep_due = cursor.sweep.is_some()
-        || cursor.last_sweep_completed_at.is_none_or(|last| {
-            (now - last).to_std().unwrap_or_default() >= config.items_sweep_interval
-        });
-    if !sweep_due {
-        return Ok(RunStatus::Succeeded);
-    }
-    let mut sweep = cursor.sweep.clone().unwrap_or(Sweep {
-        next_page: 1,
-        started_at: now,
-    });
-    loop {
-        if !run.time_left() {
-            return Ok(RunStatus::Partial);
-        }
-        let page = client.items_page(&project.token, sweep.next_page).await?;
-        run.page_fetched();
-        if page.is_empty() {
-            cursor.last_sweep_completed_at = Some(sweep.started_at);
-            cursor.sweep = None;
-            run.commit(to_json(&cursor)).await?;
-            return Ok(RunStatus::Succeeded);
-        }
-        let synced_at = Utc::now();
-        for item in &page {
-            add_item(run, item, synced_at);
-        }
-        sweep.next_page += 1;
-        cursor.sweep = Some(sweep.clone());
-        run.commit_page(false, to_json(&cursor)).await?;
     }
 }
 
-fn add_item(run: &mut StreamRun, item: &serde_json::Value, synced_at: DateTime<Utc>) {
+fn add_item(run: &mut ItemsRun, item: &serde_json::Value, synced_at: DateTime<Utc>) {
     match item_row(item, synced_at) {
         Ok(row) => {
             if let Some(time) = item

@@ -339,3 +339,33 @@ async fn a_wrong_environment_is_an_init_error_in_json_before_any_event() {
         assert!(stderr.trim().is_empty(), "nothing but JSON lines: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_cannot_be_sent_is_an_authentication_failure_and_the_secret_is_read_again() {
+    let Some(h) = Harness::new(10).await else {
+        return;
+    };
+    // A token pasted with a control character cannot be an HTTP header value: no request
+    // is made, the stream fails as an authentication failure (not by its text), and the
+    // frame reads the secret again, so the corrected token is used next time.
+    h.secrets
+        .put(SECRET_ARN, &format!(r#"{{"token": "{TOKEN}\u0001"}}"#));
+    let child = h.bootstrap(&[]);
+    let Outcome::Error(error) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("a token that cannot be sent fails the invocation")
+    };
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not a valid header value"),
+        "{error}"
+    );
+    h.secrets
+        .put(SECRET_ARN, &format!(r#"{{"token": "{TOKEN}"}}"#));
+    let Outcome::Response(_) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("the corrected token works")
+    };
+    let _ = output(child).await;
+    assert_eq!(h.secrets.reads(), 2, "read again after the failure");
+}

@@ -5,12 +5,14 @@
 mod support;
 use support::{event, secrets_client};
 
+use heimdallr_core::lambda::function::SourceFunction;
 use heimdallr_core::lambda::function::{CommonSettings, HandlerError};
+use heimdallr_core::source::{Common, Source};
 use heimdallr_core::warehouse::WarehouseTarget;
 use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
 use heimdallr_fakes::rollbar::FakeRollbar;
 use heimdallr_fakes::secrets_manager::FakeSecretsManager;
-use heimdallr_rollbar::lambda::{RollbarFunction, RollbarSettings, RollbarSource};
+use heimdallr_rollbar::{Rollbar, Settings};
 use std::time::Duration;
 
 const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:handler";
@@ -38,15 +40,17 @@ async fn the_handler_syncs_reports_and_fails_typed() {
         batch_rows: 300,
         http: Default::default(),
     };
-    let source = RollbarSource::new(RollbarSettings {
-        api_url: Some(rollbar.api_url()),
-        page_limit: 100,
-        items_sweep_interval: Duration::from_secs(3600),
-        overlap: heimdallr_rollbar::config::DEFAULT_OVERLAP,
-        http: Default::default(),
-    })
+    let source = Rollbar::new(
+        &Settings {
+            api_url: rollbar.api_url(),
+            page_limit: 100,
+            items_sweep_interval: Duration::from_secs(3600),
+            overlap: heimdallr_rollbar::config::DEFAULT_OVERLAP,
+        },
+        &Common::default(),
+    )
     .unwrap();
-    let function = RollbarFunction::new(settings, secrets_client(&secrets.endpoint()), source);
+    let function = SourceFunction::new(settings, secrets_client(&secrets.endpoint()), source);
 
     let report = function.handle(event("inv-1", 60)).await.unwrap();
     let streams = report["streams"].as_array().unwrap();

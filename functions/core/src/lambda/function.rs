@@ -1,17 +1,19 @@
-//! The frame every source's Lambda runs in. A source supplies a [`LambdaSource`] (how to
-//! read its secret into a configuration, and how to sync); the frame does the rest, the
-//! same for every source: settings from the environment, the secret cached per cold start
-//! (and dropped after a 401/403 so a rotated token is read again), the warehouse opened
-//! and migrated once, the time budget from the invocation deadline, one EMF line and one
-//! summary log line per stream, and a typed error result when a stream failed.
+//! The frame every source's Lambda runs in: any [`Source`] (its crate's descriptor) is
+//! served the same way. Settings from the environment (the frame's `HEIMDALLR_*` and the
+//! source's own, the same variables and defaults as the command's flags), the source and
+//! its HTTP client built once per cold start, the secret cached per cold start (and
+//! dropped after an authentication failure so a rotated token is read again), the
+//! warehouse opened and migrated once, the time budget from the invocation deadline, one
+//! EMF line per stream, and a typed error result when a stream failed.
 
 use super::{emf_line, required_env, stop_at, SecretCache, SecretError};
 use crate::engine::{RunOutcome, RunStatus, SyncOptions, COMMIT_GRACE};
 use crate::http::HttpSettings;
 use crate::pii::PiiPolicy;
+use crate::source::{settings_from_env, sync_source, Common, Source};
+use crate::stream::ErrorKind;
 use crate::time::parse_duration;
 use crate::warehouse::{self, Warehouse, WarehouseTarget};
-use async_trait::async_trait;
 use lambda_runtime::LambdaEvent;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -154,32 +156,6 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// What a source brings to the frame.
-#[async_trait]
-pub trait LambdaSource: Send + Sync + 'static {
-    type Config: Send + Sync;
-
-    /// The source's name (`rollbar`), for logs and the default function name.
-    fn name(&self) -> &'static str;
-
-    /// This run's configuration from the secret's JSON object. Errors name the secret and
-    /// its fields, never their values.
-    fn config(
-        &self,
-        secret: &Value,
-        secret_arn: &str,
-        settings: &CommonSettings,
-    ) -> Result<Self::Config, BoxError>;
-
-    /// One pass over every stream of the source.
-    async fn sync(
-        &self,
-        warehouse: Arc<dyn Warehouse>,
-        config: &Self::Config,
-        options: &SyncOptions,
-    ) -> Vec<RunOutcome>;
-}
-
 /// A malformed-secret error naming the secret and what is wrong with its shape.
 pub fn malformed_secret(arn: &str, detail: impl Into<String>) -> BoxError {
     Box::new(SecretError::Malformed {
@@ -189,14 +165,14 @@ pub fn malformed_secret(arn: &str, detail: impl Into<String>) -> BoxError {
 }
 
 /// Everything built once per cold start and shared by invocations.
-pub struct SourceFunction<S: LambdaSource> {
+pub struct SourceFunction<S: Source> {
     settings: CommonSettings,
     secret: SecretCache,
     source: S,
     warehouse: OnceCell<Arc<dyn Warehouse>>,
 }
 
-impl<S: LambdaSource> SourceFunction<S> {
+impl<S: Source> SourceFunction<S> {
     pub fn new(
         settings: CommonSettings,
         secrets: aws_sdk_secretsmanager::Client,
@@ -229,10 +205,13 @@ impl<S: LambdaSource> SourceFunction<S> {
         Ok(Arc::clone(warehouse))
     }
 
-    async fn config(&self) -> Result<S::Config, BoxError> {
+    /// This invocation's credential and PII policy, from the (cached) secret.
+    async fn credential(&self) -> Result<(S::Credential, PiiPolicy), BoxError> {
         let secret = self.secret.get().await?;
-        self.source
-            .config(&secret, self.secret.arn(), &self.settings)
+        let arn = self.secret.arn();
+        let credential =
+            S::credential_from_secret(&secret).map_err(|e| malformed_secret(arn, e.0))?;
+        Ok((credential, self.settings.pii_policy(&secret)?))
     }
 
     /// Handles one scheduled event. Errors (returned after the runs are recorded) make
@@ -241,7 +220,7 @@ impl<S: LambdaSource> SourceFunction<S> {
         let run_span = tracing::info_span!(
             "run",
             run_id = %event.context.request_id,
-            source = self.source.name()
+            source = S::NAME
         );
         self.run(event.context).instrument(run_span).await
     }
@@ -251,7 +230,7 @@ impl<S: LambdaSource> SourceFunction<S> {
             tracing::error!(error = %e, "configuration failed");
             HandlerError::Configuration(e.to_string())
         };
-        let config = self.config().await.map_err(configuration_failed)?;
+        let (credential, pii) = self.credential().await.map_err(configuration_failed)?;
         let stop = stop_at(context.deadline, self.settings.time_margin);
         let warehouse = self
             .warehouse(stop + COMMIT_GRACE)
@@ -260,21 +239,19 @@ impl<S: LambdaSource> SourceFunction<S> {
         let mut options = SyncOptions::new(Some(stop));
         options.run_id = context.request_id.clone();
         options.batch_rows = self.settings.batch_rows;
-        let outcomes = self.source.sync(warehouse, &config, &options).await;
+        let outcomes = sync_source(&self.source, &credential, &pii, &warehouse, &options).await;
         for outcome in &outcomes {
             // EMF goes to stdout as its own line; CloudWatch extracts the metrics from it.
             println!("{}", emf_line(&self.settings.function_name, outcome));
-            outcome.log(&options.run_id);
         }
         let failed: Vec<&RunOutcome> = outcomes
             .iter()
             .filter(|o| o.status == RunStatus::Failed)
             .collect();
-        if failed.iter().any(|o| {
-            o.error
-                .as_deref()
-                .is_some_and(|e| e.contains("HTTP 401") || e.contains("HTTP 403"))
-        }) {
+        if failed
+            .iter()
+            .any(|o| o.error_kind == Some(ErrorKind::Authentication))
+        {
             // The token may have been rotated: read the secret again next time.
             self.secret.invalidate().await;
         }
@@ -299,17 +276,23 @@ impl<S: LambdaSource> SourceFunction<S> {
     }
 }
 
-/// A bootstrap's whole `main`: JSON logs, settings, SDK clients built once, then every
-/// scheduled event to the handler. `source` builds the source from its own settings.
-pub async fn serve<S, F>(source_name: &str, source: F) -> Result<(), lambda_runtime::Error>
-where
-    S: LambdaSource,
-    F: FnOnce() -> Result<S, BoxError>,
-{
+/// A bootstrap's whole `main`: JSON logs, the frame's and the source's settings from the
+/// environment, the source and the SDK clients built once, then every scheduled event to
+/// the handler. A setting that cannot be used is an init error (below).
+pub async fn serve<S: Source>() -> Result<(), lambda_runtime::Error> {
     super::init_json_logging();
-    let built = CommonSettings::from_env(source_name)
+    let built = CommonSettings::from_env(S::NAME)
         .map_err(BoxError::from)
-        .and_then(|settings| Ok((settings, source()?)));
+        .and_then(|settings| {
+            let own: S::Settings = settings_from_env()?;
+            let source = S::new(
+                &own,
+                &Common {
+                    http: settings.http,
+                },
+            )?;
+            Ok((settings, source))
+        });
     let (settings, source) = match built {
         Ok(built) => built,
         Err(error) => {

@@ -238,6 +238,7 @@ mod tests {
             rejects: 0,
             newest_source_time: Some(Utc::now() - chrono::Duration::seconds(90)),
             error: None,
+            error_kind: None,
             duration: Duration::from_millis(1500),
         };
         let line: serde_json::Value =

@@ -1,0 +1,118 @@
+//! What a source crate registers, once, for both the `heimdallr` command and its Lambda:
+//! its name, its settings (clap arguments whose environment variables and defaults are
+//! the same for the command's flags and the Lambda's environment), its credential (from
+//! an environment variable locally, from its Secrets Manager secret in Lambda) and the
+//! streams of one pass. The command and the Lambda frame only ever iterate sources.
+
+use crate::engine::{RunOutcome, StreamKey, SyncOptions};
+use crate::http::{HttpSettings, HttpStats};
+use crate::pii::PiiPolicy;
+use crate::stream::{run_streams, AnyStream, StreamError};
+use crate::warehouse::Warehouse;
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// A setting or credential that cannot be used: the message names it, never its value.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ConfigError {
+    pub fn new(message: impl std::fmt::Display) -> Self {
+        Self(message.to_string())
+    }
+}
+
+/// What every source is given besides its own settings.
+#[derive(Debug, Clone, Default)]
+pub struct Common {
+    pub http: HttpSettings,
+}
+
+/// A source: one crate, one API.
+#[async_trait]
+pub trait Source: Send + Sync + Sized + 'static {
+    /// Its name, in commands (`heimdallr sync rollbar`), stream keys and metrics.
+    const NAME: &'static str;
+    /// The environment variable the command reads its credential from.
+    const CREDENTIAL_ENV: &'static str;
+    /// Its settings, as clap arguments with their environment variables and defaults:
+    /// the command's flags, and the Lambda's environment (read with no arguments).
+    type Settings: clap::Args + clap::FromArgMatches + Clone + std::fmt::Debug + Send + Sync;
+    /// Its credential (tokens never print).
+    type Credential: Send + Sync;
+
+    /// The source for these settings: API clients built once (per command, per Lambda
+    /// cold start).
+    fn new(settings: &Self::Settings, common: &Common) -> Result<Self, ConfigError>;
+
+    /// The credential from the command's environment variable.
+    fn credential_from_env(text: &str) -> Result<Self::Credential, ConfigError>;
+
+    /// The credential from the Lambda's secret (a JSON object); errors name the secret's
+    /// fields, never their values.
+    fn credential_from_secret(secret: &serde_json::Value) -> Result<Self::Credential, ConfigError>;
+
+    /// The API client's counters (the retry budget is per pass).
+    fn http(&self) -> Arc<HttpStats>;
+
+    /// The streams of one pass, in the order they run; `pii` applies to what they store.
+    async fn streams(
+        &self,
+        credential: &Self::Credential,
+        pii: &PiiPolicy,
+    ) -> Result<Vec<Box<dyn AnyStream>>, StreamError>;
+}
+
+/// One pass of a source: a fresh retry budget, its streams, run one after the other.
+pub async fn sync_source<S: Source>(
+    source: &S,
+    credential: &S::Credential,
+    pii: &PiiPolicy,
+    warehouse: &Arc<dyn Warehouse>,
+    options: &SyncOptions,
+) -> Vec<RunOutcome> {
+    source.http().start_pass();
+    match source.streams(credential, pii).await {
+        Ok(streams) => run_streams(warehouse, &streams, options).await,
+        Err(e) => {
+            let key = StreamKey::new(S::NAME, "streams", "*");
+            tracing::error!(source = S::NAME, error = %e, "cannot list the source's streams");
+            let outcome = RunOutcome::not_started(key, e);
+            outcome.log(&options.run_id);
+            vec![outcome]
+        }
+    }
+}
+
+/// Reads a source's settings from the environment alone (no arguments), as the Lambda
+/// does: the same variables and defaults as the command's flags.
+pub fn settings_from_env<S: clap::Args + clap::FromArgMatches>() -> Result<S, ConfigError> {
+    let command = S::augment_args(clap::Command::new("heimdallr").no_binary_name(true));
+    // Errors name the environment variable, which is what a Lambda's user sets.
+    let named = |error: clap::Error| {
+        let mut line = error
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .trim_start_matches("error: ")
+            .to_string();
+        for arg in command.get_arguments() {
+            if let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) {
+                let flag = format!("--{long}");
+                if line.contains(&flag) {
+                    line = format!("{}: {line}", env.to_string_lossy());
+                    break;
+                }
+            }
+        }
+        ConfigError::new(line)
+    };
+    let matches = command
+        .clone()
+        .try_get_matches_from(Vec::<String>::new())
+        .map_err(named)?;
+    S::from_arg_matches(&matches).map_err(named)
+}

@@ -1,0 +1,201 @@
+//! The one contract every source's streams follow, and the one runner that drives them.
+//!
+//! A source (its crate) turns its settings and credentials into [`Stream`]s: each reads
+//! one API list into tables, with a typed cursor. The runner owns everything around a
+//! stream's own logic, the same for every source: reading the cursor, the run record
+//! (start, finish, the summary log line), the time budget, and stopping the streams that
+//! share a credential once one of them is refused. Errors carry an [`ErrorKind`] so that
+//! the Lambda frame and the command react to an authentication failure (re-read a rotated
+//! secret, say so) without reading error text.
+
+use crate::engine::{CursorError, RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions};
+use crate::http::{HttpError, HttpStats};
+use crate::warehouse::{Warehouse, WarehouseError};
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// What ended a stream run, for code that reacts to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The API refused the credential (401, 403): every stream sharing it would fail too.
+    Authentication,
+    /// The API's rate limit asked for a longer wait than allowed.
+    RateLimit,
+    /// The API answered with something that is not what its contract says (a page that
+    /// does not move on, an unknown project, a refused range, a malformed body).
+    ApiShape,
+    /// The API could not be reached, or failed, after the retries.
+    Api,
+    /// The warehouse failed.
+    Warehouse,
+    /// The stored cursor does not read as the stream's.
+    State,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Authentication => "authentication",
+            Self::RateLimit => "rate_limit",
+            Self::ApiShape => "api_shape",
+            Self::Api => "api",
+            Self::Warehouse => "warehouse",
+            Self::State => "state",
+        }
+    }
+}
+
+/// Why a stream run failed: its kind and what to tell the user (never a credential).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StreamError {
+    pub kind: ErrorKind,
+    message: String,
+}
+
+impl StreamError {
+    pub fn new(kind: ErrorKind, message: impl std::fmt::Display) -> Self {
+        Self {
+            kind,
+            message: message.to_string(),
+        }
+    }
+
+    /// The API answered something its contract does not allow.
+    pub fn shape(message: impl std::fmt::Display) -> Self {
+        Self::new(ErrorKind::ApiShape, message)
+    }
+}
+
+impl From<HttpError> for StreamError {
+    fn from(error: HttpError) -> Self {
+        let kind = match &error {
+            HttpError::Unauthorized { .. } | HttpError::Forbidden { .. } => {
+                ErrorKind::Authentication
+            }
+            HttpError::RateLimited { .. } => ErrorKind::RateLimit,
+            HttpError::Malformed { .. } => ErrorKind::ApiShape,
+            HttpError::NotFound { .. }
+            | HttpError::Status { .. }
+            | HttpError::TimedOut { .. }
+            | HttpError::Unreachable { .. }
+            | HttpError::BadUrl(_) => ErrorKind::Api,
+        };
+        Self::new(kind, error)
+    }
+}
+
+impl From<WarehouseError> for StreamError {
+    fn from(error: WarehouseError) -> Self {
+        Self::new(ErrorKind::Warehouse, error)
+    }
+}
+
+impl From<CursorError> for StreamError {
+    fn from(error: CursorError) -> Self {
+        Self::new(ErrorKind::State, error)
+    }
+}
+
+/// One stream of a source: a list of an API read into tables, resumable from its cursor.
+#[async_trait]
+pub trait Stream: Send + Sync {
+    /// Where the stream is: stored in `_heimdallr_state`, committed with the rows.
+    type Cursor: Serialize + DeserializeOwned + Default + Send + Sync;
+
+    /// The stream's name and scope, e.g. `rollbar/occurrences/web`.
+    fn key(&self) -> StreamKey;
+
+    /// Streams that use the same credential: once one is refused (401/403), the runner
+    /// does not run the others of the group in that pass.
+    fn credential(&self) -> String {
+        String::new()
+    }
+
+    /// The API client's counters (retries, for the run record).
+    fn http(&self) -> Option<Arc<HttpStats>> {
+        None
+    }
+
+    /// One run from `run.cursor`: fetch, map, add rows and commit as it goes.
+    async fn run(&self, run: &mut StreamRun<Self::Cursor>) -> Result<RunStatus, StreamError>;
+}
+
+/// A stream whose cursor type is its own business: what the runner holds.
+#[async_trait]
+pub trait AnyStream: Send + Sync {
+    fn key(&self) -> StreamKey;
+    fn credential(&self) -> String;
+    /// One run, recorded: start, the stream's logic, finish.
+    async fn run_recorded(
+        &self,
+        warehouse: &Arc<dyn Warehouse>,
+        options: &SyncOptions,
+    ) -> RunOutcome;
+}
+
+#[async_trait]
+impl<S: Stream> AnyStream for S {
+    fn key(&self) -> StreamKey {
+        Stream::key(self)
+    }
+
+    fn credential(&self) -> String {
+        Stream::credential(self)
+    }
+
+    async fn run_recorded(
+        &self,
+        warehouse: &Arc<dyn Warehouse>,
+        options: &SyncOptions,
+    ) -> RunOutcome {
+        let key = Stream::key(self);
+        let mut run = match StreamRun::<S::Cursor>::start(
+            Arc::clone(warehouse),
+            key.clone(),
+            options,
+            self.http(),
+        )
+        .await
+        {
+            Ok(run) => run,
+            Err(e) => {
+                tracing::error!(stream = %key, error = %e, "stream run could not start");
+                return RunOutcome::not_started(key, e);
+            }
+        };
+        let result = self.run(&mut run).await;
+        if let Err(e) = &result {
+            tracing::error!(stream = %key, kind = e.kind.as_str(), error = %e, "stream run failed");
+        }
+        run.finish(result).await
+    }
+}
+
+/// Runs `streams` one after the other, each in its own transactions, and logs each one's
+/// summary line. After a stream's credential is refused, the streams sharing it are not
+/// run (they would fail the same way: it is said once).
+pub async fn run_streams(
+    warehouse: &Arc<dyn Warehouse>,
+    streams: &[Box<dyn AnyStream>],
+    options: &SyncOptions,
+) -> Vec<RunOutcome> {
+    let mut refused: BTreeSet<String> = BTreeSet::new();
+    let mut outcomes = Vec::with_capacity(streams.len());
+    for stream in streams {
+        let credential = stream.credential();
+        if refused.contains(&credential) {
+            continue;
+        }
+        let outcome = stream.run_recorded(warehouse, options).await;
+        outcome.log(&options.run_id);
+        if outcome.error_kind == Some(ErrorKind::Authentication) {
+            refused.insert(credential);
+        }
+        outcomes.push(outcome);
+    }
+    outcomes
+}
