@@ -12,8 +12,11 @@
 //! `CIRCLECI_SWEEP_INTERVAL`), defaults included.
 
 use chrono::{DateTime, Duration, Utc};
-use heimdallr_circleci::{CircleCiClient, CircleCiConfig};
+use heimdallr_circleci::{CircleCi, Settings};
 use heimdallr_core::engine::{Clock, SyncOptions};
+use heimdallr_core::pii::PiiPolicy;
+use heimdallr_core::source::{settings_from_env, sync_source, Common, Source};
+use heimdallr_core::token::Token;
 use heimdallr_core::warehouse::{self, WarehouseTarget};
 use heimdallr_fakes::circleci::FakeCircleCi;
 use std::collections::BTreeMap;
@@ -21,13 +24,6 @@ use std::sync::{Arc, Mutex};
 
 const TOKEN: &str = "bench-token";
 const SLUG: &str = "gh/acme/web";
-
-fn setting(name: &str, default: std::time::Duration) -> std::time::Duration {
-    std::env::var(name)
-        .ok()
-        .map(|v| heimdallr_core::time::parse_duration(&v).expect("a duration"))
-        .unwrap_or(default)
-}
 
 struct Day {
     runs: u64,
@@ -72,12 +68,15 @@ async fn simulate(per_day: u32, cadence: std::time::Duration, url: &str) -> Day 
     );
     fake.finish_created_before(start - Duration::minutes(10));
 
-    let mut config = CircleCiConfig::new(Some(&fake.api_url()), TOKEN, SLUG).expect("config");
-    config.lookback = setting("CIRCLECI_LOOKBACK", config.lookback);
-    config.sweep_window = setting("CIRCLECI_SWEEP_WINDOW", config.sweep_window);
-    config.sweep_interval = setting("CIRCLECI_SWEEP_INTERVAL", config.sweep_interval);
-    let client = CircleCiClient::new(&config.api_url, config.token.clone(), &Default::default())
-        .expect("client");
+    // The command's own settings, from the same environment variables and defaults.
+    let mut settings: Settings = settings_from_env().expect("settings");
+    settings.api_url = fake.api_url();
+    settings.projects = SLUG.into();
+    let source = CircleCi::new(&settings, &Common::default()).expect("source");
+    let mut sweep_now = settings.clone();
+    sweep_now.sweep_interval = std::time::Duration::ZERO;
+    let sweeper = CircleCi::new(&sweep_now, &Common::default()).expect("source");
+    let token = Token::new(TOKEN);
     let schema = format!("bench_cci_{}", std::process::id());
     let target = WarehouseTarget::parse(url).expect("warehouse URL");
     let warehouse = warehouse::open(&target, &schema).await.expect("warehouse");
@@ -115,8 +114,7 @@ async fn simulate(per_day: u32, cadence: std::time::Duration, url: &str) -> Day 
         let clock = Arc::clone(&now);
         options.clock = Clock::from_fn(move || *clock.lock().expect("clock"));
         let before = fake.requests_by_kind();
-        let outcomes =
-            heimdallr_circleci::sync_all(Arc::clone(&warehouse), &client, &config, &options).await;
+        let outcomes = sync_source(&source, &token, &PiiPolicy::Drop, &warehouse, &options).await;
         for outcome in &outcomes {
             assert!(outcome.error.is_none(), "{:?}", outcome.error);
         }
@@ -136,12 +134,10 @@ async fn simulate(per_day: u32, cadence: std::time::Duration, url: &str) -> Day 
     }
     // Correctness: after one more sweep (re-runs older than the look-back wait for one),
     // everything the source has, re-runs included, is in the warehouse.
-    let mut sweep_now = config.clone();
-    sweep_now.sweep_interval = std::time::Duration::ZERO;
     let mut options = SyncOptions::new(None);
     let clock = Arc::clone(&now);
     options.clock = Clock::from_fn(move || *clock.lock().expect("clock"));
-    heimdallr_circleci::sync_all(Arc::clone(&warehouse), &client, &sweep_now, &options).await;
+    sync_source(&sweeper, &token, &PiiPolicy::Drop, &warehouse, &options).await;
     let truth = fake.truth();
     let pg = heimdallr_fakes::postgres::connect(url).await;
     let stored: i64 = pg
@@ -176,11 +172,10 @@ async fn main() {
     } else {
         vec!["1m".into(), "5m".into()]
     };
+    let settings: Settings = settings_from_env().expect("settings");
     println!(
-        "CircleCI requests for {per_day} pipelines a day (look-back {}, sweep {} every {})",
-        std::env::var("CIRCLECI_LOOKBACK").unwrap_or_else(|_| "1h".into()),
-        std::env::var("CIRCLECI_SWEEP_WINDOW").unwrap_or_else(|_| "7d".into()),
-        std::env::var("CIRCLECI_SWEEP_INTERVAL").unwrap_or_else(|_| "6h".into()),
+        "CircleCI requests for {per_day} pipelines a day (look-back {:?}, sweep {:?} every {:?})",
+        settings.lookback, settings.sweep_window, settings.sweep_interval,
     );
     println!(
         "{:>8} {:>6} {:>10} {:>9} {:>9} {:>8}  by kind",

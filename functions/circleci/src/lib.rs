@@ -11,4 +11,3 @@ pub mod sync;
 pub use api::CircleCiClient;
 pub use config::{CircleCiConfig, ConfigError};
 pub use source::{CircleCi, Settings};
-pub use sync::sync_all;

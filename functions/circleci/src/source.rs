@@ -109,3 +109,21 @@ impl Source for CircleCi {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Lambda reads the command's settings from the same variables, with the same
+    /// defaults: one definition.
+    #[test]
+    fn the_lambdas_settings_are_the_commands_defaults() {
+        let settings: Settings = heimdallr_core::source::settings_from_env().unwrap();
+        assert_eq!(settings.api_url, crate::config::DEFAULT_API_URL);
+        assert_eq!(settings.lookback, std::time::Duration::from_secs(3600));
+        assert_eq!(
+            settings.sweep_window,
+            std::time::Duration::from_secs(7 * 86_400)
+        );
+    }
+}

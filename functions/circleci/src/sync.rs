@@ -24,12 +24,11 @@ use crate::config::CircleCiConfig;
 use crate::mapping::{id_of, job_row, pipeline_row, time, workflow_is_final, workflow_row};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use heimdallr_core::engine::{RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions};
+use heimdallr_core::engine::{RunStatus, StreamKey, StreamRun};
 use heimdallr_core::http::{HttpError, HttpStats};
 use heimdallr_core::schema::{CIRCLECI_JOBS, CIRCLECI_PIPELINES, CIRCLECI_WORKFLOWS};
-use heimdallr_core::stream::{run_streams, AnyStream, Stream, StreamError};
+use heimdallr_core::stream::{AnyStream, Stream, StreamError};
 use heimdallr_core::walk::{drive, PageOutcome, Pages, WalkState};
-use heimdallr_core::warehouse::Warehouse;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -120,17 +119,6 @@ fn duration(d: std::time::Duration) -> chrono::Duration {
 /// Clock skew allowed between CircleCI's timestamps and ours when deciding that a
 /// workflow existed before a listing (both NTP-synced: well under this).
 const SKEW: chrono::Duration = chrono::Duration::seconds(60);
-
-/// Syncs every configured project (see [`streams`]).
-pub async fn sync_all(
-    warehouse: Arc<dyn Warehouse>,
-    client: &CircleCiClient,
-    config: &CircleCiConfig,
-    options: &SyncOptions,
-) -> Vec<RunOutcome> {
-    client.stats().start_pass();
-    run_streams(&warehouse, &streams(client, config), options).await
-}
 
 /// One stream per project, one after the other; each has its own state. A refused token
 /// fails the first project's stream and the others are not run (they share the token).

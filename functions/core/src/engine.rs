@@ -571,7 +571,7 @@ fn state_row(
 mod tests {
     use super::*;
     use crate::schema::ROLLBAR_ITEMS;
-    use crate::warehouse::{Dialect, StoredState, StreamStatus};
+    use crate::warehouse::{StoredState, StreamStatus};
     use std::sync::Mutex;
 
     /// Records every committed batch.
@@ -584,9 +584,6 @@ mod tests {
     impl Warehouse for RecordingWarehouse {
         fn describe(&self) -> String {
             "memory".into()
-        }
-        fn dialect(&self) -> Dialect {
-            Dialect::Postgres
         }
         async fn migrate(&self, _: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
             Ok(vec![])

@@ -29,12 +29,6 @@ impl JsonText {
         Self(storable(raw.get()).into_owned())
     }
 
-    /// The document of raw JSON text the caller owns (no copy unless it needs cleaning).
-    pub fn from_boxed_raw(raw: Box<RawValue>) -> Self {
-        let text: Box<str> = raw.into();
-        Self::from_serialized(text.into())
-    }
-
     /// Checks `text` is one JSON document and makes it storable.
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         let raw: &RawValue = serde_json::from_str(text)?;

@@ -116,3 +116,33 @@ pub fn settings_from_env<S: clap::Args + clap::FromArgMatches>() -> Result<S, Co
         .map_err(named)?;
     S::from_arg_matches(&matches).map_err(named)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, clap::Args)]
+    struct Example {
+        /// A bounded number.
+        #[arg(
+            long = "example-limit",
+            env = "HEIMDALLR_SOURCE_TEST_LIMIT",
+            default_value_t = 7,
+            value_parser = clap::value_parser!(u32).range(1..=10)
+        )]
+        limit: u32,
+    }
+
+    #[test]
+    fn settings_read_the_environment_alone_and_errors_name_the_variable() {
+        let defaults: Example = settings_from_env().unwrap();
+        assert_eq!(defaults.limit, 7, "the flag's default");
+        std::env::set_var("HEIMDALLR_SOURCE_TEST_LIMIT", "11");
+        let error = settings_from_env::<Example>().unwrap_err().to_string();
+        std::env::remove_var("HEIMDALLR_SOURCE_TEST_LIMIT");
+        assert!(
+            error.starts_with("HEIMDALLR_SOURCE_TEST_LIMIT: invalid value '11'"),
+            "{error}"
+        );
+    }
+}

@@ -37,8 +37,6 @@ pub enum ConfigError {
     NoApps,
     #[error("app {0:?} is not a Heroku app name or id (lowercase letters, digits and dashes)")]
     BadApp(String),
-    #[error("page size {0} is outside 1..={MAX_PAGE_SIZE}")]
-    BadPageSize(u32),
 }
 
 pub fn parse_apps(list: &str) -> Result<Apps, ConfigError> {
@@ -59,31 +57,6 @@ pub fn parse_apps(list: &str) -> Result<Apps, ConfigError> {
     Ok(Apps::Named(apps))
 }
 
-impl HerokuConfig {
-    pub fn new(api_url: Option<&str>, token: &str, apps: &str) -> Result<Self, ConfigError> {
-        let token = Token::from_setting(token).ok_or(ConfigError::MissingToken)?;
-        Ok(Self {
-            api_url: api_url
-                .unwrap_or(DEFAULT_API_URL)
-                .trim_end_matches('/')
-                .to_string(),
-            token,
-            apps: parse_apps(apps)?,
-            page_size: MAX_PAGE_SIZE,
-            headroom: DEFAULT_HEADROOM,
-            pii: PiiPolicy::Drop,
-        })
-    }
-
-    pub fn with_page_size(mut self, size: u32) -> Result<Self, ConfigError> {
-        if size == 0 || size > MAX_PAGE_SIZE {
-            return Err(ConfigError::BadPageSize(size));
-        }
-        self.page_size = size;
-        Ok(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,16 +73,5 @@ mod tests {
         assert_eq!(parse_apps(" * ").unwrap(), Apps::All);
         assert_eq!(parse_apps(""), Err(ConfigError::NoApps));
         assert_eq!(parse_apps("Acme"), Err(ConfigError::BadApp("Acme".into())));
-    }
-
-    #[test]
-    fn the_key_is_required_and_never_printed() {
-        assert_eq!(
-            HerokuConfig::new(None, "", "a").unwrap_err(),
-            ConfigError::MissingToken
-        );
-        let config = HerokuConfig::new(None, "hrku-secret", "a").unwrap();
-        assert!(!format!("{config:?}").contains("hrku-secret"));
-        assert!(config.clone().with_page_size(1001).is_err());
     }
 }

@@ -11,4 +11,3 @@ pub mod sync;
 pub use api::HerokuClient;
 pub use config::{ConfigError, HerokuConfig};
 pub use source::{Heroku, Settings};
-pub use sync::sync_all;

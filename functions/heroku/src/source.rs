@@ -108,3 +108,18 @@ impl Source for Heroku {
         crate::sync::streams(&self.client.with_token(key.clone()), &config).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Lambda reads the command's settings from the same variables, with the same
+    /// defaults: one definition.
+    #[test]
+    fn the_lambdas_settings_are_the_commands_defaults() {
+        let settings: Settings = heimdallr_core::source::settings_from_env().unwrap();
+        assert_eq!(settings.api_url, crate::config::DEFAULT_API_URL);
+        assert_eq!(settings.rate_headroom, crate::config::DEFAULT_HEADROOM);
+        assert_eq!(settings.page_size, crate::config::MAX_PAGE_SIZE);
+    }
+}

@@ -19,13 +19,12 @@ use crate::mapping::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use heimdallr_core::engine::{RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions};
+use heimdallr_core::engine::{RunStatus, StreamKey, StreamRun};
 use heimdallr_core::http::HttpStats;
 use heimdallr_core::pii::PiiPolicy;
 use heimdallr_core::schema::{HEROKU_APPS, HEROKU_BUILDS, HEROKU_RELEASES};
-use heimdallr_core::stream::{run_streams, AnyStream, ErrorKind, Stream, StreamError};
+use heimdallr_core::stream::{AnyStream, ErrorKind, Stream, StreamError};
 use heimdallr_core::walk::{drive, PageOutcome, Pages, WalkState};
-use heimdallr_core::warehouse::Warehouse;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, VecDeque};
@@ -119,24 +118,6 @@ fn no_such_app(app: &str) -> StreamError {
         ErrorKind::Api,
         format!("app {app:?} does not exist or the key cannot see it"),
     )
-}
-
-/// Syncs every configured app (see [`streams`]).
-pub async fn sync_all(
-    warehouse: Arc<dyn Warehouse>,
-    client: &HerokuClient,
-    config: &HerokuConfig,
-    options: &SyncOptions,
-) -> Vec<RunOutcome> {
-    client.stats().start_pass();
-    match streams(client, config).await {
-        Ok(streams) => run_streams(&warehouse, &streams, options).await,
-        Err(e) => {
-            let key = StreamKey::new(SOURCE, "apps", "*");
-            tracing::error!(error = %e, "cannot list the apps the key can see");
-            vec![RunOutcome::not_started(key, e)]
-        }
-    }
 }
 
 /// Releases then builds, per configured app (or every app the key sees: listed now). A

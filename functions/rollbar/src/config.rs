@@ -15,6 +15,8 @@ pub const DEFAULT_PAGE_LIMIT: u32 = 1000;
 /// The API's own page size for occurrences (`limit` "Default is 20"): the smallest page a
 /// walk falls back to when pages time out.
 pub const DEFAULT_API_PAGE: u32 = 20;
+/// How often every item is re-read by default.
+pub const DEFAULT_ITEMS_SWEEP_INTERVAL: &str = "1h";
 /// Occurrences at or below the high-water mark re-read by every walk by default.
 pub const DEFAULT_OVERLAP: usize = 50;
 /// Touched items read by id (a hundred a call) before a full sweep is asked for instead.
@@ -54,8 +56,6 @@ pub enum ConfigError {
     BadTokenEntry { position: usize, reason: String },
     #[error("ROLLBAR_ACCESS_TOKEN names project {0:?} twice")]
     DuplicateLabel(String),
-    #[error("Rollbar page limit must be between 1 and {MAX_PAGE_LIMIT}, not {0}")]
-    BadPageLimit(u32),
 }
 
 /// Parses the token setting: either one bare token (project label `default`) or a list of
@@ -112,12 +112,7 @@ pub fn parse_projects(setting: &str) -> Result<Vec<Project>, ConfigError> {
 }
 
 impl RollbarConfig {
-    /// Settings from the token setting (see [`parse_projects`]) and defaults elsewhere.
-    pub fn new(api_url: Option<&str>, token_setting: &str) -> Result<Self, ConfigError> {
-        Ok(Self::for_projects(api_url, parse_projects(token_setting)?))
-    }
-
-    /// Settings for already parsed projects, with defaults elsewhere.
+    /// Settings for parsed projects, with defaults elsewhere.
     pub fn for_projects(api_url: Option<&str>, projects: Vec<Project>) -> Self {
         Self {
             api_url: api_url
@@ -128,19 +123,14 @@ impl RollbarConfig {
                 .to_string(),
             projects,
             page_limit: DEFAULT_PAGE_LIMIT,
-            items_sweep_interval: Duration::from_secs(3600),
+            items_sweep_interval: heimdallr_core::time::parse_duration(
+                DEFAULT_ITEMS_SWEEP_INTERVAL,
+            )
+            .unwrap_or_default(),
             item_refresh_limit: DEFAULT_ITEM_REFRESH_LIMIT,
             overlap: DEFAULT_OVERLAP,
             pii: PiiPolicy::default(),
         }
-    }
-
-    pub fn with_page_limit(mut self, limit: u32) -> Result<Self, ConfigError> {
-        if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
-            return Err(ConfigError::BadPageLimit(limit));
-        }
-        self.page_limit = limit;
-        Ok(self)
     }
 }
 
@@ -181,15 +171,10 @@ mod tests {
     }
 
     #[test]
-    fn api_url_defaults_and_page_limit_is_bounded() {
-        let config = RollbarConfig::new(None, "t").unwrap();
+    fn api_url_defaults_and_loses_a_trailing_slash() {
+        let config = RollbarConfig::for_projects(None, parse_projects("t").unwrap());
         assert_eq!(config.api_url, DEFAULT_API_URL);
-        let config = RollbarConfig::new(Some("http://127.0.0.1:9/api/1/"), "t").unwrap();
+        let config = RollbarConfig::for_projects(Some("http://127.0.0.1:9/api/1/"), vec![]);
         assert_eq!(config.api_url, "http://127.0.0.1:9/api/1");
-        assert!(config.clone().with_page_limit(5000).is_ok());
-        assert_eq!(
-            config.with_page_limit(5001).unwrap_err(),
-            ConfigError::BadPageLimit(5001)
-        );
     }
 }

@@ -10,4 +10,3 @@ pub mod sync;
 pub use api::RollbarClient;
 pub use config::{ConfigError, Project, RollbarConfig};
 pub use source::{Rollbar, Settings};
-pub use sync::sync_all;

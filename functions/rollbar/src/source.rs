@@ -4,8 +4,8 @@
 
 use crate::api::RollbarClient;
 use crate::config::{
-    parse_projects, Project, RollbarConfig, DEFAULT_API_URL, DEFAULT_OVERLAP, DEFAULT_PAGE_LIMIT,
-    MAX_PAGE_LIMIT,
+    parse_projects, Project, RollbarConfig, DEFAULT_API_URL, DEFAULT_ITEMS_SWEEP_INTERVAL,
+    DEFAULT_OVERLAP, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT,
 };
 use async_trait::async_trait;
 use heimdallr_core::http::HttpStats;
@@ -34,7 +34,7 @@ pub struct Settings {
     )]
     pub page_limit: u32,
     /// How often every item is re-read.
-    #[arg(id = "rollbar_items_sweep_interval", value_name = "DURATION", long = "rollbar-items-sweep-interval", env = "ROLLBAR_ITEMS_SWEEP_INTERVAL", default_value = "1h", value_parser = heimdallr_core::time::parse_duration)]
+    #[arg(id = "rollbar_items_sweep_interval", value_name = "DURATION", long = "rollbar-items-sweep-interval", env = "ROLLBAR_ITEMS_SWEEP_INTERVAL", default_value = DEFAULT_ITEMS_SWEEP_INTERVAL, value_parser = heimdallr_core::time::parse_duration)]
     pub items_sweep_interval: Duration,
     /// Occurrences at or below the stored high-water mark each walk re-reads (0: none).
     #[arg(
@@ -114,5 +114,20 @@ impl Source for Rollbar {
         config.overlap = self.settings.overlap;
         config.pii = pii.clone();
         Ok(crate::sync::streams(&self.client, &config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Lambda reads the command's settings from the same variables, with the same
+    /// defaults: one definition.
+    #[test]
+    fn the_lambdas_settings_are_the_commands_defaults() {
+        let settings: Settings = heimdallr_core::source::settings_from_env().unwrap();
+        assert_eq!(settings.page_limit, crate::config::DEFAULT_PAGE_LIMIT);
+        assert_eq!(settings.overlap, crate::config::DEFAULT_OVERLAP);
+        assert_eq!(settings.api_url, crate::config::DEFAULT_API_URL);
     }
 }

@@ -12,12 +12,11 @@ use crate::config::{Project, RollbarConfig, Token, DEFAULT_API_PAGE};
 use crate::mapping::{item_row, lenient_i64, occurrence_id, occurrence_row, RawOccurrence};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use heimdallr_core::engine::{RunOutcome, RunStatus, StreamKey, StreamRun, SyncOptions};
+use heimdallr_core::engine::{RunStatus, StreamKey, StreamRun};
 use heimdallr_core::http::HttpStats;
 use heimdallr_core::schema::{ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
-use heimdallr_core::stream::{run_streams, AnyStream, Stream, StreamError};
+use heimdallr_core::stream::{AnyStream, Stream, StreamError};
 use heimdallr_core::walk::{drive, PageOutcome, Pages};
-use heimdallr_core::warehouse::Warehouse;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -212,17 +211,6 @@ impl ItemsCursor {
 pub struct Sweep {
     pub next_page: u32,
     pub started_at: DateTime<Utc>,
-}
-
-/// Syncs every configured project (see [`streams`]).
-pub async fn sync_all(
-    warehouse: Arc<dyn Warehouse>,
-    client: &RollbarClient,
-    config: &RollbarConfig,
-    options: &SyncOptions,
-) -> Vec<RunOutcome> {
-    client.stats().start_pass();
-    run_streams(&warehouse, &streams(client, config), options).await
 }
 
 /// Two streams per project (occurrences, then the items they touched), run one after the

@@ -158,10 +158,6 @@ impl Warehouse for DuckDbWarehouse {
         format!("{} (schema {})", self.target(), self.schema)
     }
 
-    fn dialect(&self) -> Dialect {
-        Dialect::DuckDb
-    }
-
     async fn migrate(&self, _deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
         let schema = self.schema.clone();
         self.with_connection("migrate", move |conn| {

@@ -242,9 +242,6 @@ impl Batch {
             }),
         }
     }
-    pub fn row_count(&self) -> usize {
-        self.writes.iter().map(|w| w.rows.len()).sum()
-    }
 }
 
 /// A stream's state as stored.
@@ -304,7 +301,6 @@ impl WarehouseError {
 pub trait Warehouse: Send + Sync {
     /// Where it writes, without credentials (for logs and errors).
     fn describe(&self) -> String;
-    fn dialect(&self) -> Dialect;
     /// Applies pending migrations; returns the versions it applied. A backend that can
     /// cancel a statement (Redshift) does so once `deadline` has passed.
     async fn migrate(&self, deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError>;

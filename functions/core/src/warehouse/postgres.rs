@@ -310,10 +310,6 @@ impl Warehouse for PostgresWarehouse {
         format!("{} (schema {})", self.target, self.schema)
     }
 
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-
     async fn migrate(&self, _deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
         let dialect = Dialect::Postgres;
         let mut session = self.session().await?;

@@ -409,10 +409,6 @@ impl Warehouse for RedshiftWarehouse {
         format!("{} (schema {})", self.target.describe(), self.schema)
     }
 
-    fn dialect(&self) -> Dialect {
-        Dialect::Redshift
-    }
-
     async fn migrate(&self, deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
         let dialect = Dialect::Redshift;
         let setup = Transaction {
