@@ -7,6 +7,7 @@ use heimdallr_core::schema::{
     MIGRATIONS, MIGRATIONS_TABLE, ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES, RUNS, STATE,
 };
 use heimdallr_core::warehouse::redshift::plan::{plan_batch, Limits};
+use heimdallr_core::warehouse::redshift::sql;
 use heimdallr_core::warehouse::{Batch, Dialect, Row, Value};
 
 const SCHEMA: &str = "heimdallr";
@@ -81,13 +82,13 @@ fn rendered() -> String {
         dialect.create_schema(SCHEMA),
         dialect.create_migrations_table(SCHEMA),
         dialect.select_migrations(SCHEMA),
-        Dialect::redshift_lock(SCHEMA, MIGRATIONS_TABLE),
+        sql::lock(SCHEMA, MIGRATIONS_TABLE),
     ];
     for migration in MIGRATIONS {
         statements.extend(heimdallr_core::warehouse::migration_statements(
             dialect, SCHEMA, migration,
         ));
-        statements.push(Dialect::redshift_record_migration(
+        statements.push(sql::record_migration(
             SCHEMA,
             migration.version,
             migration.name,

@@ -1,8 +1,9 @@
-//! SQL text for each backend, generated from table descriptions. No other module writes SQL.
+//! The SQL every backend shares, generated from table descriptions: DDL, migrations,
+//! state and status reads. SQL one backend alone runs lives with that backend (`postgres`,
+//! `duck`, `redshift::sql`), the analyst views in `views`; nothing outside `warehouse`
+//! writes SQL.
 
-use super::Value;
 use crate::schema::{Column, ColumnType, Table, MIGRATIONS_TABLE, RUNS, STATE};
-use chrono::{DateTime, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -36,7 +37,7 @@ pub fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", quote(schema), quote(table))
 }
 
-fn column_list(columns: &[Column]) -> String {
+pub(super) fn column_list(columns: &[Column]) -> String {
     columns
         .iter()
         .map(|c| quote(c.name))
@@ -44,7 +45,7 @@ fn column_list(columns: &[Column]) -> String {
         .join(", ")
 }
 
-fn key_list(table: &Table) -> String {
+pub(super) fn key_list(table: &Table) -> String {
     table
         .key
         .iter()
@@ -130,7 +131,7 @@ impl Dialect {
             qualified(schema, table.name),
             key_list(table),
             if self == Dialect::Redshift {
-                redshift_table_attributes(table)
+                super::redshift::sql::table_attributes(table)
             } else {
                 String::new()
             }
@@ -170,47 +171,9 @@ impl Dialect {
             .collect()
     }
 
-    /// A session-local stage with the target's columns (PostgreSQL); it lives as long as the
-    /// session and is emptied at every commit.
-    pub fn create_session_stage(self, schema: &str, table: &Table, stage: &str) -> String {
-        format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS",
-            quote(stage),
-            qualified(schema, table.name)
-        )
-    }
-
-    /// Upserts one row given as parameters `$1..$n`, in column order.
-    pub fn upsert_row(self, schema: &str, table: &Table) -> String {
-        let placeholders: Vec<String> =
-            (1..=table.columns.len()).map(|i| format!("${i}")).collect();
-        format!(
-            "INSERT INTO {} ({}) VALUES ({}) {}",
-            qualified(schema, table.name),
-            column_list(table.columns),
-            placeholders.join(", "),
-            self.on_conflict_update(table)
-        )
-    }
-
-    /// COPY straight into the target table (PostgreSQL, for batches of new keys only).
-    pub fn copy_into_table(self, schema: &str, table: &Table) -> String {
-        format!(
-            "COPY {} ({}) FROM STDIN BINARY",
-            qualified(schema, table.name),
-            column_list(table.columns)
-        )
-    }
-
-    pub fn copy_into_stage(self, table: &Table, stage: &str) -> String {
-        format!(
-            "COPY {} ({}) FROM STDIN BINARY",
-            quote(stage),
-            column_list(table.columns)
-        )
-    }
-
-    fn on_conflict_update(self, table: &Table) -> String {
+    /// `ON CONFLICT (key) DO UPDATE SET` every other column: the merge PostgreSQL and
+    /// DuckDB share (Redshift has no ON CONFLICT; it deletes then inserts).
+    pub(super) fn on_conflict_update(self, table: &Table) -> String {
         let updates: Vec<String> = table
             .columns
             .iter()
@@ -226,64 +189,6 @@ impl Dialect {
                 updates.join(", ")
             )
         }
-    }
-
-    /// Merges a de-duplicated stage into the target on its key. Rows go in key order so
-    /// that concurrent writers lock keys in the same order and cannot deadlock.
-    pub fn merge_from_stage(self, schema: &str, table: &Table, stage: &str) -> String {
-        let columns = column_list(table.columns);
-        format!(
-            "INSERT INTO {} ({columns}) SELECT {columns} FROM {} ORDER BY {} {}",
-            qualified(schema, table.name),
-            quote(stage),
-            key_list(table),
-            self.on_conflict_update(table)
-        )
-    }
-
-    /// DuckDB's stage: a plain table the appender fills, timestamps and JSON as text (the
-    /// appender binds values, it does not cast them).
-    pub fn create_text_stage(self, schema: &str, table: &Table, stage: &str) -> String {
-        let columns = table
-            .columns
-            .iter()
-            .map(|c| {
-                let ty = match c.ty {
-                    ColumnType::Timestamp | ColumnType::Json => {
-                        self.column_type(ColumnType::Text(0))
-                    }
-                    other => self.column_type(other),
-                };
-                format!("{} {ty}", quote(c.name))
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "CREATE OR REPLACE TABLE {} ({columns})",
-            qualified(schema, stage)
-        )
-    }
-
-    /// Merges a text stage into the target, casting timestamps and JSON on the way.
-    pub fn merge_from_text_stage(self, schema: &str, table: &Table, stage: &str) -> String {
-        let select: Vec<String> = table
-            .columns
-            .iter()
-            .map(|c| match c.ty {
-                ColumnType::Timestamp => format!("CAST({} AS TIMESTAMPTZ)", quote(c.name)),
-                ColumnType::Json => format!("CAST({} AS JSON)", quote(c.name)),
-                _ => quote(c.name),
-            })
-            .collect();
-        format!(
-            "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY {} {}",
-            qualified(schema, table.name),
-            column_list(table.columns),
-            select.join(", "),
-            qualified(schema, stage),
-            key_list(table),
-            self.on_conflict_update(table)
-        )
     }
 
     pub fn drop_table(self, schema: &str, table: &str) -> String {
@@ -364,194 +269,6 @@ impl Dialect {
     }
 }
 
-/// Redshift's table attributes: rows distributed on the table's join column (or left to
-/// Redshift), sorted by event time first so that time-bounded queries skip blocks.
-fn redshift_table_attributes(table: &Table) -> String {
-    let distribution = match table.dist_key {
-        Some(column) => format!(" DISTSTYLE KEY DISTKEY ({})", quote(column)),
-        None => " DISTSTYLE AUTO".to_string(),
-    };
-    let mut sort: Vec<String> = table.event_time.iter().map(|c| quote(c)).collect();
-    sort.extend(
-        table
-            .key
-            .iter()
-            .filter(|k| Some(**k) != table.event_time)
-            .map(|k| quote(k)),
-    );
-    format!("{distribution} COMPOUND SORTKEY ({})", sort.join(", "))
-}
-
-/// The column the Redshift stage orders duplicate keys by: the later row wins.
-pub const STAGE_SEQUENCE_COLUMN: &str = "_heimdallr_seq";
-
-/// Redshift statements of one batch, as text with every value inlined.
-impl Dialect {
-    /// A value as a Redshift literal. Redshift treats a backslash in a string literal as
-    /// an escape, so backslashes are doubled along with single quotes.
-    pub fn redshift_literal(value: &Value) -> String {
-        match value {
-            Value::Null => "NULL".into(),
-            Value::BigInt(v) => v.to_string(),
-            Value::Integer(v) => v.to_string(),
-            Value::Bool(v) => if *v { "TRUE" } else { "FALSE" }.into(),
-            Value::Double(v) => format!("{v:e}"),
-            Value::Text(v) => redshift_string(v),
-            Value::Timestamp(v) => redshift_timestamp(v),
-            Value::Json(v) => format!("JSON_PARSE({})", redshift_string(v.as_str())),
-        }
-    }
-
-    /// `(v1, v2, ..)` for one row, with the stage's sequence number when given.
-    pub fn redshift_tuple(values: &[Value], sequence: Option<usize>) -> String {
-        let mut tuple = String::from("(");
-        for (i, value) in values.iter().enumerate() {
-            if i > 0 {
-                tuple.push_str(", ");
-            }
-            tuple.push_str(&Self::redshift_literal(value));
-        }
-        if let Some(sequence) = sequence {
-            tuple.push_str(&format!(", {sequence}"));
-        }
-        tuple.push(')');
-        tuple
-    }
-
-    /// The start of a multi-row insert into the target (`stage` None) or its stage; the
-    /// tuples follow, separated by `, `.
-    pub fn redshift_insert_prefix(schema: &str, table: &Table, stage: Option<&str>) -> String {
-        match stage {
-            None => format!(
-                "INSERT INTO {} ({}) VALUES ",
-                qualified(schema, table.name),
-                column_list(table.columns)
-            ),
-            Some(stage) => format!(
-                "INSERT INTO {} ({}, {}) VALUES ",
-                quote(stage),
-                column_list(table.columns),
-                quote(STAGE_SEQUENCE_COLUMN)
-            ),
-        }
-    }
-
-    /// A session temp table with the target's columns and a sequence for de-duplication.
-    pub fn redshift_create_stage(table: &Table, stage: &str) -> String {
-        let columns = table
-            .columns
-            .iter()
-            .map(|c| format!("{} {}", quote(c.name), Dialect::Redshift.column_type(c.ty)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "CREATE TEMP TABLE {} ({columns}, {} INTEGER NOT NULL)",
-            quote(stage),
-            quote(STAGE_SEQUENCE_COLUMN)
-        )
-    }
-
-    /// Deletes the target rows the stage replaces.
-    pub fn redshift_delete_staged(schema: &str, table: &Table, stage: &str) -> String {
-        let target = qualified(schema, table.name);
-        let matches = table
-            .key
-            .iter()
-            .map(|k| format!("{target}.{} = {}.{}", quote(k), quote(stage), quote(k)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        format!(
-            "DELETE FROM {target} USING {} WHERE {matches}",
-            quote(stage)
-        )
-    }
-
-    /// Inserts the stage into the target, keeping the last staged row of each key.
-    pub fn redshift_insert_staged(schema: &str, table: &Table, stage: &str) -> String {
-        let columns = column_list(table.columns);
-        format!(
-            "INSERT INTO {} ({columns}) SELECT {columns} FROM (SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {} DESC) AS heimdallr_rank FROM {}) AS staged WHERE heimdallr_rank = 1",
-            qualified(schema, table.name),
-            key_list(table),
-            quote(STAGE_SEQUENCE_COLUMN),
-            quote(stage)
-        )
-    }
-
-    pub fn redshift_drop_stage(stage: &str) -> String {
-        format!("DROP TABLE {}", quote(stage))
-    }
-
-    /// Deletes the target rows with these keys (a batch small enough to need no stage).
-    /// `keys` holds each row's key values in the table's key order.
-    pub fn redshift_delete_keys(schema: &str, table: &Table, keys: &[Vec<&Value>]) -> String {
-        let condition = if table.key.len() == 1 {
-            let list = keys
-                .iter()
-                .filter_map(|k| k.first().map(|v| Self::redshift_literal(v)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("{} IN ({list})", quote(table.key[0]))
-        } else {
-            keys.iter()
-                .map(|values| {
-                    let parts = table
-                        .key
-                        .iter()
-                        .zip(values)
-                        .map(|(k, v)| format!("{} = {}", quote(k), Self::redshift_literal(v)))
-                        .collect::<Vec<_>>()
-                        .join(" AND ");
-                    format!("({parts})")
-                })
-                .collect::<Vec<_>>()
-                .join(" OR ")
-        };
-        format!(
-            "DELETE FROM {} WHERE {condition}",
-            qualified(schema, table.name)
-        )
-    }
-
-    /// Serialises migrations across writers for the rest of the transaction.
-    pub fn redshift_lock(schema: &str, table: &str) -> String {
-        format!("LOCK {}", qualified(schema, table))
-    }
-
-    /// Records a migration unless a concurrent writer already did.
-    pub fn redshift_record_migration(
-        schema: &str,
-        version: i64,
-        name: &str,
-        at: &DateTime<Utc>,
-    ) -> String {
-        let table = qualified(schema, MIGRATIONS_TABLE);
-        format!(
-            "INSERT INTO {table} (version, name, applied_at) SELECT {version}, {}, {} WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE version = {version})",
-            redshift_string(name),
-            redshift_timestamp(at)
-        )
-    }
-}
-
-fn redshift_string(text: &str) -> String {
-    let mut literal = String::with_capacity(text.len() + 2);
-    literal.push('\'');
-    for c in text.chars() {
-        match c {
-            '\'' => literal.push_str("''"),
-            '\\' => literal.push_str("\\\\"),
-            c => literal.push(c),
-        }
-    }
-    literal.push('\'');
-    literal
-}
-
-fn redshift_timestamp(at: &DateTime<Utc>) -> String {
-    format!("'{}'", at.format("%Y-%m-%d %H:%M:%S%.6f+00"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,22 +285,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_updates_every_non_key_column_in_key_order() {
-        let sql = Dialect::Postgres.merge_from_stage("h", &ROLLBAR_OCCURRENCES, "stage");
-        assert!(sql.starts_with("INSERT INTO \"h\".\"rollbar_occurrences\""));
-        assert!(sql.contains("ORDER BY \"id\" ON CONFLICT (\"id\") DO UPDATE SET"));
-        assert!(sql.contains("\"data\" = EXCLUDED.\"data\""));
-        assert!(!sql.contains("\"id\" = EXCLUDED"));
-    }
-
-    #[test]
-    fn duckdb_stage_merge_casts_timestamps_and_json() {
-        let stage = Dialect::DuckDb.create_text_stage("h", &ROLLBAR_OCCURRENCES, "_stage");
-        assert!(stage.contains("\"occurred_at\" VARCHAR") && stage.contains("\"data\" VARCHAR"));
-        let sql = Dialect::DuckDb.merge_from_text_stage("h", &ROLLBAR_OCCURRENCES, "_stage");
-        assert!(sql.contains("CAST(\"occurred_at\" AS TIMESTAMPTZ)"));
-        assert!(sql.contains("CAST(\"data\" AS JSON)"));
-        assert!(sql.contains("ORDER BY \"id\" ON CONFLICT (\"id\") DO UPDATE"));
+    fn tables_get_json_types_and_indexes_per_backend() {
         let ddl = Dialect::DuckDb
             .create_table("h", &ROLLBAR_OCCURRENCES, 2)
             .join(";");

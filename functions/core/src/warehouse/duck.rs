@@ -229,7 +229,7 @@ impl Warehouse for DuckDbWarehouse {
             let tx = conn.transaction()?;
             for write in batch.writes.iter().filter(|w| !w.rows.is_empty()) {
                 let stage = format!("_stage_{}", write.table.name);
-                tx.execute_batch(&dialect.create_text_stage(&schema, write.table, &stage))?;
+                tx.execute_batch(&sql::create_text_stage(&schema, write.table, &stage))?;
                 {
                     let mut appender = tx.appender_to_db(&stage, &schema)?;
                     for row in &write.rows {
@@ -239,7 +239,7 @@ impl Warehouse for DuckDbWarehouse {
                     }
                     appender.flush()?;
                 }
-                tx.execute_batch(&dialect.merge_from_text_stage(&schema, write.table, &stage))?;
+                tx.execute_batch(&sql::merge_from_text_stage(&schema, write.table, &stage))?;
                 tx.execute_batch(&dialect.drop_table(&schema, &stage))?;
             }
             tx.commit()
@@ -279,5 +279,74 @@ impl Warehouse for DuckDbWarehouse {
             rows.collect::<Result<Vec<_>, _>>().map(Some)
         })
         .await
+    }
+}
+
+/// The SQL only this backend runs: the text stage the appender fills, and its merge.
+mod sql {
+    use crate::schema::{ColumnType, Table};
+    use crate::warehouse::dialect::{column_list, key_list, qualified, quote, Dialect};
+
+    /// DuckDB's stage: a plain table the appender fills, timestamps and JSON as text (the
+    /// appender binds values, it does not cast them).
+    pub(super) fn create_text_stage(schema: &str, table: &Table, stage: &str) -> String {
+        let columns = table
+            .columns
+            .iter()
+            .map(|c| {
+                let ty = match c.ty {
+                    ColumnType::Timestamp | ColumnType::Json => {
+                        Dialect::DuckDb.column_type(ColumnType::Text(0))
+                    }
+                    other => Dialect::DuckDb.column_type(other),
+                };
+                format!("{} {ty}", quote(c.name))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "CREATE OR REPLACE TABLE {} ({columns})",
+            qualified(schema, stage)
+        )
+    }
+
+    /// Merges a text stage into the target, casting timestamps and JSON on the way.
+    pub(super) fn merge_from_text_stage(schema: &str, table: &Table, stage: &str) -> String {
+        let select: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| match c.ty {
+                ColumnType::Timestamp => format!("CAST({} AS TIMESTAMPTZ)", quote(c.name)),
+                ColumnType::Json => format!("CAST({} AS JSON)", quote(c.name)),
+                _ => quote(c.name),
+            })
+            .collect();
+        format!(
+            "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY {} {}",
+            qualified(schema, table.name),
+            column_list(table.columns),
+            select.join(", "),
+            qualified(schema, stage),
+            key_list(table),
+            Dialect::DuckDb.on_conflict_update(table)
+        )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::schema::ROLLBAR_OCCURRENCES;
+
+        #[test]
+        fn duckdb_stage_merge_casts_timestamps_and_json() {
+            let stage = create_text_stage("h", &ROLLBAR_OCCURRENCES, "_stage");
+            assert!(
+                stage.contains("\"occurred_at\" VARCHAR") && stage.contains("\"data\" VARCHAR")
+            );
+            let sql = merge_from_text_stage("h", &ROLLBAR_OCCURRENCES, "_stage");
+            assert!(sql.contains("CAST(\"occurred_at\" AS TIMESTAMPTZ)"));
+            assert!(sql.contains("CAST(\"data\" AS JSON)"));
+            assert!(sql.contains("ORDER BY \"id\" ON CONFLICT (\"id\") DO UPDATE"));
+        }
     }
 }

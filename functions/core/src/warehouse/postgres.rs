@@ -122,7 +122,6 @@ impl PostgresWarehouse {
         table: &'static Table,
         rows: &[super::Row],
     ) -> Result<(), tokio_postgres::Error> {
-        let dialect = Dialect::Postgres;
         let types: Vec<Type> = table.columns.iter().map(|c| pg_type(c.ty)).collect();
         let mut ordered: Vec<&super::Row> = rows.iter().collect();
         let key_indexes = table.key_indexes();
@@ -131,7 +130,7 @@ impl PostgresWarehouse {
             let upsert = match prepared.upserts.get(table.name) {
                 Some(statement) => statement.clone(),
                 None => {
-                    let sql = dialect.upsert_row(&self.schema, table);
+                    let sql = sql::upsert_row(&self.schema, table);
                     let statement = tx.prepare_typed(&sql, &types).await?;
                     prepared.upserts.insert(table.name, statement.clone());
                     statement
@@ -153,7 +152,7 @@ impl PostgresWarehouse {
             let copy = match prepared.straight_copies.get(table.name) {
                 Some(statement) => statement.clone(),
                 None => {
-                    let sql = dialect.copy_into_table(&self.schema, table);
+                    let sql = sql::copy_into_table(&self.schema, table);
                     let statement = tx.prepare(&sql).await?;
                     prepared
                         .straight_copies
@@ -178,21 +177,21 @@ impl PostgresWarehouse {
 
         let stage = format!("stage_{}", table.name);
         if !prepared.stages.contains(table.name) {
-            tx.batch_execute(&dialect.create_session_stage(&self.schema, table, &stage))
+            tx.batch_execute(&sql::create_session_stage(&self.schema, table, &stage))
                 .await?;
             prepared.stages.insert(table.name);
         }
         let copy = match prepared.stage_copies.get(table.name) {
             Some(statement) => statement.clone(),
             None => {
-                let statement = tx.prepare(&dialect.copy_into_stage(table, &stage)).await?;
+                let statement = tx.prepare(&sql::copy_into_stage(table, &stage)).await?;
                 prepared.stage_copies.insert(table.name, statement.clone());
                 statement
             }
         };
         let sink = tx.copy_in(&copy).await?;
         copy_rows(BinaryCopyInWriter::new(sink, &types), &ordered).await?;
-        tx.batch_execute(&dialect.merge_from_stage(&self.schema, table, &stage))
+        tx.batch_execute(&sql::merge_from_stage(&self.schema, table, &stage))
             .await?;
         Ok(())
     }
@@ -437,5 +436,79 @@ impl Warehouse for PostgresWarehouse {
             })
             .collect::<Vec<_>>()
             .into())
+    }
+}
+
+/// The SQL only this backend runs: session stages, binary COPY and single-row upserts.
+mod sql {
+    use crate::schema::Table;
+    use crate::warehouse::dialect::{column_list, key_list, qualified, quote, Dialect};
+
+    /// A session-local stage with the target's columns (PostgreSQL); it lives as long as the
+    /// session and is emptied at every commit.
+    pub(super) fn create_session_stage(schema: &str, table: &Table, stage: &str) -> String {
+        format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS",
+            quote(stage),
+            qualified(schema, table.name)
+        )
+    }
+
+    /// Upserts one row given as parameters `$1..$n`, in column order.
+    pub(super) fn upsert_row(schema: &str, table: &Table) -> String {
+        let placeholders: Vec<String> =
+            (1..=table.columns.len()).map(|i| format!("${i}")).collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES ({}) {}",
+            qualified(schema, table.name),
+            column_list(table.columns),
+            placeholders.join(", "),
+            Dialect::Postgres.on_conflict_update(table)
+        )
+    }
+
+    /// COPY straight into the target table (PostgreSQL, for batches of new keys only).
+    pub(super) fn copy_into_table(schema: &str, table: &Table) -> String {
+        format!(
+            "COPY {} ({}) FROM STDIN BINARY",
+            qualified(schema, table.name),
+            column_list(table.columns)
+        )
+    }
+
+    pub(super) fn copy_into_stage(table: &Table, stage: &str) -> String {
+        format!(
+            "COPY {} ({}) FROM STDIN BINARY",
+            quote(stage),
+            column_list(table.columns)
+        )
+    }
+
+    /// Merges a de-duplicated stage into the target on its key. Rows go in key order so
+    /// that concurrent writers lock keys in the same order and cannot deadlock.
+    pub(super) fn merge_from_stage(schema: &str, table: &Table, stage: &str) -> String {
+        let columns = column_list(table.columns);
+        format!(
+            "INSERT INTO {} ({columns}) SELECT {columns} FROM {} ORDER BY {} {}",
+            qualified(schema, table.name),
+            quote(stage),
+            key_list(table),
+            Dialect::Postgres.on_conflict_update(table)
+        )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::schema::ROLLBAR_OCCURRENCES;
+
+        #[test]
+        fn merge_updates_every_non_key_column_in_key_order() {
+            let sql = merge_from_stage("h", &ROLLBAR_OCCURRENCES, "stage");
+            assert!(sql.starts_with("INSERT INTO \"h\".\"rollbar_occurrences\""));
+            assert!(sql.contains("ORDER BY \"id\" ON CONFLICT (\"id\") DO UPDATE SET"));
+            assert!(sql.contains("\"data\" = EXCLUDED.\"data\""));
+            assert!(!sql.contains("\"id\" = EXCLUDED"));
+        }
     }
 }

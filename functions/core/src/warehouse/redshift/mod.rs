@@ -1,10 +1,16 @@
-//! Amazon Redshift through the Data API: URL parsing and batch planning (plain logic, always
-//! built) and the SDK transport (feature `redshift`).
+//! Amazon Redshift through the Data API.
+//!
+//! Plain logic, always built (and tested without the SDK): [`target`] parses the URL,
+//! [`sql`] writes Redshift's own SQL, [`plan`] turns a batch into Data API transactions.
+//! With the `redshift` feature: `data_api` is the transport, `warehouse` the adapter.
 
 #[cfg(feature = "redshift")]
-mod client;
+mod data_api;
 pub mod plan;
+pub mod sql;
 pub mod target;
+#[cfg(feature = "redshift")]
+mod warehouse;
 
 #[cfg(feature = "redshift")]
-pub use client::RedshiftWarehouse;
+pub use warehouse::RedshiftWarehouse;

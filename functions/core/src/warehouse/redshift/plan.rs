@@ -11,8 +11,9 @@
 //! source rows ahead of a cursor that has not moved yet: a run that dies between parts
 //! fetches those rows again and merges them onto themselves, so nothing is lost or doubled.
 
+use super::sql;
 use crate::schema::{ColumnType, Table, REJECTS, RUNS, STATE};
-use crate::warehouse::{Batch, Dialect, Row, TableRows, Value};
+use crate::warehouse::{Batch, Row, TableRows, Value};
 use chrono::{DateTime, Utc};
 
 /// The Data API's limit on one statement's text: AWS documents "100 KB" and refuses a
@@ -119,7 +120,7 @@ impl Planner {
         let tuples: Vec<String> = write
             .rows
             .iter()
-            .map(|row| Dialect::redshift_tuple(&row.0, None))
+            .map(|row| sql::tuple(&row.0, None))
             .collect();
         let chunks = chunk_tuples(schema, table, &tuples);
         if let [only] = chunks.as_slice() {
@@ -133,10 +134,10 @@ impl Planner {
                 .collect();
             self.current
                 .statements
-                .push(Dialect::redshift_delete_keys(schema, table, &keys));
+                .push(sql::delete_keys(schema, table, &keys));
             self.current.statements.push(format!(
                 "{}{}",
-                Dialect::redshift_insert_prefix(schema, table, None),
+                sql::insert_prefix(schema, table, None),
                 tuples[only.clone()].join(", ")
             ));
             self.current.rows += write.rows.len();
@@ -151,7 +152,7 @@ impl Planner {
             self.stages += 1;
             let stage = format!("stage_{}_{}", table.name, self.stages);
             let statements = &mut self.current.statements;
-            statements.push(Dialect::redshift_create_stage(table, &stage));
+            statements.push(sql::create_stage(table, &stage));
             for chunk in &chunks[next..next + take] {
                 let values: Vec<String> = chunk
                     .clone()
@@ -163,14 +164,14 @@ impl Planner {
                     .collect();
                 statements.push(format!(
                     "{}{}",
-                    Dialect::redshift_insert_prefix(schema, table, Some(&stage)),
+                    sql::insert_prefix(schema, table, Some(&stage)),
                     values.join(", ")
                 ));
                 self.current.rows += chunk.len();
             }
-            statements.push(Dialect::redshift_delete_staged(schema, table, &stage));
-            statements.push(Dialect::redshift_insert_staged(schema, table, &stage));
-            statements.push(Dialect::redshift_drop_stage(&stage));
+            statements.push(sql::delete_staged(schema, table, &stage));
+            statements.push(sql::insert_staged(schema, table, &stage));
+            statements.push(sql::drop_stage(&stage));
             next += take;
         }
     }
@@ -184,9 +185,9 @@ impl Planner {
 /// Splits tuples into runs that fit one INSERT statement, whichever prefix it gets.
 fn chunk_tuples(schema: &str, table: &Table, tuples: &[String]) -> Vec<std::ops::Range<usize>> {
     let stage_name = format!("stage_{}_{}", table.name, u32::MAX);
-    let prefix = Dialect::redshift_insert_prefix(schema, table, None)
+    let prefix = sql::insert_prefix(schema, table, None)
         .len()
-        .max(Dialect::redshift_insert_prefix(schema, table, Some(&stage_name)).len());
+        .max(sql::insert_prefix(schema, table, Some(&stage_name)).len());
     let mut chunks = Vec::new();
     let mut start = 0;
     let mut bytes = prefix;
@@ -211,9 +212,9 @@ fn max_tuple_bytes(schema: &str, table: &Table) -> usize {
     let stage_name = format!("stage_{}_{}", table.name, u32::MAX);
     MAX_STATEMENT_BYTES
         - SEQUENCE_ALLOWANCE
-        - Dialect::redshift_insert_prefix(schema, table, Some(&stage_name))
+        - sql::insert_prefix(schema, table, Some(&stage_name))
             .len()
-            .max(Dialect::redshift_insert_prefix(schema, table, None).len())
+            .max(sql::insert_prefix(schema, table, None).len())
 }
 
 /// The longest document in `row`, in bytes of JSON text.
@@ -246,7 +247,7 @@ fn shrink_oversize_rows(
         let limit = max_tuple_bytes(schema, table);
         let mut kept = Vec::with_capacity(write.rows.len());
         for mut row in std::mem::take(&mut write.rows) {
-            let size = Dialect::redshift_tuple(&row.0, None).len();
+            let size = sql::tuple(&row.0, None).len();
             let document = longest_document(&row);
             if size <= limit && document <= limits.literal_bytes {
                 kept.push(row);
@@ -271,7 +272,7 @@ fn shrink_oversize_rows(
                     }));
                 }
             }
-            let fits = Dialect::redshift_tuple(&row.0, None).len() <= limit;
+            let fits = sql::tuple(&row.0, None).len() <= limit;
             let reason = if fits {
                 format!("{why}; stored without its raw JSON")
             } else {

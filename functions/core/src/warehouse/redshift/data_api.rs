@@ -1,4 +1,5 @@
-//! The Redshift backend's transport: the Data API through aws-sdk-redshiftdata.
+//! The Data API transport: statements submitted through aws-sdk-redshiftdata, polled to
+//! completion, retried or cancelled. It knows nothing of tables or batches.
 //!
 //! Each planned transaction is one `BatchExecuteStatement`, with a ClientToken derived
 //! from its statements so that a resubmitted call is not applied twice. Completion is
@@ -7,11 +8,9 @@
 //! isolation conflicts (error 1023) are retried; a statement still running past the
 //! batch's deadline is cancelled.
 
-use super::plan::{plan_batch, Limits, Transaction};
+use super::plan::Transaction;
 use super::target::{Compute, RedshiftTarget};
-use crate::schema::{MIGRATIONS, MIGRATIONS_TABLE};
-use crate::warehouse::{Batch, Dialect, StoredState, StreamStatus, Warehouse, WarehouseError};
-use async_trait::async_trait;
+use crate::warehouse::WarehouseError;
 use aws_sdk_redshiftdata::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatusString};
 use aws_sdk_redshiftdata::Client;
@@ -45,11 +44,10 @@ macro_rules! on_target {
     };
 }
 
-pub struct RedshiftWarehouse {
+/// A client for one cluster or workgroup and database.
+pub(super) struct DataApi {
     client: Client,
-    target: RedshiftTarget,
-    schema: String,
-    limits: Limits,
+    pub(super) target: RedshiftTarget,
 }
 
 /// Why one submitted statement did not finish.
@@ -60,28 +58,12 @@ enum Failure {
     Fatal(String),
 }
 
-impl RedshiftWarehouse {
-    /// Builds the client from the SDK's standard configuration (region, credentials chain,
-    /// `AWS_ENDPOINT_URL_REDSHIFT_DATA`), with the URL's region taking precedence.
-    pub async fn connect(target: &RedshiftTarget, schema: &str) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &target.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        let config = loader.load().await;
-        Self::with_client(Client::new(&config), target.clone(), schema)
+impl DataApi {
+    pub(super) fn new(client: Client, target: RedshiftTarget) -> Self {
+        Self { client, target }
     }
 
-    pub fn with_client(client: Client, target: RedshiftTarget, schema: &str) -> Self {
-        Self {
-            client,
-            limits: Limits::for_cluster(target.large_strings),
-            target,
-            schema: schema.to_string(),
-        }
-    }
-
-    fn error(&self, context: &str, detail: impl Into<String>) -> WarehouseError {
+    pub(super) fn error(&self, context: &str, detail: impl Into<String>) -> WarehouseError {
         WarehouseError::Query {
             target: self.target.describe(),
             context: context.to_string(),
@@ -90,7 +72,7 @@ impl RedshiftWarehouse {
     }
 
     /// Runs one transaction to completion, resubmitting after retryable failures.
-    async fn run_transaction(
+    pub(super) async fn run_transaction(
         &self,
         transaction: &Transaction,
         deadline: Option<Instant>,
@@ -213,26 +195,8 @@ impl RedshiftWarehouse {
         }
     }
 
-    /// The migrations the warehouse has recorded.
-    async fn applied_migrations(
-        &self,
-        deadline: Option<Instant>,
-    ) -> Result<Vec<i64>, WarehouseError> {
-        Ok(self
-            .query(
-                "read migrations",
-                &Dialect::Redshift.select_migrations(&self.schema),
-                &[],
-                deadline,
-            )
-            .await?
-            .iter()
-            .filter_map(|row| field_i64(row.first()))
-            .collect())
-    }
-
     /// Runs a read and returns its rows; cancels it once `deadline` has passed.
-    async fn query(
+    pub(super) async fn query(
         &self,
         context: &str,
         sql: &str,
@@ -380,7 +344,7 @@ fn statement_head(sql: &str) -> String {
     }
 }
 
-fn field_text(field: Option<&Field>) -> Option<String> {
+pub(super) fn field_text(field: Option<&Field>) -> Option<String> {
     match field? {
         Field::StringValue(v) => Some(v.clone()),
         Field::LongValue(v) => Some(v.to_string()),
@@ -390,7 +354,7 @@ fn field_text(field: Option<&Field>) -> Option<String> {
     }
 }
 
-fn field_i64(field: Option<&Field>) -> Option<i64> {
+pub(super) fn field_i64(field: Option<&Field>) -> Option<i64> {
     match field? {
         Field::LongValue(v) => Some(*v),
         Field::DoubleValue(v) => Some(*v as i64),
@@ -399,165 +363,8 @@ fn field_i64(field: Option<&Field>) -> Option<i64> {
     }
 }
 
-fn field_time(field: Option<&Field>) -> Option<DateTime<Utc>> {
+pub(super) fn field_time(field: Option<&Field>) -> Option<DateTime<Utc>> {
     field_i64(field).and_then(DateTime::from_timestamp_micros)
-}
-
-#[async_trait]
-impl Warehouse for RedshiftWarehouse {
-    fn describe(&self) -> String {
-        format!("{} (schema {})", self.target.describe(), self.schema)
-    }
-
-    async fn migrate(&self, deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
-        let dialect = Dialect::Redshift;
-        let setup = Transaction {
-            statements: vec![
-                dialect.create_schema(&self.schema),
-                dialect.create_migrations_table(&self.schema),
-            ],
-            rows: 0,
-        };
-        self.run_transaction(&setup, deadline, "create schema")
-            .await?;
-        let applied = self.applied_migrations(deadline).await?;
-        let mut newly_applied = Vec::new();
-        for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-            // The lock serialises concurrent migrators; every step is idempotent and the
-            // record is written only once, so a migrator that lost the race changes nothing.
-            let mut statements = vec![Dialect::redshift_lock(&self.schema, MIGRATIONS_TABLE)];
-            statements.extend(crate::warehouse::migration_statements(
-                dialect,
-                &self.schema,
-                migration,
-            ));
-            statements.push(Dialect::redshift_record_migration(
-                &self.schema,
-                migration.version,
-                migration.name,
-                &Utc::now(),
-            ));
-            let mut outcome = Ok(());
-            for chunk in statements.chunks(super::plan::MAX_BATCH_STATEMENTS) {
-                let transaction = Transaction {
-                    statements: chunk.to_vec(),
-                    rows: 0,
-                };
-                outcome = self
-                    .run_transaction(
-                        &transaction,
-                        deadline,
-                        &format!("migration {}", migration.version),
-                    )
-                    .await;
-                if outcome.is_err() {
-                    break;
-                }
-            }
-            if let Err(error) = outcome {
-                // Another migrator (a second function's cold start) may have applied it
-                // while this one waited for the lock: a step that is not idempotent on
-                // Redshift (ADD COLUMN) then fails here, and the record says it is done.
-                let now_applied = self.applied_migrations(deadline).await?;
-                if now_applied.contains(&migration.version) {
-                    tracing::info!(
-                        version = migration.version,
-                        "migration applied by another migrator"
-                    );
-                    continue;
-                }
-                return Err(error);
-            }
-            newly_applied.push(migration.version);
-        }
-        Ok(newly_applied)
-    }
-
-    async fn read_state(
-        &self,
-        source: &str,
-        stream: &str,
-        scope: &str,
-        deadline: Option<Instant>,
-    ) -> Result<Option<StoredState>, WarehouseError> {
-        let rows = self
-            .query(
-                "read state",
-                &Dialect::Redshift.select_state(&self.schema),
-                &[("source", source), ("stream", stream), ("scope", scope)],
-                deadline,
-            )
-            .await?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let cursor = field_text(row.first());
-        Ok(Some(StoredState {
-            cursor: crate::warehouse::parse_cursor(cursor.as_deref(), &self.target.describe())?,
-            source_time: field_time(row.get(1)),
-            updated_at: field_time(row.get(2)),
-        }))
-    }
-
-    async fn commit(&self, batch: Batch) -> Result<(), WarehouseError> {
-        let plan = plan_batch(&self.schema, &batch, Utc::now(), self.limits);
-        let parts = plan.len();
-        for (index, transaction) in plan.iter().enumerate() {
-            let context = if parts == 1 {
-                "commit batch".to_string()
-            } else {
-                format!("commit batch (part {} of {parts})", index + 1)
-            };
-            self.run_transaction(transaction, batch.cancel_after, &context)
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError> {
-        let own_tables = self
-            .query(
-                "read status",
-                &Dialect::Redshift.count_status_tables(),
-                &[("schema", &self.schema)],
-                None,
-            )
-            .await?;
-        if own_tables
-            .first()
-            .and_then(|row| field_i64(row.first()))
-            .unwrap_or(0)
-            < 2
-        {
-            return Ok(None);
-        }
-        let rows = self
-            .query(
-                "read status",
-                &Dialect::Redshift.status(&self.schema),
-                &[],
-                None,
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|row| StreamStatus {
-                source: field_text(row.first()).unwrap_or_default(),
-                stream: field_text(row.get(1)).unwrap_or_default(),
-                scope: field_text(row.get(2)).unwrap_or_default(),
-                cursor: field_text(row.get(3)),
-                source_time: field_time(row.get(4)),
-                state_updated_at: field_time(row.get(5)),
-                last_run_id: field_text(row.get(6)),
-                last_run_started_at: field_time(row.get(7)),
-                last_run_finished_at: field_time(row.get(8)),
-                last_run_status: field_text(row.get(9)),
-                last_run_rows: field_i64(row.get(10)),
-                last_run_error: field_text(row.get(11)),
-            })
-            .collect::<Vec<_>>()
-            .into())
-    }
 }
 
 #[cfg(test)]
