@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
-FUNCTIONS=(rollbar circleci heroku)
+source scripts/lib/functions.sh
+mapfile -t FUNCTIONS < <(lambda_functions)
+[ "${#FUNCTIONS[@]}" -gt 0 ] || { echo "error: no Lambda crate found under functions/" >&2; exit 1; }
 MAX_GLIBC="2.34"
 
 check_glibc() {

@@ -16,6 +16,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 source scripts/lib/postgres.sh
 source scripts/lib/python.sh
+source scripts/lib/functions.sh
 
 start_throwaway_postgres
 # Tests that need PostgreSQL fail rather than skip when this is set.
@@ -30,8 +31,8 @@ cargo fmt --all -- --check
 # Two cargo invocations, on purpose: the command with its embedded DuckDB, and the Lambdas
 # with the AWS SDK. Feature unification across both would rebuild DuckDB's C++ whenever
 # either side's dependencies change.
-LAMBDA_CRATES=(-p heimdallr-core -p heimdallr-rollbar -p heimdallr-circleci -p heimdallr-heroku
-  --features heimdallr-rollbar/lambda,heimdallr-circleci/lambda,heimdallr-heroku/lambda)
+# The function crates are found under functions/ (scripts/lib/functions.sh).
+set_lambda_crates
 
 echo "==> cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings

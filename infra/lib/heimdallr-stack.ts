@@ -5,24 +5,11 @@ import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
 import { FunctionMonitoring } from './monitoring';
 import { Network } from './network';
-import { Settings, SOURCE_NAMES, SourceName } from './settings';
+import { Settings, SOURCE_NAMES, sourceEnvironment } from './settings';
 import { SourceFunction } from './source-function';
 
 export interface HeimdallrStackProps extends StackProps {
   readonly settings: Settings;
-}
-
-/** What each source's handler reads besides its secret and warehouse. */
-function sourceEnvironment(source: SourceName, settings: Settings): Record<string, string> {
-  const scopes = settings.sources[source].scopes.join(',');
-  switch (source) {
-    case 'rollbar':
-      return { HEIMDALLR_PII: settings.pii };
-    case 'circleci':
-      return { CIRCLECI_PROJECTS: scopes };
-    case 'heroku':
-      return { HEROKU_APPS: scopes, HEIMDALLR_PII: settings.pii };
-  }
 }
 
 /** The whole system, deployed together: network, one function per source, alarms, dashboards. */

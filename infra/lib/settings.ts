@@ -2,8 +2,47 @@
 // Every setting has a default except the warehouse; a missing or malformed one fails synth
 // with a message that names it and shows a valid example.
 
-export const SOURCE_NAMES = ['rollbar', 'circleci', 'heroku'] as const;
-export type SourceName = (typeof SOURCE_NAMES)[number];
+/** What the stack knows of a source: one entry per function, read everywhere else. */
+export interface SourceDefinition {
+  /** On when nothing is set (a source with a scope list is on when the list has names). */
+  readonly enabledByDefault: boolean;
+  /** Minutes between runs (EventBridge rate). */
+  readonly scheduleMinutes: number;
+  /** Alarm when the newest synced data is older than this. */
+  readonly freshnessMinutes: number;
+  /** The projects or apps it syncs: their cdk.json key, the function's environment variable
+   * (the source crate's setting of the same name), an example, and what "all" looks like. */
+  readonly scope?: { readonly key: string; readonly env: string; readonly example: readonly string[]; readonly everything?: string };
+  /** Whether it stores personal data, and so reads the PII policy (HEIMDALLR_PII). */
+  readonly personalData: boolean;
+}
+
+/** Every source the stack can deploy. A new source is one entry here (see the README). */
+export const SOURCES = {
+  // Rollbar's projects are the tokens in its secret, so it has no scope list.
+  rollbar: { enabledByDefault: true, scheduleMinutes: 1, freshnessMinutes: 15, personalData: true },
+  circleci: {
+    enabledByDefault: false,
+    scheduleMinutes: 5,
+    freshnessMinutes: 60,
+    scope: { key: 'projects', env: 'CIRCLECI_PROJECTS', example: ['gh/acme/web', 'circleci/8e4z/api'] },
+    personalData: false,
+  },
+  heroku: {
+    enabledByDefault: false,
+    scheduleMinutes: 5,
+    freshnessMinutes: 60,
+    scope: { key: 'apps', env: 'HEROKU_APPS', example: ['acme-web', 'acme-api'], everything: '["*"] for every app the key sees' },
+    personalData: true,
+  },
+} as const satisfies Record<string, SourceDefinition>;
+
+export type SourceName = keyof typeof SOURCES;
+export const SOURCE_NAMES = Object.keys(SOURCES) as SourceName[];
+
+function definition(name: SourceName): SourceDefinition {
+  return SOURCES[name];
+}
 
 export interface SourceSettings {
   readonly enabled: boolean;
@@ -39,19 +78,6 @@ export class SettingsError extends Error {
     this.name = 'SettingsError';
   }
 }
-
-const SOURCE_DEFAULTS: Record<SourceName, { enabled: boolean; scheduleMinutes: number; freshnessMinutes: number }> = {
-  rollbar: { enabled: true, scheduleMinutes: 1, freshnessMinutes: 15 },
-  // CircleCI and Heroku are on when their projects or apps are listed.
-  circleci: { enabled: false, scheduleMinutes: 5, freshnessMinutes: 60 },
-  heroku: { enabled: false, scheduleMinutes: 5, freshnessMinutes: 60 },
-};
-
-const SCOPE_KEYS: Record<SourceName, string | undefined> = {
-  rollbar: undefined,
-  circleci: 'projects',
-  heroku: 'apps',
-};
 
 const LOG_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
 
@@ -127,33 +153,34 @@ function parseWarehouse(value: unknown): WarehouseSettings {
 }
 
 function parseSource(name: SourceName, value: unknown, defaultMemoryMb: number): SourceSettings {
-  const defaults = SOURCE_DEFAULTS[name];
+  const defaults = definition(name);
+  const objectExample = `"${name}": {"enabled": true, "scheduleMinutes": ${defaults.scheduleMinutes}}`;
   if (value !== undefined && !isObject(value)) {
-    throw new SettingsError(`sources.${name}`, 'must be an object', `"${name}": {"enabled": true, "scheduleMinutes": ${defaults.scheduleMinutes}}`);
+    throw new SettingsError(`sources.${name}`, 'must be an object', objectExample);
   }
   const source = value ?? {};
-  const scopeKey = SCOPE_KEYS[name];
+  const scope = defaults.scope;
   let scopes: string[] = [];
-  if (scopeKey !== undefined && source[scopeKey] !== undefined) {
-    const list = source[scopeKey];
-    const example = name === 'circleci' ? '"projects": ["gh/acme/web", "circleci/8e4z/api"]' : '"apps": ["acme-web", "acme-api"]';
+  if (scope !== undefined && source[scope.key] !== undefined) {
+    const list = source[scope.key];
+    const example = `"${scope.key}": ${JSON.stringify(scope.example)}`;
     if (!Array.isArray(list) || list.some((s) => typeof s !== 'string' || s.trim() === '' || s.includes(','))) {
-      throw new SettingsError(`sources.${name}.${scopeKey}`, 'must be a list of non-empty names without commas', example);
+      throw new SettingsError(`sources.${name}.${scope.key}`, 'must be a list of non-empty names without commas', example);
     }
     scopes = list as string[];
   }
   for (const key of Object.keys(source)) {
-    if (!['enabled', 'scheduleMinutes', 'freshnessMinutes', 'memoryMb', scopeKey].includes(key)) {
-      throw new SettingsError(`sources.${name}.${key}`, 'is not a setting', `"${name}": {"enabled": true, "scheduleMinutes": ${defaults.scheduleMinutes}}`);
+    if (!['enabled', 'scheduleMinutes', 'freshnessMinutes', 'memoryMb', scope?.key].includes(key)) {
+      throw new SettingsError(`sources.${name}.${key}`, 'is not a setting', objectExample);
     }
   }
   const scheduleMinutes = integer(source.scheduleMinutes, `sources.${name}.scheduleMinutes`, 1, 1440, defaults.scheduleMinutes, '"scheduleMinutes": 5');
   // A source with a list of projects or apps is on unless disabled; without one it has
   // nothing to sync, so it is off unless enabled (and then the list is required).
-  const enabled = boolean(source.enabled, `sources.${name}.enabled`, scopeKey === undefined ? defaults.enabled : scopes.length > 0);
-  if (enabled && scopeKey !== undefined && scopes.length === 0) {
-    const example = name === 'circleci' ? '"projects": ["gh/acme/web"]' : '"apps": ["acme-web"] (or ["*"] for every app the key sees)';
-    throw new SettingsError(`sources.${name}.${scopeKey}`, `is empty but the source is enabled`, example);
+  const enabled = boolean(source.enabled, `sources.${name}.enabled`, scope === undefined ? defaults.enabledByDefault : scopes.length > 0);
+  if (enabled && scope !== undefined && scopes.length === 0) {
+    const example = `"${scope.key}": ${JSON.stringify(scope.example.slice(0, 1))}` + (scope.everything === undefined ? '' : ` (or ${scope.everything})`);
+    throw new SettingsError(`sources.${name}.${scope.key}`, `is empty but the source is enabled`, example);
   }
   return {
     enabled,
@@ -162,6 +189,16 @@ function parseSource(name: SourceName, value: unknown, defaultMemoryMb: number):
     scopes,
     memoryMb: integer(source.memoryMb, `sources.${name}.memoryMb`, 128, 10240, defaultMemoryMb, '"memoryMb": 256'),
   };
+}
+
+/** What a source's function reads besides its secret and warehouse: its scope list and,
+ * when it stores personal data, the PII policy. */
+export function sourceEnvironment(name: SourceName, settings: Settings): Record<string, string> {
+  const defined = definition(name);
+  const environment: Record<string, string> = {};
+  if (defined.scope !== undefined) environment[defined.scope.env] = settings.sources[name].scopes.join(',');
+  if (defined.personalData) environment.HEIMDALLR_PII = settings.pii;
+  return environment;
 }
 
 /** Reads and checks the settings; `context` is the `heimdallr` context object. */

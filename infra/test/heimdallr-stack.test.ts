@@ -5,11 +5,11 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { HeimdallrStack } from '../lib/heimdallr-stack';
-import { parseSettings, Settings, SettingsError } from '../lib/settings';
+import { parseSettings, Settings, SettingsError, SOURCE_NAMES, SOURCES } from '../lib/settings';
 import { MissingBundleError } from '../lib/source-function';
 
 /** Stand-in bundles: synth only packages the directories, it never runs them. */
-function bundleDir(sources: string[] = ['rollbar', 'circleci', 'heroku', 'rollbar-arm64', 'circleci-arm64', 'heroku-arm64']): string {
+function bundleDir(sources: string[] = SOURCE_NAMES.flatMap((name) => [name, `${name}-arm64`])): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'heimdallr-bundles-'));
   for (const source of sources) {
     fs.mkdirSync(path.join(dir, source));
@@ -122,6 +122,26 @@ describe('functions', () => {
     expect(env.HEIMDALLR_SECRET_ARN).toEqual({ Ref: expect.stringMatching(/^RollbarSecret/) });
     const circleci = resourcesOf('AWS::Lambda::Function')[functionIdFor('circleci')];
     expect(circleci.Properties.Environment.Variables.CIRCLECI_PROJECTS).toBe('gh/acme/web');
+  });
+
+  test("every variable a function is given is one its Rust code reads (the sources table matches the crates)", () => {
+    const root = path.resolve(__dirname, '../..');
+    const read = (dir: string): string =>
+      fs
+        .readdirSync(dir, { recursive: true, encoding: 'utf8' })
+        .filter((file) => file.endsWith('.rs'))
+        .map((file) => fs.readFileSync(path.join(dir, file), 'utf8'))
+        .join('\n');
+    const frame = read(path.join(root, 'functions/core/src/lambda'));
+    for (const name of SOURCE_NAMES) {
+      const code = read(path.join(root, 'functions', name, 'src')) + frame;
+      const env = resourcesOf('AWS::Lambda::Function')[functionIdFor(name)].Properties.Environment.Variables;
+      for (const variable of Object.keys(env).filter((v) => v.startsWith('HEIMDALLR_') || v.startsWith(name.toUpperCase()))) {
+        expect({ name, variable, read: code.includes(`"${variable}"`) }).toEqual({ name, variable, read: true });
+      }
+      const scope = (SOURCES[name] as { scope?: { env: string } }).scope;
+      if (scope !== undefined) expect(Object.keys(env)).toContain(scope.env);
+    }
   });
 
   test('timeouts stay below the schedule period', () => {

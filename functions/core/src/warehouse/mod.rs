@@ -1,7 +1,7 @@
 //! The warehouse port: one trait, one adapter per backend, and all the SQL.
 //!
-//! - [`row`]: the row model and the checks that make a row storable.
-//! - [`target`]: the `--warehouse` URL and the backend it opens.
+//! - `row`: the row model and the checks that make a row storable.
+//! - `target`: the `--warehouse` URL and the backend it opens.
 //! - `dialect`: the SQL every backend shares; backend-only SQL lives in its backend
 //!   (`duck`, `postgres`, `redshift`), the analyst views in `views`.
 //!

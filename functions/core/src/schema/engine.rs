@@ -1,0 +1,62 @@
+//! The engine's own tables: stream state, run records and rejected rows.
+
+use super::ColumnType::*;
+use super::{col, key, Table};
+
+/// Where each stream is: its cursor, committed with the rows it covers.
+pub static STATE: Table = Table {
+    name: "_heimdallr_state",
+    columns: &[
+        key("source", Text(64)),
+        key("stream", Text(64)),
+        key("scope", Text(255)),
+        col("cursor", Json),
+        col("source_time", Timestamp),
+        col("run_id", Text(64)),
+        col("updated_at", Timestamp),
+    ],
+    key: &["source", "stream", "scope"],
+    event_time: None,
+    dist_key: None,
+};
+
+/// One row per run and stream, updated with every batch the run commits.
+pub static RUNS: Table = Table {
+    name: "_heimdallr_runs",
+    columns: &[
+        key("run_id", Text(64)),
+        key("source", Text(64)),
+        key("stream", Text(64)),
+        key("scope", Text(255)),
+        col("started_at", Timestamp),
+        col("finished_at", Timestamp),
+        col("status", Text(32)),
+        col("rows_written", BigInt),
+        col("pages_fetched", BigInt),
+        col("api_retries", BigInt),
+        col("rejects", BigInt),
+        col("error", Text(4096)),
+        col("updated_at", Timestamp),
+    ],
+    key: &["run_id", "source", "stream", "scope"],
+    event_time: Some("started_at"),
+    dist_key: None,
+};
+
+/// Rows that could not be stored, with the reason; the sync goes on without them.
+pub static REJECTS: Table = Table {
+    name: "_heimdallr_rejects",
+    columns: &[
+        key("source", Text(64)),
+        key("target_table", Text(64)),
+        key("record_key", Text(255)),
+        col("scope", Text(255)),
+        col("run_id", Text(64)),
+        col("reason", Text(4096)),
+        col("raw", Json),
+        col("rejected_at", Timestamp),
+    ],
+    key: &["source", "target_table", "record_key"],
+    event_time: Some("rejected_at"),
+    dist_key: None,
+};
