@@ -79,11 +79,7 @@ impl Source for CircleCi {
 
     /// `{"token": "<CircleCI personal API token>"}`.
     fn credential_from_secret(secret: &Value) -> Result<Token, ConfigError> {
-        secret
-            .get("token")
-            .and_then(Value::as_str)
-            .and_then(Token::from_setting)
-            .ok_or_else(|| ConfigError::new("expected {\"token\": \"<CircleCI API token>\"}"))
+        heimdallr_core::source::token_in_secret(secret, "token", "CircleCI API token")
     }
 
     fn http(&self) -> Arc<HttpStats> {

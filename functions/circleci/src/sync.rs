@@ -256,10 +256,8 @@ impl Pages<PipelinesCursor> for PipelinePages<'_> {
         );
         if done {
             run.cursor.end_walk();
-            Ok(PageOutcome::Done)
-        } else {
-            Ok(PageOutcome::More)
         }
+        Ok(PageOutcome::after_page(done))
     }
 }
 

@@ -23,6 +23,20 @@ impl ConfigError {
     }
 }
 
+/// A credential that is one token in a field of the Lambda's secret, `{"<field>": "<token>"}`;
+/// the error shows the expected shape (`what` describes the token), never a value.
+pub fn token_in_secret(
+    secret: &serde_json::Value,
+    field: &str,
+    what: &str,
+) -> Result<crate::token::Token, ConfigError> {
+    secret
+        .get(field)
+        .and_then(serde_json::Value::as_str)
+        .and_then(crate::token::Token::from_setting)
+        .ok_or_else(|| ConfigError::new(format!("expected {{\"{field}\": \"<{what}>\"}}")))
+}
+
 /// What every source is given besides its own settings.
 #[derive(Debug, Clone, Default)]
 pub struct Common {
@@ -120,6 +134,20 @@ pub fn settings_from_env<S: clap::Args + clap::FromArgMatches>() -> Result<S, Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_in_a_secret_is_read_and_a_wrong_shape_is_named_without_values() {
+        let secret = serde_json::json!({"api_key": "hk-secret-1"});
+        let token = token_in_secret(&secret, "api_key", "Heroku API key").unwrap();
+        assert_eq!(token.expose(), "hk-secret-1");
+        let wrong = serde_json::json!({"token": "hk-secret-2"});
+        let error = token_in_secret(&wrong, "api_key", "Heroku API key")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(error, r#"expected {"api_key": "<Heroku API key>"}"#);
+        assert!(token_in_secret(&serde_json::json!({"api_key": ""}), "api_key", "key").is_err());
+    }
 
     #[derive(Debug, clap::Args)]
     struct Example {

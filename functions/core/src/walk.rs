@@ -31,6 +31,18 @@ pub enum PageOutcome {
     Stop,
 }
 
+impl PageOutcome {
+    /// After a page was stored: [`PageOutcome::Done`] at the walk's end, else
+    /// [`PageOutcome::More`].
+    pub fn after_page(done: bool) -> Self {
+        if done {
+            Self::Done
+        } else {
+            Self::More
+        }
+    }
+}
+
 /// One source's walk, page by page, for [`drive`].
 #[async_trait]
 pub trait Pages<C>: Send {

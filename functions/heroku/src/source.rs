@@ -81,11 +81,7 @@ impl Source for Heroku {
 
     /// `{"api_key": "<Heroku API key>"}`.
     fn credential_from_secret(secret: &Value) -> Result<Token, ConfigError> {
-        secret
-            .get("api_key")
-            .and_then(Value::as_str)
-            .and_then(Token::from_setting)
-            .ok_or_else(|| ConfigError::new("expected {\"api_key\": \"<Heroku API key>\"}"))
+        heimdallr_core::source::token_in_secret(secret, "api_key", "Heroku API key")
     }
 
     fn http(&self) -> Arc<HttpStats> {

@@ -282,12 +282,9 @@ impl Pages<ReleasesCursor> for ReleasePages<'_> {
             .client
             .releases(&s.app, next.as_deref(), s.config.page_size)
             .await;
-        let page = match self.guard.check(run, next, answer)? {
-            Fetched::Page(page) => page,
-            Fetched::Restart => return Ok(PageOutcome::Again),
-            Fetched::End => RangePage::default(),
+        let Some(page) = self.guard.page(run, next, answer)? else {
+            return Ok(PageOutcome::Again);
         };
-        run.page_fetched();
         let records: Vec<(String, Option<i64>)> = page
             .items
             .iter()
@@ -311,17 +308,11 @@ impl Pages<ReleasesCursor> for ReleasePages<'_> {
         let lowest = records.iter().filter_map(|(_, v)| *v).min();
         // Done at the oldest page, or once a page reaches below the mark.
         let last_page = page.items.is_empty() || run.cursor.walk.is_below_mark(lowest.as_ref());
-        Ok(
-            if run
-                .cursor
-                .walk
-                .advance(page.next_range, &records, last_page)
-            {
-                PageOutcome::Done
-            } else {
-                PageOutcome::More
-            },
-        )
+        Ok(PageOutcome::after_page(run.cursor.walk.advance(
+            page.next_range,
+            &records,
+            last_page,
+        )))
     }
 }
 
@@ -354,6 +345,26 @@ impl RangeGuard {
             resumed: walk.is_resuming(),
             restarted: false,
         }
+    }
+
+    /// The page [`RangeGuard::check`] makes of an answer, counted as fetched (empty at the
+    /// end of the list); `None` when the walk must ask again from the newest page.
+    fn page<M>(
+        &mut self,
+        run: &mut StreamRun<Cursor<M>>,
+        sent: Option<String>,
+        answer: Result<RangePage, ApiError>,
+    ) -> Result<Option<RangePage>, StreamError>
+    where
+        M: Ord + Clone + Serialize + serde::de::DeserializeOwned,
+    {
+        let page = match self.check(run, sent, answer)? {
+            Fetched::Page(page) => page,
+            Fetched::Restart => return Ok(None),
+            Fetched::End => RangePage::default(),
+        };
+        run.page_fetched();
+        Ok(Some(page))
     }
 
     fn check<M>(
@@ -566,12 +577,9 @@ impl Pages<BuildsCursor> for BuildPages<'_> {
             .client
             .builds(&s.app, next.as_deref(), s.config.page_size)
             .await;
-        let page = match self.guard.check(run, next, answer)? {
-            Fetched::Page(page) => page,
-            Fetched::Restart => return Ok(PageOutcome::Again),
-            Fetched::End => RangePage::default(),
+        let Some(page) = self.guard.page(run, next, answer)? else {
+            return Ok(PageOutcome::Again);
         };
-        run.page_fetched();
         let records: Vec<(String, Option<DateTime<Utc>>)> = page
             .items
             .iter()
@@ -598,17 +606,11 @@ impl Pages<BuildsCursor> for BuildPages<'_> {
                     .map(|t| t + Duration::minutes(BUILD_ORDER_MARGIN_MINUTES))
                     .as_ref(),
             );
-        Ok(
-            if run
-                .cursor
-                .walk
-                .advance(page.next_range, &records, last_page)
-            {
-                PageOutcome::Done
-            } else {
-                PageOutcome::More
-            },
-        )
+        Ok(PageOutcome::after_page(run.cursor.walk.advance(
+            page.next_range,
+            &records,
+            last_page,
+        )))
     }
 }
 

@@ -438,11 +438,7 @@ impl Pages<OccurrencesCursor> for OccurrencePages<'_> {
                 run.commit().await?;
             }
         }
-        Ok(if done {
-            PageOutcome::Done
-        } else {
-            PageOutcome::More
-        })
+        Ok(PageOutcome::after_page(done))
     }
 }
 
