@@ -10,8 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
 source scripts/lib/functions.sh
-mapfile -t FUNCTIONS < <(lambda_functions)
-[ "${#FUNCTIONS[@]}" -gt 0 ] || { echo "error: no Lambda crate found under functions/" >&2; exit 1; }
+FUNCTIONS="$(lambda_functions)"
 MAX_GLIBC="2.34"
 
 check_glibc() {
@@ -41,7 +40,7 @@ build() {
 
 arm64=false
 if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then arm64=true; fi
-for function in "${FUNCTIONS[@]}"; do
+for function in $FUNCTIONS; do
   build "$function" x86_64-unknown-linux-gnu "dist/lambda/$function"
   if $arm64; then
     build "$function" aarch64-unknown-linux-gnu "dist/lambda/$function-arm64"

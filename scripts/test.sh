@@ -32,7 +32,7 @@ cargo fmt --all -- --check
 # with the AWS SDK. Feature unification across both would rebuild DuckDB's C++ whenever
 # either side's dependencies change.
 # The function crates are found under functions/ (scripts/lib/functions.sh).
-set_lambda_crates
+set_lambda_crates || exit 1
 
 echo "==> cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings

@@ -31,7 +31,7 @@ pub struct WarehouseArgs {
     #[arg(long, env = "HEIMDALLR_WAREHOUSE", default_value = heimdallr_core::warehouse::DEFAULT_DUCKDB_PATH)]
     pub warehouse: String,
     /// Schema that holds Heimdallr's tables.
-    #[arg(long, env = "HEIMDALLR_SCHEMA", default_value = "heimdallr")]
+    #[arg(long, env = "HEIMDALLR_SCHEMA", default_value = heimdallr_core::source::DEFAULT_SCHEMA)]
     pub schema: String,
 }
 
@@ -59,22 +59,12 @@ pub struct SyncArgs {
     /// Stop starting new pages after this long (e.g. 90s, 10m); the next run resumes.
     #[arg(long, env = "HEIMDALLR_MAX_DURATION", value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
-    /// Give up on an API request after this long (it is retried, within the budget).
-    #[arg(long, env = "HEIMDALLR_HTTP_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    pub http_timeout: Duration,
-    /// Retries of failed API requests allowed per pass, over all requests.
-    #[arg(long, env = "HEIMDALLR_HTTP_RETRY_BUDGET", default_value_t = 200)]
-    pub http_retry_budget: u64,
-    /// Source rows per transaction.
-    #[arg(long, env = "HEIMDALLR_BATCH_ROWS", default_value_t = heimdallr_core::engine::DEFAULT_BATCH_ROWS as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub batch_rows: u32,
+    #[command(flatten)]
+    pub engine: heimdallr_core::source::EngineSettings,
     #[command(flatten)]
     pub warehouse: WarehouseArgs,
     #[command(flatten)]
     pub sources: crate::sources::SourceSettings,
-    /// Personal fields (person username and email, request user_ip): keep, hash or drop.
-    #[arg(long, env = "HEIMDALLR_PII", default_value = "drop")]
-    pub pii: String,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -6,7 +6,6 @@ use crate::cli::{Cli, Command, LogFormat, SyncArgs, WarehouseArgs};
 use crate::sources::Prepared;
 use anyhow::Result;
 use heimdallr_core::engine::{Progress, RunOutcome, RunStatus, SyncOptions};
-use heimdallr_core::http::HttpSettings;
 use heimdallr_core::pii::PiiPolicy;
 use heimdallr_core::source::Common;
 use heimdallr_core::warehouse::{self, Warehouse, WarehouseError, WarehouseTarget};
@@ -66,13 +65,10 @@ async fn open_warehouse(args: &WarehouseArgs) -> Result<Arc<dyn Warehouse>> {
 /// credential is set.
 fn sources(args: &SyncArgs) -> Result<Vec<Box<dyn Prepared>>> {
     let common = Common {
-        http: HttpSettings {
-            request_timeout: args.http_timeout,
-            retry_budget: args.http_retry_budget,
-        },
+        http: args.engine.http(),
     };
     let salt = std::env::var("HEIMDALLR_PII_SALT").ok();
-    let pii = PiiPolicy::from_config(&args.pii, salt.as_deref())?;
+    let pii = PiiPolicy::from_config(&args.engine.pii, salt.as_deref())?;
     let registered = crate::sources::registered(&args.sources);
     let configured = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
     let mut ready = Vec::new();
@@ -105,7 +101,7 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
     loop {
         let started = Instant::now();
         let mut options = SyncOptions::new(args.max_duration.map(|d| started + d));
-        options.batch_rows = args.batch_rows as usize;
+        options.batch_rows = args.engine.batch_rows as usize;
         options.progress = progress.callback();
         tracing::info!(run_id = %options.run_id, warehouse = %warehouse.describe(), "sync pass started");
         let mut outcomes = Vec::new();

@@ -1,5 +1,5 @@
-//! The sources the command knows: the one place a source is registered with it (its
-//! settings become `sync`'s flags, its name a `sync` argument).
+//! The sources the command knows: the one place a source is registered with it, one line
+//! in `sources!` (its settings become `sync`'s flags, its name a `sync` argument).
 
 use async_trait::async_trait;
 use heimdallr_circleci::CircleCi;
@@ -11,28 +11,35 @@ use heimdallr_heroku::Heroku;
 use heimdallr_rollbar::Rollbar;
 use std::sync::Arc;
 
-/// Every source's settings, flattened into `heimdallr sync`.
-#[derive(Debug, clap::Args)]
-pub struct SourceSettings {
-    #[command(flatten)]
-    pub rollbar: heimdallr_rollbar::Settings,
-    #[command(flatten)]
-    pub circleci: heimdallr_circleci::Settings,
-    #[command(flatten)]
-    pub heroku: heimdallr_heroku::Settings,
+/// Declares the registered sources, one line each: `field: Type` where the type implements
+/// [`Source`]. Makes [`SourceSettings`] (every source's settings, flattened into
+/// `heimdallr sync`), [`registered`] (in the order `sync all` runs them) and [`NAMES`].
+macro_rules! sources {
+    ($($field:ident: $source:ty),+ $(,)?) => {
+        /// Every source's settings, flattened into `heimdallr sync`.
+        #[derive(Debug, clap::Args)]
+        pub struct SourceSettings {
+            $(
+                #[command(flatten)]
+                pub $field: <$source as Source>::Settings,
+            )+
+        }
+
+        /// The registered sources, in the order `sync all` runs them.
+        pub fn registered(settings: &SourceSettings) -> Vec<Box<dyn Registered + '_>> {
+            vec![$(Box::new(Entry::<$source>(&settings.$field))),+]
+        }
+
+        /// The names `heimdallr sync` takes: every source, and `all`.
+        pub const NAMES: &[&str] = &[$(<$source as Source>::NAME,)+ "all"];
+    };
 }
 
-/// The registered sources, in the order `sync all` runs them.
-pub fn registered(settings: &SourceSettings) -> Vec<Box<dyn Registered + '_>> {
-    vec![
-        Box::new(Entry::<Rollbar>(&settings.rollbar)),
-        Box::new(Entry::<CircleCi>(&settings.circleci)),
-        Box::new(Entry::<Heroku>(&settings.heroku)),
-    ]
+sources! {
+    rollbar: Rollbar,
+    heroku: Heroku,
+    circleci: CircleCi,
 }
-
-/// The names `heimdallr sync` takes: every source, and `all`.
-pub const NAMES: &[&str] = &[Rollbar::NAME, CircleCi::NAME, Heroku::NAME, "all"];
 
 /// A registered source, whatever its types.
 pub trait Registered {

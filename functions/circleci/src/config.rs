@@ -1,6 +1,5 @@
-//! CircleCI settings: the token, the project slugs, the look-back window and the sweep.
+//! CircleCI settings: the project slugs, the look-back window and the sweep.
 
-use heimdallr_core::token::Token;
 use std::time::Duration;
 
 pub const DEFAULT_API_URL: &str = "https://circleci.com/api/v2";
@@ -11,15 +10,8 @@ pub const DEFAULT_LOOKBACK: &str = "1h";
 pub const DEFAULT_SWEEP_WINDOW: &str = "7d";
 pub const DEFAULT_SWEEP_INTERVAL: &str = "6h";
 
-/// A default above as a duration (each is pinned by a test to parse).
-fn default_duration(text: &str) -> Duration {
-    heimdallr_core::time::parse_duration(text).unwrap_or_default()
-}
-
 #[derive(Debug, Clone)]
 pub struct CircleCiConfig {
-    pub api_url: String,
-    pub token: Token,
     /// Project slugs as CircleCI writes them (`gh/acme/web`, `circleci/<org-id>/<project-id>`).
     pub projects: Vec<String>,
     /// Pipelines this recent have their workflows re-listed on every run.
@@ -61,23 +53,6 @@ pub fn parse_projects(list: &str) -> Result<Vec<String>, ConfigError> {
     Ok(projects)
 }
 
-impl CircleCiConfig {
-    pub fn new(api_url: Option<&str>, token: &str, projects: &str) -> Result<Self, ConfigError> {
-        let token = Token::from_setting(token).ok_or(ConfigError::MissingToken)?;
-        Ok(Self {
-            api_url: api_url
-                .unwrap_or(DEFAULT_API_URL)
-                .trim_end_matches('/')
-                .to_string(),
-            token,
-            projects: parse_projects(projects)?,
-            lookback: default_duration(DEFAULT_LOOKBACK),
-            sweep_window: default_duration(DEFAULT_SWEEP_WINDOW),
-            sweep_interval: default_duration(DEFAULT_SWEEP_INTERVAL),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,16 +81,5 @@ mod tests {
         ] {
             assert!(heimdallr_core::time::parse_duration(text).is_ok_and(|d| !d.is_zero()));
         }
-    }
-
-    #[test]
-    fn the_token_is_required_and_never_printed() {
-        assert_eq!(
-            CircleCiConfig::new(None, " ", "gh/a/b").unwrap_err(),
-            ConfigError::MissingToken
-        );
-        let config = CircleCiConfig::new(None, "cci-secret", "gh/a/b").unwrap();
-        assert!(!format!("{config:?}").contains("cci-secret"));
-        assert_eq!(config.api_url, DEFAULT_API_URL);
     }
 }

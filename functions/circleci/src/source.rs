@@ -63,7 +63,7 @@ impl Source for CircleCi {
     fn new(settings: &Settings, common: &Common) -> Result<Self, ConfigError> {
         let projects = parse_projects(&settings.projects)
             .map_err(|e| ConfigError::new(format!("CIRCLECI_PROJECTS: {e}")))?;
-        let client = CircleCiClient::new(&settings.api_url, Token::new(""), &common.http)
+        let client = CircleCiClient::new(settings.api_url.trim(), Token::new(""), &common.http)
             .map_err(|e| ConfigError::new(format!("CIRCLECI_API_URL: {e}")))?;
         Ok(Self {
             client,
@@ -92,8 +92,6 @@ impl Source for CircleCi {
         _pii: &PiiPolicy,
     ) -> Result<Vec<Box<dyn AnyStream>>, StreamError> {
         let config = CircleCiConfig {
-            api_url: self.settings.api_url.clone(),
-            token: token.clone(),
             projects: self.projects.clone(),
             lookback: self.settings.lookback,
             sweep_window: self.settings.sweep_window,
@@ -121,5 +119,18 @@ mod tests {
             settings.sweep_window,
             std::time::Duration::from_secs(7 * 86_400)
         );
+    }
+
+    #[test]
+    fn the_token_is_required_and_never_printed() {
+        let missing = CircleCi::credential_from_env(" ")
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            missing,
+            Some(crate::config::ConfigError::MissingToken.to_string())
+        );
+        let token = CircleCi::credential_from_env("cci-secret").unwrap();
+        assert!(!format!("{token:?}").contains("cci-secret"));
     }
 }

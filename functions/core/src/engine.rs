@@ -258,10 +258,10 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
         let state = warehouse
             .read_state(key.source, key.stream, &key.scope, reads_deadline(options))
             .await?;
-        let cursor = load_cursor(&key, state.as_ref().map(|s| s.cursor.clone()))?;
+        let cursor = load_cursor(&key, state.as_ref().map(|s| s.cursor.clone()));
         let retries_at_start = http.as_ref().map_or(0, |h| h.retries());
         let run = Self {
-            cursor,
+            cursor: C::default(),
             warehouse,
             key,
             options: options.clone(),
@@ -277,10 +277,28 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             source_time: state.as_ref().and_then(|s| s.source_time),
             in_flight: None,
         };
+        let mut run = run;
         let mut batch = Batch::default();
-        batch.push(&RUNS, run.run_row(RunStatus::Running, None, None));
-        run.warehouse.commit(batch).await?;
-        Ok(run)
+        match cursor {
+            Ok(cursor) => {
+                run.cursor = cursor;
+                batch.push(&RUNS, run.run_row(RunStatus::Running, None, None));
+                run.warehouse.commit(batch).await?;
+                Ok(run)
+            }
+            // Recorded as a failed run, so that `status` and the runs table show why the
+            // stream no longer moves; the stored cursor is left as it is.
+            Err(e) => {
+                let error = StreamError::from(e);
+                let message = error.to_string();
+                batch.push(
+                    &RUNS,
+                    run.run_row(RunStatus::Failed, Some(Utc::now()), Some(&message)),
+                );
+                run.warehouse.commit(batch).await?;
+                Err(error)
+            }
+        }
     }
 
     /// Another stream's stored cursor (e.g. the items a walk of occurrences touches).
@@ -432,10 +450,16 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
     /// the batch is full, or the time budget is spent (so a stop never loses a fetched
     /// page).
     pub async fn commit_page(&mut self, walk_done: bool) -> Result<(), WarehouseError> {
-        if walk_done || self.batch_full() || !self.time_left() {
+        if self.commit_due(walk_done) {
             self.commit().await?;
         }
         Ok(())
+    }
+
+    /// Whether a page's rows commit now: at the walk's end, with a full batch, or when the
+    /// time is spent (so that a stop never loses a fetched page).
+    pub fn commit_due(&self, walk_done: bool) -> bool {
+        walk_done || self.batch_full() || !self.time_left()
     }
 
     /// Commits when the batch is full (between the reads of a list of ids).
@@ -578,6 +602,7 @@ mod tests {
     #[derive(Default)]
     struct RecordingWarehouse {
         batches: Mutex<Vec<Batch>>,
+        stored_cursor: Option<serde_json::Value>,
     }
 
     #[async_trait::async_trait]
@@ -595,7 +620,11 @@ mod tests {
             _: &str,
             _: Option<Instant>,
         ) -> Result<Option<StoredState>, WarehouseError> {
-            Ok(None)
+            Ok(self.stored_cursor.clone().map(|cursor| StoredState {
+                cursor,
+                source_time: None,
+                updated_at: None,
+            }))
         }
         async fn commit(&self, batch: Batch) -> Result<(), WarehouseError> {
             self.batches.lock().unwrap().push(batch);
@@ -696,5 +725,41 @@ mod tests {
         let end = &batches.last().unwrap().writes;
         assert_eq!(end.len(), 1, "only the run record");
         assert_eq!(end[0].rows[0].0[11], Value::Text("boom".into()));
+    }
+
+    #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+    struct PageCursor {
+        page: u32,
+    }
+
+    #[tokio::test]
+    async fn a_stored_cursor_that_does_not_read_is_a_failed_run_on_record() {
+        let warehouse = Arc::new(RecordingWarehouse {
+            stored_cursor: Some(serde_json::json!({"page": "not a number"})),
+            ..Default::default()
+        });
+        let started = StreamRun::<PageCursor>::start(
+            warehouse.clone(),
+            StreamKey::new("rollbar", "items", "web"),
+            &SyncOptions::new(None),
+            None,
+        )
+        .await;
+        let error = started.err().expect("the cursor does not read");
+        assert_eq!(error.kind, ErrorKind::State);
+        let batches = warehouse.batches.lock().unwrap();
+        assert_eq!(batches.len(), 1, "one write: the failed run");
+        let runs = table_rows(&batches[0], &RUNS);
+        assert_eq!(runs[0].0[6], Value::Text("failed".into()));
+        assert!(!runs[0].0[5].is_null(), "finished");
+        assert!(
+            matches!(&runs[0].0[11], Value::Text(e) if e.contains("rollbar/items/web")),
+            "{:?}",
+            runs[0].0[11]
+        );
+        assert!(
+            table_rows(&batches[0], &STATE).is_empty(),
+            "the cursor is left as it is"
+        );
     }
 }

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Retries of failed requests allowed per pass, over all requests.
+pub const DEFAULT_RETRY_BUDGET: u64 = 200;
+
 /// Tunables of [`HttpClient`]; the defaults suit the public APIs.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -154,9 +157,13 @@ impl HttpStats {
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
     }
-    /// Starts a pass: the retry budget is counted afresh from here. Called once per sync
-    /// pass, so that the long-running command and warm Lambdas keep their budget.
+    /// Starts a pass: the retry budget is counted afresh from here, and the rate-limit
+    /// count of the last pass is forgotten (the window has refilled since; the pass's first
+    /// answer tells the count again, where a stale one would stop a warm Lambda before its
+    /// first request, for ever). Called once per sync pass, so that the long-running
+    /// command and warm Lambdas keep their budget.
     pub fn start_pass(&self) {
+        self.rate_limit_remaining.store(0, Ordering::Relaxed);
         self.retries_at_pass_start
             .store(self.retries(), Ordering::Relaxed);
     }

@@ -37,6 +37,40 @@ pub fn token_in_secret(
         .ok_or_else(|| ConfigError::new(format!("expected {{\"{field}\": \"<{what}>\"}}")))
 }
 
+/// The schema that holds Heimdallr's tables unless one is named.
+pub const DEFAULT_SCHEMA: &str = "heimdallr";
+/// How long an API request may take before it is given up (and retried).
+pub const DEFAULT_HTTP_TIMEOUT: &str = "60s";
+
+/// The engine's settings, the same for every source: the command's `sync` flags and every
+/// Lambda's environment, defined once.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct EngineSettings {
+    /// Give up on an API request after this long (it is retried, within the budget).
+    #[arg(long, env = "HEIMDALLR_HTTP_TIMEOUT", default_value = DEFAULT_HTTP_TIMEOUT, value_parser = crate::time::parse_duration)]
+    pub http_timeout: std::time::Duration,
+    /// Retries of failed API requests allowed per pass, over all requests.
+    #[arg(long, env = "HEIMDALLR_HTTP_RETRY_BUDGET", default_value_t = crate::http::DEFAULT_RETRY_BUDGET)]
+    pub http_retry_budget: u64,
+    /// Source rows per transaction.
+    #[arg(long, env = "HEIMDALLR_BATCH_ROWS", default_value_t = crate::engine::DEFAULT_BATCH_ROWS as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_rows: u32,
+    /// Personal fields (person username and email, request user_ip, owner emails): keep,
+    /// hash or drop.
+    #[arg(long, env = "HEIMDALLR_PII", default_value = "drop")]
+    pub pii: String,
+}
+
+impl EngineSettings {
+    /// What the API clients are built with.
+    pub fn http(&self) -> HttpSettings {
+        HttpSettings {
+            request_timeout: self.http_timeout,
+            retry_budget: self.http_retry_budget,
+        }
+    }
+}
+
 /// What every source is given besides its own settings.
 #[derive(Debug, Clone, Default)]
 pub struct Common {
@@ -134,6 +168,19 @@ pub fn settings_from_env<S: clap::Args + clap::FromArgMatches>() -> Result<S, Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Lambda's environment and the command's flags share these defaults, and they
+    /// are the engine's own.
+    #[test]
+    fn the_engine_settings_default_to_the_engines_defaults() {
+        let settings: EngineSettings = settings_from_env().unwrap();
+        assert_eq!(settings.http(), HttpSettings::default());
+        assert_eq!(
+            settings.batch_rows as usize,
+            crate::engine::DEFAULT_BATCH_ROWS
+        );
+        assert_eq!(settings.pii, "drop");
+    }
 
     #[test]
     fn a_token_in_a_secret_is_read_and_a_wrong_shape_is_named_without_values() {

@@ -20,8 +20,12 @@ use std::sync::Arc;
 /// What ended a stream run, for code that reacts to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// The API refused the credential (401, 403): every stream sharing it would fail too.
+    /// The API refused the credential (401, or a token that cannot be sent): every stream
+    /// sharing it would fail too, so the runner skips them.
     Authentication,
+    /// The API refused this call to the credential (403): it may still read other
+    /// resources (another Heroku app, another project), so the other streams run.
+    Forbidden,
     /// The API's rate limit asked for a longer wait than allowed.
     RateLimit,
     /// The API answered with something that is not what its contract says (a page that
@@ -39,6 +43,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Authentication => "authentication",
+            Self::Forbidden => "forbidden",
             Self::RateLimit => "rate_limit",
             Self::ApiShape => "api_shape",
             Self::Api => "api",
@@ -73,9 +78,8 @@ impl StreamError {
 impl From<HttpError> for StreamError {
     fn from(error: HttpError) -> Self {
         let kind = match &error {
-            HttpError::Unauthorized { .. } | HttpError::Forbidden { .. } => {
-                ErrorKind::Authentication
-            }
+            HttpError::Unauthorized { .. } => ErrorKind::Authentication,
+            HttpError::Forbidden { .. } => ErrorKind::Forbidden,
             HttpError::RateLimited { .. } => ErrorKind::RateLimit,
             HttpError::Malformed { .. } => ErrorKind::ApiShape,
             HttpError::NotFound { .. }
@@ -109,8 +113,8 @@ pub trait Stream: Send + Sync {
     /// The stream's name and scope, e.g. `rollbar/occurrences/web`.
     fn key(&self) -> StreamKey;
 
-    /// Streams that use the same credential: once one is refused (401/403), the runner
-    /// does not run the others of the group in that pass.
+    /// Streams that use the same credential: once one is refused (401), the runner does
+    /// not run the others of the group in that pass.
     fn credential(&self) -> String {
         String::new()
     }
@@ -188,6 +192,7 @@ pub async fn run_streams(
     for stream in streams {
         let credential = stream.credential();
         if refused.contains(&credential) {
+            tracing::warn!(stream = %stream.key(), "not run: its credential was refused earlier in this pass");
             continue;
         }
         let outcome = stream.run_recorded(warehouse, options).await;
@@ -198,4 +203,22 @@ pub async fn run_streams(
         outcomes.push(outcome);
     }
     outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_token_stops_its_group_and_a_refused_resource_does_not() {
+        let unauthorized = StreamError::from(HttpError::Unauthorized {
+            url: "https://api.heroku.com/apps".into(),
+        });
+        assert_eq!(unauthorized.kind, ErrorKind::Authentication);
+        let forbidden = StreamError::from(HttpError::Forbidden {
+            url: "https://api.heroku.com/apps/team-app/releases".into(),
+        });
+        assert_eq!(forbidden.kind, ErrorKind::Forbidden);
+        assert_eq!(forbidden.kind.as_str(), "forbidden");
+    }
 }

@@ -1,10 +1,12 @@
 //! Newest-first walks down to a high-water mark, written once.
 //!
-//! [`drive`] runs every paged walk of every source (Rollbar's keyset walk, CircleCI's page
-//! tokens, Heroku's `Next-Range`): an unfinished walk first, then a fresh one from the
-//! newest page; the time budget between pages; a commit when a walk ends, a batch fills or
-//! the time is spent, so that a stop never loses a fetched page. A source says what one
-//! page is ([`Pages`]).
+//! [`drive`] runs every newest-first walk of every source (Rollbar's keyset walk,
+//! CircleCI's page tokens, Heroku's `Next-Range`): an unfinished walk first, then a fresh
+//! one from the newest page; the time budget between pages; a commit when a walk ends, a
+//! batch fills or the time is spent, so that a stop never loses a fetched page. A source
+//! says what one page is ([`Pages`]). (Rollbar's periodic sweep of every item, page by
+//! page number with no mark, and the re-reads of pending ids are plain loops over
+//! `commit_page`.)
 //!
 //! [`WalkState`] is the position of a walk by an opaque handle on its next page
 //! (CircleCI's `next_page_token`, Heroku's `Next-Range`). The mark moves only when a walk
@@ -85,7 +87,7 @@ where
                 }
                 PageOutcome::More | PageOutcome::Done => {
                     let done = outcome == PageOutcome::Done;
-                    if done || run.batch_full() || !run.time_left() {
+                    if run.commit_due(done) {
                         pages.before_commit(run);
                         run.commit().await?;
                     }

@@ -1,7 +1,6 @@
 //! Heroku settings: the API key, which apps, page size, the rate-limit headroom, PII.
 
 use heimdallr_core::pii::PiiPolicy;
-use heimdallr_core::token::Token;
 
 pub const DEFAULT_API_URL: &str = "https://api.heroku.com";
 /// The Range header's largest page.
@@ -21,8 +20,6 @@ pub enum Apps {
 
 #[derive(Debug, Clone)]
 pub struct HerokuConfig {
-    pub api_url: String,
-    pub token: Token,
     pub apps: Apps,
     pub page_size: u32,
     pub headroom: u64,

@@ -65,7 +65,7 @@ impl Source for Heroku {
     fn new(settings: &Settings, common: &Common) -> Result<Self, ConfigError> {
         let apps = parse_apps(&settings.apps)
             .map_err(|e| ConfigError::new(format!("HEROKU_APPS: {e}")))?;
-        let client = HerokuClient::new(&settings.api_url, Token::new(""), &common.http)
+        let client = HerokuClient::new(settings.api_url.trim(), Token::new(""), &common.http)
             .map_err(|e| ConfigError::new(format!("HEROKU_API_URL: {e}")))?;
         Ok(Self {
             client,
@@ -94,8 +94,6 @@ impl Source for Heroku {
         pii: &PiiPolicy,
     ) -> Result<Vec<Box<dyn AnyStream>>, StreamError> {
         let config = HerokuConfig {
-            api_url: self.settings.api_url.clone(),
-            token: key.clone(),
             apps: self.apps.clone(),
             page_size: self.settings.page_size,
             headroom: self.settings.rate_headroom,

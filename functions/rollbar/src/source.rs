@@ -61,7 +61,7 @@ impl Source for Rollbar {
     type Credential = Vec<Project>;
 
     fn new(settings: &Settings, common: &Common) -> Result<Self, ConfigError> {
-        let client = RollbarClient::new(&settings.api_url, &common.http)
+        let client = RollbarClient::new(settings.api_url.trim(), &common.http)
             .map_err(|e| ConfigError::new(format!("ROLLBAR_API_URL: {e}")))?;
         Ok(Self {
             client,

@@ -10,7 +10,9 @@ use super::{emf_line, required_env, stop_at, SecretCache, SecretError};
 use crate::engine::{RunOutcome, RunStatus, SyncOptions, COMMIT_GRACE};
 use crate::http::HttpSettings;
 use crate::pii::PiiPolicy;
-use crate::source::{settings_from_env, sync_source, Common, Source};
+use crate::source::{
+    settings_from_env, sync_source, Common, EngineSettings, Source, DEFAULT_SCHEMA,
+};
 use crate::stream::ErrorKind;
 use crate::time::parse_duration;
 use crate::warehouse::{self, Warehouse, WarehouseTarget};
@@ -42,27 +44,15 @@ pub struct CommonSettings {
     pub http: HttpSettings,
 }
 
-/// The HTTP settings from `HEIMDALLR_HTTP_TIMEOUT` and `HEIMDALLR_HTTP_RETRY_BUDGET`.
-pub fn http_settings_from_env() -> Result<HttpSettings, SettingsError> {
-    let defaults = HttpSettings::default();
-    Ok(HttpSettings {
-        request_timeout: match env_var("HEIMDALLR_HTTP_TIMEOUT") {
-            None => defaults.request_timeout,
-            Some(_) => env_duration("HEIMDALLR_HTTP_TIMEOUT", "60s")?,
-        },
-        retry_budget: env_count(
-            "HEIMDALLR_HTTP_RETRY_BUDGET",
-            defaults.retry_budget as usize,
-        )? as u64,
-    })
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error(transparent)]
     Missing(#[from] SecretError),
     #[error("{name}: {reason}")]
     Invalid { name: &'static str, reason: String },
+    /// A setting the clap arguments refused; the message names its variable.
+    #[error(transparent)]
+    Setting(#[from] crate::source::ConfigError),
 }
 
 /// An environment variable, unless unset or blank.
@@ -76,22 +66,6 @@ pub fn env_duration(name: &'static str, default: &str) -> Result<Duration, Setti
         .map_err(|reason| SettingsError::Invalid { name, reason })
 }
 
-/// A positive whole-number setting, or its default.
-pub fn env_count(name: &'static str, default: usize) -> Result<usize, SettingsError> {
-    match env_var(name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| SettingsError::Invalid {
-                name,
-                reason: format!("{v:?} is not a positive whole number"),
-            }),
-    }
-}
-
 impl CommonSettings {
     pub fn from_env(source: &str) -> Result<Self, SettingsError> {
         let warehouse =
@@ -101,16 +75,17 @@ impl CommonSettings {
                     reason: e.to_string(),
                 }
             })?;
+        let engine: EngineSettings = settings_from_env()?;
         Ok(Self {
             function_name: env_var("AWS_LAMBDA_FUNCTION_NAME")
                 .unwrap_or_else(|| format!("heimdallr-{source}")),
             secret_arn: required_env("HEIMDALLR_SECRET_ARN")?,
             warehouse,
-            schema: env_var("HEIMDALLR_SCHEMA").unwrap_or_else(|| "heimdallr".into()),
+            schema: env_var("HEIMDALLR_SCHEMA").unwrap_or_else(|| DEFAULT_SCHEMA.into()),
             time_margin: env_duration("HEIMDALLR_TIME_MARGIN", "15s")?,
-            pii: env_var("HEIMDALLR_PII").unwrap_or_else(|| "drop".into()),
-            batch_rows: env_count("HEIMDALLR_BATCH_ROWS", SyncOptions::new(None).batch_rows)?,
-            http: http_settings_from_env()?,
+            pii: engine.pii.clone(),
+            batch_rows: engine.batch_rows as usize,
+            http: engine.http(),
         })
     }
 
@@ -248,11 +223,14 @@ impl<S: Source> SourceFunction<S> {
             .iter()
             .filter(|o| o.status == RunStatus::Failed)
             .collect();
-        if failed
-            .iter()
-            .any(|o| o.error_kind == Some(ErrorKind::Authentication))
-        {
-            // The token may have been rotated: read the secret again next time.
+        if failed.iter().any(|o| {
+            matches!(
+                o.error_kind,
+                Some(ErrorKind::Authentication | ErrorKind::Forbidden)
+            )
+        }) {
+            // The token may have been rotated (or its scopes changed): read the secret
+            // again next time.
             self.secret.invalidate().await;
         }
         if !failed.is_empty() {
