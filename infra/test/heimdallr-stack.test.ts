@@ -132,7 +132,8 @@ describe('functions', () => {
         .filter((file) => file.endsWith('.rs'))
         .map((file) => fs.readFileSync(path.join(dir, file), 'utf8'))
         .join('\n');
-    const frame = read(path.join(root, 'functions/core/src/lambda'));
+    // The Lambda frame and the engine settings every function reads (core::source).
+    const frame = read(path.join(root, 'functions/core/src/lambda')) + fs.readFileSync(path.join(root, 'functions/core/src/source.rs'), 'utf8');
     for (const name of SOURCE_NAMES) {
       const code = read(path.join(root, 'functions', name, 'src')) + frame;
       const env = resourcesOf('AWS::Lambda::Function')[functionIdFor(name)].Properties.Environment.Variables;
