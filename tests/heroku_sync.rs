@@ -567,3 +567,46 @@ async fn a_full_last_page_whose_next_range_is_refused_ends_the_list() {
         "after a full last page",
     );
 }
+
+/// A Next-Range that repeats the range sent must fail the run, in the list of apps as in
+/// the walks: read as the end of the list it would copy some apps and say `succeeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_range_that_does_not_move_fails_the_run_instead_of_ending_the_list() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("hkrepeat"),
+    };
+    let fake = FakeHeroku::start(KEY).await.unwrap();
+    // Three apps with nothing in them yet: only the list of apps takes two pages.
+    for app in ["acme-a", "acme-b", "acme-c"] {
+        fake.add_app(app);
+    }
+    fake.repeat_next_ranges(true);
+
+    let mut every_app = heroku(&target, &fake, &["--heroku-page-size", "2"]);
+    every_app.env("HEROKU_APPS", "*");
+    let finished = run(every_app).await;
+    assert_eq!(finished.code, Some(1), "{}", finished.stdout);
+    assert!(
+        finished.stderr.contains("/apps: Heroku answered the range")
+            && finished.stderr.contains("with the same Next-Range"),
+        "{}",
+        finished.stderr
+    );
+
+    // An app whose builds and releases take more than a page: both walks fail.
+    fake.push("acme-a", 3);
+    fake.finish_builds("acme-a");
+    fake.release_builds("acme-a");
+    let mut one_app = heroku(&target, &fake, &["--heroku-page-size", "2"]);
+    one_app.env("HEROKU_APPS", "acme-a");
+    let finished = run(one_app).await;
+    assert_eq!(finished.code, Some(1), "{}", finished.stdout);
+    assert!(
+        finished.stdout.contains("heroku/releases/acme-a: failed")
+            && finished.stdout.contains("heroku/builds/acme-a: failed"),
+        "{}",
+        finished.stdout
+    );
+}

@@ -31,6 +31,10 @@ pub enum ApiError {
          Satisfiable): the list does not accept that Range field or value"
     )]
     RangeRefused { url: String, range: String },
+    /// A Next-Range equal to the range sent would ask for the same page for ever; ending
+    /// the list there would copy less than the source.
+    #[error("{url}: Heroku answered the range {range:?} with the same Next-Range: the walk would not move")]
+    RangeRepeated { url: String, range: String },
 }
 
 impl From<ApiError> for StreamError {
@@ -38,9 +42,9 @@ impl From<ApiError> for StreamError {
         match error {
             ApiError::Http(e) => e.into(),
             ApiError::BadToken => StreamError::new(ErrorKind::Authentication, error),
-            ApiError::BadNextRange { .. } | ApiError::RangeRefused { .. } => {
-                StreamError::shape(error)
-            }
+            ApiError::BadNextRange { .. }
+            | ApiError::RangeRefused { .. }
+            | ApiError::RangeRepeated { .. } => StreamError::shape(error),
         }
     }
 }
@@ -164,8 +168,14 @@ impl HerokuClient {
             let page = self.page("/apps", &range).await?;
             apps.extend(page.items);
             match page.next_range {
-                Some(next) if next != range => range = next,
-                _ => return Ok(apps),
+                None => return Ok(apps),
+                Some(next) if next == range => {
+                    return Err(ApiError::RangeRepeated {
+                        url: format!("{}/apps", self.base),
+                        range,
+                    })
+                }
+                Some(next) => range = next,
             }
         }
     }

@@ -68,6 +68,7 @@ struct State {
     /// A full page is a 206 with a Next-Range even when nothing follows (the range after
     /// it is then a 416): an implementation the documentation does not rule out.
     full_pages_claim_more: bool,
+    repeat_next_ranges: bool,
     /// Paths requested, in order.
     paths: Vec<String>,
 }
@@ -196,6 +197,7 @@ impl FakeHeroku {
             refuse_next_continuation: false,
             refuse_ranges: false,
             full_pages_claim_more: false,
+            repeat_next_ranges: false,
             paths: Vec::new(),
         }));
         let (addr, server) = serve_state(Arc::clone(&state), handle).await?;
@@ -276,6 +278,14 @@ impl FakeHeroku {
     /// Full pages carry a Next-Range even when nothing follows.
     pub fn full_pages_claim_more(&self, claim: bool) {
         self.lock().full_pages_claim_more = claim;
+    }
+
+    /// Truncated pages send back the request's own Range as their Next-Range. No Heroku
+    /// contract allows it (Next-Range names the page after this one, platform API
+    /// reference, "Ranges"); it stands for a proxy or an API change that would otherwise
+    /// end a list early, or loop on one page, without an error.
+    pub fn repeat_next_ranges(&self, repeat: bool) {
+        self.lock().repeat_next_ranges = repeat;
     }
 
     /// Answers every list request 416, as for a Range field the list does not accept.
@@ -671,6 +681,9 @@ fn list(items: &[Value], request: &Request, fields: &[&str], state: &mut State) 
         &Value::Array(page.clone()),
     )
     .with_header("accept-ranges", &accept_ranges);
+    if truncated && state.repeat_next_ranges {
+        return reply.with_header("next-range", &header);
+    }
     if truncated {
         let last = page.last().map(|l| {
             let value = match field_value(l, &range.field) {
