@@ -9,33 +9,13 @@ cd "$(dirname "$0")/.."
 N="${1:-20000}"
 BATCH_ROWS="${BATCH_ROWS:-1000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
-source scripts/lib/postgres.sh
+source scripts/lib/bench.sh
+bench_start
 
-echo "==> building release binaries (no embedded DuckDB)"
-cargo build --release --quiet --no-default-features -p heimdallr -p heimdallr-fakes --bins
-BIN="$CARGO_TARGET_DIR/release"
-
-start_throwaway_postgres
-WORK="$(mktemp -d /tmp/heimdallr-bench.XXXXXX)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-  stop_throwaway_postgres
-}
-trap cleanup EXIT
-
-wait_for() { # file pattern
-  for _ in $(seq 1 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "$1 never showed $2" >&2; exit 1
-}
-
-"$BIN/fake-apis" "$N" 200 > "$WORK/fake.out" & PIDS+=($!)
+"$BIN/fake-apis" "$N" 200 > "$WORK/fake.out" & BENCH_PIDS+=($!)
 "$BIN/redshift-data-standin" "$HEIMDALLR_TEST_POSTGRES_URL" > "$WORK/standin.out" & STANDIN=$!
-wait_for "$WORK/fake.out" ROLLBAR_API_URL
-wait_for "$WORK/standin.out" AWS_ENDPOINT_URL_REDSHIFT_DATA
-API_URL="$(sed -n 's/^ROLLBAR_API_URL=//p' "$WORK/fake.out")"
-ENDPOINT="$(sed -n 's/^AWS_ENDPOINT_URL_REDSHIFT_DATA=//p' "$WORK/standin.out")"
+API_URL="$(stand_in_value "$WORK/fake.out" ROLLBAR_API_URL)"
+ENDPOINT="$(stand_in_value "$WORK/standin.out" AWS_ENDPOINT_URL_REDSHIFT_DATA)"
 
 echo "==> sync of $N occurrences into redshift-data:// (the stand-in), batches of $BATCH_ROWS rows"
 START="$(date +%s.%N)"

@@ -14,35 +14,13 @@ SIZES=("$@")
 LATENCY_MS="${LATENCY_MS:-150}"
 BATCH_ROWS="${BATCH_ROWS:-1000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
-source scripts/lib/postgres.sh
-
-if [ ! -x /usr/bin/time ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
-fi
-
-echo "==> building release binaries (PostgreSQL backend only)"
-cargo build --release --quiet --no-default-features -p heimdallr -p heimdallr-fakes --bins
-BIN="$CARGO_TARGET_DIR/release"
-
-start_throwaway_postgres
-WORK="$(mktemp -d /tmp/heimdallr-bench.XXXXXX)"
-FAKE_PID=""
-cleanup() {
-  [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-  stop_throwaway_postgres
-}
-trap cleanup EXIT
+source scripts/lib/bench.sh
+bench_start
 
 echo "==> $N occurrences in the fake Rollbar API, every answer delayed ${LATENCY_MS} ms"
 "$BIN/fake-apis" "$N" 200 "$LATENCY_MS" > "$WORK/fake.out" &
-FAKE_PID=$!
-for _ in $(seq 1 600); do
-  grep -q ROLLBAR_API_URL "$WORK/fake.out" 2>/dev/null && break
-  sleep 0.1
-done
-API_URL="$(sed -n 's/^ROLLBAR_API_URL=//p' "$WORK/fake.out")"
-[ -n "$API_URL" ] || { echo "the fake API did not start" >&2; exit 1; }
+BENCH_PIDS+=($!)
+API_URL="$(stand_in_value "$WORK/fake.out" ROLLBAR_API_URL)"
 
 psql_bench() { psql -qtA "$HEIMDALLR_TEST_POSTGRES_URL" "$@"; }
 printf '\n%10s %10s %8s %9s %12s\n' "page size" "rows/s" "pages" "seconds" "peak RSS MB"

@@ -66,6 +66,16 @@ pub struct Listing {
     pub from: Option<DateTime<Utc>>,
 }
 
+/// Whether a listing that reached back to `from` (`None`: every pipeline) covers a
+/// pipeline created at `created` (one without a time only an unbounded listing covers).
+fn covers(from: Option<DateTime<Utc>>, created: Option<&DateTime<Utc>>) -> bool {
+    match (from, created) {
+        (None, _) => true,
+        (Some(from), Some(created)) => *created >= from,
+        (Some(_), None) => false,
+    }
+}
+
 impl PipelinesCursor {
     /// When the workflows of a pipeline created at `created` were last listed, if a
     /// finished walk covered it.
@@ -73,11 +83,7 @@ impl PipelinesCursor {
         [&self.last_walk, &self.last_sweep]
             .into_iter()
             .flatten()
-            .filter(|l| match (l.from, created) {
-                (None, _) => true,
-                (Some(from), Some(created)) => created >= from,
-                (Some(_), None) => false,
-            })
+            .filter(|l| covers(l.from, created.as_ref()))
             .map(|l| l.at)
             .max()
     }
@@ -231,11 +237,7 @@ impl Pages<PipelinesCursor> for PipelinePages<'_> {
         let synced_at = Utc::now();
         for (pipeline, (id, created)) in page.items.iter().zip(&records) {
             let is_new = run.cursor.walk.is_new(id, created.as_ref());
-            let in_window = match (from, created) {
-                (None, _) => true,
-                (Some(from), Some(created)) => *created >= from,
-                (Some(_), None) => false,
-            };
+            let in_window = covers(from, created.as_ref());
             if !is_new && !in_window {
                 continue;
             }

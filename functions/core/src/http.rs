@@ -224,15 +224,6 @@ impl JsonBody {
             BodyText::Cleaned(text) => text,
         }
     }
-
-    /// Its size in bytes.
-    pub fn len(&self) -> usize {
-        self.as_str().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// How one request treats failures, beyond the client's configuration.

@@ -81,6 +81,17 @@ async fn titles(pg: &tokio_postgres::Client, schema: &str) -> Vec<(i64, String)>
     .collect()
 }
 
+/// The stored `data` document of occurrence `id`.
+async fn stored_data(pg: &tokio_postgres::Client, schema: &str, id: i64) -> serde_json::Value {
+    pg.query_one(
+        &format!("SELECT data FROM \"{schema}\".rollbar_occurrences WHERE id = {id}"),
+        &[],
+    )
+    .await
+    .expect("read the occurrence")
+    .get(0)
+}
+
 /// A migrated schema on the stand-in, or None outside scripts/test.sh.
 async fn setup() -> Option<(
     FakeRedshiftData,
@@ -135,14 +146,7 @@ async fn batches_merge_on_the_key_with_their_cursor_and_read_back_typed() {
             (3, "three".to_string())
         ]
     );
-    let payload: serde_json::Value = pg
-        .query_one(
-            &format!("SELECT data FROM \"{schema}\".rollbar_occurrences WHERE id = 1"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let payload: serde_json::Value = stored_data(&pg, &schema, 1).await;
     assert_eq!(payload["body"]["message"]["body"], "it's one");
     let occurred: i64 = pg
         .query_one(&format!("SELECT CAST(EXTRACT(EPOCH FROM occurred_at) * 1000000 AS BIGINT) FROM \"{schema}\".rollbar_occurrences WHERE id = 1"), &[])
@@ -406,14 +410,7 @@ async fn a_70_kb_document_is_stored_without_it_and_a_reject_says_why_unless_larg
         .commit(batch(rows, serde_json::json!({"high_water": 2})))
         .await
         .expect("the batch lands: the large document is set aside, not the batch");
-    let omitted: serde_json::Value = pg
-        .query_one(
-            &format!("SELECT data FROM \"{schema}\".rollbar_occurrences WHERE id = 2"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let omitted: serde_json::Value = stored_data(&pg, &schema, 2).await;
     assert!(omitted["heimdallr_omitted"].is_string(), "{omitted}");
     let reason: String = pg
         .query_one(
@@ -439,14 +436,7 @@ async fn a_70_kb_document_is_stored_without_it_and_a_reject_says_why_unless_larg
         ))
         .await
         .expect("commit");
-    let whole: serde_json::Value = pg
-        .query_one(
-            &format!("SELECT data FROM \"{schema}\".rollbar_occurrences WHERE id = 2"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let whole: serde_json::Value = stored_data(&pg, &schema, 2).await;
     assert_eq!(whole["padding"].as_str().map(str::len), Some(70_000));
 }
 

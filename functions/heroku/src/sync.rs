@@ -274,16 +274,9 @@ impl Pages<ReleasesCursor> for ReleasePages<'_> {
 
     async fn next_page(&mut self, run: &mut ReleasesRun) -> Result<PageOutcome, StreamError> {
         let s = self.stream;
-        if !may_go_on(run, s) {
-            return Ok(PageOutcome::Stop);
-        }
-        let next = run.cursor.walk.next_page().map(String::from);
-        let answer = s
-            .client
-            .releases(&s.app, next.as_deref(), s.config.page_size)
-            .await;
-        let Some(page) = self.guard.page(run, next, answer)? else {
-            return Ok(PageOutcome::Again);
+        let page = match next_range_page(run, s, &mut self.guard, AppList::Releases).await? {
+            Ok(page) => page,
+            Err(outcome) => return Ok(outcome),
         };
         let records: Vec<(String, Option<i64>)> = page
             .items
@@ -316,6 +309,50 @@ impl Pages<ReleasesCursor> for ReleasePages<'_> {
     }
 }
 
+/// The two lists of an app that are walked by `Range`, newest first.
+#[derive(Clone, Copy)]
+enum AppList {
+    Releases,
+    Builds,
+}
+
+/// The walk's next page of `list`, as [`RangeGuard::check`] reads the answer, counted as
+/// fetched (empty at the end of the list). `Err` says what the walk does instead: `Stop`
+/// at the rate headroom, `Again` from the newest page.
+async fn next_range_page<M>(
+    run: &mut StreamRun<Cursor<M>>,
+    s: &AppStream,
+    guard: &mut RangeGuard,
+    list: AppList,
+) -> Result<Result<RangePage, PageOutcome>, StreamError>
+where
+    M: Ord + Clone + Serialize + serde::de::DeserializeOwned,
+{
+    if !may_go_on(run, s) {
+        return Ok(Err(PageOutcome::Stop));
+    }
+    let next = run.cursor.walk.next_page().map(String::from);
+    let answer = match list {
+        AppList::Releases => {
+            s.client
+                .releases(&s.app, next.as_deref(), s.config.page_size)
+                .await
+        }
+        AppList::Builds => {
+            s.client
+                .builds(&s.app, next.as_deref(), s.config.page_size)
+                .await
+        }
+    };
+    let page = match guard.check(run, next, answer)? {
+        Fetched::Page(page) => page,
+        Fetched::Restart => return Ok(Err(PageOutcome::Again)),
+        Fetched::End => RangePage::default(),
+    };
+    run.page_fetched();
+    Ok(Ok(page))
+}
+
 /// What an answer to a walk's Range request means.
 enum Fetched {
     Page(RangePage),
@@ -345,26 +382,6 @@ impl RangeGuard {
             resumed: walk.is_resuming(),
             restarted: false,
         }
-    }
-
-    /// The page [`RangeGuard::check`] makes of an answer, counted as fetched (empty at the
-    /// end of the list); `None` when the walk must ask again from the newest page.
-    fn page<M>(
-        &mut self,
-        run: &mut StreamRun<Cursor<M>>,
-        sent: Option<String>,
-        answer: Result<RangePage, ApiError>,
-    ) -> Result<Option<RangePage>, StreamError>
-    where
-        M: Ord + Clone + Serialize + serde::de::DeserializeOwned,
-    {
-        let page = match self.check(run, sent, answer)? {
-            Fetched::Page(page) => page,
-            Fetched::Restart => return Ok(None),
-            Fetched::End => RangePage::default(),
-        };
-        run.page_fetched();
-        Ok(Some(page))
     }
 
     fn check<M>(
@@ -569,16 +586,9 @@ impl Pages<BuildsCursor> for BuildPages<'_> {
 
     async fn next_page(&mut self, run: &mut BuildsRun) -> Result<PageOutcome, StreamError> {
         let s = self.stream;
-        if !may_go_on(run, s) {
-            return Ok(PageOutcome::Stop);
-        }
-        let next = run.cursor.walk.next_page().map(String::from);
-        let answer = s
-            .client
-            .builds(&s.app, next.as_deref(), s.config.page_size)
-            .await;
-        let Some(page) = self.guard.page(run, next, answer)? else {
-            return Ok(PageOutcome::Again);
+        let page = match next_range_page(run, s, &mut self.guard, AppList::Builds).await? {
+            Ok(page) => page,
+            Err(outcome) => return Ok(outcome),
         };
         let records: Vec<(String, Option<DateTime<Utc>>)> = page
             .items
@@ -631,13 +641,13 @@ fn add_build(run: &mut BuildsRun, build: &Value, app: &Value, pii: &PiiPolicy) {
         Ok(row) => run.add(&HEROKU_BUILDS, row),
         Err(reason) => run.reject(&HEROKU_BUILDS, &id, &reason, json!({"id": id})),
     }
-    if let Some(created) = time(build, &["created_at"]) {
+    let created = time(build, &["created_at"]);
+    if let Some(created) = created {
         run.observe_source_time(created);
     }
     let waiting_for_release = build.get("status").and_then(Value::as_str) == Some("succeeded")
         && text(build, &["release", "id"]).is_none()
-        && time(build, &["created_at"])
-            .is_some_and(|t| synced_at - t < Duration::hours(RELEASE_ID_WAIT_HOURS));
+        && created.is_some_and(|t| synced_at - t < Duration::hours(RELEASE_ID_WAIT_HOURS));
     if !build_is_final(build) || waiting_for_release {
         run.cursor.pending.insert(id);
     } else {

@@ -115,31 +115,35 @@ impl OccurrencesPage {
                 url: self.url.clone(),
                 detail: e.to_string(),
             })?;
-        let code = err_code(&envelope.err);
-        if code != 0 {
-            return Err(ApiError::Rollbar {
-                url: self.url.clone(),
-                code,
-                message: envelope.message.unwrap_or_else(|| "(no message)".into()),
-            });
-        }
-        // No list at all is not an empty page (which ends a walk as the start of history).
-        envelope
-            .result
-            .and_then(|result| result.instances)
-            .ok_or_else(|| ApiError::Shape {
-                url: self.url.clone(),
-                detail: "no result.instances list".into(),
-            })
+        instances_of(envelope, &self.url)
     }
+}
 
-    /// Bytes of text held.
-    pub fn len(&self) -> usize {
-        self.body.len()
-    }
+/// An `/instances/` answer's occurrences, or why there are none to read.
+fn instances_of<'a>(
+    envelope: InstancesEnvelope<'a>,
+    url: &str,
+) -> Result<Vec<&'a RawValue>, ApiError> {
+    refused(&envelope.err, envelope.message, url)?;
+    // No list at all is not an empty page (which ends a walk as the start of history).
+    envelope
+        .result
+        .and_then(|result| result.instances)
+        .ok_or_else(|| ApiError::Shape {
+            url: url.to_string(),
+            detail: "no result.instances list".into(),
+        })
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.body.is_empty()
+/// An envelope whose `err` is set is Rollbar refusing the call, with its message.
+fn refused(err: &Value, message: Option<String>, url: &str) -> Result<(), ApiError> {
+    match err_code(err) {
+        0 => Ok(()),
+        code => Err(ApiError::Rollbar {
+            url: url.to_string(),
+            code,
+            message: message.unwrap_or_else(|| "(no message)".into()),
+        }),
     }
 }
 
@@ -185,32 +189,12 @@ impl RollbarClient {
         token: &Token,
         path_and_query: &str,
     ) -> Result<Option<R>, ApiError> {
-        self.call_with(token, path_and_query, RequestOptions::default())
-            .await
-    }
-
-    async fn call_with<R: DeserializeOwned>(
-        &self,
-        token: &Token,
-        path_and_query: &str,
-        options: RequestOptions,
-    ) -> Result<Option<R>, ApiError> {
         let url = format!("{}{}", self.base, path_and_query);
         let headers = [token
             .header("x-rollbar-access-token", "")
             .ok_or(ApiError::BadToken)?];
-        let (envelope, _) = self
-            .http
-            .get_json_with::<Envelope<R>>(&url, &headers, options)
-            .await?;
-        let code = err_code(&envelope.err);
-        if code != 0 {
-            return Err(ApiError::Rollbar {
-                url,
-                code,
-                message: envelope.message.unwrap_or_else(|| "(no message)".into()),
-            });
-        }
+        let (envelope, _) = self.http.get_json::<Envelope<R>>(&url, &headers).await?;
+        refused(&envelope.err, envelope.message, &url)?;
         Ok(envelope.result)
     }
 
@@ -243,20 +227,22 @@ impl RollbarClient {
         let headers = [token
             .header("x-rollbar-access-token", "")
             .ok_or(ApiError::BadToken)?];
+        // What the last body said, read once: an `err` envelope is an error now, not when
+        // the page is read.
+        let mut verdict = Ok(());
         let (body, _) = self
             .http
             .get_json_body(&url, &headers, RequestOptions { report_timeouts }, |text| {
                 // A body that is not the envelope (truncated, malformed) is retried.
-                serde_json::from_str::<InstancesEnvelope<'_>>(text)
-                    .map(|_| ())
-                    .map_err(|e| format!("invalid JSON ({e})"))
+                let envelope = serde_json::from_str::<InstancesEnvelope<'_>>(text)
+                    .map_err(|e| format!("invalid JSON ({e})"))?;
+                verdict = instances_of(envelope, &url).map(|_| ());
+                Ok(())
             })
             .await
             .map_err(|e| self.list_error(ApiError::Http(e)))?;
-        let page = OccurrencesPage { body, url };
-        // An `err` envelope is an error now, not when the page is read.
-        page.instances()?;
-        Ok(page)
+        verdict?;
+        Ok(OccurrencesPage { body, url })
     }
 
     /// A call whose result is read as a tree.
@@ -281,8 +267,8 @@ impl RollbarClient {
     /// status; an id Rollbar no longer has is simply absent.
     pub async fn items_by_ids(&self, token: &Token, ids: &[i64]) -> Result<Vec<Value>, ApiError> {
         debug_assert!(ids.len() <= ITEMS_PER_PAGE);
-        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-        let query = format!("/items/?ids={}&{ALL_STATUSES}", ids.join(","));
+        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let query = format!("/items/?ids={}&{ALL_STATUSES}", list.join(","));
         let result = self
             .call_tree(token, &query)
             .await
@@ -294,7 +280,7 @@ impl RollbarClient {
         if let Some(stranger) = items
             .iter()
             .filter_map(|item| crate::mapping::lenient_i64(item.get("id")))
-            .find(|id| !ids.iter().any(|asked| asked == &id.to_string()))
+            .find(|id| !ids.contains(id))
         {
             return Err(ApiError::Shape {
                 url,

@@ -349,8 +349,13 @@ impl Pages<OccurrencesCursor> for OccurrencePages<'_> {
             other => other?,
         };
         run.page_fetched();
-        let mut raws = page.instances()?;
-        let ids: Vec<i64> = raws.iter().filter_map(|raw| occurrence_id(raw)).collect();
+        // Each occurrence with its id, read once.
+        let mut raws: Vec<(Option<i64>, &RawValue)> = page
+            .instances()?
+            .into_iter()
+            .map(|raw| (occurrence_id(raw), raw))
+            .collect();
+        let ids: Vec<i64> = raws.iter().filter_map(|(id, _)| *id).collect();
         if ids.len() < raws.len() && ids.is_empty() {
             return Err(StreamError::shape(format!(
                 "a page of {} occurrences below {below:?} carries no ids; cannot continue the walk",
@@ -375,18 +380,18 @@ impl Pages<OccurrencesCursor> for OccurrencePages<'_> {
         // The page is stored in parts of at most a batch, each committed with the cursor
         // that covers it: a large page never holds more than a batch of rows in memory,
         // and parts of one page plan exactly as consecutive pages would.
-        raws.sort_by_key(|raw| std::cmp::Reverse(occurrence_id(raw)));
+        raws.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
         let mut part_below = below;
         let mut done = raws.is_empty();
         if done {
             run.cursor = whole.next;
         }
-        let mut rest: &[&RawValue] = &raws;
+        let mut rest: &[(Option<i64>, &RawValue)] = &raws;
         while !rest.is_empty() && !done {
             let room = run.batch_room().max(1);
             let (part, later) = rest.split_at(room.min(rest.len()));
             rest = later;
-            let part_ids: Vec<i64> = part.iter().filter_map(|raw| occurrence_id(raw)).collect();
+            let part_ids: Vec<i64> = part.iter().filter_map(|(id, _)| *id).collect();
             let plan = if part_ids.is_empty() {
                 None // only occurrences without ids: rejects, the position stays
             } else {
@@ -396,7 +401,7 @@ impl Pages<OccurrencesCursor> for OccurrencePages<'_> {
                 )
             };
             let synced_at = Utc::now();
-            for raw in part {
+            for (_, raw) in part {
                 let occurrence = RawOccurrence::new(raw);
                 let Some(id) = occurrence.id else {
                     run.reject(

@@ -80,6 +80,32 @@ fn stamp(t: DateTime<Utc>) -> String {
 }
 
 impl State {
+    /// A pipeline of `slug` created at `at`, last in its project, as the API serves one
+    /// (`revision`: a made-up sha when none is given).
+    fn add_pipeline(&mut self, slug: &str, at: DateTime<Utc>, revision: Option<&str>) -> String {
+        let id = self.id("p");
+        let number = self.projects.get(slug).map_or(0, Vec::len) as i64 + 1;
+        let revision =
+            revision.map_or_else(|| format!("{:040x}", self.next_id * 7919), String::from);
+        self.pipelines.insert(
+            id.clone(),
+            json!({
+                "id": id, "errors": [], "project_slug": slug, "number": number,
+                "state": "created", "created_at": stamp(at), "updated_at": stamp(at),
+                "trigger_parameters": {},
+                "trigger": {"type": "webhook", "received_at": stamp(at), "actor": {"login": "ann", "avatar_url": null}},
+                "vcs": {"provider_name": "GitHub", "origin_repository_url": format!("https://github.com/{slug}"),
+                        "target_repository_url": format!("https://github.com/{slug}"), "revision": revision,
+                        "branch": "main", "commit": {"subject": format!("Change {number}"), "body": ""}},
+            }),
+        );
+        self.projects
+            .entry(slug.to_string())
+            .or_default()
+            .push(id.clone());
+        id
+    }
+
     fn id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         format!(
@@ -220,27 +246,8 @@ impl FakeCircleCi {
         };
         let mut ids = Vec::new();
         for n in 0..count {
-            let id = state.id("p");
             let created = now - step * (count - n) as i32;
-            let number = state.projects.get(slug).map_or(0, Vec::len) as i64 + 1;
-            let revision = format!("{:040x}", state.next_id * 7919);
-            state.pipelines.insert(
-                id.clone(),
-                json!({
-                    "id": id, "errors": [], "project_slug": slug, "number": number,
-                    "state": "created", "created_at": stamp(created), "updated_at": stamp(created),
-                    "trigger_parameters": {},
-                    "trigger": {"type": "webhook", "received_at": stamp(created), "actor": {"login": "ann", "avatar_url": null}},
-                    "vcs": {"provider_name": "GitHub", "origin_repository_url": format!("https://github.com/{slug}"),
-                            "target_repository_url": format!("https://github.com/{slug}"), "revision": revision,
-                            "branch": "main", "commit": {"subject": format!("Change {number}"), "body": ""}},
-                }),
-            );
-            state
-                .projects
-                .entry(slug.to_string())
-                .or_default()
-                .push(id.clone());
+            let id = state.add_pipeline(slug, created, None);
             let without_workflows = state.rng().random_range(0..8) == 0;
             if !without_workflows {
                 let is_running = n + running >= count;
@@ -259,23 +266,7 @@ impl FakeCircleCi {
     /// A pipeline created at `at` with `workflows` running workflows (for simulations).
     pub fn add_pipeline_at(&self, slug: &str, at: DateTime<Utc>, workflows: usize) -> String {
         let mut state = self.lock();
-        let id = state.id("p");
-        let number = state.projects.get(slug).map_or(0, Vec::len) as i64 + 1;
-        let revision = format!("{:040x}", state.next_id * 7919);
-        state.pipelines.insert(
-            id.clone(),
-            json!({
-                "id": id, "errors": [], "project_slug": slug, "number": number, "state": "created",
-                "created_at": stamp(at), "updated_at": stamp(at),
-                "trigger": {"type": "webhook", "received_at": stamp(at), "actor": {"login": "ann"}},
-                "vcs": {"revision": revision, "branch": "main", "commit": {"subject": "Simulated"}},
-            }),
-        );
-        state
-            .projects
-            .entry(slug.to_string())
-            .or_default()
-            .push(id.clone());
+        let id = state.add_pipeline(slug, at, None);
         for n in 0..workflows {
             let name = if n == 0 { "build-and-test" } else { "deploy" };
             state.add_workflow(&id, name, true, None, at + Duration::seconds(n as i64 + 1));
@@ -316,22 +307,7 @@ impl FakeCircleCi {
     /// A pipeline of `revision` created at `at`, with one successful workflow.
     pub fn add_finished_pipeline(&self, slug: &str, revision: &str, at: DateTime<Utc>) -> String {
         let mut state = self.lock();
-        let id = state.id("p");
-        let number = state.projects.get(slug).map_or(0, Vec::len) as i64 + 1;
-        state.pipelines.insert(
-            id.clone(),
-            json!({
-                "id": id, "errors": [], "project_slug": slug, "number": number, "state": "created",
-                "created_at": stamp(at), "updated_at": stamp(at),
-                "trigger": {"type": "webhook", "received_at": stamp(at), "actor": {"login": "ann"}},
-                "vcs": {"revision": revision, "branch": "main", "commit": {"subject": "Scripted"}},
-            }),
-        );
-        state
-            .projects
-            .entry(slug.to_string())
-            .or_default()
-            .push(id.clone());
+        let id = state.add_pipeline(slug, at, Some(revision));
         let workflow = state.add_workflow(&id, "build-and-test", false, None, at);
         if let Some(w) = state.workflows.get_mut(&workflow) {
             w["status"] = json!("success");

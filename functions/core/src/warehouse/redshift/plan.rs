@@ -359,6 +359,11 @@ mod tests {
         plan.iter().flat_map(|t| &t.statements)
     }
 
+    /// Every statement of the plan, one a line.
+    fn plan_text(plan: &[Transaction]) -> String {
+        all_statements(plan).cloned().collect::<Vec<_>>().join("\n")
+    }
+
     #[test]
     fn a_small_batch_is_one_transaction_without_a_stage() {
         let plan = plan_batch(
@@ -453,10 +458,7 @@ mod tests {
         run[3] = Value::Text("web".into());
         batch.push(&RUNS, Row(run));
         let plan = plan_batch("h", &batch, Utc::now(), Limits::for_cluster(false));
-        let text: String = all_statements(&plan)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n");
+        let text = plan_text(&plan);
         assert!(text.contains("heimdallr_omitted"));
         assert!(text.contains("INSERT INTO \"h\".\"_heimdallr_rejects\""));
         assert!(text.contains("stored without its raw JSON"));
@@ -492,10 +494,7 @@ mod tests {
         let mut batch = batch_of(1, 100);
         batch.push(&ROLLBAR_OCCURRENCES, occurrence(8, 70_000));
         let plan = plan_batch("h", &batch, Utc::now(), Limits::for_cluster(false));
-        let text: String = all_statements(&plan)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n");
+        let text = plan_text(&plan);
         assert!(text.contains("heimdallr_omitted"));
         assert!(text.contains("exceeds Redshift''s string limit (65535 bytes"));
         for statement in all_statements(&plan) {
@@ -506,10 +505,7 @@ mod tests {
         }
         // A cluster with large strings takes the 70 KB document whole.
         let plan = plan_batch("h", &batch, Utc::now(), Limits::for_cluster(true));
-        let text: String = all_statements(&plan)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n");
+        let text = plan_text(&plan);
         assert!(!text.contains("heimdallr_omitted"));
     }
 
