@@ -492,3 +492,27 @@ async fn a_page_token_that_does_not_move_is_an_error_not_a_loop() {
         finished.stderr
     );
 }
+
+/// A 404 on a later page of a workflow or job list (an expired token, a list gone
+/// mid-walk) is an error: read as the end of the list, the jobs after the first page
+/// would be missing and the run would say succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_on_a_later_page_of_a_list_fails_the_run_instead_of_ending_the_list() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("ccilost"),
+    };
+    let fake = FakeCircleCi::start(TOKEN, 71).await.unwrap();
+    fake.set_page_sizes(1, 1);
+    fake.add_pipelines(WEB, 3, 0);
+    fake.add_pipelines(API, 1, 0);
+    fake.lose_continuations(true);
+    let finished = run(circleci(&target, &fake, &[])).await;
+    assert_eq!(finished.code, Some(1), "{}", finished.stdout);
+    assert!(
+        finished.stderr.contains("not found (HTTP 404)"),
+        "{}",
+        finished.stderr
+    );
+}

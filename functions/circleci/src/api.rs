@@ -100,8 +100,9 @@ impl CircleCiClient {
         Ok(self.http.get_json::<T>(&url, &headers).await?.0)
     }
 
-    /// A page of the list at `path`; `Ok(None)` when CircleCI answers 404 (e.g. a pipeline
-    /// with no workflows yet, or a workflow that no longer exists).
+    /// A page of the list at `path`; `Ok(None)` when CircleCI answers the first page 404
+    /// (a pipeline with no workflows yet, a workflow that no longer exists). A 404 on a
+    /// later page is an error: the list was there, and ending it would drop the rest.
     async fn page(&self, path: &str, token: Option<&str>) -> Result<Option<Page>, ApiError> {
         let path = match token {
             Some(t) => format!("{path}?page-token={}", encode(t)),
@@ -109,7 +110,7 @@ impl CircleCiClient {
         };
         match self.get::<Page>(&path).await {
             Ok(page) => Ok(Some(page)),
-            Err(ApiError::Http(HttpError::NotFound { .. })) => Ok(None),
+            Err(ApiError::Http(HttpError::NotFound { .. })) if token.is_none() => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -51,6 +51,8 @@ struct State {
     page_sizes: Option<(usize, usize)>,
     /// A project's pipeline list hands back the token it was sent (a stuck service).
     repeat_tokens: bool,
+    /// Every request that continues a list (sends a page token) answers 404.
+    lose_continuations: bool,
     /// Every n-th request answers 429.
     throttle_every: Option<u64>,
     throttled: u64,
@@ -220,6 +222,14 @@ impl FakeCircleCi {
     /// The pipeline list hands back the page token it was sent, for ever.
     pub fn repeat_page_tokens(&self, repeat: bool) {
         self.lock().repeat_tokens = repeat;
+    }
+
+    /// Every request that continues a list (sends a `page-token`) answers 404. CircleCI's
+    /// spec documents no 404 for a page token (its lists answer `default`: an error); this
+    /// stands for a token that expired or a list gone mid-walk, which must not read as
+    /// the end of the list.
+    pub fn lose_continuations(&self, lose: bool) {
+        self.lock().lose_continuations = lose;
     }
 
     /// Pages of `workflows` workflows and `jobs` jobs (the API's lists hold about 20).
@@ -512,6 +522,9 @@ fn handle(state: &mut State, request: Request) -> Reply {
         return not_found();
     };
     let token = request.query("page-token");
+    if token.is_some() && state.lose_continuations {
+        return not_found();
+    }
     let parts: Vec<&str> = path.split('/').collect();
     let kind = match parts.as_slice() {
         ["project", ..] => "pipelines",
