@@ -151,6 +151,10 @@ pub struct RunOutcome {
     pub api_retries: u64,
     pub rejects: u64,
     pub newest_source_time: Option<DateTime<Utc>>,
+    /// When the stream last reached the source's head, as the warehouse holds it (now, for
+    /// a run that just did); `None` while nothing is on record (a stream whose first run
+    /// failed, or a warehouse that could not be read).
+    pub caught_up_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
     /// What kind of failure `error` is.
     pub error_kind: Option<ErrorKind>,
@@ -189,6 +193,7 @@ impl RunOutcome {
             api_retries: 0,
             rejects: 0,
             newest_source_time: None,
+            caught_up_at: None,
             error: Some(error.to_string()),
             error_kind: Some(error.kind),
             duration: std::time::Duration::ZERO,
@@ -225,6 +230,9 @@ fn cursor_json<T: serde::Serialize>(cursor: &T) -> serde_json::Value {
     serde_json::to_value(cursor).unwrap_or(serde_json::Value::Null)
 }
 
+/// Another stream's state as read: its key, source time and heartbeat.
+type OtherState = (StreamKey, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// One stream's run: its cursor, the rows it collects, and the transactions that commit
 /// them together with the cursor that covers them and the run record.
 pub struct StreamRun<C> {
@@ -243,6 +251,17 @@ pub struct StreamRun<C> {
     http: Option<Arc<HttpStats>>,
     retries_at_start: u64,
     source_time: Option<DateTime<Utc>>,
+    /// The state this stream last committed (or found stored): a run that reaches the
+    /// head re-writes exactly it with a new heartbeat, never a cursor that moved since.
+    committed_cursor: serde_json::Value,
+    committed_source_time: Option<DateTime<Utc>>,
+    /// The heartbeat every commit of this run carries: the stored one, or this run's start
+    /// for a stream with none yet (so a stream that never catches up still ages).
+    caught_up_at: DateTime<Utc>,
+    /// Whether `caught_up_at` is in the warehouse (stored before, or committed by this run).
+    caught_up_at_stored: bool,
+    /// Other streams' stored state read by this run (see `stage_state_of`).
+    others: Vec<OtherState>,
     /// The batch being committed in the background, and its source rows.
     in_flight: Option<(u64, tokio::task::JoinHandle<Result<(), WarehouseError>>)>,
 }
@@ -260,12 +279,14 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             .await?;
         let cursor = load_cursor(&key, state.as_ref().map(|s| s.cursor.clone()));
         let retries_at_start = http.as_ref().map_or(0, |h| h.retries());
+        let started_at = Utc::now();
+        let stored_heartbeat = state.as_ref().and_then(|s| s.caught_up_at);
         let run = Self {
             cursor: C::default(),
             warehouse,
             key,
             options: options.clone(),
-            started_at: Utc::now(),
+            started_at,
             started: Instant::now(),
             pending: Batch::default(),
             pending_rows: 0,
@@ -275,12 +296,18 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             http,
             retries_at_start,
             source_time: state.as_ref().and_then(|s| s.source_time),
+            committed_cursor: serde_json::Value::Null,
+            committed_source_time: state.as_ref().and_then(|s| s.source_time),
+            caught_up_at: stored_heartbeat.unwrap_or(started_at),
+            caught_up_at_stored: stored_heartbeat.is_some(),
+            others: Vec::new(),
             in_flight: None,
         };
         let mut run = run;
         let mut batch = Batch::default();
         match cursor {
             Ok(cursor) => {
+                run.committed_cursor = cursor_json(&cursor);
                 run.cursor = cursor;
                 batch.push(&RUNS, run.run_row(RunStatus::Running, None, None));
                 run.warehouse.commit(batch).await?;
@@ -303,7 +330,7 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
 
     /// Another stream's stored cursor (e.g. the items a walk of occurrences touches).
     pub async fn read_cursor_of<T: serde::de::DeserializeOwned + Default>(
-        &self,
+        &mut self,
         key: &StreamKey,
     ) -> Result<T, StreamError> {
         let state = self
@@ -315,6 +342,13 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
                 reads_deadline(&self.options),
             )
             .await?;
+        // Kept so that staging this stream's cursor leaves its other fields as they are.
+        self.others.retain(|(k, _, _)| k != key);
+        self.others.push((
+            key.clone(),
+            state.as_ref().and_then(|s| s.source_time),
+            state.as_ref().and_then(|s| s.caught_up_at),
+        ));
         Ok(load_cursor(key, state.map(|s| s.cursor))?)
     }
 
@@ -402,8 +436,21 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
 
     /// Queues another stream's state to be committed with this batch (e.g. items to
     /// refresh, recorded together with the occurrences that touched them).
+    /// Its source time and heartbeat stay as read by `read_cursor_of` (streams of a pass
+    /// run one after the other, so nothing else moved them meanwhile).
     pub fn stage_state_of(&mut self, key: &StreamKey, cursor: &impl serde::Serialize) {
-        let row = state_row(key, cursor_json(cursor), None, &self.options.run_id);
+        let (source_time, caught_up_at) = self
+            .others
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map_or((None, None), |(_, time, beat)| (*time, *beat));
+        let row = state_row(
+            key,
+            cursor_json(cursor),
+            source_time,
+            caught_up_at,
+            &self.options.run_id,
+        );
         self.pending.push(&STATE, row);
     }
 
@@ -426,12 +473,15 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             .map(|w| w.rows.len())
             .sum();
         let written = self.rows_written + rows as u64;
+        self.committed_cursor = cursor_json(&self.cursor);
+        self.committed_source_time = self.source_time;
         batch.push(
             &STATE,
             state_row(
                 &self.key,
-                cursor_json(&self.cursor),
+                self.committed_cursor.clone(),
                 self.source_time,
+                Some(self.caught_up_at),
                 &self.options.run_id,
             ),
         );
@@ -488,6 +538,7 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             detail: format!("the commit task failed: {e}"),
         })??;
         self.rows_written += rows;
+        self.caught_up_at_stored = true;
         if let Some(progress) = &self.options.progress {
             (progress.0)(&self.key, self.rows_written);
         }
@@ -505,14 +556,34 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             (Ok(_), Err(e)) => (RunStatus::Failed, Some(StreamError::from(e))),
         };
         let message = error.as_ref().map(ToString::to_string);
+        let finished_at = Utc::now();
         let mut batch = Batch::default();
         batch.push(
             &RUNS,
-            self.run_row(status, Some(Utc::now()), message.as_deref()),
+            self.run_row(status, Some(finished_at), message.as_deref()),
         );
-        if let Err(e) = self.warehouse.commit(batch).await {
+        let caught_up = status == RunStatus::Succeeded;
+        if caught_up {
+            // The heartbeat, with the state exactly as last committed.
+            batch.push(
+                &STATE,
+                state_row(
+                    &self.key,
+                    self.committed_cursor.clone(),
+                    self.committed_source_time,
+                    Some(finished_at),
+                    &self.options.run_id,
+                ),
+            );
+        }
+        let recorded = self.warehouse.commit(batch).await;
+        if let Err(e) = &recorded {
             tracing::error!(stream = %self.key, error = %e, "could not record the run's end");
         }
+        let caught_up_at = match (caught_up, recorded.is_ok()) {
+            (true, true) => Some(finished_at),
+            _ => self.caught_up_at_stored.then_some(self.caught_up_at),
+        };
         RunOutcome {
             key: self.key.clone(),
             status,
@@ -521,6 +592,7 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             api_retries: self.retries(),
             rejects: self.rejects,
             newest_source_time: self.source_time,
+            caught_up_at,
             error: message,
             error_kind: error.map(|e| e.kind),
             duration: self.started.elapsed(),
@@ -578,6 +650,7 @@ fn state_row(
     key: &StreamKey,
     cursor: serde_json::Value,
     source_time: Option<DateTime<Utc>>,
+    caught_up_at: Option<DateTime<Utc>>,
     run_id: &str,
 ) -> Row {
     Row(vec![
@@ -588,6 +661,7 @@ fn state_row(
         Value::timestamp(source_time),
         Value::Text(run_id.to_string()),
         Value::Timestamp(Utc::now()),
+        Value::timestamp(caught_up_at),
     ])
 }
 
@@ -603,6 +677,7 @@ mod tests {
     struct RecordingWarehouse {
         batches: Mutex<Vec<Batch>>,
         stored_cursor: Option<serde_json::Value>,
+        stored_heartbeat: Option<DateTime<Utc>>,
     }
 
     #[async_trait::async_trait]
@@ -624,6 +699,7 @@ mod tests {
                 cursor,
                 source_time: None,
                 updated_at: None,
+                caught_up_at: self.stored_heartbeat,
             }))
         }
         async fn commit(&self, batch: Batch) -> Result<(), WarehouseError> {
@@ -700,6 +776,131 @@ mod tests {
         assert_eq!(end[0].0[6], Value::Text("succeeded".into()));
         assert!(!end[0].0[5].is_null(), "finished_at is set");
         assert_eq!((outcome.rows_written, outcome.rejects), (1, 1));
+    }
+
+    fn heartbeat_of(row: &Row) -> &Value {
+        &row.0[STATE.column_index("caught_up_at").unwrap()]
+    }
+
+    #[tokio::test]
+    async fn a_run_that_reaches_the_head_stores_its_heartbeat_with_the_committed_cursor() {
+        let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
+        let warehouse = Arc::new(RecordingWarehouse {
+            stored_cursor: Some(serde_json::json!({"page": 1})),
+            stored_heartbeat: Some(an_hour_ago),
+            ..Default::default()
+        });
+        let key = StreamKey::new("rollbar", "items", "web");
+        let options = SyncOptions::new(None);
+        let mut run =
+            StreamRun::<serde_json::Value>::start(warehouse.clone(), key.clone(), &options, None)
+                .await
+                .unwrap();
+        run.cursor = serde_json::json!({"page": 2});
+        run.commit().await.unwrap();
+        // Moved after the last commit: must not be stored by the heartbeat.
+        run.cursor = serde_json::json!({"page": 3});
+        let outcome = run.finish(Ok(RunStatus::Succeeded)).await;
+
+        let batches = warehouse.batches.lock().unwrap();
+        let during = table_rows(&batches[1], &STATE);
+        assert_eq!(
+            heartbeat_of(&during[0]),
+            &Value::Timestamp(an_hour_ago),
+            "a batch keeps the stored heartbeat"
+        );
+        let end = table_rows(&batches[2], &STATE);
+        assert_eq!(end.len(), 1, "the run's end re-writes its state");
+        assert_eq!(end[0].0[3], Value::json(&serde_json::json!({"page": 2})));
+        let Value::Timestamp(beat) = heartbeat_of(&end[0]) else {
+            panic!("no heartbeat: {:?}", end[0]);
+        };
+        assert!(*beat > an_hour_ago);
+        assert_eq!(outcome.caught_up_at, Some(*beat));
+    }
+
+    #[tokio::test]
+    async fn a_partial_run_keeps_the_old_heartbeat_and_a_first_run_starts_one() {
+        let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
+        let stored = Arc::new(RecordingWarehouse {
+            stored_cursor: Some(serde_json::json!({"page": 1})),
+            stored_heartbeat: Some(an_hour_ago),
+            ..Default::default()
+        });
+        let options = SyncOptions::new(None);
+        let key = StreamKey::new("rollbar", "items", "web");
+        let mut run =
+            StreamRun::<serde_json::Value>::start(stored.clone(), key.clone(), &options, None)
+                .await
+                .unwrap();
+        let status = run.stop_partial().await.unwrap();
+        let outcome = run.finish(Ok(status)).await;
+        assert_eq!(
+            outcome.caught_up_at,
+            Some(an_hour_ago),
+            "still an hour behind"
+        );
+        assert_eq!(
+            table_rows(stored.batches.lock().unwrap().last().unwrap(), &STATE).len(),
+            0
+        );
+
+        // A brand-new stream that stops partway (a long backfill) ages from its first run.
+        let fresh = Arc::new(RecordingWarehouse::default());
+        let mut run =
+            StreamRun::<serde_json::Value>::start(fresh.clone(), key.clone(), &options, None)
+                .await
+                .unwrap();
+        let status = run.stop_partial().await.unwrap();
+        let outcome = run.finish(Ok(status)).await;
+        let origin = {
+            let batches = fresh.batches.lock().unwrap();
+            match heartbeat_of(&table_rows(&batches[1], &STATE)[0]) {
+                Value::Timestamp(origin) => *origin,
+                other => panic!("a first commit starts the heartbeat: {other:?}"),
+            }
+        };
+        assert_eq!(outcome.caught_up_at, Some(origin));
+
+        // A brand-new stream whose first run fails has nothing on record.
+        let failing = Arc::new(RecordingWarehouse::default());
+        let run = StreamRun::<serde_json::Value>::start(failing, key, &options, None)
+            .await
+            .unwrap();
+        let outcome = run
+            .finish(Err(StreamError::new(ErrorKind::Authentication, "401")))
+            .await;
+        assert_eq!(outcome.caught_up_at, None);
+    }
+
+    #[tokio::test]
+    async fn staging_another_streams_cursor_keeps_its_heartbeat_and_source_time() {
+        let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
+        let warehouse = Arc::new(RecordingWarehouse {
+            stored_cursor: Some(serde_json::json!({})),
+            stored_heartbeat: Some(an_hour_ago),
+            ..Default::default()
+        });
+        let options = SyncOptions::new(None);
+        let mut run = StreamRun::<serde_json::Value>::start(
+            warehouse.clone(),
+            StreamKey::new("rollbar", "occurrences", "web"),
+            &options,
+            None,
+        )
+        .await
+        .unwrap();
+        let items = StreamKey::new("rollbar", "items", "web");
+        let _: serde_json::Value = run.read_cursor_of(&items).await.unwrap();
+        run.stage_state_of(&items, &serde_json::json!({"pending": [7]}));
+        run.commit().await.unwrap();
+        run.finish(Ok(RunStatus::Partial)).await;
+        let batches = warehouse.batches.lock().unwrap();
+        let staged = table_rows(&batches[1], &STATE)
+            .iter()
+            .find(|r| r.0[1] == Value::Text("items".into()))
+            .unwrap();
+        assert_eq!(heartbeat_of(staged), &Value::Timestamp(an_hour_ago));
     }
 
     #[tokio::test]

@@ -57,6 +57,7 @@ fn state(cursor: serde_json::Value) -> Row {
         Value::Timestamp(Utc::now()),
         Value::Text("run-1".into()),
         Value::Timestamp(Utc::now()),
+        Value::Timestamp(Utc::now()),
     ])
 }
 

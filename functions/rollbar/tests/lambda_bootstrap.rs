@@ -181,6 +181,13 @@ async fn two_invocations_in_a_row_then_nothing_new() {
     assert_eq!(emf[0]["Stream"], "occurrences/web");
     assert_eq!(emf[0]["RowsWritten"], 1_500);
     assert!(emf[0]["FreshnessLagSeconds"].is_number());
+    for line in &emf {
+        let behind = line["SecondsSinceCaughtUp"].as_f64();
+        assert!(
+            behind.is_some_and(|s| s < 30.0),
+            "every stream just caught up: {line}"
+        );
+    }
     let logs: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_none()).collect();
     assert!(logs
         .iter()
@@ -368,4 +375,60 @@ async fn a_token_that_cannot_be_sent_is_an_authentication_failure_and_the_secret
     };
     let _ = output(child).await;
     assert_eq!(h.secrets.reads(), 2, "read again after the failure");
+}
+
+/// The heartbeat the freshness alarm watches, as the deployed function reports it.
+fn heartbeats(stdout: &str, stream: &str) -> Vec<Option<f64>> {
+    json_lines(stdout)
+        .iter()
+        .filter(|l| l.get("_aws").is_some() && l["Stream"] == stream)
+        .map(|l| l["SecondsSinceCaughtUp"].as_f64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_ages_while_a_token_fails_and_resets_on_a_quiet_run() {
+    let Some(h) = Harness::new(50).await else {
+        return;
+    };
+    let child = h.bootstrap(&[]);
+    let Outcome::Response(_) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("first invocation failed")
+    };
+    // Revoked at Rollbar: the stream cannot reach the head any more.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.rollbar.revoke_token(TOKEN);
+    let Outcome::Error(_) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("a revoked token fails the invocation")
+    };
+    h.rollbar.add_token_alias(TOKEN, TOKEN);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A quiet project: nothing new, yet caught up.
+    let Outcome::Response(quiet) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("the restored token works")
+    };
+    assert_eq!(quiet["streams"][0]["rows"], 0, "{quiet}");
+    let (stdout, _) = output(child).await;
+    let beats = heartbeats(&stdout, "occurrences/web");
+    assert_eq!(beats.len(), 3, "{beats:?}");
+    assert!(beats[0].is_some_and(|s| s < 2.0), "{beats:?}");
+    assert!(
+        beats[1].is_some_and(|s| s >= 2.0),
+        "a failing run reports the age of the last catch-up: {beats:?}"
+    );
+    assert!(beats[2].is_some_and(|s| s < 1.0), "{beats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_never_caught_up_reports_no_heartbeat_so_the_alarm_hears_silence() {
+    let Some(h) = Harness::new(10).await else {
+        return;
+    };
+    h.rollbar.revoke_token(TOKEN);
+    let child = h.bootstrap(&[]);
+    let Outcome::Error(_) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("a revoked token fails the invocation")
+    };
+    let (stdout, _) = output(child).await;
+    assert_eq!(heartbeats(&stdout, "occurrences/web"), vec![None]);
 }

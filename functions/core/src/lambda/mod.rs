@@ -157,9 +157,14 @@ pub fn required_env(name: &'static str) -> Result<String, SecretError> {
 /// contract with the stack's alarms and dashboards.
 pub fn emf_line(function: &str, outcome: &RunOutcome) -> String {
     let now = Utc::now();
-    let freshness = outcome
-        .newest_source_time
-        .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+    let seconds_since =
+        |t: chrono::DateTime<Utc>| (now - t).num_milliseconds().max(0) as f64 / 1000.0;
+    // Age of the newest source record: for the dashboard (a quiet project is old data, not
+    // a problem).
+    let freshness = outcome.newest_source_time.map(seconds_since);
+    // The heartbeat the freshness alarm watches: how long since the stream last reached the
+    // source's head. Absent when nothing is on record, and silence alarms.
+    let behind = outcome.caught_up_at.map(seconds_since);
     let mut metrics = vec![
         serde_json::json!({"Name": "RowsWritten", "Unit": "Count"}),
         serde_json::json!({"Name": "PagesFetched", "Unit": "Count"}),
@@ -170,6 +175,9 @@ pub fn emf_line(function: &str, outcome: &RunOutcome) -> String {
     ];
     if freshness.is_some() {
         metrics.push(serde_json::json!({"Name": "FreshnessLagSeconds", "Unit": "Seconds"}));
+    }
+    if behind.is_some() {
+        metrics.push(serde_json::json!({"Name": "SecondsSinceCaughtUp", "Unit": "Seconds"}));
     }
     let stream = format!("{}/{}", outcome.key.stream, outcome.key.scope);
     let mut line = serde_json::json!({
@@ -194,6 +202,9 @@ pub fn emf_line(function: &str, outcome: &RunOutcome) -> String {
     });
     if let Some(lag) = freshness {
         line["FreshnessLagSeconds"] = serde_json::json!(lag);
+    }
+    if let Some(behind) = behind {
+        line["SecondsSinceCaughtUp"] = serde_json::json!(behind);
     }
     line.to_string()
 }
@@ -237,6 +248,7 @@ mod tests {
             api_retries: 1,
             rejects: 0,
             newest_source_time: Some(Utc::now() - chrono::Duration::seconds(90)),
+            caught_up_at: Some(Utc::now() - chrono::Duration::seconds(30)),
             error: None,
             error_kind: None,
             duration: Duration::from_millis(1500),
@@ -262,6 +274,7 @@ mod tests {
             "Rejects",
             "DurationMs",
             "FreshnessLagSeconds",
+            "SecondsSinceCaughtUp",
         ] {
             assert!(names.contains(&name), "{name}");
             assert!(line[name].is_number(), "{name} has a value");
@@ -271,6 +284,22 @@ mod tests {
         assert_eq!(line["RowsWritten"], 42);
         let lag = line["FreshnessLagSeconds"].as_f64().unwrap();
         assert!((89.0..120.0).contains(&lag), "{lag}");
+        let behind = line["SecondsSinceCaughtUp"].as_f64().unwrap();
+        assert!((29.0..60.0).contains(&behind), "{behind}");
+    }
+
+    #[test]
+    fn a_stream_with_no_heartbeat_on_record_reports_none_so_silence_alarms() {
+        let outcome = RunOutcome::not_started(
+            StreamKey::new("rollbar", "occurrences", "web"),
+            crate::stream::StreamError::new(crate::stream::ErrorKind::Warehouse, "down"),
+        );
+        let line: serde_json::Value =
+            serde_json::from_str(&emf_line("heimdallr-rollbar", &outcome)).unwrap();
+        assert!(line.get("SecondsSinceCaughtUp").is_none());
+        let names = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].to_string();
+        assert!(!names.contains("SecondsSinceCaughtUp"), "{names}");
+        assert_eq!(line["Failed"], 1);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The engine's own tables: stream state, run records and rejected rows.
 
 use super::ColumnType::*;
-use super::{col, key, Table};
+use super::{added, col, key, Table};
 
 /// Where each stream is: its cursor, committed with the rows it covers.
 pub static STATE: Table = Table {
@@ -14,6 +14,9 @@ pub static STATE: Table = Table {
         col("source_time", Timestamp),
         col("run_id", Text(64)),
         col("updated_at", Timestamp),
+        // The heartbeat: when a run last reached the source's head (or, until one has,
+        // when the stream first ran). Its age is what the freshness alarm watches.
+        added("caught_up_at", Timestamp, 7),
     ],
     key: &["source", "stream", "scope"],
     event_time: None,

@@ -204,6 +204,11 @@ pub static MIGRATIONS: &[Migration] = &[
             Step::CreateView(View::ReleaseImpact),
         ],
     },
+    Migration {
+        version: 7,
+        name: "stream heartbeats",
+        steps: &[Step::AddColumns(&STATE)],
+    },
 ];
 
 /// Every table a migration creates, for status and docs.

@@ -225,10 +225,11 @@ impl Dialect {
     /// source, stream, scope.
     pub fn select_state(self, schema: &str) -> String {
         format!(
-            "SELECT {}, {}, {} FROM {} WHERE source = {} AND stream = {} AND scope = {}",
+            "SELECT {}, {}, {}, {} FROM {} WHERE source = {} AND stream = {} AND scope = {}",
             self.json_text("cursor"),
             self.epoch_micros("source_time"),
             self.epoch_micros("updated_at"),
+            self.epoch_micros("caught_up_at"),
             qualified(schema, STATE.name),
             self.parameter(1, "source"),
             self.parameter(2, "stream"),

@@ -205,18 +205,20 @@ impl Warehouse for DuckDbWarehouse {
                         row.get::<_, Option<String>>(0)?,
                         row.get::<_, Option<i64>>(1)?,
                         row.get::<_, Option<i64>>(2)?,
+                        row.get::<_, Option<i64>>(3)?,
                     ))),
                     None => Ok(None),
                 }
             })
             .await?;
-        let Some((cursor, source_time, updated_at)) = row else {
+        let Some((cursor, source_time, updated_at, caught_up_at)) = row else {
             return Ok(None);
         };
         Ok(Some(StoredState {
             cursor: super::parse_cursor(cursor.as_deref(), &self.target())?,
             source_time: from_micros(source_time),
             updated_at: from_micros(updated_at),
+            caught_up_at: from_micros(caught_up_at),
         }))
     }
 

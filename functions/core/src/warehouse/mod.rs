@@ -33,6 +33,8 @@ pub struct StoredState {
     pub cursor: serde_json::Value,
     pub source_time: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// When a run last reached the source's head (the heartbeat).
+    pub caught_up_at: Option<DateTime<Utc>>,
 }
 
 /// One line of `heimdallr status`.

@@ -377,6 +377,7 @@ impl Warehouse for PostgresWarehouse {
             cursor: super::parse_cursor(cursor.as_deref(), &self.target)?,
             source_time: from_micros(row.get(1)),
             updated_at: from_micros(row.get(2)),
+            caught_up_at: from_micros(row.get(3)),
         }))
     }
 

@@ -59,7 +59,11 @@ CREATE OR REPLACE VIEW "heimdallr"."release_impact" AS WITH releases AS (SELECT 
 
 INSERT INTO "heimdallr"."_heimdallr_migrations" (version, name, applied_at) SELECT 6, 'heroku release commits', '2026-09-21 14:13:20.250000+00' WHERE NOT EXISTS (SELECT 1 FROM "heimdallr"."_heimdallr_migrations" WHERE version = 6);
 
-SELECT JSON_SERIALIZE(cursor), CAST(EXTRACT(EPOCH FROM source_time) * 1000000 AS BIGINT), CAST(EXTRACT(EPOCH FROM updated_at) * 1000000 AS BIGINT) FROM "heimdallr"."_heimdallr_state" WHERE source = :source AND stream = :stream AND scope = :scope;
+ALTER TABLE "heimdallr"."_heimdallr_state" ADD COLUMN "caught_up_at" TIMESTAMPTZ;
+
+INSERT INTO "heimdallr"."_heimdallr_migrations" (version, name, applied_at) SELECT 7, 'stream heartbeats', '2026-09-21 14:13:20.250000+00' WHERE NOT EXISTS (SELECT 1 FROM "heimdallr"."_heimdallr_migrations" WHERE version = 7);
+
+SELECT JSON_SERIALIZE(cursor), CAST(EXTRACT(EPOCH FROM source_time) * 1000000 AS BIGINT), CAST(EXTRACT(EPOCH FROM updated_at) * 1000000 AS BIGINT), CAST(EXTRACT(EPOCH FROM caught_up_at) * 1000000 AS BIGINT) FROM "heimdallr"."_heimdallr_state" WHERE source = :source AND stream = :stream AND scope = :scope;
 
 WITH streams AS (SELECT source, stream, scope FROM "heimdallr"."_heimdallr_state" UNION SELECT source, stream, scope FROM "heimdallr"."_heimdallr_runs"), latest AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY source, stream, scope ORDER BY started_at DESC, updated_at DESC) AS rn FROM "heimdallr"."_heimdallr_runs") SELECT k.source, k.stream, k.scope, JSON_SERIALIZE(s.cursor), CAST(EXTRACT(EPOCH FROM s.source_time) * 1000000 AS BIGINT), CAST(EXTRACT(EPOCH FROM s.updated_at) * 1000000 AS BIGINT), r.run_id, CAST(EXTRACT(EPOCH FROM r.started_at) * 1000000 AS BIGINT), CAST(EXTRACT(EPOCH FROM r.finished_at) * 1000000 AS BIGINT), r.status, r.rows_written, r.error FROM streams k LEFT JOIN "heimdallr"."_heimdallr_state" s ON s.source = k.source AND s.stream = k.stream AND s.scope = k.scope LEFT JOIN latest r ON r.source = k.source AND r.stream = k.stream AND r.scope = k.scope AND r.rn = 1 ORDER BY k.source, k.stream, k.scope;
 
@@ -79,7 +83,7 @@ INSERT INTO "heimdallr"."_heimdallr_runs" ("run_id", "source", "stream", "scope"
 
 DELETE FROM "heimdallr"."_heimdallr_state" WHERE ("source" = 'rollbar' AND "stream" = 'occurrences' AND "scope" = 'web');
 
-INSERT INTO "heimdallr"."_heimdallr_state" ("source", "stream", "scope", "cursor", "source_time", "run_id", "updated_at") VALUES ('rollbar', 'occurrences', 'web', JSON_PARSE('{"high_water":2}'), '2026-09-21 14:13:20.250000+00', 'run-1', '2026-09-21 14:13:20.250000+00');
+INSERT INTO "heimdallr"."_heimdallr_state" ("source", "stream", "scope", "cursor", "source_time", "run_id", "updated_at", "caught_up_at") VALUES ('rollbar', 'occurrences', 'web', JSON_PARSE('{"high_water":2}'), '2026-09-21 14:13:20.250000+00', 'run-1', '2026-09-21 14:13:20.250000+00');
 
 CREATE TEMP TABLE "stage_rollbar_occurrences_1" ("id" BIGINT, "item_id" BIGINT, "project_id" BIGINT, "occurred_at" TIMESTAMPTZ, "client_timestamp" TIMESTAMPTZ, "environment" VARCHAR(255), "level" VARCHAR(32), "body_type" VARCHAR(32), "title" VARCHAR(4096), "exception_class" VARCHAR(1024), "exception_message" VARCHAR(65535), "person_id" VARCHAR(255), "person_username" VARCHAR(255), "person_email" VARCHAR(255), "code_version" VARCHAR(255), "framework" VARCHAR(64), "platform" VARCHAR(64), "language" VARCHAR(64), "request_url" VARCHAR(4096), "request_method" VARCHAR(16), "request_user_ip" VARCHAR(128), "server_host" VARCHAR(255), "uuid" VARCHAR(64), "context" VARCHAR(1024), "data" SUPER, "synced_at" TIMESTAMPTZ, "_heimdallr_seq" INTEGER NOT NULL);
 
@@ -99,5 +103,5 @@ INSERT INTO "heimdallr"."_heimdallr_runs" ("run_id", "source", "stream", "scope"
 
 DELETE FROM "heimdallr"."_heimdallr_state" WHERE ("source" = 'rollbar' AND "stream" = 'occurrences' AND "scope" = 'web');
 
-INSERT INTO "heimdallr"."_heimdallr_state" ("source", "stream", "scope", "cursor", "source_time", "run_id", "updated_at") VALUES ('rollbar', 'occurrences', 'web', JSON_PARSE('{"high_water":2}'), '2026-09-21 14:13:20.250000+00', 'run-1', '2026-09-21 14:13:20.250000+00');
+INSERT INTO "heimdallr"."_heimdallr_state" ("source", "stream", "scope", "cursor", "source_time", "run_id", "updated_at", "caught_up_at") VALUES ('rollbar', 'occurrences', 'web', JSON_PARSE('{"high_water":2}'), '2026-09-21 14:13:20.250000+00', 'run-1', '2026-09-21 14:13:20.250000+00');
 

@@ -154,6 +154,7 @@ impl Warehouse for RedshiftWarehouse {
             cursor: crate::warehouse::parse_cursor(cursor.as_deref(), &self.api.target.describe())?,
             source_time: field_time(row.get(1)),
             updated_at: field_time(row.get(2)),
+            caught_up_at: field_time(row.get(3)),
         }))
     }
 
