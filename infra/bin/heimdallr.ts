@@ -1,24 +1,19 @@
 #!/usr/bin/env node
-// The CDK app: one environment-agnostic stack, settings from cdk.json's `heimdallr` context,
-// checked by cdk-nag's AwsSolutions rules on every synth.
+// The CDK app: one stack per stage (cdk.json's `heimdallr.stages`; `-c stage=<name>` picks
+// one), checked by cdk-nag's AwsSolutions rules on every synth. A stage without a pinned
+// account and region stays environment-agnostic, so synth works offline.
 import { App, Aspects } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import * as path from 'path';
-import { HeimdallrStack } from '../lib/heimdallr-stack';
-import { parseSettings, SettingsError } from '../lib/settings';
-import { MissingBundleError } from '../lib/source-function';
+import { addStages } from '../lib/app';
+import { SettingsError } from '../lib/settings';
+import { BundleError, MissingBundleError } from '../lib/source-function';
 
 const app = new App();
 try {
-  const settings = parseSettings(app.node.tryGetContext('heimdallr'));
-  // Bundle paths in cdk.json are relative to the project root (where cdk.json is).
-  const root = path.resolve(__dirname, '..', '..');
-  new HeimdallrStack(app, app.node.tryGetContext('stackName') ?? 'Heimdallr', {
-    description: 'Heimdallr: copies Rollbar, CircleCI and Heroku data into Redshift every minute',
-    settings: { ...settings, bundleDir: path.resolve(root, settings.bundleDir) },
-  });
+  addStages(app, path.resolve(__dirname, '..', '..'), process.env.HEIMDALLR_BUNDLE_DIR);
 } catch (error) {
-  if (error instanceof SettingsError || error instanceof MissingBundleError) {
+  if (error instanceof SettingsError || error instanceof MissingBundleError || error instanceof BundleError) {
     // A setting or a build step is missing: say which, without a stack trace.
     console.error(`\n${error.message}\n`);
     process.exit(1);

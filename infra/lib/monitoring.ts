@@ -3,41 +3,70 @@ import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
+import { heartbeatAlarm } from './settings';
 import { SourceFunction } from './source-function';
 
-/** The namespace of the metrics the functions emit (EMF lines, see the README). */
+/** The namespace of the metrics the functions emit (EMF lines, see docs/lambdas.md). */
 export const METRIC_NAMESPACE = 'Heimdallr';
 
 export interface FunctionMonitoringProps {
   readonly source: SourceFunction;
   readonly topic: sns.ITopic;
-  /** Alarm when the newest synced data is older than this. */
-  readonly freshness: Duration;
+  /** Prefix of alarm and dashboard names (the stack's name). */
+  readonly namePrefix: string;
+  readonly scheduleMinutes: number;
+  /** Alarm when a stream has not caught up with its source for this long. */
+  readonly freshnessMinutes: number;
 }
 
 /**
- * Alarms for one function (errors, throttles, duration near the timeout, data freshness),
- * each notifying the topic, and its dashboard.
+ * One function's alarms, each notifying the topic on alarm and on recovery:
+ * - Freshness: a stream has not reached its source's head for `freshnessMinutes`, or the
+ *   function reported nothing (stopped schedule, no heartbeat on record);
+ * - Errors, Throttles, DurationNearTimeout, and ScheduleFailures (EventBridge could not
+ *   invoke the function);
+ * and its dashboard: alarm states, the function's metrics, one line per stream for the
+ * engine's metrics, and the failed stream runs from the logs.
  */
 export class FunctionMonitoring extends Construct {
   readonly alarms: cloudwatch.Alarm[];
+  readonly freshness: cloudwatch.Alarm;
   readonly dashboard: cloudwatch.Dashboard;
 
   constructor(scope: Construct, id: string, props: FunctionMonitoringProps) {
     super(scope, id);
     const fn = props.source.function;
     const name = props.source.source;
+    const prefix = `${props.namePrefix}-${name}`;
     const period = Duration.minutes(5);
-    const custom = (metricName: string, statistic: string) =>
+    const custom = (metricName: string, statistic: string, metricPeriod: Duration = period) =>
       new cloudwatch.Metric({
         namespace: METRIC_NAMESPACE,
         metricName,
         dimensionsMap: { Function: fn.functionName },
         statistic,
-        period,
+        period: metricPeriod,
       });
 
+    const window = heartbeatAlarm(props.scheduleMinutes, props.freshnessMinutes);
+    this.freshness = new cloudwatch.Alarm(this, 'Freshness', {
+      alarmName: `${prefix}-behind`,
+      alarmDescription:
+        `Heimdallr ${name}: a stream has not caught up with the source for ${props.freshnessMinutes} minutes, ` +
+        `or the function reported nothing for ${window.evaluationPeriods * window.periodMinutes} minutes ` +
+        '(see the dashboard, _heimdallr_runs and `heimdallr status`)',
+      // The worst stream: each EMF line carries the Function dimension alone too.
+      metric: custom('SecondsSinceCaughtUp', 'Maximum', Duration.minutes(window.periodMinutes)),
+      threshold: window.thresholdMinutes * 60,
+      evaluationPeriods: window.evaluationPeriods,
+      datapointsToAlarm: window.evaluationPeriods,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      // A function that stopped running, or a stream with no heartbeat on record, emits
+      // nothing: silence must alarm too.
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+    });
     const errors = new cloudwatch.Alarm(this, 'Errors', {
+      alarmName: `${prefix}-errors`,
       alarmDescription: `Heimdallr ${name}: invocations failed (see _heimdallr_runs and the function's logs)`,
       metric: fn.metricErrors({ period, statistic: 'Sum' }),
       threshold: 1,
@@ -47,7 +76,8 @@ export class FunctionMonitoring extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
     const throttles = new cloudwatch.Alarm(this, 'Throttles', {
-      alarmDescription: `Heimdallr ${name}: a run was throttled (the previous run still held the function's one slot)`,
+      alarmName: `${prefix}-throttles`,
+      alarmDescription: `Heimdallr ${name}: a run was throttled (the previous run held the reserved slot, or the account's concurrency is exhausted)`,
       metric: fn.metricThrottles({ period, statistic: 'Sum' }),
       threshold: 1,
       evaluationPeriods: 1,
@@ -55,6 +85,7 @@ export class FunctionMonitoring extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
     const nearTimeout = new cloudwatch.Alarm(this, 'DurationNearTimeout', {
+      alarmName: `${prefix}-near-timeout`,
       alarmDescription: `Heimdallr ${name}: runs take over 90% of the ${props.source.timeout.toSeconds()} s timeout`,
       metric: fn.metricDuration({ period, statistic: 'Maximum' }),
       threshold: props.source.timeout.toMilliseconds() * 0.9,
@@ -62,16 +93,22 @@ export class FunctionMonitoring extends Construct {
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    const freshness = new cloudwatch.Alarm(this, 'Freshness', {
-      alarmDescription: `Heimdallr ${name}: no data newer than ${props.freshness.toMinutes()} minutes reached the warehouse (or the function stopped reporting)`,
-      metric: custom('FreshnessLagSeconds', 'Maximum'),
-      threshold: props.freshness.toSeconds(),
+    const scheduleFailures = new cloudwatch.Alarm(this, 'ScheduleFailures', {
+      alarmName: `${prefix}-schedule-failures`,
+      alarmDescription: `Heimdallr ${name}: EventBridge could not invoke the function (permissions, throttling or a deleted function)`,
+      metric: new cloudwatch.Metric({
+        namespace: 'AWS/Events',
+        metricName: 'FailedInvocations',
+        dimensionsMap: { RuleName: props.source.schedule.ruleName },
+        statistic: 'Sum',
+        period,
+      }),
+      threshold: 1,
       evaluationPeriods: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-      // A function that stopped running emits nothing: silence must alarm too.
-      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    this.alarms = [errors, throttles, nearTimeout, freshness];
+    this.alarms = [this.freshness, errors, throttles, nearTimeout, scheduleFailures];
     for (const alarm of this.alarms) {
       alarm.addAlarmAction(new actions.SnsAction(props.topic));
       alarm.addOkAction(new actions.SnsAction(props.topic));
@@ -79,27 +116,57 @@ export class FunctionMonitoring extends Construct {
 
     const graph = (title: string, metrics: cloudwatch.IMetric[], right?: cloudwatch.IMetric[]) =>
       new cloudwatch.GraphWidget({ title, left: metrics, right, width: 8, height: 6 });
+    // One line per stream (rollbar occurrences/web, ...): streams come from the secret and
+    // the settings at run time, so a search finds them.
+    const perStream = (title: string, metricName: string, statistic: string, annotation?: cloudwatch.HorizontalAnnotation) =>
+      new cloudwatch.GraphWidget({
+        title,
+        left: [
+          new cloudwatch.MathExpression({
+            expression: `SEARCH('{${METRIC_NAMESPACE},Function,Stream} MetricName="${metricName}" Function="${fn.functionName}"', '${statistic}', ${period.toSeconds()})`,
+            label: '',
+            period,
+          }),
+        ],
+        leftAnnotations: annotation === undefined ? undefined : [annotation],
+        width: 12,
+        height: 6,
+      });
     this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
+      dashboardName: prefix,
       defaultInterval: Duration.hours(24),
       widgets: [
-        [
-          new cloudwatch.AlarmStatusWidget({ title: `Heimdallr ${name}: alarms`, alarms: this.alarms, width: 24, height: 3 }),
-        ],
+        [new cloudwatch.AlarmStatusWidget({ title: `Heimdallr ${name}: alarms`, alarms: this.alarms, width: 24, height: 3 })],
         [
           graph('Invocations and errors', [fn.metricInvocations({ period }), fn.metricErrors({ period })]),
           graph('Duration (ms)', [fn.metricDuration({ period, statistic: 'Average' }), fn.metricDuration({ period, statistic: 'Maximum' })]),
           graph('Throttles', [fn.metricThrottles({ period })]),
         ],
         [
-          graph('Rows written', [custom('RowsWritten', 'Sum')]),
-          graph('Pages fetched and API retries', [custom('PagesFetched', 'Sum')], [custom('ApiRetries', 'Sum')]),
-          graph('Rejected rows', [custom('Rejects', 'Sum')]),
+          perStream('Seconds since caught up, per stream (the freshness alarm watches the worst)', 'SecondsSinceCaughtUp', 'Maximum', {
+            value: props.freshnessMinutes * 60,
+            label: 'behind budget',
+          }),
+          perStream('Age of the newest source record, per stream (a quiet source is old, not late)', 'FreshnessLagSeconds', 'Maximum'),
         ],
         [
-          new cloudwatch.GraphWidget({
-            title: 'Freshness lag (s)',
-            left: [custom('FreshnessLagSeconds', 'Maximum')],
-            leftAnnotations: [{ value: props.freshness.toSeconds(), label: 'alarm' }],
+          perStream('Rows written, per stream', 'RowsWritten', 'Sum'),
+          perStream('Pages fetched, per stream', 'PagesFetched', 'Sum'),
+        ],
+        [
+          perStream('API retries, per stream', 'ApiRetries', 'Sum'),
+          perStream('Rejected rows, per stream', 'Rejects', 'Sum'),
+        ],
+        [
+          new cloudwatch.LogQueryWidget({
+            title: 'Failed stream runs',
+            logGroupNames: [props.source.logGroup.logGroupName],
+            queryLines: [
+              'fields @timestamp, stream, kind, error',
+              'filter message = "stream done" and status = "failed"',
+              'sort @timestamp desc',
+              'limit 50',
+            ],
             width: 24,
             height: 6,
           }),

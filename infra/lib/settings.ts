@@ -1,6 +1,8 @@
-// The stack's settings, read from the `heimdallr` object of cdk.json's context (or `-c`).
-// Every setting has a default except the warehouse; a missing or malformed one fails synth
-// with a message that names it and shows a valid example.
+// The stacks' settings, read from the `heimdallr` object of cdk.json's context (or `-c`).
+// Every setting has a default except the warehouse; a missing, malformed or unknown one
+// fails synth with a message that names it, suggests the nearest known key for a typo, and
+// shows a valid example. Settings at the top of the block apply to every stage; a stage's
+// own block (`stages.<name>`) overrides them, object by object.
 
 /** What the stack knows of a source: one entry per function, read everywhere else. */
 export interface SourceDefinition {
@@ -15,18 +17,22 @@ export interface SourceDefinition {
   readonly scope?: { readonly key: string; readonly env: string; readonly example: readonly string[]; readonly everything?: string };
   /** Whether it stores personal data, and so reads the PII policy (HEIMDALLR_PII). */
   readonly personalData: boolean;
+  /** The secret's CloudFormation logical id, fixed for ever: a changed id would replace the
+   * secret and lose the hand-entered token. A new source picks any unused id. */
+  readonly secretLogicalId: string;
 }
 
 /** Every source the stack can deploy. A new source is one entry here (see the README). */
 export const SOURCES = {
   // Rollbar's projects are the tokens in its secret, so it has no scope list.
-  rollbar: { enabledByDefault: true, scheduleMinutes: 1, freshnessMinutes: 15, personalData: true },
+  rollbar: { enabledByDefault: true, scheduleMinutes: 1, freshnessMinutes: 15, personalData: true, secretLogicalId: 'RollbarSecret47F3B9E6' },
   circleci: {
     enabledByDefault: false,
     scheduleMinutes: 5,
     freshnessMinutes: 60,
     scope: { key: 'projects', env: 'CIRCLECI_PROJECTS', example: ['gh/acme/web', 'circleci/8e4z/api'] },
     personalData: false,
+    secretLogicalId: 'CircleciSecret4D957FEC',
   },
   heroku: {
     enabledByDefault: false,
@@ -34,6 +40,7 @@ export const SOURCES = {
     freshnessMinutes: 60,
     scope: { key: 'apps', env: 'HEROKU_APPS', example: ['acme-web', 'acme-api'], everything: '["*"] for every app the key sees' },
     personalData: true,
+    secretLogicalId: 'HerokuSecretC53AF69B',
   },
 } as const satisfies Record<string, SourceDefinition>;
 
@@ -46,9 +53,12 @@ function definition(name: SourceName): SourceDefinition {
 
 export interface SourceSettings {
   readonly enabled: boolean;
+  /** Enabled, or turned off with `enabled: false`: its secret exists, so that disabling a
+   * source keeps the token and re-enabling it finds the same secret. */
+  readonly declared: boolean;
   /** Minutes between runs (EventBridge rate). */
   readonly scheduleMinutes: number;
-  /** Alarm when the newest synced data is older than this. */
+  /** Alarm when the source has not been caught up for this long. */
   readonly freshnessMinutes: number;
   /** CircleCI project slugs / Heroku apps (Rollbar projects are the tokens in its secret). */
   readonly scopes: string[];
@@ -70,12 +80,81 @@ export interface Settings {
   readonly pii: 'drop' | 'hash' | 'keep';
   /** Where scripts/build-functions.sh leaves the bundles, relative to the project root. */
   readonly bundleDir: string;
+  /** Reserve one concurrent execution per function (needs the account's unreserved
+   * concurrency to stay at 100 or more: see docs/deploy.md). */
+  readonly reservedConcurrency: boolean;
+}
+
+/** One stage: its stack and where it goes, and its settings. */
+export interface StageSettings {
+  readonly stage: string;
+  readonly stackName: string;
+  /** Pinned account and region; both unset leaves the stack environment-agnostic. */
+  readonly account?: string;
+  readonly region?: string;
+  readonly terminationProtection: boolean;
+  /** Tags on every resource besides project, stage and source. */
+  readonly tags: Record<string, string>;
+  readonly settings: Settings;
 }
 
 export class SettingsError extends Error {
   constructor(setting: string, problem: string, example: string) {
     super(`cdk.json context heimdallr${setting === '' ? '' : '.' + setting}: ${problem}. Example: ${example}`);
     this.name = 'SettingsError';
+  }
+}
+
+/** Keys of a stage's settings block (also allowed at the top, as every stage's defaults). */
+const STAGE_KEYS = [
+  'warehouse',
+  'sources',
+  'alarmEmail',
+  'natGateways',
+  'interfaceEndpoints',
+  'architecture',
+  'memoryMb',
+  'logRetentionDays',
+  'pii',
+  'bundleDir',
+  'reservedConcurrency',
+  'stackName',
+  'account',
+  'region',
+  'terminationProtection',
+  'tags',
+];
+const WAREHOUSE_KEYS = ['cluster', 'dbUser', 'database', 'schema', 'secretArn', 'workgroupName', 'workgroupArn'];
+
+/** Edit distance, for "did you mean" on a mistyped key. */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1].toLowerCase() === b[j - 1].toLowerCase() ? 0 : 1));
+      diagonal = above;
+    }
+  }
+  return row[b.length];
+}
+
+/** The known key nearest to a mistyped one, if any is close enough to be meant. */
+export function nearestKey(key: string, known: readonly string[]): string | undefined {
+  const ranked = known.map((k) => ({ k, d: distance(key, k) })).sort((x, y) => x.d - y.d);
+  const best = ranked[0];
+  return best !== undefined && best.d <= Math.max(2, Math.floor(key.length / 3)) ? best.k : undefined;
+}
+
+/** Rejects any key that is not a setting: a typo must not silently mean "the default". */
+function rejectUnknownKeys(value: Json, known: readonly string[], where: string, example: string): void {
+  for (const key of Object.keys(value)) {
+    if (known.includes(key)) continue;
+    const near = nearestKey(key, known);
+    const hint = near === undefined ? `known keys: ${known.join(', ')}` : `did you mean "${near}"?`;
+    throw new SettingsError(where === '' ? key : `${where}.${key}`, `is not a setting (${hint})`, example);
   }
 }
 
@@ -125,6 +204,7 @@ function parseWarehouse(value: unknown): WarehouseSettings {
   if (!isObject(value)) {
     throw new SettingsError('warehouse', 'is missing: name the Redshift cluster or serverless workgroup to write to', WAREHOUSE_EXAMPLE);
   }
+  rejectUnknownKeys(value, WAREHOUSE_KEYS, 'warehouse', WAREHOUSE_EXAMPLE);
   const database = text(value.database, 'warehouse.database', IDENTIFIER, '"database": "analytics"');
   const schema = value.schema === undefined ? 'heimdallr' : text(value.schema, 'warehouse.schema', /^[A-Za-z_][A-Za-z0-9_]{0,62}$/, '"schema": "heimdallr"');
   const secretArn = optionalText(value.secretArn, 'warehouse.secretArn', SECRET_ARN, '"secretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:redshift-heimdallr-AbCdEf"');
@@ -169,11 +249,8 @@ function parseSource(name: SourceName, value: unknown, defaultMemoryMb: number):
     }
     scopes = list as string[];
   }
-  for (const key of Object.keys(source)) {
-    if (!['enabled', 'scheduleMinutes', 'freshnessMinutes', 'memoryMb', scope?.key].includes(key)) {
-      throw new SettingsError(`sources.${name}.${key}`, 'is not a setting', objectExample);
-    }
-  }
+  const known = ['enabled', 'scheduleMinutes', 'freshnessMinutes', 'memoryMb', ...(scope === undefined ? [] : [scope.key])];
+  rejectUnknownKeys(source, known, `sources.${name}`, objectExample);
   const scheduleMinutes = integer(source.scheduleMinutes, `sources.${name}.scheduleMinutes`, 1, 1440, defaults.scheduleMinutes, '"scheduleMinutes": 5');
   // A source with a list of projects or apps is on unless disabled; without one it has
   // nothing to sync, so it is off unless enabled (and then the list is required).
@@ -182,10 +259,22 @@ function parseSource(name: SourceName, value: unknown, defaultMemoryMb: number):
     const example = `"${scope.key}": ${JSON.stringify(scope.example.slice(0, 1))}` + (scope.everything === undefined ? '' : ` (or ${scope.everything})`);
     throw new SettingsError(`sources.${name}.${scope.key}`, `is empty but the source is enabled`, example);
   }
+  // At least two runs, so that one late or lost run never alarms; at most two days, so that
+  // the alarm's window stays within CloudWatch's one-day evaluation range.
+  const freshnessMinutes = integer(
+    source.freshnessMinutes,
+    `sources.${name}.freshnessMinutes`,
+    scheduleMinutes * 2,
+    Math.max(2880, scheduleMinutes * 2),
+    Math.max(defaults.freshnessMinutes, scheduleMinutes * 3),
+    `"freshnessMinutes": ${Math.max(defaults.freshnessMinutes, scheduleMinutes * 3)}`,
+  );
   return {
     enabled,
+    // Turned off by `enabled: false` (not merely an empty list): the secret stays.
+    declared: enabled || source.enabled === false,
     scheduleMinutes,
-    freshnessMinutes: integer(source.freshnessMinutes, `sources.${name}.freshnessMinutes`, scheduleMinutes, 10080, Math.max(defaults.freshnessMinutes, scheduleMinutes * 3), '"freshnessMinutes": 60'),
+    freshnessMinutes,
     scopes,
     memoryMb: integer(source.memoryMb, `sources.${name}.memoryMb`, 128, 10240, defaultMemoryMb, '"memoryMb": 256'),
   };
@@ -201,20 +290,118 @@ export function sourceEnvironment(name: SourceName, settings: Settings): Record<
   return environment;
 }
 
-/** Reads and checks the settings; `context` is the `heimdallr` context object. */
-export function parseSettings(context: unknown): Settings {
-  if (typeof context === 'string') {
-    // `cdk synth -c heimdallr='{...}'` passes the object as JSON text.
-    try {
-      context = JSON.parse(context);
-    } catch (e) {
-      throw new SettingsError('', `is not valid JSON (${(e as Error).message})`, `-c heimdallr='{"warehouse": ${WAREHOUSE_EXAMPLE.split(' or ')[0]}}'`);
-    }
+/** The freshness alarm on a function's worst stream heartbeat (seconds since it last caught
+ * up), from its schedule and freshness budget. A stream that has not caught up for the
+ * budget alarms: every datapoint of the window is above `freshness - (window - 1 period)`
+ * by then. Silence (no run, or no heartbeat on record) breaches too, and alarms after the
+ * window: half the budget, at least two periods so that one late run never alarms. */
+export function heartbeatAlarm(scheduleMinutes: number, freshnessMinutes: number): { periodMinutes: number; evaluationPeriods: number; thresholdMinutes: number } {
+  const periodMinutes = scheduleMinutes;
+  // CloudWatch evaluates at most one day of periods under an hour, seven days otherwise.
+  const maxWindow = periodMinutes < 60 ? 1440 : 10080;
+  const evaluationPeriods = Math.max(2, Math.min(Math.ceil(freshnessMinutes / (2 * periodMinutes)), Math.floor(maxWindow / periodMinutes)));
+  return { periodMinutes, evaluationPeriods, thresholdMinutes: freshnessMinutes - (evaluationPeriods - 1) * periodMinutes };
+}
+
+function parseJsonContext(context: unknown): unknown {
+  if (typeof context !== 'string') return context;
+  // `cdk synth -c heimdallr='{...}'` passes the object as JSON text.
+  try {
+    return JSON.parse(context);
+  } catch (e) {
+    throw new SettingsError('', `is not valid JSON (${(e as Error).message})`, `-c heimdallr='{"warehouse": ${WAREHOUSE_EXAMPLE.split(' or ')[0]}}'`);
   }
+}
+
+/** Objects merge key by key (a stage's `sources.rollbar` overrides only what it names);
+ * anything else in the stage's block replaces the shared value. */
+function merge(shared: Json, stage: Json): Json {
+  const merged: Json = { ...shared };
+  for (const [key, value] of Object.entries(stage)) {
+    const base = merged[key];
+    merged[key] = isObject(base) && isObject(value) ? merge(base, value) : value;
+  }
+  return merged;
+}
+
+const STAGE_NAME = /^[a-z][a-z0-9-]{0,23}$/;
+
+/** Reads every stage (or only `chosen`, the `-c stage=` value). Without a `stages` block the
+ * settings are one stage named "default" whose stack keeps the name of the releases that
+ * had no stages (`Heimdallr`, or `legacyStackName`), so upgrading never creates a second
+ * stack beside the deployed one. */
+export function parseStages(context: unknown, chosen?: string, legacyStackName?: string): StageSettings[] {
+  const c = parseJsonContext(context);
+  if (c !== undefined && !isObject(c)) {
+    throw new SettingsError('', 'the heimdallr context must be an object', '"context": {"heimdallr": {"warehouse": {...}}}');
+  }
+  const root = c ?? {};
+  const stagesExample = '"stages": {"staging": {"alarmEmail": "dev@example.com"}, "production": {"alarmEmail": "oncall@example.com"}}';
+  rejectUnknownKeys(root, [...STAGE_KEYS, 'stages'], '', stagesExample);
+  const { stages: rawStages, ...shared } = root;
+  if (rawStages === undefined) {
+    if (chosen !== undefined && chosen !== 'default') {
+      throw new SettingsError('stages', `has no stage "${chosen}" (there is no stages block)`, stagesExample);
+    }
+    return [stage('default', shared, '', legacyStackName ?? 'Heimdallr')];
+  }
+  if (!isObject(rawStages) || Object.keys(rawStages).length === 0) {
+    throw new SettingsError('stages', 'must be an object of stage name to settings', stagesExample);
+  }
+  const names = Object.keys(rawStages);
+  for (const name of names) {
+    if (!STAGE_NAME.test(name)) {
+      throw new SettingsError(`stages.${name}`, 'a stage name is lower-case letters, digits and dashes, starting with a letter', stagesExample);
+    }
+    if (!isObject(rawStages[name])) throw new SettingsError(`stages.${name}`, 'must be an object', stagesExample);
+    rejectUnknownKeys(rawStages[name] as Json, STAGE_KEYS, `stages.${name}`, '"production": {"alarmEmail": "oncall@example.com", "terminationProtection": true}');
+  }
+  if (chosen !== undefined && !names.includes(chosen)) {
+    const near = nearestKey(chosen, names);
+    throw new SettingsError('stages', `has no stage "${chosen}"${near === undefined ? '' : ` (did you mean "${near}"?)`}; stages: ${names.join(', ')}`, `-c stage=${names[0]}`);
+  }
+  return names
+    .filter((name) => chosen === undefined || name === chosen)
+    .map((name) => stage(name, merge(shared, rawStages[name] as Json), `stages.${name}.`, undefined));
+}
+
+function stage(name: string, block: Json, where: string, fixedStackName: string | undefined): StageSettings {
+  try {
+    const stackName =
+      block.stackName !== undefined
+        ? text(block.stackName, 'stackName', /^[A-Za-z][A-Za-z0-9-]{0,40}$/, '"stackName": "Heimdallr-production"')
+        : fixedStackName ?? `Heimdallr-${name}`;
+    const account = optionalText(block.account, 'account', /^\d{12}$/, '"account": "123456789012"');
+    const region = optionalText(block.region, 'region', /^[a-z]{2}(-gov)?-[a-z]+-\d$/, '"region": "eu-west-1"');
+    if (block.tags !== undefined && (!isObject(block.tags) || Object.values(block.tags).some((v) => typeof v !== 'string'))) {
+      throw new SettingsError('tags', 'must be an object of tag name to text', '"tags": {"team": "data", "cost-center": "1234"}');
+    }
+    return {
+      stage: name,
+      stackName,
+      account,
+      region,
+      terminationProtection: boolean(block.terminationProtection, 'terminationProtection', name === 'production'),
+      tags: (block.tags ?? {}) as Record<string, string>,
+      settings: parseSettings(block),
+    };
+  } catch (error) {
+    if (error instanceof SettingsError && where !== '') {
+      // Name the stage: the value may come from the shared block or the stage's own.
+      error.message = error.message.replace('cdk.json context heimdallr', `cdk.json context (stage ${name}) heimdallr`);
+    }
+    throw error;
+  }
+}
+
+/** Reads and checks one stage's settings; `context` is the stage's merged settings block. */
+export function parseSettings(context: unknown): Settings {
+  context = parseJsonContext(context);
   if (context !== undefined && !isObject(context)) {
     throw new SettingsError('', 'the heimdallr context must be an object', '"context": {"heimdallr": {"warehouse": {...}}}');
   }
   const c = context ?? {};
+  rejectUnknownKeys(c, STAGE_KEYS, '', '"alarmEmail": "oncall@example.com"');
   const memoryMb = integer(c.memoryMb, 'memoryMb', 128, 10240, 128, '"memoryMb": 128');
   if (c.sources !== undefined && !isObject(c.sources)) {
     throw new SettingsError('sources', 'must be an object keyed by source', '"sources": {"rollbar": {"enabled": true}}');
@@ -222,7 +409,12 @@ export function parseSettings(context: unknown): Settings {
   const sources = (c.sources ?? {}) as Json;
   for (const key of Object.keys(sources)) {
     if (!(SOURCE_NAMES as readonly string[]).includes(key)) {
-      throw new SettingsError(`sources.${key}`, `is not a source (sources: ${SOURCE_NAMES.join(', ')})`, '"sources": {"rollbar": {"enabled": true}}');
+      const near = nearestKey(key, SOURCE_NAMES);
+      throw new SettingsError(
+        `sources.${key}`,
+        `is not a source (${near === undefined ? '' : `did you mean "${near}"? `}sources: ${SOURCE_NAMES.join(', ')})`,
+        '"sources": {"rollbar": {"enabled": true}}',
+      );
     }
   }
   const parsedSources = Object.fromEntries(SOURCE_NAMES.map((name) => [name, parseSource(name, sources[name], memoryMb)])) as Record<SourceName, SourceSettings>;
@@ -251,6 +443,7 @@ export function parseSettings(context: unknown): Settings {
     logRetentionDays,
     pii,
     bundleDir: c.bundleDir === undefined ? 'dist/lambda' : text(c.bundleDir, 'bundleDir', /^[^\0]+$/, '"bundleDir": "dist/lambda"'),
+    reservedConcurrency: boolean(c.reservedConcurrency, 'reservedConcurrency', false),
   };
 }
 

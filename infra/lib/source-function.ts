@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { Annotations, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as events from 'aws-cdk-lib/aws-events';
 import * as targets from 'aws-cdk-lib/aws-events-targets';
@@ -14,6 +14,15 @@ import { SourceName, WarehouseSettings, warehouseUrl } from './settings';
 
 export interface SourceFunctionProps {
   readonly source: SourceName;
+  /** The source's credentials: made by the stack, kept when the function is not. */
+  readonly secret: secretsmanager.ISecret;
+  /** Prefix of every name (the stack's name, which carries the stage). */
+  readonly namePrefix: string;
+  /** Reserve one concurrent execution (no overlapping runs). Off, overlapping runs are
+   * still safe: each batch commits with its cursor and rows merge on their keys. */
+  readonly reservedConcurrency: boolean;
+  /** The project root, to report a bundle older than its Rust sources (optional). */
+  readonly projectRoot?: string;
   /** Directory holding `<source>/bootstrap`, and `<source>-arm64/bootstrap` for arm64
    * (scripts/build-functions.sh writes both into dist/lambda). */
   readonly bundleDir: string;
@@ -25,6 +34,66 @@ export interface SourceFunctionProps {
   readonly warehouse: WarehouseSettings;
   /** Settings the handler reads, besides the warehouse and secret. */
   readonly environment: Record<string, string>;
+}
+
+/** The error synth raises when a bundle is not a Lambda executable for the architecture. */
+export class BundleError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BundleError';
+  }
+}
+
+/** ELF machine numbers (e_machine): what each Lambda architecture runs. */
+const ELF_MACHINE = { x86_64: 62, arm64: 183 } as const;
+
+/** Checks the bundle's ELF header: a 64-bit little-endian executable for `architecture`. */
+export function checkBundleArchitecture(bootstrap: string, architecture: 'x86_64' | 'arm64'): void {
+  const header = Buffer.alloc(20);
+  const fd = fs.openSync(bootstrap, 'r');
+  let read: number;
+  try {
+    read = fs.readSync(fd, header, 0, header.length, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (read < header.length || header.readUInt32BE(0) !== 0x7f454c46) {
+    throw new BundleError(`${bootstrap} is not a Linux executable (no ELF header). Build the bundles with scripts/build-functions.sh`);
+  }
+  const machine = header.readUInt16LE(18);
+  if (header[4] !== 2 || header[5] !== 1 || machine !== ELF_MACHINE[architecture]) {
+    const found = Object.entries(ELF_MACHINE).find(([, m]) => m === machine)?.[0] ?? `ELF machine ${machine}`;
+    throw new BundleError(
+      `${bootstrap} is built for ${found}, but the functions run on ${architecture} (heimdallr.architecture). ` +
+        (architecture === 'arm64'
+          ? 'Build the arm64 bundles (docs/deploy.md, "Building the bundles on another machine")'
+          : 'Rebuild with scripts/build-functions.sh'),
+    );
+  }
+}
+
+/** The newest Rust source a function's bundle is built from, when it is newer than the bundle. */
+export function newerSource(bootstrap: string, projectRoot: string, source: string): string | undefined {
+  const built = fs.statSync(bootstrap).mtimeMs;
+  const inputs = [
+    path.join(projectRoot, 'Cargo.lock'),
+    path.join(projectRoot, 'functions', source),
+    path.join(projectRoot, 'functions', 'core'),
+  ];
+  let newest: { file: string; time: number } | undefined;
+  const visit = (file: string) => {
+    if (!fs.existsSync(file)) return;
+    const stat = fs.statSync(file);
+    if (stat.isDirectory()) {
+      for (const entry of fs.readdirSync(file)) {
+        if (entry !== 'target' && entry !== 'tests' && entry !== 'benches') visit(path.join(file, entry));
+      }
+    } else if ((file.endsWith('.rs') || file.endsWith('.toml') || file.endsWith('.lock')) && (newest === undefined || stat.mtimeMs > newest.time)) {
+      newest = { file, time: stat.mtimeMs };
+    }
+  };
+  inputs.forEach(visit);
+  return newest !== undefined && newest.time > built ? path.relative(projectRoot, newest.file) : undefined;
 }
 
 /** The error synth raises when a bundle has not been built. */
@@ -39,14 +108,17 @@ export class MissingBundleError extends Error {
 }
 
 /**
- * One source's Lambda: its bundle, its own secret, a schedule that never overlaps runs
- * (reserved concurrency 1, no async retries or stale events), private subnets behind a
- * security group with no inbound rules, JSON logs with a retention, and IAM for exactly
- * the Data API calls and credentials its warehouse target needs.
+ * One source's Lambda: its bundle (checked: built for the architecture, not older than its
+ * sources), its schedule (no async retries or stale events; optionally reserved
+ * concurrency 1), private subnets behind a security group with no inbound rules, JSON logs
+ * with a retention, and IAM for its own secret and exactly the Data API calls and
+ * credentials its warehouse target needs.
  */
 export class SourceFunction extends Construct {
   readonly function: lambda.Function;
-  readonly secret: secretsmanager.Secret;
+  readonly secret: secretsmanager.ISecret;
+  readonly schedule: events.Rule;
+  readonly logGroup: logs.LogGroup;
   readonly timeout: Duration;
   readonly source: SourceName;
 
@@ -54,19 +126,28 @@ export class SourceFunction extends Construct {
     super(scope, id);
     this.source = props.source;
     const bundle = path.resolve(props.bundleDir, props.architecture === 'arm64' ? `${props.source}-arm64` : props.source);
-    if (!fs.existsSync(path.join(bundle, 'bootstrap'))) {
+    const bootstrap = path.join(bundle, 'bootstrap');
+    if (!fs.existsSync(bootstrap)) {
       throw new MissingBundleError(bundle, props.source);
+    }
+    checkBundleArchitecture(bootstrap, props.architecture);
+    const newer = props.projectRoot === undefined ? undefined : newerSource(bootstrap, props.projectRoot, props.source);
+    if (newer !== undefined) {
+      Annotations.of(this).addWarningV2(
+        'heimdallr:stale-bundle',
+        `The ${props.source} bundle (${bootstrap}) is older than ${newer}: run scripts/build-functions.sh before deploying`,
+      );
     }
     // Ten seconds under the period (at most Lambda's 15 minutes): a run never meets the next.
     this.timeout = Duration.seconds(Math.min(props.scheduleMinutes * 60 - 10, 900));
 
-    this.secret = new secretsmanager.Secret(this, 'Secret', {
-      description: `Heimdallr ${props.source} API credentials (JSON; see the README). Put the value after deploying.`,
-    });
-    const logGroup = new logs.LogGroup(this, 'Logs', {
+    this.secret = props.secret;
+    const functionName = `${props.namePrefix}-${props.source}`;
+    const logGroup = (this.logGroup = new logs.LogGroup(this, 'Logs', {
+      logGroupName: `/aws/lambda/${functionName}`,
       retention: props.logRetentionDays as logs.RetentionDays,
       removalPolicy: RemovalPolicy.DESTROY,
-    });
+    }));
     const securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
       vpc: props.vpc,
       description: `Heimdallr ${props.source}: outbound HTTPS to the APIs and AWS, nothing inbound`,
@@ -74,6 +155,7 @@ export class SourceFunction extends Construct {
     });
 
     this.function = new lambda.Function(this, 'Function', {
+      functionName,
       description: `Heimdallr: copies ${props.source} into Redshift`,
       runtime: lambda.Runtime.PROVIDED_AL2023,
       handler: 'bootstrap',
@@ -81,7 +163,7 @@ export class SourceFunction extends Construct {
       architecture: props.architecture === 'arm64' ? lambda.Architecture.ARM_64 : lambda.Architecture.X86_64,
       memorySize: props.memoryMb,
       timeout: this.timeout,
-      reservedConcurrentExecutions: 1,
+      reservedConcurrentExecutions: props.reservedConcurrency ? 1 : undefined,
       retryAttempts: 0,
       maxEventAge: Duration.seconds(60),
       vpc: props.vpc,
@@ -96,10 +178,14 @@ export class SourceFunction extends Construct {
         HEIMDALLR_SCHEMA: props.warehouse.schema,
       },
     });
+    // Named, because on Redshift Serverless the role is the database user `IAMR:<role name>`
+    // that the grants in docs/deploy.md name.
+    (this.function.role!.node.defaultChild as iam.CfnRole).roleName = functionName;
     this.secret.grantRead(this.function);
     this.grantWarehouse(props.warehouse);
 
-    new events.Rule(this, 'Schedule', {
+    this.schedule = new events.Rule(this, 'Schedule', {
+      ruleName: `${functionName}-schedule`,
       description: `Runs Heimdallr ${props.source} every ${props.scheduleMinutes} minute(s)`,
       schedule: events.Schedule.rate(Duration.minutes(props.scheduleMinutes)),
       targets: [new targets.LambdaFunction(this.function, { retryAttempts: 0, maxEventAge: Duration.seconds(60) })],
@@ -108,10 +194,6 @@ export class SourceFunction extends Construct {
     NagSuppressions.addResourceSuppressions(
       this,
       [
-        {
-          id: 'AwsSolutions-SMG4',
-          reason: 'The secret holds third-party API tokens (Rollbar, CircleCI, Heroku) that only their owners can rotate',
-        },
         {
           id: 'AwsSolutions-IAM4',
           reason: 'AWSLambdaBasicExecutionRole (its own logs) and AWSLambdaVPCAccessExecutionRole (ENIs in the VPC) are the minimal AWS-managed policies for a VPC function',

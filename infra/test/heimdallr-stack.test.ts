@@ -1,19 +1,33 @@
-import { App, Aspects, Stack } from 'aws-cdk-lib';
+import { App, Aspects, Stack, Token } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { addStages } from '../lib/app';
 import { HeimdallrStack } from '../lib/heimdallr-stack';
-import { parseSettings, Settings, SettingsError, SOURCE_NAMES, SOURCES } from '../lib/settings';
-import { MissingBundleError } from '../lib/source-function';
+import { heartbeatAlarm, parseSettings, parseStages, Settings, SettingsError, SOURCE_NAMES, SOURCES } from '../lib/settings';
+import { BundleError, MissingBundleError } from '../lib/source-function';
 
-/** Stand-in bundles: synth only packages the directories, it never runs them. */
-function bundleDir(sources: string[] = SOURCE_NAMES.flatMap((name) => [name, `${name}-arm64`])): string {
+/** An ELF header for a 64-bit little-endian executable of `machine` (62 x86_64, 183 arm64):
+ * what synth reads of a bundle. */
+function elfStub(machine: number, tag: string): Buffer {
+  const header = Buffer.alloc(64);
+  header.writeUInt32BE(0x7f454c46, 0);
+  header[4] = 2; // 64-bit
+  header[5] = 1; // little-endian
+  header[6] = 1;
+  header.writeUInt16LE(2, 16); // ET_EXEC
+  header.writeUInt16LE(machine, 18);
+  return Buffer.concat([header, Buffer.from(tag)]);
+}
+
+/** Stand-in bundles: synth reads their header and packages the directories, never runs them. */
+function bundleDir(sources: string[] = SOURCE_NAMES.flatMap((name) => [name, `${name}-arm64`]), machineOf = (dir: string) => (dir.endsWith('-arm64') ? 183 : 62)): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'heimdallr-bundles-'));
   for (const source of sources) {
     fs.mkdirSync(path.join(dir, source));
-    fs.writeFileSync(path.join(dir, source, 'bootstrap'), `#!/bin/sh\necho ${source}\n`, { mode: 0o755 });
+    fs.writeFileSync(path.join(dir, source, 'bootstrap'), elfStub(machineOf(source), source), { mode: 0o755 });
   }
   return dir;
 }
@@ -29,9 +43,9 @@ function settings(overrides: Record<string, unknown> = {}): Settings {
   });
 }
 
-function synth(s: Settings = settings()): { stack: Stack; template: Template } {
+function synth(s: Settings = settings(), stage = 'default'): { stack: Stack; template: Template } {
   const app = new App();
-  const stack = new HeimdallrStack(app, 'Heimdallr', { settings: s });
+  const stack = new HeimdallrStack(app, 'Heimdallr', { settings: s, stage });
   Aspects.of(stack).add(new AwsSolutionsChecks());
   return { stack, template: Template.fromStack(stack) };
 }
@@ -86,12 +100,33 @@ describe('functions', () => {
       Handler: 'bootstrap',
       Architectures: ['x86_64'],
       MemorySize: 128,
-      ReservedConcurrentExecutions: 1,
       LoggingConfig: Match.objectLike({ LogFormat: 'JSON' }),
       VpcConfig: Match.objectLike({ SubnetIds: Match.anyValue() }),
     });
     template.allResourcesProperties('AWS::Lambda::EventInvokeConfig', { MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 60 });
     template.resourceCountIs('AWS::Lambda::EventInvokeConfig', 3);
+  });
+
+  test('reserved concurrency is off by default (a new account has no room for it) and a setting', () => {
+    for (const fn of Object.values(resourcesOf('AWS::Lambda::Function'))) {
+      expect(fn.Properties.ReservedConcurrentExecutions).toBeUndefined();
+    }
+    const { template: reserved } = synth(settings({ reservedConcurrency: true }));
+    reserved.allResourcesProperties('AWS::Lambda::Function', { ReservedConcurrentExecutions: 1 });
+  });
+
+  test('functions, log groups, rules, alarms and dashboards are named after the stack', () => {
+    const names = (type: string, property: string) => Object.values(resourcesOf(type)).map((r) => r.Properties[property]).sort();
+    expect(names('AWS::Lambda::Function', 'FunctionName')).toEqual(['Heimdallr-circleci', 'Heimdallr-heroku', 'Heimdallr-rollbar']);
+    expect(names('AWS::Logs::LogGroup', 'LogGroupName').filter((n) => n !== undefined)).toEqual([
+      '/aws/lambda/Heimdallr-circleci',
+      '/aws/lambda/Heimdallr-heroku',
+      '/aws/lambda/Heimdallr-rollbar',
+    ]);
+    expect(names('AWS::Events::Rule', 'Name')).toEqual(['Heimdallr-circleci-schedule', 'Heimdallr-heroku-schedule', 'Heimdallr-rollbar-schedule']);
+    expect(names('AWS::CloudWatch::Dashboard', 'DashboardName')).toEqual(['Heimdallr-circleci', 'Heimdallr-heroku', 'Heimdallr-rollbar']);
+    for (const alarm of names('AWS::CloudWatch::Alarm', 'AlarmName')) expect(alarm).toMatch(/^Heimdallr-(rollbar|circleci|heroku)-[a-z-]+$/);
+    expect(names('AWS::SNS::Topic', 'TopicName')).toEqual(['Heimdallr-alarms']);
   });
 
   test('every function runs in the private subnets', () => {
@@ -165,49 +200,196 @@ describe('schedules', () => {
     }
   });
 
-  test('a disabled source has no function, schedule or alarms', () => {
-    const { template: only } = synth(settings({ sources: { rollbar: {}, circleci: { enabled: false } } }));
+  test('a disabled source has no function, schedule or alarms, and keeps its secret', () => {
+    const { template: only } = synth(settings({ sources: { rollbar: {}, circleci: { enabled: false, projects: ['gh/acme/web'] } } }));
     only.resourceCountIs('AWS::Lambda::Function', 1);
     only.resourceCountIs('AWS::Events::Rule', 1);
     only.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
-    only.resourceCountIs('AWS::SecretsManager::Secret', 1);
+    expect(Object.keys(only.findResources('AWS::SecretsManager::Secret')).sort()).toEqual(['CircleciSecret4D957FEC', 'RollbarSecret47F3B9E6']);
+    // Heroku was never turned on: no secret to keep.
   });
 });
 
 describe('monitoring', () => {
-  test('four alarms per function, each notifying the topic', () => {
+  test('five alarms per function, each notifying the topic on alarm and recovery', () => {
     const alarms = Object.values(resourcesOf('AWS::CloudWatch::Alarm'));
-    expect(alarms).toHaveLength(12);
+    expect(alarms).toHaveLength(15);
     const topicId = Object.keys(resourcesOf('AWS::SNS::Topic'))[0];
     for (const alarm of alarms) {
       expect(alarm.Properties.AlarmActions).toEqual([{ Ref: topicId }]);
+      expect(alarm.Properties.OKActions).toEqual([{ Ref: topicId }]);
     }
     const metrics = alarms.map((a) => a.Properties.MetricName).sort();
-    expect(metrics).toEqual([...Array(3).fill('Duration'), ...Array(3).fill('Errors'), ...Array(3).fill('FreshnessLagSeconds'), ...Array(3).fill('Throttles')]);
+    expect(metrics).toEqual(
+      ['Duration', 'Errors', 'FailedInvocations', 'SecondsSinceCaughtUp', 'Throttles'].flatMap((m) => Array(3).fill(m)),
+    );
+    // The age of the newest record is on the dashboard only: a quiet source is not late.
+    expect(metrics).not.toContain('FreshnessLagSeconds');
   });
 
-  test('a silent function alarms on freshness (missing data breaches)', () => {
-    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
-      MetricName: 'FreshnessLagSeconds',
+  const freshnessAlarm = (t: Template, source: string) => {
+    const [alarm] = Object.values(t.findResources('AWS::CloudWatch::Alarm')).filter((a) => a.Properties.AlarmName === `Heimdallr-${source}-behind`);
+    return alarm.Properties;
+  };
+
+  test('the freshness alarm watches the worst stream heartbeat, and silence breaches', () => {
+    const rollbar = freshnessAlarm(template, 'rollbar');
+    expect(rollbar).toMatchObject({
       Namespace: 'Heimdallr',
+      MetricName: 'SecondsSinceCaughtUp',
+      Statistic: 'Maximum',
+      Dimensions: [{ Name: 'Function', Value: { Ref: expect.stringMatching(/^RollbarFunction/) } }],
       TreatMissingData: 'breaching',
-      Threshold: 900,
+      ComparisonOperator: 'GreaterThanThreshold',
     });
+  });
+
+  test('its window follows the schedule: every period of the window breaching means the freshness budget is spent', () => {
+    // Rollbar: every minute, 15 minutes of budget; CircleCI and Heroku: every 5, 60.
+    expect(freshnessAlarm(template, 'rollbar')).toMatchObject({ Period: 60, EvaluationPeriods: 8, DatapointsToAlarm: 8, Threshold: 8 * 60 });
+    expect(freshnessAlarm(template, 'circleci')).toMatchObject({ Period: 300, EvaluationPeriods: 6, DatapointsToAlarm: 6, Threshold: 35 * 60 });
+    for (const [schedule, freshness] of [
+      [1, 2],
+      [1, 15],
+      [5, 60],
+      [15, 45],
+      [60, 120],
+      [1440, 2880],
+      [1, 2880],
+    ]) {
+      const w = heartbeatAlarm(schedule, freshness);
+      expect(w.periodMinutes).toBe(schedule);
+      // At least two runs in the window, so that one late run never alarms...
+      expect(w.evaluationPeriods).toBeGreaterThanOrEqual(2);
+      // ...a stream stuck since a catch-up alarms once the budget is spent: its heartbeat
+      // crosses the threshold, then stays above it for the rest of the window...
+      expect(w.thresholdMinutes + (w.evaluationPeriods - 1) * w.periodMinutes).toBe(freshness);
+      expect(w.thresholdMinutes).toBeGreaterThanOrEqual(schedule);
+      // ...and CloudWatch accepts the window (a day under hourly periods, a week otherwise).
+      expect(w.evaluationPeriods * w.periodMinutes).toBeLessThanOrEqual(schedule < 60 ? 1440 : 10080);
+    }
+    const { template: slow } = synth(settings({ sources: { rollbar: { scheduleMinutes: 15, freshnessMinutes: 45 } } }));
+    expect(freshnessAlarm(slow, 'rollbar')).toMatchObject({ Period: 900, EvaluationPeriods: 2, Threshold: 30 * 60 });
+  });
+
+  /**
+   * What CloudWatch does with the freshness alarm, minute by minute: each period's datapoint
+   * is the maximum heartbeat reported in it (none: missing, which breaches); the alarm fires
+   * when every one of the last N periods breaches. `report(minute)` is what the function
+   * emits at a run starting then: the seconds since the stream last caught up, or nothing.
+   */
+  function firstAlarmMinute(alarm: any, minutes: number, report: (minute: number) => number | undefined): number | undefined {
+    const period = alarm.Period / 60;
+    const datapoint = (start: number): number | undefined => {
+      const values = Array.from({ length: period }, (_, i) => report(start + i)).filter((v): v is number => v !== undefined);
+      return values.length === 0 ? undefined : Math.max(...values);
+    };
+    for (let now = period * alarm.EvaluationPeriods; now <= minutes; now += 1) {
+      const lastStart = Math.floor(now / period) * period - period;
+      const breaching = Array.from({ length: alarm.EvaluationPeriods }, (_, i) => datapoint(lastStart - i * period)).filter(
+        (v) => v === undefined || v > alarm.Threshold,
+      ).length;
+      if (breaching >= alarm.DatapointsToAlarm) return now;
+    }
+    return undefined;
+  }
+
+  type Run = 'caught up' | 'partial' | 'failed' | 'no run';
+  /** The heartbeat a stream reports at each run, as the engine keeps it (engine.rs): a run
+   * that reaches the head resets it; a partial run commits, so a stream's first one starts
+   * it; a failed run reports the one on record, if any; no run reports nothing. */
+  function heartbeats(schedule: number, run: (minute: number) => Run) {
+    let since: number | undefined;
+    return (minute: number): number | undefined => {
+      if (minute % schedule !== 0) return undefined;
+      const outcome = run(minute);
+      if (outcome === 'no run') return undefined;
+      if (outcome === 'caught up') since = minute;
+      if (outcome === 'partial') since = since ?? minute;
+      return since === undefined ? undefined : (minute - since) * 60;
+    };
+  }
+
+  describe.each([
+    ['rollbar', 1, 15],
+    ['circleci', 5, 60],
+  ])('the %s freshness alarm (every %i min, %i min budget)', (source, schedule, budget) => {
+    const day = 24 * 60;
+    test('stays quiet for a quiet project, a night without builds and a brand-new project', () => {
+      const alarm = freshnessAlarm(template, source);
+      // Nothing new for hours: every run still reaches the head (also a new project's first).
+      expect(firstAlarmMinute(alarm, day, heartbeats(schedule, () => 'caught up'))).toBeUndefined();
+      // A new project whose backfill takes less than the budget.
+      const backfill = budget - 2 * schedule;
+      expect(firstAlarmMinute(alarm, day, heartbeats(schedule, (m) => (m < backfill ? 'partial' : 'caught up')))).toBeUndefined();
+      // One run lost, or one failing (EventBridge is at-least-once, APIs have bad minutes).
+      for (const bad of ['no run', 'failed'] as Run[]) {
+        expect(firstAlarmMinute(alarm, day, heartbeats(schedule, (m) => (m === 600 ? bad : 'caught up')))).toBeUndefined();
+      }
+    });
+
+    test('fires for a stopped schedule, a failing token and a stuck stream, within the budget', () => {
+      const alarm = freshnessAlarm(template, source);
+      const stop = 600;
+      const until = (outcome: Run) => (m: number): Run => (m < stop ? 'caught up' : outcome);
+      // The schedule stops (or the function crashes before reporting): silence.
+      const stopped = firstAlarmMinute(alarm, day, heartbeats(schedule, until('no run')));
+      expect(stopped).toBeGreaterThan(stop + schedule);
+      expect(stopped).toBeLessThanOrEqual(stop + budget + schedule);
+      // A revoked token from minute 600: runs fail and report the age of the last catch-up;
+      // a stream stuck behind (partial every run) the same.
+      for (const outcome of ['failed', 'partial'] as Run[]) {
+        const late = firstAlarmMinute(alarm, day, heartbeats(schedule, until(outcome)));
+        expect(late).toBeGreaterThanOrEqual(stop + budget - schedule);
+        expect(late).toBeLessThanOrEqual(stop + budget + 2 * schedule);
+      }
+      // A token that never worked: nothing on record, silence from the start.
+      expect(firstAlarmMinute(alarm, day, heartbeats(schedule, () => 'failed'))).toBeLessThanOrEqual(budget + 2 * schedule);
+    });
+  });
+
+  test('EventBridge failing to invoke a function alarms', () => {
+    const rules = resourcesOf('AWS::Events::Rule');
+    const alarms = Object.values(resourcesOf('AWS::CloudWatch::Alarm')).filter((a) => a.Properties.MetricName === 'FailedInvocations');
+    expect(alarms).toHaveLength(3);
+    for (const alarm of alarms) {
+      expect(alarm.Properties.Namespace).toBe('AWS/Events');
+      const rule = alarm.Properties.Dimensions[0];
+      expect(rule.Name).toBe('RuleName');
+      expect(Object.keys(rules)).toContain(rule.Value.Ref);
+    }
   });
 
   test('duration alarm at 90% of the timeout', () => {
     template.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: 'Duration', Threshold: 45000 });
   });
 
-  test('one dashboard per function with the functions metrics and alarm states', () => {
+  /** A dashboard's body as JSON, references to other resources written as REF. */
+  const dashboardBody = (dashboard: any): any => {
+    const body = dashboard.Properties.DashboardBody;
+    const text = typeof body === 'string' ? body : body['Fn::Join'][1].map((part: unknown) => (typeof part === 'string' ? part : 'REF')).join('');
+    return JSON.parse(text);
+  };
+
+  test('one dashboard per function: alarm states, its metrics, a line per stream, failed runs from the logs', () => {
     const dashboards = Object.values(resourcesOf('AWS::CloudWatch::Dashboard'));
     expect(dashboards).toHaveLength(3);
     for (const dashboard of dashboards) {
-      const body = JSON.stringify(dashboard.Properties.DashboardBody);
-      for (const metric of ['Invocations', 'Errors', 'Duration', 'Throttles', 'RowsWritten', 'PagesFetched', 'ApiRetries', 'Rejects', 'FreshnessLagSeconds']) {
-        expect(body).toContain(metric);
+      const widgets: any[] = dashboardBody(dashboard).widgets;
+      const text = JSON.stringify(widgets);
+      for (const metric of ['Invocations', 'Errors', 'Duration', 'Throttles']) {
+        expect(text).toContain(metric);
       }
-      expect(body).toContain('\\"alarms\\"');
+      const searches = widgets.flatMap((w) => (w.properties.metrics ?? []).map((m: any[]) => m[0]?.expression).filter((e: unknown) => e !== undefined));
+      for (const metric of ['RowsWritten', 'PagesFetched', 'ApiRetries', 'Rejects', 'FreshnessLagSeconds', 'SecondsSinceCaughtUp']) {
+        // The engine's metrics carry the Stream dimension: searched, one line per stream.
+        expect(searches).toContainEqual(expect.stringContaining(`SEARCH('{Heimdallr,Function,Stream} MetricName="${metric}" Function="REF"'`));
+      }
+      expect(widgets.some((w) => w.type === 'alarm')).toBe(true);
+      const logs = widgets.find((w) => w.type === 'log');
+      expect(logs.properties.query).toContain('filter message = "stream done" and status = "failed"');
+      // The function's own log group (a reference, resolved at deploy).
+      expect(logs.properties.query).toMatch(/^SOURCE 'REF' \| fields/);
     }
   });
 
@@ -329,6 +511,159 @@ describe('settings', () => {
     arm.allResourcesProperties('AWS::Lambda::Function', { Architectures: ['arm64'], MemorySize: 256 });
     const x86Only = settings({ architecture: 'arm64', bundleDir: bundleDir(['rollbar', 'circleci', 'heroku']) });
     expect(() => new HeimdallrStack(new App(), 'NoArm', { settings: x86Only })).toThrow(/rollbar-arm64/);
+  });
+});
+
+describe('strict settings', () => {
+  const typos: [string, Record<string, unknown>, RegExp][] = [
+    ['top level', { warehouse: CLUSTER, alarmEmial: 'oncall@example.com' }, /heimdallr\.alarmEmial: is not a setting \(did you mean "alarmEmail"\?\)/],
+    ['top level', { warehouse: CLUSTER, natGateway: 2 }, /heimdallr\.natGateway: is not a setting \(did you mean "natGateways"\?\)/],
+    ['warehouse', { warehouse: { ...CLUSTER, dbuser: 'x' } }, /heimdallr\.warehouse\.dbuser: is not a setting \(did you mean "dbUser"\?\)/],
+    ['sources', { warehouse: CLUSTER, sources: { rollbr: {} } }, /heimdallr\.sources\.rollbr: is not a source \(did you mean "rollbar"\?/],
+    ['a source', { warehouse: CLUSTER, sources: { rollbar: { schedulMinutes: 5 } } }, /heimdallr\.sources\.rollbar\.schedulMinutes: is not a setting \(did you mean "scheduleMinutes"\?\)/],
+    ['a source', { warehouse: CLUSTER, sources: { heroku: { app: ['acme'] } } }, /heimdallr\.sources\.heroku\.app: is not a setting \(did you mean "apps"\?\)/],
+    ['a stage', { warehouse: CLUSTER, stages: { production: { terminationProtecton: true } } }, /heimdallr\.stages\.production\.terminationProtecton: is not a setting \(did you mean "terminationProtection"\?\)/],
+    ['a stage\'s source', { warehouse: CLUSTER, stages: { staging: { sources: { rollbar: { enabeld: false } } } } }, /\(stage staging\) heimdallr\.sources\.rollbar\.enabeld: is not a setting \(did you mean "enabled"\?\)/],
+  ];
+  test.each(typos)('a typo in %s is an error naming the nearest key', (_, context, message) => {
+    expect(() => parseStages(context)).toThrow(SettingsError);
+    expect(() => parseStages(context)).toThrow(message);
+  });
+
+  test('an unknown key far from every setting lists the known ones', () => {
+    expect(() => parseStages({ warehouse: CLUSTER, colour: 'blue' })).toThrow(/heimdallr\.colour: is not a setting \(known keys: warehouse, sources,/);
+  });
+
+  test('an unknown stage is named, with the stages there are', () => {
+    const context = { warehouse: CLUSTER, stages: { staging: {}, production: {} } };
+    expect(() => parseStages(context, 'prod')).toThrow(/has no stage "prod".*stages: staging, production/);
+  });
+});
+
+describe('secrets outlive changes', () => {
+  test('retained when the stack or the source goes, under logical ids that never change', () => {
+    const secrets = resourcesOf('AWS::SecretsManager::Secret');
+    expect(Object.keys(secrets).sort()).toEqual(['CircleciSecret4D957FEC', 'HerokuSecretC53AF69B', 'RollbarSecret47F3B9E6']);
+    for (const name of SOURCE_NAMES) {
+      expect(secrets[SOURCES[name].secretLogicalId]).toMatchObject({ DeletionPolicy: 'Retain', UpdateReplacePolicy: 'Retain' });
+    }
+  });
+
+  test('disabling a source and enabling it again finds the same secret', () => {
+    const on = synth(settings()).template.findResources('AWS::SecretsManager::Secret');
+    const off = synth(settings({ sources: { rollbar: {}, circleci: { enabled: false, projects: ['gh/acme/web'] }, heroku: { enabled: false } } })).template;
+    expect(Object.keys(off.findResources('AWS::SecretsManager::Secret')).sort()).toEqual(Object.keys(on).sort());
+    expect(Object.keys(off.findResources('AWS::Lambda::Function'))).toHaveLength(1);
+    off.resourceCountIs('AWS::Events::Rule', 1);
+  });
+
+  test('another stack or stage name keeps the same ids', () => {
+    const app = new App();
+    const other = new HeimdallrStack(app, 'Heimdallr-staging', { settings: settings(), stage: 'staging' });
+    expect(Object.keys(Template.fromStack(other).findResources('AWS::SecretsManager::Secret')).sort()).toEqual(
+      ['CircleciSecret4D957FEC', 'HerokuSecretC53AF69B', 'RollbarSecret47F3B9E6'],
+    );
+  });
+});
+
+describe('stages', () => {
+  const stagesContext = (extra: Record<string, unknown> = {}) => ({
+    warehouse: CLUSTER,
+    bundleDir: bundleDir(),
+    stages: {
+      staging: { warehouse: { schema: 'heimdallr_staging' }, alarmEmail: 'dev@example.com' },
+      production: { account: '123456789012', region: 'eu-west-1', alarmEmail: 'oncall@example.com', tags: { team: 'data' } },
+    },
+    ...extra,
+  });
+  const appWith = (context: Record<string, unknown>, stage?: string) => {
+    const app = new App({ context: { heimdallr: context, ...(stage === undefined ? {} : { stage }) } });
+    return addStages(app, path.resolve(__dirname, '../..'));
+  };
+
+  test('one stack per stage, named after it; -c stage= picks one', () => {
+    const stacks = appWith(stagesContext());
+    expect(stacks.map((s) => s.stackName)).toEqual(['Heimdallr-staging', 'Heimdallr-production']);
+    expect(appWith(stagesContext(), 'production').map((s) => s.stackName)).toEqual(['Heimdallr-production']);
+  });
+
+  test('a stage overrides the shared settings object by object', () => {
+    const [staging, production] = appWith(stagesContext());
+    const env = (stack: Stack) => Object.values(Template.fromStack(stack).findResources('AWS::Lambda::Function'))[0].Properties.Environment.Variables;
+    expect(env(staging).HEIMDALLR_SCHEMA).toBe('heimdallr_staging');
+    expect(env(staging).HEIMDALLR_WAREHOUSE).toBe('redshift-data://heimdallr@cluster/analytics/analytics');
+    expect(env(production).HEIMDALLR_SCHEMA).toBe('heimdallr');
+    Template.fromStack(staging).hasResourceProperties('AWS::SNS::Subscription', { Endpoint: 'dev@example.com' });
+    Template.fromStack(production).hasResourceProperties('AWS::SNS::Subscription', { Endpoint: 'oncall@example.com' });
+  });
+
+  test('production is protected from deletion and pinned where its settings say', () => {
+    const [staging, production] = appWith(stagesContext());
+    expect(production.terminationProtection).toBe(true);
+    expect(staging.terminationProtection).toBe(false);
+    expect(production.account).toBe('123456789012');
+    expect(production.region).toBe('eu-west-1');
+    expect(Token.isUnresolved(staging.account)).toBe(true);
+  });
+
+  test('every resource that takes tags carries project, stage and, for a source, source', () => {
+    const [, production] = appWith(stagesContext());
+    const t = Template.fromStack(production);
+    const tagsOf = (resource: any): Record<string, string> => Object.fromEntries((resource.Properties?.Tags ?? []).map((tag: { Key: string; Value: string }) => [tag.Key, tag.Value]));
+    for (const type of ['AWS::Lambda::Function', 'AWS::SecretsManager::Secret', 'AWS::EC2::VPC', 'AWS::SNS::Topic', 'AWS::Logs::LogGroup', 'AWS::IAM::Role']) {
+      for (const resource of Object.values(t.findResources(type))) {
+        expect({ type, tags: tagsOf(resource) }).toEqual({ type, tags: expect.objectContaining({ project: 'heimdallr', stage: 'production', team: 'data' }) });
+      }
+    }
+    const rollbarFunction = Object.values(t.findResources('AWS::Lambda::Function')).find((f) => f.Properties.FunctionName === 'Heimdallr-production-rollbar');
+    expect(tagsOf(rollbarFunction).source).toBe('rollbar');
+    expect(tagsOf(t.findResources('AWS::SecretsManager::Secret').RollbarSecret47F3B9E6).source).toBe('rollbar');
+  });
+
+  test('outputs name each dashboard URL, role ARN and secret ARN', () => {
+    const [, production] = appWith(stagesContext());
+    const outputs = Template.fromStack(production).findOutputs('*');
+    expect(Object.keys(outputs).sort()).toEqual(['AlarmTopicArn', 'NetworkNatPublicIp1072CE9FD', 'RollbarDashboardUrl', 'RollbarRoleArn', 'RollbarSecretArn']);
+    expect(JSON.stringify(outputs.RollbarDashboardUrl.Value)).toContain('#dashboards/dashboard/Heimdallr-production-rollbar');
+    expect(outputs.RollbarRoleArn.Value).toEqual({ 'Fn::GetAtt': [expect.stringMatching(/^RollbarFunctionServiceRole/), 'Arn'] });
+    // Named, for the Redshift Serverless grants to IAMR:<role name>.
+    expect(Object.values(Template.fromStack(production).findResources('AWS::IAM::Role')).map((r) => r.Properties.RoleName)).toContain('Heimdallr-production-rollbar');
+  });
+
+  test('settings without stages are one stack that keeps the name earlier releases deployed', () => {
+    const stacks = appWith({ warehouse: CLUSTER, bundleDir: bundleDir() });
+    expect(stacks.map((s) => [s.stackName, s.terminationProtection])).toEqual([['Heimdallr', false]]);
+  });
+
+  test('cdk-nag finds nothing in a second stage', () => {
+    const [staging] = appWith(stagesContext());
+    Aspects.of(staging).add(new AwsSolutionsChecks());
+    Template.fromStack(staging);
+    const findings = Annotations.fromStack(staging).findError('*', Match.stringLikeRegexp('AwsSolutions-.*'));
+    expect(findings.map((e) => e.entry.data)).toEqual([]);
+  });
+});
+
+describe('bundles are checked at synth', () => {
+  test('a bundle built for another architecture fails synth, naming both', () => {
+    const armInX86 = settings({ bundleDir: bundleDir(['rollbar', 'circleci', 'heroku'], () => 183) });
+    expect(() => new HeimdallrStack(new App(), 'WrongArch', { settings: armInX86 })).toThrow(BundleError);
+    expect(() => new HeimdallrStack(new App(), 'WrongArch2', { settings: armInX86 })).toThrow(/built for arm64, but the functions run on x86_64/);
+  });
+
+  test('a file that is not a Linux executable fails synth', () => {
+    const dir = bundleDir();
+    fs.writeFileSync(path.join(dir, 'rollbar', 'bootstrap'), '#!/bin/sh\necho hi\n');
+    expect(() => new HeimdallrStack(new App(), 'Script', { settings: settings({ bundleDir: dir }) })).toThrow(/not a Linux executable/);
+  });
+
+  test('a bundle older than its Rust sources is reported', () => {
+    const dir = bundleDir();
+    const old = new Date('2020-01-01T00:00:00Z');
+    fs.utimesSync(path.join(dir, 'rollbar', 'bootstrap'), old, old);
+    const stack = new HeimdallrStack(new App(), 'Stale', { settings: settings({ bundleDir: dir }), projectRoot: path.resolve(__dirname, '../..') });
+    const warnings = Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('older than'));
+    expect(warnings.map((w) => w.entry.data)).toEqual([expect.stringMatching(/The rollbar bundle .* is older than functions\/(rollbar|core)\/.*: run scripts\/build-functions\.sh/)]);
   });
 });
 
