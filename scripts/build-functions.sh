@@ -36,7 +36,7 @@ build() {
   if [ "$target" = aarch64-unknown-linux-gnu ] && command -v cargo-lambda >/dev/null 2>&1; then
     cargo lambda build --release --arm64 --package "heimdallr-$function" --features lambda --bin "$function-bootstrap"
   elif [ "$target" = x86_64-unknown-linux-gnu ] && ! $native; then
-    if ! command -v cargo-lambda >/dev/null 2>&1 && $arm64; then
+    if ! command -v cargo-lambda >/dev/null 2>&1 && $arm64 && [ "$(uname -s)" = Linux ]; then
       echo "    (x86_64 skipped on this $(uname -m) host without cargo-lambda: deploy with \"architecture\": \"arm64\")"
       return 0
     elif ! command -v cargo-lambda >/dev/null 2>&1; then
@@ -54,7 +54,11 @@ build() {
   # Each crate's binary has its own name (one target directory holds them all); Lambda
   # wants it called bootstrap.
   cp "$CARGO_TARGET_DIR/$target/release/$function-bootstrap" "$out/bootstrap"
-  if command -v objdump >/dev/null 2>&1; then check_glibc "$out/bootstrap"; fi
+  if command -v objdump >/dev/null 2>&1; then
+    check_glibc "$out/bootstrap"
+  else
+    echo "warning: objdump (binutils) is missing: $out/bootstrap's glibc needs are not checked" >&2
+  fi
 }
 
 for function in $FUNCTIONS; do

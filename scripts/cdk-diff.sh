@@ -6,14 +6,21 @@
 #   scripts/cdk-diff.sh HEAD~1 -c stage=production # one stage, against the last commit
 # BASE_REF defaults to HEAD (what is not committed yet). The base is synthesized in a
 # temporary git worktree; both sides use the same stand-in bundles, so the diff shows the
-# infrastructure, not the functions' code (a code change is a new asset hash on deploy).
+# infrastructure, not the functions' code (a code change is a new asset hash on deploy),
+# and the working tree's node_modules (a dependency bump shows as the base's change).
 # A stack new in the working tree is diffed against an empty template; a stack only the
-# base has is listed as removed. Exits non-zero when either side does not synthesize.
+# base has is listed as removed; a base that does not synthesize (before infra/ existed,
+# or without the stage asked for) counts as having no stacks. Exits non-zero when the
+# working tree does not synthesize.
 set -euo pipefail
+shopt -s nullglob
 cd "$(dirname "$0")/.."
 root="$PWD"
-base="${1:-HEAD}"
-[ $# -gt 0 ] && shift
+base=HEAD
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+  base="$1"
+  shift
+fi
 export CDK_DISABLE_VERSION_CHECK=1 CDK_DISABLE_CLI_TELEMETRY=1
 
 if ! git rev-parse --verify --quiet "$base^{commit}" >/dev/null; then
@@ -28,6 +35,7 @@ work="$(mktemp -d /tmp/heimdallr-cdk-diff.XXXXXX)"
 cleanup() {
   git -C "$root" worktree remove --force "$work/base-tree" >/dev/null 2>&1 || true
   rm -rf "$work"
+  git -C "$root" worktree prune >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -52,26 +60,25 @@ PY
 
 synth() {
   local dir="$1" out="$2"; shift 2
-  # Bases from before HEIMDALLR_BUNDLE_DIR read their cdk.json bundleDir (dist/lambda).
-  mkdir -p "$dir/dist"
-  [ -e "$dir/dist/lambda" ] || ln -s "$stubs" "$dir/dist/lambda"
-  (cd "$dir" && HEIMDALLR_BUNDLE_DIR="$stubs" npx --no-install cdk synth --quiet --output "$out" "$@" >"$out.log" 2>&1) || {
-    echo "error: cdk synth failed in $dir:" >&2
-    cat "$out.log" >&2
-    return 1
-  }
+  (cd "$dir" && HEIMDALLR_BUNDLE_DIR="$stubs" npx --no-install cdk synth --quiet --output "$out" "$@" >"$out.log" 2>&1)
 }
 
 git worktree add --quiet --detach "$work/base-tree" "$base"
 ln -s "$root/node_modules" "$work/base-tree/node_modules"
-# The working tree's own dist/lambda may hold real bundles: synthesize a copy of it instead.
-head_tree="$work/head-tree"
-mkdir -p "$head_tree"
-tar -C "$root" --exclude=./node_modules --exclude=./dist --exclude=./target --exclude=./.git --exclude=./cdk.out -cf - . | tar -C "$head_tree" -xf -
-ln -s "$root/node_modules" "$head_tree/node_modules"
+# Bases from before HEIMDALLR_BUNDLE_DIR read their cdk.json bundleDir (dist/lambda).
+mkdir -p "$work/base-tree/dist"
+ln -s "$stubs" "$work/base-tree/dist/lambda"
 
-synth "$work/base-tree" "$work/base" "$@"
-synth "$head_tree" "$work/head" "$@"
+if ! synth "$root" "$work/head" "$@"; then
+  echo "error: the working tree does not synthesize:" >&2
+  cat "$work/head.log" >&2
+  exit 1
+fi
+if ! synth "$work/base-tree" "$work/base" "$@"; then
+  echo "note: $base does not synthesize$([ $# -gt 0 ] && echo " with $*"); every stack counts as new:"
+  sed 's/^/    /' "$work/base.log" | head -n 5
+  rm -rf "$work/base" && mkdir -p "$work/base"
+fi
 
 echo "cdk diff: working tree against $base ($(git rev-parse --short "$base"))"
 status=0
@@ -84,7 +91,7 @@ for template in "$work"/head/*.template.json; do
     echo '{}' >"$work/empty.json"
     before="$work/empty.json"
   fi
-  (cd "$head_tree" && npx --no-install cdk diff --app "$work/head" --template "$before" "$stack" 2>&1) || status=$?
+  (cd "$root" && npx --no-install cdk diff --app "$work/head" --template "$before" "$stack" 2>&1) || status=$?
 done
 for template in "$work"/base/*.template.json; do
   stack="$(basename "$template" .template.json)"

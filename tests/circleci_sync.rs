@@ -161,6 +161,17 @@ async fn series_of_runs(target: Target, args: &[&str], seed: u64) {
     )
     .await;
     assert_eq!(state.len(), 2);
+    // Both streams caught up after their last commit: their heartbeats say so.
+    let fresh_heartbeats = query_text(
+        &target,
+        format!(
+            "SELECT CAST(COUNT(*) AS VARCHAR) FROM {}._heimdallr_state WHERE source = 'circleci' \
+             AND caught_up_at >= updated_at",
+            target.schema()
+        ),
+    )
+    .await;
+    assert_eq!(fresh_heartbeats[0][0].as_deref(), Some("2"));
     for row in state {
         let cursor: serde_json::Value = serde_json::from_str(row[0].as_deref().unwrap()).unwrap();
         assert_eq!(

@@ -40,7 +40,9 @@ export class HeimdallrStack extends Stack {
       logRetentionDays: settings.logRetentionDays,
     });
 
-    const topic = new sns.Topic(this, 'Alarms', { topicName: `${prefix}-alarms`, displayName: `Heimdallr ${stage} alarms`, enforceSSL: true });
+    // Not named: a new name would replace the topic, and its subscriptions would have to be
+    // confirmed again (the display name and the stage tag tell stages apart).
+    const topic = new sns.Topic(this, 'Alarms', { displayName: `Heimdallr ${stage} alarms`, enforceSSL: true });
     if (settings.alarmEmail !== undefined) {
       topic.addSubscription(new subscriptions.EmailSubscription(settings.alarmEmail));
     }

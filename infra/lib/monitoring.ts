@@ -54,7 +54,7 @@ export class FunctionMonitoring extends Construct {
       alarmDescription:
         `Heimdallr ${name}: a stream has not caught up with the source for ${props.freshnessMinutes} minutes, ` +
         `or the function reported nothing for ${window.evaluationPeriods * window.periodMinutes} minutes ` +
-        '(see the dashboard, _heimdallr_runs and `heimdallr status`)',
+        '(see the dashboard, _heimdallr_runs and _heimdallr_state.caught_up_at)',
       // The worst stream: each EMF line carries the Function dimension alone too.
       metric: custom('SecondsSinceCaughtUp', 'Maximum', Duration.minutes(window.periodMinutes)),
       threshold: window.thresholdMinutes * 60,

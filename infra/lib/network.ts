@@ -47,10 +47,12 @@ export class Network extends Construct {
     this.vpc.publicSubnets.forEach((subnet, index) => {
       const eip = subnet.node.tryFindChild('EIP') as ec2.CfnEIP | undefined;
       if (eip !== undefined) {
-        new CfnOutput(this, `NatPublicIp${index + 1}`, {
+        const output = new CfnOutput(this, `NatPublicIp${index + 1}`, {
           value: eip.ref,
           description: 'Outbound address of the functions (allowlist it where the APIs or Redshift need one)',
         });
+        // The name the docs give, without the hash a nested construct's id gets.
+        output.overrideLogicalId(`NetworkNatPublicIp${index + 1}`);
       }
     });
     NagSuppressions.addResourceSuppressions(

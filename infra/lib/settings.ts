@@ -53,8 +53,8 @@ function definition(name: SourceName): SourceDefinition {
 
 export interface SourceSettings {
   readonly enabled: boolean;
-  /** Enabled, or turned off with `enabled: false`: its secret exists, so that disabling a
-   * source keeps the token and re-enabling it finds the same secret. */
+  /** Enabled, or named in the settings: its secret exists, so that disabling a source
+   * keeps the token and re-enabling it finds the same secret. */
   readonly declared: boolean;
   /** Minutes between runs (EventBridge rate). */
   readonly scheduleMinutes: number;
@@ -259,20 +259,24 @@ function parseSource(name: SourceName, value: unknown, defaultMemoryMb: number):
     const example = `"${scope.key}": ${JSON.stringify(scope.example.slice(0, 1))}` + (scope.everything === undefined ? '' : ` (or ${scope.everything})`);
     throw new SettingsError(`sources.${name}.${scope.key}`, `is empty but the source is enabled`, example);
   }
-  // At least two runs, so that one late or lost run never alarms; at most two days, so that
-  // the alarm's window stays within CloudWatch's one-day evaluation range.
+  // At least two runs, so that one late or lost run never alarms; at most two days (the
+  // alarm's window, half the budget, stays within CloudWatch's one-day evaluation range
+  // for periods under an hour).
+  const maxFreshness = Math.max(2880, scheduleMinutes * 2);
+  const defaultFreshness = Math.min(Math.max(defaults.freshnessMinutes, scheduleMinutes * 3), maxFreshness);
   const freshnessMinutes = integer(
     source.freshnessMinutes,
     `sources.${name}.freshnessMinutes`,
     scheduleMinutes * 2,
-    Math.max(2880, scheduleMinutes * 2),
-    Math.max(defaults.freshnessMinutes, scheduleMinutes * 3),
-    `"freshnessMinutes": ${Math.max(defaults.freshnessMinutes, scheduleMinutes * 3)}`,
+    maxFreshness,
+    defaultFreshness,
+    `"freshnessMinutes": ${defaultFreshness}`,
   );
   return {
     enabled,
-    // Turned off by `enabled: false` (not merely an empty list): the secret stays.
-    declared: enabled || source.enabled === false,
+    // Named in the settings at all: the secret stays while the source is off or its list
+    // is empty, so turning it back on finds the same secret.
+    declared: enabled || value !== undefined,
     scheduleMinutes,
     freshnessMinutes,
     scopes,
@@ -339,6 +343,14 @@ export function parseStages(context: unknown, chosen?: string, legacyStackName?:
   const stagesExample = '"stages": {"staging": {"alarmEmail": "dev@example.com"}, "production": {"alarmEmail": "oncall@example.com"}}';
   rejectUnknownKeys(root, [...STAGE_KEYS, 'stages'], '', stagesExample);
   const { stages: rawStages, ...shared } = root;
+  if (rawStages !== undefined) {
+    // What makes a stack itself cannot be shared by several.
+    for (const key of ['stackName', 'account', 'region', 'terminationProtection']) {
+      if (shared[key] !== undefined) {
+        throw new SettingsError(key, `belongs in a stage's block when there are stages (each stack has its own)`, `"stages": {"production": {"${key}": ${JSON.stringify(shared[key])}}}`);
+      }
+    }
+  }
   if (rawStages === undefined) {
     if (chosen !== undefined && chosen !== 'default') {
       throw new SettingsError('stages', `has no stage "${chosen}" (there is no stages block)`, stagesExample);
@@ -373,8 +385,12 @@ function stage(name: string, block: Json, where: string, fixedStackName: string 
         : fixedStackName ?? `Heimdallr-${name}`;
     const account = optionalText(block.account, 'account', /^\d{12}$/, '"account": "123456789012"');
     const region = optionalText(block.region, 'region', /^[a-z]{2}(-gov)?-[a-z]+-\d$/, '"region": "eu-west-1"');
-    if (block.tags !== undefined && (!isObject(block.tags) || Object.values(block.tags).some((v) => typeof v !== 'string'))) {
-      throw new SettingsError('tags', 'must be an object of tag name to text', '"tags": {"team": "data", "cost-center": "1234"}');
+    if (
+      block.tags !== undefined &&
+      (!isObject(block.tags) ||
+        Object.entries(block.tags).some(([k, v]) => typeof v !== 'string' || !/^[\p{L}\p{N}\s_.:/=+\-@]{1,128}$/u.test(k) || k.toLowerCase().startsWith('aws:') || v.length > 256))
+    ) {
+      throw new SettingsError('tags', 'must be an object of tag name to text (names up to 128 characters, not starting with aws:; values up to 256)', '"tags": {"team": "data", "cost-center": "1234"}');
     }
     return {
       stage: name,

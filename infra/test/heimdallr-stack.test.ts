@@ -126,7 +126,9 @@ describe('functions', () => {
     expect(names('AWS::Events::Rule', 'Name')).toEqual(['Heimdallr-circleci-schedule', 'Heimdallr-heroku-schedule', 'Heimdallr-rollbar-schedule']);
     expect(names('AWS::CloudWatch::Dashboard', 'DashboardName')).toEqual(['Heimdallr-circleci', 'Heimdallr-heroku', 'Heimdallr-rollbar']);
     for (const alarm of names('AWS::CloudWatch::Alarm', 'AlarmName')) expect(alarm).toMatch(/^Heimdallr-(rollbar|circleci|heroku)-[a-z-]+$/);
-    expect(names('AWS::SNS::Topic', 'TopicName')).toEqual(['Heimdallr-alarms']);
+    // The topic keeps its generated name: renaming it would replace it and drop the
+    // confirmed subscriptions.
+    expect(names('AWS::SNS::Topic', 'TopicName')).toEqual([undefined]);
   });
 
   test('every function runs in the private subnets', () => {
@@ -534,6 +536,13 @@ describe('strict settings', () => {
     expect(() => parseStages({ warehouse: CLUSTER, colour: 'blue' })).toThrow(/heimdallr\.colour: is not a setting \(known keys: warehouse, sources,/);
   });
 
+  test("what makes a stack itself belongs in a stage's block", () => {
+    expect(() => parseStages({ warehouse: CLUSTER, stackName: 'Heimdallr', stages: { staging: {}, production: {} } })).toThrow(
+      /heimdallr\.stackName: belongs in a stage's block when there are stages/,
+    );
+    expect(() => parseStages({ warehouse: CLUSTER, stages: { production: { tags: { 'aws:team': 'x' } } } })).toThrow(/not starting with aws:/);
+  });
+
   test('an unknown stage is named, with the stages there are', () => {
     const context = { warehouse: CLUSTER, stages: { staging: {}, production: {} } };
     expect(() => parseStages(context, 'prod')).toThrow(/has no stage "prod".*stages: staging, production/);
@@ -547,6 +556,12 @@ describe('secrets outlive changes', () => {
     for (const name of SOURCE_NAMES) {
       expect(secrets[SOURCES[name].secretLogicalId]).toMatchObject({ DeletionPolicy: 'Retain', UpdateReplacePolicy: 'Retain' });
     }
+  });
+
+  test('emptying a source list keeps its secret too', () => {
+    const emptied = synth(settings({ sources: { rollbar: {}, circleci: { projects: [] }, heroku: { apps: [] } } })).template;
+    expect(Object.keys(emptied.findResources('AWS::SecretsManager::Secret')).sort()).toEqual(['CircleciSecret4D957FEC', 'HerokuSecretC53AF69B', 'RollbarSecret47F3B9E6']);
+    emptied.resourceCountIs('AWS::Lambda::Function', 1);
   });
 
   test('disabling a source and enabling it again finds the same secret', () => {
@@ -623,7 +638,7 @@ describe('stages', () => {
   test('outputs name each dashboard URL, role ARN and secret ARN', () => {
     const [, production] = appWith(stagesContext());
     const outputs = Template.fromStack(production).findOutputs('*');
-    expect(Object.keys(outputs).sort()).toEqual(['AlarmTopicArn', 'NetworkNatPublicIp1072CE9FD', 'RollbarDashboardUrl', 'RollbarRoleArn', 'RollbarSecretArn']);
+    expect(Object.keys(outputs).sort()).toEqual(['AlarmTopicArn', 'NetworkNatPublicIp1', 'RollbarDashboardUrl', 'RollbarRoleArn', 'RollbarSecretArn']);
     expect(JSON.stringify(outputs.RollbarDashboardUrl.Value)).toContain('#dashboards/dashboard/Heimdallr-production-rollbar');
     expect(outputs.RollbarRoleArn.Value).toEqual({ 'Fn::GetAtt': [expect.stringMatching(/^RollbarFunctionServiceRole/), 'Arn'] });
     // Named, for the Redshift Serverless grants to IAMR:<role name>.

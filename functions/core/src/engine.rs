@@ -7,7 +7,7 @@ use crate::json::JsonText;
 use crate::schema::{Table, REJECTS, RUNS, STATE};
 use crate::stream::{ErrorKind, StreamError};
 use crate::warehouse::{
-    check_row, normalize_row, prepare_row, Batch, Row, Value, Warehouse, WarehouseError,
+    check_row, normalize_row, prepare_row, Batch, Heartbeat, Row, Value, Warehouse, WarehouseError,
 };
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -251,15 +251,16 @@ pub struct StreamRun<C> {
     http: Option<Arc<HttpStats>>,
     retries_at_start: u64,
     source_time: Option<DateTime<Utc>>,
-    /// The state this stream last committed (or found stored): a run that reaches the
-    /// head re-writes exactly it with a new heartbeat, never a cursor that moved since.
+    /// The cursor this stream last committed (or found stored): a heartbeat is recorded
+    /// only when the cursor is still that one, with nothing left pending.
     committed_cursor: serde_json::Value,
-    committed_source_time: Option<DateTime<Utc>>,
     /// The heartbeat every commit of this run carries: the stored one, or this run's start
     /// for a stream with none yet (so a stream that never catches up still ages).
     caught_up_at: DateTime<Utc>,
     /// Whether `caught_up_at` is in the warehouse (stored before, or committed by this run).
     caught_up_at_stored: bool,
+    /// The stream said it reached the source's head during this run (`reached_head`).
+    head_reached: bool,
     /// Other streams' stored state read by this run (see `stage_state_of`).
     others: Vec<OtherState>,
     /// The batch being committed in the background, and its source rows.
@@ -297,9 +298,9 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             retries_at_start,
             source_time: state.as_ref().and_then(|s| s.source_time),
             committed_cursor: serde_json::Value::Null,
-            committed_source_time: state.as_ref().and_then(|s| s.source_time),
             caught_up_at: stored_heartbeat.unwrap_or(started_at),
             caught_up_at_stored: stored_heartbeat.is_some(),
+            head_reached: false,
             others: Vec::new(),
             in_flight: None,
         };
@@ -310,7 +311,24 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
                 run.committed_cursor = cursor_json(&cursor);
                 run.cursor = cursor;
                 batch.push(&RUNS, run.run_row(RunStatus::Running, None, None));
+                // Every stream has a heartbeat from its first attempt, so one whose first
+                // runs fail ages (and alarms) like any other.
+                if state.is_none() {
+                    batch.push(
+                        &STATE,
+                        state_row(
+                            &run.key,
+                            serde_json::Value::Null,
+                            None,
+                            Some(started_at),
+                            &run.options.run_id,
+                        ),
+                    );
+                } else if stored_heartbeat.is_none() {
+                    batch.heartbeats.push(run.heartbeat(started_at));
+                }
                 run.warehouse.commit(batch).await?;
+                run.caught_up_at_stored = true;
                 Ok(run)
             }
             // Recorded as a failed run, so that `status` and the runs table show why the
@@ -354,6 +372,22 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
 
     pub fn key(&self) -> &StreamKey {
         &self.key
+    }
+
+    /// Says that the stream has reached its source's head in this run, though it goes on
+    /// with other work (e.g. a periodic sweep) that may stop it partway: its heartbeat is
+    /// recorded at the end of the run all the same.
+    pub fn reached_head(&mut self) {
+        self.head_reached = true;
+    }
+
+    fn heartbeat(&self, at: DateTime<Utc>) -> Heartbeat {
+        Heartbeat {
+            source: self.key.source.to_string(),
+            stream: self.key.stream.to_string(),
+            scope: self.key.scope.clone(),
+            at,
+        }
     }
 
     /// The sync's wall-clock time (a simulation may drive it).
@@ -474,7 +508,6 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             .sum();
         let written = self.rows_written + rows as u64;
         self.committed_cursor = cursor_json(&self.cursor);
-        self.committed_source_time = self.source_time;
         batch.push(
             &STATE,
             state_row(
@@ -562,19 +595,16 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             &RUNS,
             self.run_row(status, Some(finished_at), message.as_deref()),
         );
-        let caught_up = status == RunStatus::Succeeded;
+        let reached =
+            status == RunStatus::Succeeded || (status == RunStatus::Partial && self.head_reached);
+        // Only for a position that is stored: nothing queued, the cursor as committed.
+        let stored = self.pending_rows == 0 && cursor_json(&self.cursor) == self.committed_cursor;
+        if reached && !stored {
+            tracing::warn!(stream = %self.key, "ended caught up with uncommitted work: no heartbeat recorded");
+        }
+        let caught_up = reached && stored;
         if caught_up {
-            // The heartbeat, with the state exactly as last committed.
-            batch.push(
-                &STATE,
-                state_row(
-                    &self.key,
-                    self.committed_cursor.clone(),
-                    self.committed_source_time,
-                    Some(finished_at),
-                    &self.options.run_id,
-                ),
-            );
+            batch.heartbeats.push(self.heartbeat(finished_at));
         }
         let recorded = self.warehouse.commit(batch).await;
         if let Err(e) = &recorded {
@@ -657,7 +687,12 @@ fn state_row(
         Value::Text(key.source.to_string()),
         Value::Text(key.stream.to_string()),
         Value::Text(key.scope.clone()),
-        Value::json(&cursor),
+        // No cursor yet (a stream's first start) is NULL, read back as the default.
+        if cursor.is_null() {
+            Value::Null
+        } else {
+            Value::json(&cursor)
+        },
         Value::timestamp(source_time),
         Value::Text(run_id.to_string()),
         Value::Timestamp(Utc::now()),
@@ -782,24 +817,32 @@ mod tests {
         &row.0[STATE.column_index("caught_up_at").unwrap()]
     }
 
-    #[tokio::test]
-    async fn a_run_that_reaches_the_head_stores_its_heartbeat_with_the_committed_cursor() {
-        let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
-        let warehouse = Arc::new(RecordingWarehouse {
+    fn items_stream() -> (StreamKey, SyncOptions) {
+        (
+            StreamKey::new("rollbar", "items", "web"),
+            SyncOptions::new(None),
+        )
+    }
+
+    fn with_heartbeat(at: DateTime<Utc>) -> Arc<RecordingWarehouse> {
+        Arc::new(RecordingWarehouse {
             stored_cursor: Some(serde_json::json!({"page": 1})),
-            stored_heartbeat: Some(an_hour_ago),
+            stored_heartbeat: Some(at),
             ..Default::default()
-        });
-        let key = StreamKey::new("rollbar", "items", "web");
-        let options = SyncOptions::new(None);
+        })
+    }
+
+    #[tokio::test]
+    async fn a_run_that_reaches_the_head_records_its_heartbeat_without_rewriting_the_cursor() {
+        let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
+        let warehouse = with_heartbeat(an_hour_ago);
+        let (key, options) = items_stream();
         let mut run =
             StreamRun::<serde_json::Value>::start(warehouse.clone(), key.clone(), &options, None)
                 .await
                 .unwrap();
         run.cursor = serde_json::json!({"page": 2});
         run.commit().await.unwrap();
-        // Moved after the last commit: must not be stored by the heartbeat.
-        run.cursor = serde_json::json!({"page": 3});
         let outcome = run.finish(Ok(RunStatus::Succeeded)).await;
 
         let batches = warehouse.batches.lock().unwrap();
@@ -809,28 +852,40 @@ mod tests {
             &Value::Timestamp(an_hour_ago),
             "a batch keeps the stored heartbeat"
         );
-        let end = table_rows(&batches[2], &STATE);
-        assert_eq!(end.len(), 1, "the run's end re-writes its state");
-        assert_eq!(end[0].0[3], Value::json(&serde_json::json!({"page": 2})));
-        let Value::Timestamp(beat) = heartbeat_of(&end[0]) else {
-            panic!("no heartbeat: {:?}", end[0]);
-        };
-        assert!(*beat > an_hour_ago);
-        assert_eq!(outcome.caught_up_at, Some(*beat));
+        let end = &batches[2];
+        assert!(
+            table_rows(end, &STATE).is_empty(),
+            "the cursor is left to the commits (an overlapping run may have moved it)"
+        );
+        assert_eq!(end.heartbeats.len(), 1);
+        assert_eq!(end.heartbeats[0].stream, "items");
+        assert!(end.heartbeats[0].at > an_hour_ago);
+        assert_eq!(outcome.caught_up_at, Some(end.heartbeats[0].at));
     }
 
     #[tokio::test]
-    async fn a_partial_run_keeps_the_old_heartbeat_and_a_first_run_starts_one() {
+    async fn no_heartbeat_for_a_position_that_is_not_stored() {
         let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
-        let stored = Arc::new(RecordingWarehouse {
-            stored_cursor: Some(serde_json::json!({"page": 1})),
-            stored_heartbeat: Some(an_hour_ago),
-            ..Default::default()
-        });
-        let options = SyncOptions::new(None);
-        let key = StreamKey::new("rollbar", "items", "web");
+        let warehouse = with_heartbeat(an_hour_ago);
+        let (key, options) = items_stream();
+        let mut run = StreamRun::<serde_json::Value>::start(warehouse.clone(), key, &options, None)
+            .await
+            .unwrap();
+        run.commit().await.unwrap();
+        // Moved after the last commit: "caught up" would be a claim about lost work.
+        run.cursor = serde_json::json!({"page": 3});
+        let outcome = run.finish(Ok(RunStatus::Succeeded)).await;
+        assert!(warehouse.batches.lock().unwrap()[2].heartbeats.is_empty());
+        assert_eq!(outcome.caught_up_at, Some(an_hour_ago));
+    }
+
+    #[tokio::test]
+    async fn a_partial_run_keeps_the_old_heartbeat_unless_it_reached_the_head_first() {
+        let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
+        let warehouse = with_heartbeat(an_hour_ago);
+        let (key, options) = items_stream();
         let mut run =
-            StreamRun::<serde_json::Value>::start(stored.clone(), key.clone(), &options, None)
+            StreamRun::<serde_json::Value>::start(warehouse.clone(), key.clone(), &options, None)
                 .await
                 .unwrap();
         let status = run.stop_partial().await.unwrap();
@@ -840,37 +895,59 @@ mod tests {
             Some(an_hour_ago),
             "still an hour behind"
         );
-        assert_eq!(
-            table_rows(stored.batches.lock().unwrap().last().unwrap(), &STATE).len(),
-            0
-        );
+        assert!(warehouse.batches.lock().unwrap()[2].heartbeats.is_empty());
 
-        // A brand-new stream that stops partway (a long backfill) ages from its first run.
-        let fresh = Arc::new(RecordingWarehouse::default());
-        let mut run =
-            StreamRun::<serde_json::Value>::start(fresh.clone(), key.clone(), &options, None)
-                .await
-                .unwrap();
+        // Head reached, then stopped in upkeep (Rollbar's item sweep): caught up.
+        let mut run = StreamRun::<serde_json::Value>::start(warehouse.clone(), key, &options, None)
+            .await
+            .unwrap();
+        run.reached_head();
         let status = run.stop_partial().await.unwrap();
         let outcome = run.finish(Ok(status)).await;
-        let origin = {
-            let batches = fresh.batches.lock().unwrap();
-            match heartbeat_of(&table_rows(&batches[1], &STATE)[0]) {
-                Value::Timestamp(origin) => *origin,
-                other => panic!("a first commit starts the heartbeat: {other:?}"),
-            }
-        };
-        assert_eq!(outcome.caught_up_at, Some(origin));
+        assert_eq!(outcome.status, RunStatus::Partial);
+        assert!(outcome.caught_up_at.is_some_and(|t| t > an_hour_ago));
+    }
 
-        // A brand-new stream whose first run fails has nothing on record.
-        let failing = Arc::new(RecordingWarehouse::default());
-        let run = StreamRun::<serde_json::Value>::start(failing, key, &options, None)
+    #[tokio::test]
+    async fn a_new_stream_ages_from_its_first_attempt_even_when_it_fails() {
+        let fresh = Arc::new(RecordingWarehouse::default());
+        let (key, options) = items_stream();
+        let run = StreamRun::<serde_json::Value>::start(fresh.clone(), key, &options, None)
             .await
             .unwrap();
         let outcome = run
             .finish(Err(StreamError::new(ErrorKind::Authentication, "401")))
             .await;
-        assert_eq!(outcome.caught_up_at, None);
+        let batches = fresh.batches.lock().unwrap();
+        let first = table_rows(&batches[0], &STATE);
+        assert_eq!(first.len(), 1, "the start writes the stream's state row");
+        assert_eq!(first[0].0[3], Value::Null, "with the default cursor");
+        let Value::Timestamp(origin) = heartbeat_of(&first[0]) else {
+            panic!("and a heartbeat: {:?}", first[0]);
+        };
+        assert_eq!(outcome.caught_up_at, Some(*origin));
+    }
+
+    #[tokio::test]
+    async fn a_stored_state_without_a_heartbeat_gets_one_at_its_next_start() {
+        let warehouse = Arc::new(RecordingWarehouse {
+            stored_cursor: Some(serde_json::json!({"page": 1})),
+            ..Default::default()
+        });
+        let (key, options) = items_stream();
+        let run = StreamRun::<serde_json::Value>::start(warehouse.clone(), key, &options, None)
+            .await
+            .unwrap();
+        let outcome = run
+            .finish(Err(StreamError::new(ErrorKind::Api, "500")))
+            .await;
+        let batches = warehouse.batches.lock().unwrap();
+        assert!(
+            table_rows(&batches[0], &STATE).is_empty(),
+            "the cursor is not rewritten"
+        );
+        assert_eq!(batches[0].heartbeats.len(), 1);
+        assert_eq!(outcome.caught_up_at, Some(batches[0].heartbeats[0].at));
     }
 
     #[tokio::test]

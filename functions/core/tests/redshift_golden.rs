@@ -61,6 +61,7 @@ fn engine_rows(batch: &mut Batch) {
             Value::Timestamp(at()),
             Value::Text("run-1".into()),
             Value::Timestamp(at()),
+            Value::Timestamp(at()),
         ]),
     );
     let mut run = vec![Value::Null; RUNS.columns.len()];
@@ -104,6 +105,12 @@ fn rendered() -> String {
     small.push(&ROLLBAR_OCCURRENCES, occurrence(1, 10));
     small.push(&ROLLBAR_ITEMS, item());
     engine_rows(&mut small);
+    small.heartbeats.push(heimdallr_core::warehouse::Heartbeat {
+        source: "rollbar".into(),
+        stream: "items".into(),
+        scope: "it's web".into(),
+        at: at(),
+    });
     let mut large = Batch::default();
     for id in 0..3 {
         large.push(&ROLLBAR_OCCURRENCES, occurrence(id, 40_000));

@@ -524,6 +524,9 @@ impl Stream for ItemsStream {
             let all_read = run.cursor.pending.is_empty();
             run.commit_page(all_read).await?;
         }
+        // Every item new occurrences touched is fresh: that is this stream's head. The
+        // sweep below is upkeep; stopping partway through it is not falling behind.
+        run.reached_head();
         let sweep_due = run.cursor.sweep.is_some()
             || run.cursor.last_sweep_completed_at.is_none_or(|last| {
                 (now - last).to_std().unwrap_or_default() >= config.items_sweep_interval

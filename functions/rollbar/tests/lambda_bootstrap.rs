@@ -420,7 +420,7 @@ async fn the_heartbeat_ages_while_a_token_fails_and_resets_on_a_quiet_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_that_never_caught_up_reports_no_heartbeat_so_the_alarm_hears_silence() {
+async fn a_stream_whose_token_never_worked_ages_from_its_first_attempt() {
     let Some(h) = Harness::new(10).await else {
         return;
     };
@@ -429,6 +429,16 @@ async fn a_stream_that_never_caught_up_reports_no_heartbeat_so_the_alarm_hears_s
     let Outcome::Error(_) = h.invoke(Duration::from_secs(60)).await else {
         panic!("a revoked token fails the invocation")
     };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let Outcome::Error(_) = h.invoke(Duration::from_secs(60)).await else {
+        panic!("and fails again")
+    };
     let (stdout, _) = output(child).await;
-    assert_eq!(heartbeats(&stdout, "occurrences/web"), vec![None]);
+    let beats = heartbeats(&stdout, "occurrences/web");
+    assert_eq!(beats.len(), 2, "{beats:?}");
+    assert!(beats[0].is_some_and(|s| s < 2.0), "{beats:?}");
+    assert!(
+        beats[1].is_some_and(|s| s >= 2.0),
+        "ages like any stream behind, so its function's alarm hears it: {beats:?}"
+    );
 }

@@ -221,8 +221,24 @@ impl Dialect {
         }
     }
 
-    /// cursor (text), source_time and updated_at (epoch micros) of one stream. Parameters:
-    /// source, stream, scope.
+    /// Moves one stream's heartbeat forward, leaving the rest of its state as it is (an
+    /// overlapping run may have committed a newer cursor). PostgreSQL and DuckDB only: the
+    /// Data API takes no parameters in a transaction (`redshift::sql::update_heartbeat`).
+    /// Parameters: caught_up_at, source, stream, scope.
+    pub fn update_heartbeat(self, schema: &str) -> String {
+        let at = match self {
+            Dialect::DuckDb => "CAST($1 AS TIMESTAMPTZ)",
+            Dialect::Postgres | Dialect::Redshift => "$1",
+        };
+        format!(
+            "UPDATE {} SET caught_up_at = {at} WHERE source = $2 AND stream = $3 AND scope = $4 \
+             AND (caught_up_at IS NULL OR caught_up_at < {at})",
+            qualified(schema, STATE.name)
+        )
+    }
+
+    /// cursor (text), source_time, updated_at and caught_up_at (epoch micros) of one
+    /// stream. Parameters: source, stream, scope.
     pub fn select_state(self, schema: &str) -> String {
         format!(
             "SELECT {}, {}, {}, {} FROM {} WHERE source = {} AND stream = {} AND scope = {}",

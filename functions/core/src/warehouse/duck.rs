@@ -244,6 +244,17 @@ impl Warehouse for DuckDbWarehouse {
                 tx.execute_batch(&sql::merge_from_text_stage(&schema, write.table, &stage))?;
                 tx.execute_batch(&dialect.drop_table(&schema, &stage))?;
             }
+            for beat in &batch.heartbeats {
+                tx.execute(
+                    &dialect.update_heartbeat(&schema),
+                    duckdb::params![
+                        beat.at.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string(),
+                        beat.source,
+                        beat.stream,
+                        beat.scope
+                    ],
+                )?;
+            }
             tx.commit()
         })
         .await

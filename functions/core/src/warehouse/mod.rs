@@ -20,7 +20,7 @@ mod views;
 
 pub use dialect::Dialect;
 pub use redshift::target::RedshiftTarget;
-pub use row::{check_row, normalize_row, prepare_row, Batch, Row, TableRows, Value};
+pub use row::{check_row, normalize_row, prepare_row, Batch, Heartbeat, Row, TableRows, Value};
 pub use target::{open, open_for_reading, redact_url, WarehouseTarget, DEFAULT_DUCKDB_PATH};
 
 use async_trait::async_trait;

@@ -207,6 +207,16 @@ impl PostgresWarehouse {
             self.write_table(&tx, prepared, write.table, &write.rows)
                 .await?;
         }
+        if !batch.heartbeats.is_empty() {
+            let update = Dialect::Postgres.update_heartbeat(&self.schema);
+            for beat in &batch.heartbeats {
+                tx.execute(
+                    &update,
+                    &[&beat.at, &beat.source, &beat.stream, &beat.scope],
+                )
+                .await?;
+            }
+        }
         tx.commit().await
     }
 }

@@ -203,10 +203,22 @@ impl TableRows {
     }
 }
 
-/// What one transaction writes: rows of source tables, the stream state, the run record.
+/// A stream's heartbeat: it reached its source's head at `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub source: String,
+    pub stream: String,
+    pub scope: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What one transaction writes: rows of source tables, the stream state, the run record,
+/// and heartbeats (applied last, as narrow updates of the state rows: they move
+/// `caught_up_at` forward and leave the cursor to whoever committed it).
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub writes: Vec<TableRows>,
+    pub heartbeats: Vec<Heartbeat>,
     /// A backend that can cancel a running statement (Redshift) cancels it after this
     /// instant and reports the batch as not applied.
     pub cancel_after: Option<std::time::Instant>,
@@ -214,6 +226,12 @@ pub struct Batch {
 
 impl Batch {
     pub fn push(&mut self, table: &'static Table, row: Row) {
+        debug_assert_eq!(
+            row.0.len(),
+            table.columns.len(),
+            "a {} row has one value per column",
+            table.name
+        );
         match self
             .writes
             .iter_mut()

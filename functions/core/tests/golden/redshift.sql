@@ -83,7 +83,9 @@ INSERT INTO "heimdallr"."_heimdallr_runs" ("run_id", "source", "stream", "scope"
 
 DELETE FROM "heimdallr"."_heimdallr_state" WHERE ("source" = 'rollbar' AND "stream" = 'occurrences' AND "scope" = 'web');
 
-INSERT INTO "heimdallr"."_heimdallr_state" ("source", "stream", "scope", "cursor", "source_time", "run_id", "updated_at", "caught_up_at") VALUES ('rollbar', 'occurrences', 'web', JSON_PARSE('{"high_water":2}'), '2026-09-21 14:13:20.250000+00', 'run-1', '2026-09-21 14:13:20.250000+00');
+INSERT INTO "heimdallr"."_heimdallr_state" ("source", "stream", "scope", "cursor", "source_time", "run_id", "updated_at", "caught_up_at") VALUES ('rollbar', 'occurrences', 'web', JSON_PARSE('{"high_water":2}'), '2026-09-21 14:13:20.250000+00', 'run-1', '2026-09-21 14:13:20.250000+00', '2026-09-21 14:13:20.250000+00');
+
+UPDATE "heimdallr"."_heimdallr_state" SET caught_up_at = '2026-09-21 14:13:20.250000+00' WHERE source = 'rollbar' AND stream = 'items' AND scope = 'it''s web' AND (caught_up_at IS NULL OR caught_up_at < '2026-09-21 14:13:20.250000+00');
 
 CREATE TEMP TABLE "stage_rollbar_occurrences_1" ("id" BIGINT, "item_id" BIGINT, "project_id" BIGINT, "occurred_at" TIMESTAMPTZ, "client_timestamp" TIMESTAMPTZ, "environment" VARCHAR(255), "level" VARCHAR(32), "body_type" VARCHAR(32), "title" VARCHAR(4096), "exception_class" VARCHAR(1024), "exception_message" VARCHAR(65535), "person_id" VARCHAR(255), "person_username" VARCHAR(255), "person_email" VARCHAR(255), "code_version" VARCHAR(255), "framework" VARCHAR(64), "platform" VARCHAR(64), "language" VARCHAR(64), "request_url" VARCHAR(4096), "request_method" VARCHAR(16), "request_user_ip" VARCHAR(128), "server_host" VARCHAR(255), "uuid" VARCHAR(64), "context" VARCHAR(1024), "data" SUPER, "synced_at" TIMESTAMPTZ, "_heimdallr_seq" INTEGER NOT NULL);
 
@@ -103,5 +105,5 @@ INSERT INTO "heimdallr"."_heimdallr_runs" ("run_id", "source", "stream", "scope"
 
 DELETE FROM "heimdallr"."_heimdallr_state" WHERE ("source" = 'rollbar' AND "stream" = 'occurrences' AND "scope" = 'web');
 
-INSERT INTO "heimdallr"."_heimdallr_state" ("source", "stream", "scope", "cursor", "source_time", "run_id", "updated_at", "caught_up_at") VALUES ('rollbar', 'occurrences', 'web', JSON_PARSE('{"high_water":2}'), '2026-09-21 14:13:20.250000+00', 'run-1', '2026-09-21 14:13:20.250000+00');
+INSERT INTO "heimdallr"."_heimdallr_state" ("source", "stream", "scope", "cursor", "source_time", "run_id", "updated_at", "caught_up_at") VALUES ('rollbar', 'occurrences', 'web', JSON_PARSE('{"high_water":2}'), '2026-09-21 14:13:20.250000+00', 'run-1', '2026-09-21 14:13:20.250000+00', '2026-09-21 14:13:20.250000+00');
 

@@ -87,6 +87,16 @@ pub fn plan_batch(
         write.dedup_by_key();
         planner.add_table(schema, &write);
     }
+    // After the state rows, in the last transaction (a heartbeat is a few hundred bytes).
+    for beat in &batch.heartbeats {
+        if planner.room() == 0 {
+            planner.next_transaction();
+        }
+        planner
+            .current
+            .statements
+            .push(sql::update_heartbeat(schema, beat));
+    }
     planner.finish()
 }
 
@@ -342,6 +352,7 @@ mod tests {
             Value::json(&serde_json::json!({"high_water": 9})),
             Value::Null,
             Value::Text("run-1".into()),
+            Value::Null,
             Value::Null,
         ])
     }

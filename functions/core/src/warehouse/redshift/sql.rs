@@ -159,6 +159,20 @@ pub fn lock(schema: &str, table: &str) -> String {
     format!("LOCK {}", qualified(schema, table))
 }
 
+/// Moves one stream's heartbeat forward, leaving its cursor as whoever committed it left it
+/// (the narrow form of `Dialect::update_heartbeat`, with literals).
+pub fn update_heartbeat(schema: &str, beat: &crate::warehouse::Heartbeat) -> String {
+    let at = timestamp_literal(&beat.at);
+    format!(
+        "UPDATE {} SET caught_up_at = {at} WHERE source = {} AND stream = {} AND scope = {} \
+         AND (caught_up_at IS NULL OR caught_up_at < {at})",
+        qualified(schema, crate::schema::STATE.name),
+        string_literal(&beat.source),
+        string_literal(&beat.stream),
+        string_literal(&beat.scope),
+    )
+}
+
 /// Records a migration unless a concurrent writer already did.
 pub fn record_migration(schema: &str, version: i64, name: &str, at: &DateTime<Utc>) -> String {
     let table = qualified(schema, MIGRATIONS_TABLE);
