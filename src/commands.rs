@@ -97,6 +97,12 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
     if !applied.is_empty() {
         tracing::info!(warehouse = %warehouse.describe(), migrations = ?applied, "schema migrated");
     }
+    heimdallr_core::environments::store_analyst_settings(
+        warehouse.as_ref(),
+        args.engine.environments.as_ref(),
+        args.engine.activity_table.as_deref(),
+    )
+    .await?;
     let progress = ProgressDisplay::new(log_format);
     loop {
         let started = Instant::now();
@@ -152,8 +158,29 @@ fn report(outcomes: &[RunOutcome]) {
 const STATUS_WIDTH: usize = 100;
 const STREAM_WIDTH: usize = 40;
 
+/// The environment map's lines: which Heroku app runs which Rollbar environment, and
+/// whether the setting says so or the shas suggest it.
+fn print_environments(map: &[heimdallr_core::warehouse::MappedEnvironment]) {
+    if map.is_empty() {
+        return;
+    }
+    println!();
+    println!("ENVIRONMENTS (Heroku app -> Rollbar project/environment)");
+    for line in map {
+        let origin = match (line.origin.as_str(), &line.shared_versions) {
+            ("inferred", Some(shared)) => format!("inferred from {shared} shared code versions"),
+            (origin, _) => origin.to_string(),
+        };
+        println!(
+            "{:<28} -> {}/{}  {origin}",
+            line.heroku_app, line.rollbar_project_id, line.rollbar_environment
+        );
+    }
+}
+
 async fn print_status(warehouse: &dyn Warehouse) -> Result<()> {
     println!("{}", warehouse.describe());
+    let map = warehouse.environment_map().await?;
     let Some(rows) = warehouse.status().await? else {
         println!("Heimdallr's tables are not there yet: `heimdallr sync <source> --once` or `heimdallr migrate` creates them");
         return Ok(());
@@ -212,6 +239,7 @@ async fn print_status(warehouse: &dyn Warehouse) -> Result<()> {
             }
         }
     }
+    print_environments(&map);
     Ok(())
 }
 

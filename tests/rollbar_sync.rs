@@ -581,3 +581,84 @@ async fn an_api_that_ignores_ids_fails_the_items_stream_instead_of_forgetting_th
         5,
     );
 }
+
+/// Stored deploys as (id, environment, revision, status, local_username).
+async fn stored_deploys(target: &Target) -> Vec<Vec<Option<String>>> {
+    query_text(
+        target,
+        format!(
+            "SELECT CAST(id AS VARCHAR), environment, revision, status, local_username \
+             FROM {}.rollbar_deploys ORDER BY id",
+            target.schema()
+        ),
+    )
+    .await
+}
+
+fn expected_deploys(fake: &FakeRollbar) -> Vec<Vec<Option<String>>> {
+    fake.deploys(WEB)
+        .values()
+        .map(|d| {
+            vec![
+                Some(d["id"].to_string()),
+                d["environment"].as_str().map(String::from),
+                d["revision"].as_str().map(String::from),
+                d["status"].as_str().map(String::from),
+                None, // a person's login: dropped by the default PII policy
+            ]
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploys_land_whole_and_a_deploy_that_finishes_is_updated() {
+    let dir = TempDir::new("duck-deploys");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(31).await.unwrap();
+    fake.add_project(WEB, 101, 3, 10);
+    let newest = 1_800_000_000;
+    // 130 deploys an hour apart: more than one page of 100.
+    for i in 0..130 {
+        let environment = if i % 2 == 0 { "production" } else { "staging" };
+        let status = if i == 1 { "started" } else { "succeeded" };
+        fake.add_deploy(
+            WEB,
+            environment,
+            &format!("{:040x}", 0xabc + i),
+            status,
+            newest - i * 3600,
+        );
+    }
+    let first = sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    assert!(
+        first
+            .stdout
+            .contains("rollbar/deploys/default: succeeded - 130 rows"),
+        "{}",
+        first.stdout
+    );
+    assert_eq!(stored_deploys(&target).await, expected_deploys(&fake));
+
+    // The deploy that was running finishes, and a new one starts.
+    let running = *fake
+        .deploys(WEB)
+        .iter()
+        .find(|(_, d)| d["status"] == "started")
+        .unwrap()
+        .0;
+    fake.finish_deploy(WEB, running, "failed");
+    fake.add_deploy(WEB, "production", &"f".repeat(40), "started", newest + 600);
+    let before = fake.request_log().len();
+    sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    assert_eq!(stored_deploys(&target).await, expected_deploys(&fake));
+    let deploy_requests: Vec<String> = fake.request_log()[before..]
+        .iter()
+        .filter(|r| r.starts_with("/api/1/deploys"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        deploy_requests,
+        vec!["/api/1/deploys/?page=1&limit=100".to_string()],
+        "the next run reads the day below the newest deploy: one page"
+    );
+}

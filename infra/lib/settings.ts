@@ -83,6 +83,12 @@ export interface Settings {
   /** Reserve one concurrent execution per function (needs the account's unreserved
    * concurrency to stay at 100 or more: see docs/deploy.md). */
   readonly reservedConcurrency: boolean;
+  /** Which Rollbar environment runs on which Heroku app and comes from which CircleCI
+   * project (docs/analysts.md): given to every function as HEIMDALLR_ENVIRONMENTS. */
+  readonly environments?: readonly unknown[];
+  /** The company's activity table (`schema.table`: user_id, active_on) the release health
+   * and retention views read: HEIMDALLR_ACTIVITY_TABLE. */
+  readonly activityTable?: string;
 }
 
 /** One stage: its stack and where it goes, and its settings. */
@@ -118,6 +124,8 @@ const STAGE_KEYS = [
   'pii',
   'bundleDir',
   'reservedConcurrency',
+  'environments',
+  'activityTable',
   'stackName',
   'account',
   'region',
@@ -284,11 +292,51 @@ function parseSource(name: SourceName, value: unknown, defaultMemoryMb: number):
   };
 }
 
-/** What a source's function reads besides its secret and warehouse: its scope list and,
- * when it stores personal data, the PII policy. */
+const ENVIRONMENT_EXAMPLE =
+  '[{"name": "production", "rollbar": {"project_id": 901, "environment": "production"}, "heroku": {"app": "acme-web"}, ' +
+  '"circleci": {"project": "gh/acme/web", "branch": "main", "deploys": false}}]';
+
+/** Checks the environments list as the functions will read it (the same keys, strictly). */
+function parseEnvironments(value: unknown): readonly unknown[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value)) throw new SettingsError('environments', 'must be a list', ENVIRONMENT_EXAMPLE);
+  value.forEach((entry, index) => {
+    const at = `environments[${index}]`;
+    if (!isObject(entry)) throw new SettingsError(at, 'must be an object', ENVIRONMENT_EXAMPLE);
+    rejectUnknownKeys(entry, ['name', 'rollbar', 'heroku', 'circleci'], at, ENVIRONMENT_EXAMPLE);
+    text(entry.name, `${at}.name`, /^.+$/, '"name": "production"');
+    if (!isObject(entry.rollbar)) throw new SettingsError(`${at}.rollbar`, 'is required', '"rollbar": {"project_id": 901, "environment": "production"}');
+    rejectUnknownKeys(entry.rollbar, ['project_id', 'environment'], `${at}.rollbar`, '"rollbar": {"project_id": 901, "environment": "production"}');
+    integer(entry.rollbar.project_id ?? null, `${at}.rollbar.project_id`, 1, Number.MAX_SAFE_INTEGER, 0, '"project_id": 901');
+    text(entry.rollbar.environment, `${at}.rollbar.environment`, /^.+$/, '"environment": "production"');
+    if (entry.heroku !== undefined) {
+      if (!isObject(entry.heroku)) throw new SettingsError(`${at}.heroku`, 'must be an object', '"heroku": {"app": "acme-web"}');
+      rejectUnknownKeys(entry.heroku, ['app'], `${at}.heroku`, '"heroku": {"app": "acme-web"}');
+      text(entry.heroku.app, `${at}.heroku.app`, /^.+$/, '"app": "acme-web"');
+    }
+    if (entry.circleci !== undefined) {
+      const example = '"circleci": {"project": "gh/acme/web", "branch": "main", "deploys": false}';
+      if (!isObject(entry.circleci)) throw new SettingsError(`${at}.circleci`, 'must be an object', example);
+      rejectUnknownKeys(entry.circleci, ['project', 'branch', 'deploys'], `${at}.circleci`, example);
+      text(entry.circleci.project, `${at}.circleci.project`, /^.+$/, '"project": "gh/acme/web"');
+      optionalText(entry.circleci.branch, `${at}.circleci.branch`, /^.+$/, '"branch": "main"');
+      boolean(entry.circleci.deploys, `${at}.circleci.deploys`, false);
+    }
+  });
+  // Lambda allows 4 KB of environment variables in all.
+  if (JSON.stringify(value).length > 2048) {
+    throw new SettingsError('environments', 'is over 2 048 characters as JSON (Lambda keeps 4 KB for every variable)', ENVIRONMENT_EXAMPLE);
+  }
+  return value;
+}
+
+/** What a source's function reads besides its secret and warehouse: its scope list,
+ * when it stores personal data the PII policy, and the environments setting. */
 export function sourceEnvironment(name: SourceName, settings: Settings): Record<string, string> {
   const defined = definition(name);
   const environment: Record<string, string> = {};
+  if (settings.environments !== undefined) environment.HEIMDALLR_ENVIRONMENTS = JSON.stringify(settings.environments);
+  if (settings.activityTable !== undefined) environment.HEIMDALLR_ACTIVITY_TABLE = settings.activityTable;
   if (defined.scope !== undefined) environment[defined.scope.env] = settings.sources[name].scopes.join(',');
   if (defined.personalData) environment.HEIMDALLR_PII = settings.pii;
   return environment;
@@ -460,6 +508,8 @@ export function parseSettings(context: unknown): Settings {
     pii,
     bundleDir: c.bundleDir === undefined ? 'dist/lambda' : text(c.bundleDir, 'bundleDir', /^[^\0]+$/, '"bundleDir": "dist/lambda"'),
     reservedConcurrency: boolean(c.reservedConcurrency, 'reservedConcurrency', false),
+    environments: parseEnvironments(c.environments),
+    activityTable: optionalText(c.activityTable, 'activityTable', /^[A-Za-z_][A-Za-z0-9_]{0,62}\.[A-Za-z_][A-Za-z0-9_]{0,62}$/, '"activityTable": "app.user_activity"'),
   };
 }
 

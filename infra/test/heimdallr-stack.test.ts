@@ -182,6 +182,26 @@ describe('functions', () => {
     }
   });
 
+  test('the environments setting reaches every function as HEIMDALLR_ENVIRONMENTS', () => {
+    const environments = [
+      { name: 'production', rollbar: { project_id: 901, environment: 'production' }, heroku: { app: 'acme-web' } },
+      { name: 'staging', rollbar: { project_id: 901, environment: 'staging' }, circleci: { project: 'gh/acme/web', branch: 'staging', deploys: true } },
+    ];
+    const { template: withEnvironments } = synth(settings({ environments }));
+    for (const fn of Object.values(withEnvironments.findResources('AWS::Lambda::Function'))) {
+      expect(JSON.parse(fn.Properties.Environment.Variables.HEIMDALLR_ENVIRONMENTS)).toEqual(environments);
+    }
+    for (const fn of Object.values(resourcesOf('AWS::Lambda::Function'))) {
+      expect(fn.Properties.Environment.Variables.HEIMDALLR_ENVIRONMENTS).toBeUndefined();
+    }
+    expect(() => settings({ environments: [{ name: 'p', rollbar: { environment: 'p' } }] })).toThrow(/environments\[0\]\.rollbar\.project_id: must be a whole number/);
+    const { template: withActivity } = synth(settings({ activityTable: 'app.user_activity' }));
+    withActivity.allResourcesProperties('AWS::Lambda::Function', {
+      Environment: { Variables: Match.objectLike({ HEIMDALLR_ACTIVITY_TABLE: 'app.user_activity' }) },
+    });
+    expect(() => settings({ activityTable: 'user_activity' })).toThrow(/heimdallr\.activityTable: is missing or malformed/);
+  });
+
   test('timeouts stay below the schedule period', () => {
     const timeouts = Object.fromEntries(
       Object.entries(resourcesOf('AWS::Lambda::Function')).map(([id, f]) => [id.replace(/Function.*/, ''), f.Properties.Timeout]),
@@ -526,6 +546,11 @@ describe('strict settings', () => {
     ['a source', { warehouse: CLUSTER, sources: { heroku: { app: ['acme'] } } }, /heimdallr\.sources\.heroku\.app: is not a setting \(did you mean "apps"\?\)/],
     ['a stage', { warehouse: CLUSTER, stages: { production: { terminationProtecton: true } } }, /heimdallr\.stages\.production\.terminationProtecton: is not a setting \(did you mean "terminationProtection"\?\)/],
     ['a stage\'s source', { warehouse: CLUSTER, stages: { staging: { sources: { rollbar: { enabeld: false } } } } }, /\(stage staging\) heimdallr\.sources\.rollbar\.enabeld: is not a setting \(did you mean "enabled"\?\)/],
+    [
+      'an environment',
+      { warehouse: CLUSTER, environments: [{ name: 'production', rollbar: { project_id: 901, enviroment: 'production' } }] },
+      /heimdallr\.environments\[0\]\.rollbar\.enviroment: is not a setting \(did you mean "environment"\?\)/,
+    ],
   ];
   test.each(typos)('a typo in %s is an error naming the nearest key', (_, context, message) => {
     expect(() => parseStages(context)).toThrow(SettingsError);

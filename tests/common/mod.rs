@@ -236,6 +236,30 @@ fn select_as_text(columns: &[&str], from: &str) -> String {
     format!("SELECT {} FROM {from}", cells.join(", "))
 }
 
+/// Runs a statement whose result is not read (DDL, inserts).
+pub async fn execute(target: &Target, sql: String) {
+    match target {
+        Target::Postgres { url, .. } | Target::Redshift { pg_url: url, .. } => {
+            heimdallr_fakes::postgres::connect(url)
+                .await
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        Target::Duck(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                duckdb::Connection::open(&path)
+                    .expect("open duckdb file")
+                    .execute_batch(&sql)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            })
+            .await
+            .expect("duckdb writer");
+        }
+    }
+}
+
 pub async fn query_text(target: &Target, sql: String) -> TextRows {
     match target {
         Target::Postgres { url, .. } | Target::Redshift { pg_url: url, .. } => {

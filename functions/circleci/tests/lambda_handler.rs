@@ -37,6 +37,8 @@ async fn the_handler_syncs_each_project_and_fails_typed() {
         pii: "drop".into(),
         batch_rows: 300,
         http: Default::default(),
+        environments: None,
+        activity_table: None,
     };
     let source = |projects: &str| {
         CircleCi::new(

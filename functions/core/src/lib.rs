@@ -14,6 +14,7 @@
 //! - `lambda` (feature `lambda`): the frame every function runs in.
 
 pub mod engine;
+pub mod environments;
 pub mod http;
 pub mod json;
 #[cfg(feature = "lambda")]

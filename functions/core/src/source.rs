@@ -59,6 +59,15 @@ pub struct EngineSettings {
     /// hash or drop.
     #[arg(long, env = "HEIMDALLR_PII", default_value = "drop")]
     pub pii: String,
+    /// Which Rollbar project and environment runs on which Heroku app and comes from which
+    /// CircleCI project: a JSON list, stored whole in `heimdallr_environments` for the
+    /// analyst views (docs/analysts.md).
+    #[arg(long, env = "HEIMDALLR_ENVIRONMENTS", value_parser = crate::environments::parse)]
+    pub environments: Option<crate::environments::Environments>,
+    /// Your activity table (`schema.table`, columns `user_id` and `active_on`): when set,
+    /// the release health and retention impact views are defined over it.
+    #[arg(long, env = "HEIMDALLR_ACTIVITY_TABLE", value_parser = crate::environments::parse_activity_table)]
+    pub activity_table: Option<String>,
 }
 
 impl EngineSettings {

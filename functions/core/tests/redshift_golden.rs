@@ -96,7 +96,10 @@ fn rendered() -> String {
             &at(),
         ));
     }
+    statements.extend(dialect.activity_views(SCHEMA, "app.user_activity"));
     statements.push(dialect.select_state(SCHEMA));
+    statements.push(dialect.count_environment_map());
+    statements.push(dialect.select_environment_map(SCHEMA));
     statements.push(dialect.status(SCHEMA));
     statements.push(dialect.count_status_tables());
 

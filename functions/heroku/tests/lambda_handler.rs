@@ -44,6 +44,8 @@ async fn the_handler_syncs_every_app_the_key_sees_and_fails_typed() {
         pii: "hash".into(),
         batch_rows: 300,
         http: Default::default(),
+        environments: None,
+        activity_table: None,
     };
     let source = || {
         Heroku::new(
@@ -119,6 +121,8 @@ async fn a_warm_function_that_ended_at_its_rate_headroom_syncs_on_the_next_tick(
         pii: "drop".into(),
         batch_rows: 300,
         http: Default::default(),
+        environments: None,
+        activity_table: None,
     };
     let source = Heroku::new(
         &Settings {

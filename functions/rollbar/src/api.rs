@@ -263,6 +263,31 @@ impl RollbarClient {
         take_list(result, "items", &format!("{}{}", self.base, query))
     }
 
+    /// One page (1-based) of the project's deploys, most recent first ("List all deploys":
+    /// "in pages of 20" by default, `limit` up to 5000). An empty page is the end of the
+    /// list, as Rollbar's own example reads it.
+    pub async fn deploys_page(
+        &self,
+        token: &Token,
+        page: u32,
+        limit: u32,
+    ) -> Result<Vec<Value>, ApiError> {
+        let query = format!("/deploys/?page={page}&limit={limit}");
+        let result = self
+            .call_tree(token, &query)
+            .await
+            .map_err(|e| self.list_error(e))?;
+        let url = format!("{}{}", self.base, query);
+        // Only a list is a page: an answer without one must not read as the end.
+        if !result.get("deploys").is_some_and(Value::is_array) {
+            return Err(ApiError::Shape {
+                url,
+                detail: "result.deploys is missing or not a list".into(),
+            });
+        }
+        take_list(result, "deploys", &url)
+    }
+
     /// The items with these ids (at most [`ITEMS_PER_PAGE`]), in one call, whatever their
     /// status; an id Rollbar no longer has is simply absent.
     pub async fn items_by_ids(&self, token: &Token, ids: &[i64]) -> Result<Vec<Value>, ApiError> {

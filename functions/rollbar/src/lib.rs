@@ -1,8 +1,9 @@
-//! Rollbar source: reads items and occurrences of one or more projects and hands typed
-//! rows to the engine. Everything Rollbar-specific (envelope, paging, field quirks) is here.
+//! Rollbar source: reads items, occurrences and deploys of one or more projects and hands
+//! typed rows to the engine. Everything Rollbar-specific (envelope, paging, field quirks) is here.
 
 pub mod api;
 pub mod config;
+pub mod deploys;
 pub mod mapping;
 pub mod source;
 pub mod sync;

@@ -1,4 +1,4 @@
-//! Rollbar's two streams per project and how they move:
+//! Rollbar's three streams per project and how they move:
 //!
 //! - `occurrences`: a keyset walk from the newest id down to the high-water mark. The
 //!   mark moves only when a walk reaches it; until then each committed batch saves where
@@ -6,6 +6,7 @@
 //! - `items`: items touched by new occurrences are re-read (a hundred per call, or by a
 //!   full sweep past a limit), and every item is swept on a slower cadence, so that
 //!   resolves, mutes, reassignments and count resets land too.
+//! - `deploys`: Rollbar's deploy records, newest page first (`crate::deploys`).
 
 use crate::api::{ApiError, OccurrencesPage, RollbarClient, ITEMS_PER_PAGE};
 use crate::config::{Project, RollbarConfig, Token, DEFAULT_API_PAGE};
@@ -213,9 +214,9 @@ pub struct Sweep {
     pub started_at: DateTime<Utc>,
 }
 
-/// Two streams per project (occurrences, then the items they touched), run one after the
-/// other; each has its own state, so one project's failure does not hold the others back,
-/// and a project whose token is refused skips its items stream.
+/// Three streams per project (occurrences, then the items they touched, then deploys), run
+/// one after the other; each has its own state, so one project's failure does not hold the
+/// others back, and a project whose token is refused skips its other streams.
 pub fn streams(client: &RollbarClient, config: &RollbarConfig) -> Vec<Box<dyn AnyStream>> {
     let config = Arc::new(config.clone());
     let mut streams: Vec<Box<dyn AnyStream>> = Vec::new();
@@ -226,17 +227,18 @@ pub fn streams(client: &RollbarClient, config: &RollbarConfig) -> Vec<Box<dyn An
             config: Arc::clone(&config),
         };
         streams.push(Box::new(OccurrencesStream(stream.clone())));
-        streams.push(Box::new(ItemsStream(stream)));
+        streams.push(Box::new(ItemsStream(stream.clone())));
+        streams.push(Box::new(crate::deploys::DeploysStream(stream)));
     }
     streams
 }
 
-/// What both streams of a project hold.
+/// What every stream of a project holds.
 #[derive(Clone)]
 pub struct ProjectStream {
-    client: RollbarClient,
-    project: Project,
-    config: Arc<RollbarConfig>,
+    pub(crate) client: RollbarClient,
+    pub(crate) project: Project,
+    pub(crate) config: Arc<RollbarConfig>,
 }
 
 impl ProjectStream {

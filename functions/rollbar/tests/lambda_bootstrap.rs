@@ -133,6 +133,10 @@ async fn the_deployed_shape_writes_redshift_through_the_data_api() {
         ),
         ("AWS_ENDPOINT_URL_REDSHIFT_DATA", &endpoint),
         ("HEIMDALLR_BATCH_ROWS", "100"),
+        (
+            "HEIMDALLR_ENVIRONMENTS",
+            r#"[{"name": "production", "rollbar": {"project_id": 501, "environment": "production"}, "heroku": {"app": "acme-web"}}]"#,
+        ),
     ]);
     let Outcome::Response(response) = h.invoke(Duration::from_secs(60)).await else {
         panic!("the invocation failed")
@@ -140,6 +144,22 @@ async fn the_deployed_shape_writes_redshift_through_the_data_api() {
     let (stdout, _) = output(child).await;
     assert_eq!(response["streams"][0]["rows"], 800, "{response}");
     assert_eq!(h.stored_occurrences().await, 800);
+    // The environments setting, stored whole at the cold start.
+    let environment: (String, String) = {
+        let row = heimdallr_fakes::postgres::connect(&h.postgres)
+            .await
+            .query_one(
+                &format!(
+                    "SELECT name, heroku_app FROM {}.heimdallr_environments",
+                    h.schema
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(environment, ("production".into(), "acme-web".into()));
     let stats = redshift.stats();
     // Batches of 100 occurrences (pages are 100 too): at least eight transactions.
     assert!(stats.committed_batches >= 8, "{stats:?}");
@@ -176,7 +196,11 @@ async fn two_invocations_in_a_row_then_nothing_new() {
 
     let lines = json_lines(&stdout);
     let emf: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
-    assert_eq!(emf.len(), 4, "one EMF line per stream per invocation");
+    assert_eq!(
+        emf.len(),
+        6,
+        "one EMF line per stream (three) per invocation"
+    );
     assert_eq!(emf[0]["Function"], "heimdallr-rollbar");
     assert_eq!(emf[0]["Stream"], "occurrences/web");
     assert_eq!(emf[0]["RowsWritten"], 1_500);

@@ -328,6 +328,65 @@ impl FakeCircleCi {
         id
     }
 
+    /// A pipeline of `revision` on `branch` whose workflow failed and was re-run to success
+    /// ten minutes later (the re-run is a new workflow of the same name, `rerun_of` the
+    /// first, as "Rerun a workflow" makes one). Returns the pipeline's id.
+    pub fn add_rerun_pipeline(
+        &self,
+        slug: &str,
+        revision: &str,
+        branch: &str,
+        at: DateTime<Utc>,
+    ) -> String {
+        let mut state = self.lock();
+        let id = state.add_pipeline(slug, at, Some(revision));
+        if let Some(p) = state.pipelines.get_mut(&id) {
+            p["vcs"]["branch"] = json!(branch);
+        }
+        let first = state.add_workflow(&id, "build-and-deploy", false, None, at);
+        if let Some(w) = state.workflows.get_mut(&first) {
+            w["status"] = json!("failed");
+        }
+        let rerun = state.add_workflow(
+            &id,
+            "build-and-deploy",
+            false,
+            Some(&first),
+            at + Duration::minutes(10),
+        );
+        for workflow in [&first, &rerun] {
+            let status = if workflow == &first {
+                "failed"
+            } else {
+                "success"
+            };
+            if let Some(w) = state.workflows.get_mut(workflow) {
+                w["status"] = json!(status);
+            }
+            for job in state.jobs.get_mut(workflow).into_iter().flatten() {
+                if job["status"] == "on_hold" || job["status"] == "running" {
+                    job["status"] = json!("success");
+                }
+            }
+        }
+        id
+    }
+
+    /// A finished, successful pipeline of `revision` on another branch than main.
+    pub fn add_branch_pipeline(
+        &self,
+        slug: &str,
+        revision: &str,
+        branch: &str,
+        at: DateTime<Utc>,
+    ) -> String {
+        let id = self.add_finished_pipeline(slug, revision, at);
+        if let Some(p) = self.lock().pipelines.get_mut(&id) {
+            p["vcs"]["branch"] = json!(branch);
+        }
+        id
+    }
+
     /// Every running or on-hold workflow finishes (holds approved), with all its jobs.
     pub fn finish_everything(&self) {
         let mut state = self.lock();

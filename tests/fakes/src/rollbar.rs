@@ -10,6 +10,12 @@
 //!   integers"; `status` takes active, resolved, muted or archived and may be repeated.
 //!   What an omitted `status` returns is not documented: the fake takes the narrowest
 //!   reading (active items only), so a client that wants every status must name them.
+//! - `/deploys/` ("List all deploys"): "Returns all deploys in the project, most recent
+//!   first, in pages of 20"; `page` "starting from 1"; `limit` as for instances (the
+//!   assembled spec's shared parameter, max 5000). The end of the list is an empty page
+//!   (Rollbar's example `list_occurrences_since_last_deploy.py` loops until `deploys` is
+//!   empty). A deploy's `status` is started, succeeded, failed or timed_out, and one that
+//!   started is updated when it finishes (`PATCH /deploy/{id}`).
 //! - Errors are `{"err": 1, "message": ...}`; an unknown path is a 404.
 //! - Rate-limit headers as recorded from the real API (terraform-provider-rollbar's
 //!   fixtures): `X-Rate-Limit-Limit: 5000`, `-Remaining`, `-Reset` (Unix seconds) and
@@ -52,6 +58,7 @@ struct Project {
     id: i64,
     occurrences: BTreeMap<i64, Value>,
     items: BTreeMap<i64, Value>,
+    deploys: BTreeMap<i64, Value>,
 }
 
 #[derive(Debug)]
@@ -61,6 +68,7 @@ struct World {
     revoked: BTreeMap<String, Project>,
     next_occurrence_id: i64,
     next_item_id: i64,
+    next_deploy_id: i64,
     faults: FaultRates,
     /// New occurrences added to every project before each occurrences request.
     arrivals_per_request: usize,
@@ -109,6 +117,7 @@ impl FakeRollbar {
             revoked: BTreeMap::new(),
             next_occurrence_id: 400_000_000_000,
             next_item_id: 800_000_000,
+            next_deploy_id: 20_000_000,
             faults: FaultRates::default(),
             arrivals_per_request: 0,
             requests: 0,
@@ -145,12 +154,71 @@ impl FakeRollbar {
                 id: project_id,
                 occurrences: BTreeMap::new(),
                 items: BTreeMap::new(),
+                deploys: BTreeMap::new(),
             },
         );
         for _ in 0..items.max(1) {
             world.new_item(token);
         }
         world.arrive(token, occurrences);
+    }
+
+    /// Records a deploy of `revision` to `environment` that started at `start_time` (Unix
+    /// seconds), as `POST /deploy` would; returns its id.
+    pub fn add_deploy(
+        &self,
+        token: &str,
+        environment: &str,
+        revision: &str,
+        status: &str,
+        start_time: i64,
+    ) -> i64 {
+        let mut world = self.world();
+        world.next_deploy_id += 1;
+        let id = world.next_deploy_id;
+        let Some(project) = world.projects.get_mut(token) else {
+            return id;
+        };
+        let finished = status != "started";
+        project.deploys.insert(
+            id,
+            json!({
+                "id": id,
+                "project_id": project.id,
+                "environment": environment,
+                "revision": revision,
+                "status": status,
+                "local_username": "deploy-bot ✓",
+                "user_id": null,
+                "comment": format!("deploy {id}"),
+                "start_time": start_time,
+                "finish_time": if finished { json!(start_time + 90) } else { Value::Null },
+            }),
+        );
+        id
+    }
+
+    /// A started deploy finishes (`PATCH /deploy/{id}`).
+    pub fn finish_deploy(&self, token: &str, id: i64, status: &str) {
+        let mut world = self.world();
+        if let Some(deploy) = world
+            .projects
+            .get_mut(token)
+            .and_then(|p| p.deploys.get_mut(&id))
+        {
+            let start = deploy["start_time"].as_i64().unwrap_or(0);
+            deploy["status"] = json!(status);
+            deploy["finish_time"] = json!(start + 300);
+        }
+    }
+
+    /// Ground truth: every deploy of the project, by id.
+    pub fn deploys(&self, token: &str) -> BTreeMap<i64, Value> {
+        self.world()
+            .projects
+            .get(token)
+            .map(|p| p.deploys.clone())
+            .unwrap_or_default()
     }
 
     /// A new item in `environment` (for scripted scenarios).
@@ -713,6 +781,36 @@ fn route(world: &mut World, token: &str, request: &Request) -> Reply {
         return Reply::json(
             200,
             &json!({"err": 0, "result": {"items": page_items, "page": page, "total_count": total}}),
+        );
+    }
+    if path == "/api/1/deploys" {
+        let page = match request.query("page").map(str::parse::<usize>) {
+            None => 1,
+            Some(Ok(page)) if page >= 1 => page,
+            Some(_) => return error(422, "page must be a positive integer"),
+        };
+        let limit = match request.query("limit").map(str::parse::<usize>) {
+            None => 20,
+            Some(Ok(limit)) if (1..=5000).contains(&limit) => limit,
+            Some(_) => return error(422, "limit must be between 1 and 5000"),
+        };
+        // Most recent first: by start time, newest id first within a second.
+        let mut deploys: Vec<&Value> = project.deploys.values().collect();
+        deploys.sort_by_key(|d| {
+            std::cmp::Reverse((
+                d["start_time"].as_i64().unwrap_or(0),
+                d["id"].as_i64().unwrap_or(0),
+            ))
+        });
+        let page_deploys: Vec<Value> = deploys
+            .into_iter()
+            .skip((page - 1) * limit)
+            .take(limit)
+            .cloned()
+            .collect();
+        return Reply::json(
+            200,
+            &json!({"err": 0, "result": {"page": page, "deploys": page_deploys}}),
         );
     }
     if let Some(id) = path.strip_prefix("/api/1/item/") {

@@ -42,6 +42,10 @@ pub struct CommonSettings {
     pub batch_rows: usize,
     /// `HEIMDALLR_HTTP_TIMEOUT` (default 60s) and `HEIMDALLR_HTTP_RETRY_BUDGET` (200).
     pub http: HttpSettings,
+    /// `HEIMDALLR_ENVIRONMENTS` and `HEIMDALLR_ACTIVITY_TABLE`: stored once per cold
+    /// start, after the migrations.
+    pub environments: Option<crate::environments::Environments>,
+    pub activity_table: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +90,8 @@ impl CommonSettings {
             pii: engine.pii.clone(),
             batch_rows: engine.batch_rows as usize,
             http: engine.http(),
+            environments: engine.environments.clone(),
+            activity_table: engine.activity_table.clone(),
         })
     }
 
@@ -174,6 +180,12 @@ impl<S: Source> SourceFunction<S> {
                 let warehouse =
                     warehouse::open(&self.settings.warehouse, &self.settings.schema).await?;
                 warehouse.migrate(Some(deadline)).await?;
+                crate::environments::store_analyst_settings(
+                    warehouse.as_ref(),
+                    self.settings.environments.as_ref(),
+                    self.settings.activity_table.as_deref(),
+                )
+                .await?;
                 Ok::<_, BoxError>(warehouse)
             })
             .await?;

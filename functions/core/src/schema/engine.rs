@@ -63,3 +63,23 @@ pub static REJECTS: Table = Table {
     event_time: Some("rejected_at"),
     dist_key: None,
 };
+
+/// The environments setting (`HEIMDALLR_ENVIRONMENTS`), stored whole: which Rollbar project
+/// and environment runs on which Heroku app and comes from which CircleCI project. The
+/// analyst views join on it.
+pub static ENVIRONMENTS: Table = Table {
+    name: "heimdallr_environments",
+    columns: &[
+        key("rollbar_project_id", BigInt),
+        key("rollbar_environment", Text(255)),
+        col("name", Text(255)),
+        col("heroku_app", Text(255)),
+        col("circleci_project_slug", Text(255)),
+        col("circleci_branch", Text(255)),
+        col("circleci_deploys", Boolean),
+        col("updated_at", Timestamp),
+    ],
+    key: &["rollbar_project_id", "rollbar_environment"],
+    event_time: None,
+    dist_key: None,
+};

@@ -109,12 +109,22 @@ pub enum View {
     ItemDailyImpact,
     /// Per person and item: first and last seen, occurrences.
     PersonExposure,
-    /// Heroku releases and CircleCI pipelines: target, time, git sha, status.
+    /// Deploys only, one row per environment and deploy: Heroku releases, Rollbar deploy
+    /// records, and CircleCI pipelines where the environment says they deploy.
     Deploys,
-    /// Per item: the deploy that most likely brought it in (by code_version, else time).
+    /// Per item: the deploy of its own environment that most likely brought it in (by the
+    /// code_version of its first occurrence, else the last one before it).
     SuspectDeploy,
-    /// Per Heroku release: new and reactivated items and affected people after it.
+    /// Per Heroku release: new and reactivated items and affected people after it, in its
+    /// environment.
     ReleaseImpact,
+    /// Per item, all time: people, occurrences, first and last seen, status, level.
+    ItemImpact,
+    /// Per item and code version: first and last seen, occurrences, people, new or not.
+    ItemVersions,
+    /// Which Heroku app runs which Rollbar environment: the setting's, and where it says
+    /// nothing, what the shas tell (`origin` = `setting` or `inferred`).
+    EnvironmentMap,
 }
 
 impl View {
@@ -125,6 +135,9 @@ impl View {
             View::Deploys => "deploys",
             View::SuspectDeploy => "rollbar_item_suspect_deploy",
             View::ReleaseImpact => "release_impact",
+            View::ItemImpact => "rollbar_item_impact",
+            View::ItemVersions => "rollbar_item_versions",
+            View::EnvironmentMap => "heimdallr_environment_map",
         }
     }
 }
@@ -138,6 +151,9 @@ pub enum Step {
     AddColumns(&'static Table),
     /// Created or replaced: a later migration may redefine a view with the same step.
     CreateView(View),
+    /// Dropped before a redefinition that changes its columns (which `CREATE OR REPLACE`
+    /// cannot do on PostgreSQL or Redshift); views that depend on it are dropped first.
+    DropView(View),
 }
 
 #[derive(Debug)]
@@ -209,6 +225,32 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "stream heartbeats",
         steps: &[Step::AddColumns(&STATE)],
     },
+    Migration {
+        version: 8,
+        name: "rollbar deploys",
+        steps: &[Step::CreateTable(&ROLLBAR_DEPLOYS)],
+    },
+    Migration {
+        version: 9,
+        name: "environments and per-environment analyst views",
+        steps: &[
+            Step::CreateTable(&ENVIRONMENTS),
+            // Dependents first: the suspect deploy reads the deploys view.
+            Step::DropView(View::SuspectDeploy),
+            Step::DropView(View::Deploys),
+            Step::DropView(View::ReleaseImpact),
+            Step::DropView(View::PersonExposure),
+            Step::DropView(View::ItemDailyImpact),
+            Step::CreateView(View::ItemDailyImpact),
+            Step::CreateView(View::PersonExposure),
+            Step::CreateView(View::EnvironmentMap),
+            Step::CreateView(View::Deploys),
+            Step::CreateView(View::SuspectDeploy),
+            Step::CreateView(View::ReleaseImpact),
+            Step::CreateView(View::ItemImpact),
+            Step::CreateView(View::ItemVersions),
+        ],
+    },
 ];
 
 /// Every table a migration creates, for status and docs.
@@ -216,7 +258,7 @@ pub fn all_tables() -> impl Iterator<Item = &'static Table> {
     MIGRATIONS.iter().flat_map(|m| {
         m.steps.iter().filter_map(|step| match step {
             Step::CreateTable(table) => Some(*table),
-            Step::AddColumns(_) | Step::CreateView(_) => None,
+            Step::AddColumns(_) | Step::CreateView(_) | Step::DropView(_) => None,
         })
     })
 }

@@ -1,4 +1,4 @@
-//! Rollbar's tables: items (one row per error group) and their occurrences.
+//! Rollbar's tables: items (one row per error group), their occurrences, and deploys.
 
 use super::ColumnType::*;
 use super::{col, key, Table, MAX_TEXT_BYTES};
@@ -70,4 +70,28 @@ pub static ROLLBAR_OCCURRENCES: Table = Table {
     event_time: Some("occurred_at"),
     // Occurrences join their item: distributing both on the item id keeps that join local.
     dist_key: Some("item_id"),
+};
+
+/// Rollbar's own deploy records (`GET /api/1/deploys`), kept current: a deploy reported
+/// as `started` later becomes `succeeded`, `failed` or `timed_out`.
+pub static ROLLBAR_DEPLOYS: Table = Table {
+    name: "rollbar_deploys",
+    columns: &[
+        key("id", BigInt),
+        col("project_id", BigInt),
+        col("environment", Text(255)),
+        col("revision", Text(255)),
+        col("status", Text(32)),
+        col("started_at", Timestamp),
+        col("finished_at", Timestamp),
+        col("user_id", BigInt),
+        // Personal (a person's login): stored under the PII policy.
+        col("local_username", Text(255)),
+        col("comment", Text(4096)),
+        col("data", Json),
+        col("synced_at", Timestamp),
+    ],
+    key: &["id"],
+    event_time: Some("started_at"),
+    dist_key: None,
 };

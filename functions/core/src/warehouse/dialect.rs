@@ -191,6 +191,11 @@ impl Dialect {
         }
     }
 
+    /// Empties a table whose rows a batch replaces whole.
+    pub fn delete_all(self, schema: &str, table: &Table) -> String {
+        format!("DELETE FROM {}", qualified(schema, table.name))
+    }
+
     pub fn drop_table(self, schema: &str, table: &str) -> String {
         format!("DROP TABLE IF EXISTS {}", qualified(schema, table))
     }
@@ -261,6 +266,26 @@ impl Dialect {
             self.parameter(1, "schema"),
             STATE.name,
             RUNS.name
+        )
+    }
+
+    /// Whether the environment map view exists (1) or not (0). Parameter: schema.
+    pub fn count_environment_map(self) -> String {
+        format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM information_schema.tables \
+             WHERE table_schema = {} AND table_name = '{}'",
+            self.parameter(1, "schema"),
+            crate::schema::View::EnvironmentMap.name()
+        )
+    }
+
+    /// The environment map as text columns: app, project id, environment, origin, shared.
+    pub fn select_environment_map(self, schema: &str) -> String {
+        let text = self.column_type(ColumnType::Text(64));
+        format!(
+            "SELECT heroku_app, CAST(rollbar_project_id AS {text}), rollbar_environment, origin, \
+             CAST(shared_versions AS {text}) FROM {} ORDER BY heroku_app, rollbar_project_id, rollbar_environment",
+            qualified(schema, crate::schema::View::EnvironmentMap.name())
         )
     }
 

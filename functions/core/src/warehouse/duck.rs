@@ -229,6 +229,14 @@ impl Warehouse for DuckDbWarehouse {
             // statement per row.
             let dialect = Dialect::DuckDb;
             let tx = conn.transaction()?;
+            if let Some(activity) = &batch.activity_views {
+                for statement in dialect.activity_views(&schema, activity) {
+                    tx.execute_batch(&statement)?;
+                }
+            }
+            for table in &batch.replace {
+                tx.execute_batch(&dialect.delete_all(&schema, table))?;
+            }
             for write in batch.writes.iter().filter(|w| !w.rows.is_empty()) {
                 let stage = format!("_stage_{}", write.table.name);
                 tx.execute_batch(&sql::create_text_stage(&schema, write.table, &stage))?;
@@ -290,6 +298,33 @@ impl Warehouse for DuckDbWarehouse {
                 })
             })?;
             rows.collect::<Result<Vec<_>, _>>().map(Some)
+        })
+        .await
+    }
+
+    async fn environment_map(&self) -> Result<Vec<super::MappedEnvironment>, WarehouseError> {
+        let schema = self.schema.clone();
+        self.with_connection("read environments", move |conn| {
+            let dialect = Dialect::DuckDb;
+            let exists: i64 = conn.query_row(
+                &dialect.count_environment_map(),
+                duckdb::params![schema],
+                |row| row.get(0),
+            )?;
+            if exists == 0 {
+                return Ok(Vec::new());
+            }
+            let mut stmt = conn.prepare(&dialect.select_environment_map(&schema))?;
+            let rows = stmt.query_map([], |row| {
+                Ok(super::MappedEnvironment {
+                    heroku_app: row.get(0)?,
+                    rollbar_project_id: row.get(1)?,
+                    rollbar_environment: row.get(2)?,
+                    origin: row.get(3)?,
+                    shared_versions: row.get(4)?,
+                })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }

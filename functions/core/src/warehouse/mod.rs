@@ -9,7 +9,7 @@
 //! state and run record) and the backend commits it in ONE transaction, merging every row
 //! on its table's natural key. That is the whole exactly-once contract.
 
-mod dialect;
+pub mod dialect;
 #[cfg(feature = "duckdb")]
 mod duck;
 mod postgres;
@@ -102,6 +102,23 @@ pub trait Warehouse: Send + Sync {
     /// Each stream's state and latest run; `None` while Heimdallr's tables do not exist
     /// (nothing has run yet). Reads only: it never creates or migrates anything.
     async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError>;
+    /// Which Heroku app runs which Rollbar environment, from the setting or inferred
+    /// (`heimdallr_environment_map`); empty before migration 9. Reads only.
+    async fn environment_map(&self) -> Result<Vec<MappedEnvironment>, WarehouseError> {
+        Ok(Vec::new())
+    }
+}
+
+/// One line of the environment map, for `heimdallr status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedEnvironment {
+    pub heroku_app: String,
+    pub rollbar_project_id: String,
+    pub rollbar_environment: String,
+    /// `setting` or `inferred`.
+    pub origin: String,
+    /// For an inferred line: how many code versions the app's releases share with it.
+    pub shared_versions: Option<String>,
 }
 
 /// Every statement one migration runs on `dialect`.
@@ -122,6 +139,12 @@ pub fn migration_statements(
             }
             crate::schema::Step::CreateView(view) => {
                 vec![dialect.create_view(schema, *view, migration.version)]
+            }
+            crate::schema::Step::DropView(view) => {
+                vec![format!(
+                    "DROP VIEW IF EXISTS {}",
+                    dialect::qualified(schema, view.name())
+                )]
             }
         })
         .collect()

@@ -203,6 +203,15 @@ impl PostgresWarehouse {
     ) -> Result<(), tokio_postgres::Error> {
         let Session { client, prepared } = session;
         let tx = client.transaction().await?;
+        if let Some(activity) = &batch.activity_views {
+            for statement in Dialect::Postgres.activity_views(&self.schema, activity) {
+                tx.execute(&statement, &[]).await?;
+            }
+        }
+        for table in &batch.replace {
+            tx.execute(&Dialect::Postgres.delete_all(&self.schema, table), &[])
+                .await?;
+        }
         for write in batch.writes.iter().filter(|w| !w.rows.is_empty()) {
             self.write_table(&tx, prepared, write.table, &write.rows)
                 .await?;
@@ -447,6 +456,34 @@ impl Warehouse for PostgresWarehouse {
             })
             .collect::<Vec<_>>()
             .into())
+    }
+
+    async fn environment_map(&self) -> Result<Vec<super::MappedEnvironment>, WarehouseError> {
+        let session = self.session().await?;
+        let exists: i64 = session
+            .client
+            .query_one(&Dialect::Postgres.count_environment_map(), &[&self.schema])
+            .await
+            .map_err(|e| self.query_error("read environments", &e))?
+            .get(0);
+        if exists == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = session
+            .client
+            .query(&Dialect::Postgres.select_environment_map(&self.schema), &[])
+            .await
+            .map_err(|e| self.query_error("read environments", &e))?;
+        Ok(rows
+            .iter()
+            .map(|row| super::MappedEnvironment {
+                heroku_app: row.get(0),
+                rollbar_project_id: row.get(1),
+                rollbar_environment: row.get(2),
+                origin: row.get(3),
+                shared_versions: row.get(4),
+            })
+            .collect())
     }
 }
 

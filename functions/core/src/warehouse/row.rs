@@ -218,6 +218,11 @@ pub struct Heartbeat {
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub writes: Vec<TableRows>,
+    /// Tables whose rows the batch replaces whole (emptied first, in the transaction).
+    pub replace: Vec<&'static Table>,
+    /// (Re)defines the views over the company's activity table (`schema.table`), first in
+    /// the transaction: `Dialect::activity_views`.
+    pub activity_views: Option<String>,
     pub heartbeats: Vec<Heartbeat>,
     /// A backend that can cancel a running statement (Redshift) cancels it after this
     /// instant and reports the batch as not applied.

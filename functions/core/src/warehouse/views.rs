@@ -38,6 +38,20 @@ impl Dialect {
     /// `CREATE OR REPLACE VIEW` for one analyst view as migration `version` defines it (a
     /// view may only use the columns that exist at that migration).
     pub fn create_view(self, schema: &str, view: View, version: i64) -> String {
+        let body = if version >= 9 {
+            self.environment_view(schema, view)
+        } else {
+            self.first_views(schema, view, version)
+        };
+        format!(
+            "CREATE OR REPLACE VIEW {} AS {body}",
+            qualified(schema, view.name())
+        )
+    }
+
+    /// The views of migrations 5 and 6 (a fresh install replays them before migration 9
+    /// redefines them).
+    fn first_views(self, schema: &str, view: View, version: i64) -> String {
         let t = |name: &str| qualified(schema, name);
         // A release's git sha: its slug's commit (promotions, rollbacks and config changes
         // have no build in the app) from migration 6, else the build that made it.
@@ -131,10 +145,308 @@ impl Dialect {
                 occurrences = t("rollbar_occurrences"),
                 window = self.plus_hours("released_at", RELEASE_WINDOW_HOURS),
             ),
+            View::ItemImpact | View::ItemVersions | View::EnvironmentMap => {
+                unreachable!("{} is first defined by migration 9", view.name())
+            }
         };
-        format!(
-            "CREATE OR REPLACE VIEW {} AS {body}",
-            qualified(schema, view.name())
-        )
+        body
+    }
+}
+
+impl Dialect {
+    /// The views as migration 9 defines them: deploys belong to an environment (the
+    /// `heimdallr_environments` setting, or a Rollbar deploy record's own environment), an
+    /// item is blamed on a deploy of its own environment, and every ordering ends in a
+    /// unique tie-break so that every backend gives the same answer.
+    fn environment_view(self, schema: &str, view: View) -> String {
+        let t = |name: &str| qualified(schema, name);
+        let environments = t(crate::schema::ENVIRONMENTS.name);
+        let items = t("rollbar_items");
+        let occurrences = t("rollbar_occurrences");
+        match view {
+            View::ItemDailyImpact => format!(
+                "SELECT o.item_id, o.project_id, o.environment, {day} AS day, \
+                 COUNT(*) AS occurrences, COUNT(DISTINCT o.person_id) AS affected_people, i.level \
+                 FROM {occurrences} AS o LEFT JOIN {items} AS i ON i.id = o.item_id \
+                 GROUP BY o.item_id, o.project_id, o.environment, {day}, i.level",
+                day = self.utc_day("o.occurred_at"),
+            ),
+            View::PersonExposure => format!(
+                "SELECT o.person_id, o.item_id, o.project_id, MIN(o.occurred_at) AS first_seen_at, \
+                 MAX(o.occurred_at) AS last_seen_at, COUNT(*) AS occurrences, o.environment, i.level \
+                 FROM {occurrences} AS o LEFT JOIN {items} AS i ON i.id = o.item_id \
+                 WHERE o.person_id IS NOT NULL \
+                 GROUP BY o.person_id, o.item_id, o.project_id, o.environment, i.level",
+            ),
+            View::Deploys => format!(
+                "SELECT 'heroku' AS source, r.app_name AS target, r.id AS deploy_id, \
+                 CAST(r.version AS BIGINT) AS number, r.created_at AS deployed_at, \
+                 COALESCE(r.slug_commit, b.source_version) AS git_sha, r.status, \
+                 r.status = 'succeeded' AS succeeded, e.name AS environment, \
+                 e.rollbar_project_id, e.rollbar_environment \
+                 FROM {releases} AS r LEFT JOIN {builds} AS b ON b.release_id = r.id \
+                 LEFT JOIN {map} AS e ON e.heroku_app = r.app_name \
+                 UNION ALL \
+                 SELECT 'rollbar' AS source, d.environment AS target, CAST(d.id AS VARCHAR(64)) AS deploy_id, \
+                 CAST(NULL AS BIGINT) AS number, COALESCE(d.finished_at, d.started_at) AS deployed_at, \
+                 d.revision AS git_sha, d.status, d.status = 'succeeded' AS succeeded, \
+                 COALESCE(e.name, d.environment) AS environment, d.project_id AS rollbar_project_id, \
+                 d.environment AS rollbar_environment \
+                 FROM {rollbar_deploys} AS d LEFT JOIN {environments} AS e \
+                 ON e.rollbar_project_id = d.project_id AND e.rollbar_environment = d.environment \
+                 UNION ALL \
+                 SELECT 'circleci' AS source, p.project_slug AS target, p.id AS deploy_id, p.number, \
+                 p.created_at AS deployed_at, p.revision AS git_sha, \
+                 CASE WHEN w.failed > 0 THEN 'failed' WHEN w.total > 0 AND w.passed = w.total THEN 'success' \
+                 WHEN w.total > 0 THEN 'running' ELSE p.state END AS status, \
+                 COALESCE(w.failed = 0 AND w.total > 0 AND w.passed = w.total, FALSE) AS succeeded, \
+                 e.name AS environment, e.rollbar_project_id, e.rollbar_environment \
+                 FROM {pipelines} AS p JOIN {environments} AS e ON e.circleci_deploys \
+                 AND e.circleci_project_slug = p.project_slug \
+                 AND (e.circleci_branch IS NULL OR e.circleci_branch = p.branch) \
+                 LEFT JOIN (SELECT pipeline_id, COUNT(*) AS total, \
+                 SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) AS passed, \
+                 SUM(CASE WHEN status IN ('failed', 'error', 'canceled', 'unauthorized') THEN 1 ELSE 0 END) AS failed \
+                 FROM (SELECT pipeline_id, status, ROW_NUMBER() OVER (PARTITION BY pipeline_id, name \
+                 ORDER BY created_at DESC, id DESC) AS attempt FROM {workflows}) AS latest \
+                 WHERE attempt = 1 GROUP BY pipeline_id) AS w ON w.pipeline_id = p.id",
+                releases = t("heroku_releases"),
+                builds = t("heroku_builds"),
+                rollbar_deploys = t("rollbar_deploys"),
+                map = t(View::EnvironmentMap.name()),
+                pipelines = t("circleci_pipelines"),
+                workflows = t("circleci_workflows"),
+            ),
+            View::SuspectDeploy => format!(
+                "WITH appeared AS (SELECT i.id AS item_id, i.project_id, i.environment, \
+                 i.first_occurrence_at AS first_seen_at, o.code_version \
+                 FROM {items} AS i LEFT JOIN {occurrences} AS o ON o.id = i.first_occurrence_id), \
+                 candidates AS (SELECT a.item_id, d.source, d.target, d.deploy_id, d.deployed_at, d.git_sha, \
+                 CASE WHEN LENGTH(a.code_version) >= 7 \
+                 AND LOWER(LEFT(d.git_sha, LENGTH(a.code_version))) = LOWER(a.code_version) \
+                 THEN 'code_version' ELSE 'time' END AS matched_by \
+                 FROM appeared AS a JOIN {deploys} AS d ON d.succeeded \
+                 AND d.rollbar_project_id = a.project_id AND d.rollbar_environment = a.environment \
+                 AND d.deployed_at <= a.first_seen_at), \
+                 ranked AS (SELECT c.item_id, c.source, c.target, c.deploy_id, c.deployed_at, c.git_sha, c.matched_by, \
+                 ROW_NUMBER() OVER (PARTITION BY c.item_id ORDER BY \
+                 CASE WHEN c.matched_by = 'code_version' THEN 0 ELSE 1 END, c.deployed_at DESC, \
+                 c.source, c.deploy_id) AS pick FROM candidates AS c) \
+                 SELECT a.item_id, a.project_id, a.environment, a.first_seen_at, a.code_version, r.matched_by, \
+                 r.source AS deploy_source, r.target AS deploy_target, r.deploy_id, r.deployed_at, r.git_sha \
+                 FROM appeared AS a LEFT JOIN ranked AS r ON r.item_id = a.item_id AND r.pick = 1",
+                deploys = t(View::Deploys.name()),
+            ),
+            View::ReleaseImpact => format!(
+                "WITH releases AS (SELECT r.id AS release_id, r.app_id, r.app_name, r.version, \
+                 r.created_at AS released_at, COALESCE(r.slug_commit, b.source_version) AS git_sha, \
+                 LEAD(r.created_at) OVER (PARTITION BY r.app_id ORDER BY r.version) AS next_release_at, \
+                 e.name AS environment, e.rollbar_project_id, e.rollbar_environment \
+                 FROM {releases} AS r LEFT JOIN {builds} AS b ON b.release_id = r.id \
+                 LEFT JOIN {map} AS e ON e.heroku_app = r.app_name \
+                 WHERE r.status = 'succeeded'), \
+                 windows AS (SELECT release_id, app_id, app_name, version, released_at, git_sha, \
+                 LEAST(COALESCE(next_release_at, {window}), {window}) AS window_end, \
+                 environment, rollbar_project_id, rollbar_environment FROM releases), \
+                 new_items AS (SELECT w.release_id, COUNT(*) AS items FROM windows AS w JOIN {items} AS i \
+                 ON i.project_id = w.rollbar_project_id AND i.environment = w.rollbar_environment \
+                 AND i.first_occurrence_at >= w.released_at AND i.first_occurrence_at < w.window_end \
+                 GROUP BY w.release_id), \
+                 reactivated AS (SELECT w.release_id, COUNT(*) AS items FROM windows AS w JOIN {items} AS i \
+                 ON i.project_id = w.rollbar_project_id AND i.environment = w.rollbar_environment \
+                 AND i.last_activated_at >= w.released_at AND i.last_activated_at < w.window_end \
+                 AND i.last_activated_at > i.first_occurrence_at GROUP BY w.release_id), \
+                 people AS (SELECT w.release_id, COUNT(DISTINCT o.person_id) AS people FROM windows AS w \
+                 JOIN {occurrences} AS o ON o.project_id = w.rollbar_project_id \
+                 AND o.environment = w.rollbar_environment \
+                 AND o.occurred_at >= w.released_at AND o.occurred_at < w.window_end GROUP BY w.release_id) \
+                 SELECT w.release_id, w.app_id, w.app_name, w.version, w.released_at, w.window_end, w.git_sha, \
+                 CASE WHEN w.rollbar_environment IS NOT NULL THEN COALESCE(n.items, 0) END AS new_items, \
+                 CASE WHEN w.rollbar_environment IS NOT NULL THEN COALESCE(a.items, 0) END AS reactivated_items, \
+                 CASE WHEN w.rollbar_environment IS NOT NULL THEN COALESCE(p.people, 0) END AS affected_people, \
+                 w.environment, w.rollbar_project_id, w.rollbar_environment \
+                 FROM windows AS w LEFT JOIN new_items AS n ON n.release_id = w.release_id \
+                 LEFT JOIN reactivated AS a ON a.release_id = w.release_id \
+                 LEFT JOIN people AS p ON p.release_id = w.release_id",
+                releases = t("heroku_releases"),
+                builds = t("heroku_builds"),
+                map = t(View::EnvironmentMap.name()),
+                window = self.plus_hours("released_at", RELEASE_WINDOW_HOURS),
+            ),
+            View::EnvironmentMap => {
+                // Shas an app released against code versions an environment reported,
+                // apps and environments the setting names left out.
+                let scores = |taken: &str| {
+                    format!(
+                        "SELECT s.app_name, v.project_id, v.environment, COUNT(DISTINCT v.code_version) AS shared \
+                         FROM shas AS s JOIN versions AS v \
+                         ON LEFT(s.sha, LENGTH(v.code_version)) = v.code_version \
+                         WHERE NOT EXISTS (SELECT 1 FROM {taken} AS k WHERE k.heroku_app = s.app_name) \
+                         AND NOT EXISTS (SELECT 1 FROM {taken} AS k WHERE k.rollbar_project_id = v.project_id \
+                         AND k.rollbar_environment = v.environment) \
+                         GROUP BY s.app_name, v.project_id, v.environment"
+                    )
+                };
+                // A pair counts when each is the other's strict best match: promotions
+                // put the same shas on several apps, and a mutual best is not a guess.
+                let mutual = |from: &str| {
+                    format!(
+                        "SELECT app_name, project_id, environment, shared FROM \
+                         (SELECT app_name, project_id, environment, shared, \
+                         RANK() OVER (PARTITION BY app_name ORDER BY shared DESC) AS app_rank, \
+                         COUNT(*) OVER (PARTITION BY app_name, shared) AS app_ties, \
+                         RANK() OVER (PARTITION BY project_id, environment ORDER BY shared DESC) AS env_rank, \
+                         COUNT(*) OVER (PARTITION BY project_id, environment, shared) AS env_ties \
+                         FROM {from}) AS ranked \
+                         WHERE app_rank = 1 AND env_rank = 1 AND app_ties = 1 AND env_ties = 1"
+                    )
+                };
+                format!(
+                    "WITH shas AS (SELECT DISTINCT r.app_name, LOWER(COALESCE(r.slug_commit, b.source_version)) AS sha \
+                     FROM {releases} AS r LEFT JOIN {builds} AS b ON b.release_id = r.id \
+                     WHERE COALESCE(r.slug_commit, b.source_version) IS NOT NULL), \
+                     versions AS (SELECT DISTINCT project_id, environment, LOWER(code_version) AS code_version \
+                     FROM {occurrences} WHERE LENGTH(code_version) >= 7), \
+                     taken AS (SELECT heroku_app, rollbar_project_id, rollbar_environment FROM {environments} \
+                     WHERE heroku_app IS NOT NULL), \
+                     scores1 AS ({scores1}), \
+                     round1 AS ({round1}), \
+                     taken2 AS (SELECT heroku_app, rollbar_project_id, rollbar_environment FROM taken \
+                     UNION ALL SELECT app_name, project_id, environment FROM round1), \
+                     scores2 AS ({scores2}), \
+                     round2 AS ({round2}) \
+                     SELECT e.name, e.rollbar_project_id, e.rollbar_environment, e.heroku_app, \
+                     'setting' AS origin, CAST(NULL AS BIGINT) AS shared_versions \
+                     FROM {environments} AS e WHERE e.heroku_app IS NOT NULL \
+                     UNION ALL SELECT environment, project_id, environment, app_name, 'inferred', shared FROM round1 \
+                     UNION ALL SELECT environment, project_id, environment, app_name, 'inferred', shared FROM round2",
+                    releases = t("heroku_releases"),
+                    builds = t("heroku_builds"),
+                    scores1 = scores("taken"),
+                    round1 = mutual("scores1"),
+                    scores2 = scores("taken2"),
+                    round2 = mutual("scores2"),
+                )
+            }
+            View::ItemImpact => format!(
+                "SELECT i.id AS item_id, i.project_id, i.environment, i.level, i.status, i.title, \
+                 i.first_occurrence_at AS first_seen_at, i.last_occurrence_at AS last_seen_at, \
+                 COUNT(o.id) AS occurrences, COUNT(DISTINCT o.person_id) AS affected_people \
+                 FROM {items} AS i LEFT JOIN {occurrences} AS o ON o.item_id = i.id \
+                 GROUP BY i.id, i.project_id, i.environment, i.level, i.status, i.title, \
+                 i.first_occurrence_at, i.last_occurrence_at",
+            ),
+            View::ItemVersions => format!(
+                "WITH per_version AS (SELECT o.item_id, o.project_id, o.environment, o.code_version, \
+                 MIN(o.occurred_at) AS first_seen_at, MAX(o.occurred_at) AS last_seen_at, \
+                 COUNT(*) AS occurrences, COUNT(DISTINCT o.person_id) AS affected_people \
+                 FROM {occurrences} AS o WHERE o.code_version IS NOT NULL \
+                 GROUP BY o.item_id, o.project_id, o.environment, o.code_version) \
+                 SELECT v.item_id, v.project_id, v.environment, v.code_version, v.first_seen_at, \
+                 v.last_seen_at, v.occurrences, v.affected_people, \
+                 CAST(RANK() OVER (PARTITION BY v.item_id ORDER BY v.first_seen_at) - 1 AS BIGINT) AS earlier_versions, \
+                 RANK() OVER (PARTITION BY v.item_id ORDER BY v.first_seen_at) = 1 AS new_in_version \
+                 FROM per_version AS v",
+            ),
+        }
+    }
+}
+
+/// The views over the company's activity table, and what they are called.
+pub const RELEASE_HEALTH_VIEW: &str = "release_health";
+pub const RETENTION_IMPACT_VIEW: &str = "rollbar_item_retention_impact";
+
+/// Occurrence levels that count as hurting a user (release health, retention impact).
+const HURTING_LEVELS: &str = "('error', 'critical')";
+
+impl Dialect {
+    /// Drops and creates the views over `activity` (`schema.table` with `user_id`, the
+    /// Rollbar person id as text, and `active_on`, a date: one row per user and active
+    /// day):
+    /// - `release_health`: per Heroku release of an environment and per day it was current,
+    ///   active users, users hit by an error or critical occurrence of that environment
+    ///   while it was current, and the crash-free share (1 - affected / active);
+    /// - `rollbar_item_retention_impact`: per item, the D7 and D30 retention of the people
+    ///   an error or critical occurrence of it hit (from the day it first hit them) against
+    ///   the people active on those same days whom it did not hit.
+    pub fn activity_views(self, schema: &str, activity: &str) -> Vec<String> {
+        let t = |name: &str| qualified(schema, name);
+        let activity = activity
+            .split('.')
+            .map(super::dialect::quote)
+            .collect::<Vec<_>>()
+            .join(".");
+        let day = |expr: &str| self.utc_day(expr);
+        let release_health = format!(
+            "CREATE VIEW {view} AS \
+             WITH releases AS (SELECT r.id AS release_id, r.app_name, r.version, r.created_at AS released_at, \
+             COALESCE(LEAD(r.created_at) OVER (PARTITION BY r.app_id ORDER BY r.version), CURRENT_TIMESTAMP) AS current_until, \
+             e.name AS environment, e.rollbar_project_id, e.rollbar_environment \
+             FROM {releases} AS r JOIN {map} AS e ON e.heroku_app = r.app_name \
+             WHERE r.status = 'succeeded'), \
+             active AS (SELECT w.release_id, a.active_on AS day, COUNT(DISTINCT a.user_id) AS active_users \
+             FROM releases AS w JOIN {activity} AS a ON a.active_on >= {released_day} AND a.active_on <= {until_day} \
+             GROUP BY w.release_id, a.active_on), \
+             hurt AS (SELECT w.release_id, {occurred_day} AS day, COUNT(DISTINCT o.person_id) AS affected_users \
+             FROM releases AS w JOIN {occurrences} AS o ON o.project_id = w.rollbar_project_id \
+             AND o.environment = w.rollbar_environment AND o.occurred_at >= w.released_at \
+             AND o.occurred_at < w.current_until AND o.level IN {HURTING_LEVELS} \
+             JOIN {activity} AS a ON a.user_id = o.person_id AND a.active_on = {occurred_day} \
+             GROUP BY w.release_id, {occurred_day}) \
+             SELECT w.release_id, w.app_name, w.version, w.environment, w.released_at, w.current_until, \
+             d.day, d.active_users, COALESCE(h.affected_users, 0) AS affected_users, \
+             1.0 - CAST(COALESCE(h.affected_users, 0) AS DOUBLE PRECISION) / d.active_users AS crash_free_users \
+             FROM releases AS w JOIN active AS d ON d.release_id = w.release_id \
+             LEFT JOIN hurt AS h ON h.release_id = w.release_id AND h.day = d.day",
+            view = t(RELEASE_HEALTH_VIEW),
+            releases = t("heroku_releases"),
+            map = t(View::EnvironmentMap.name()),
+            occurrences = t("rollbar_occurrences"),
+            released_day = day("w.released_at"),
+            until_day = day("w.current_until"),
+            occurred_day = day("o.occurred_at"),
+        );
+        let retention = format!(
+            "CREATE VIEW {view} AS \
+             WITH hits AS (SELECT o.item_id, o.person_id AS user_id, MIN({occurred_day}) AS hit_day \
+             FROM {occurrences} AS o WHERE o.person_id IS NOT NULL AND o.level IN {HURTING_LEVELS} \
+             GROUP BY o.item_id, o.person_id), \
+             observed AS (SELECT MAX(active_on) AS last_day FROM {activity}), \
+             item_days AS (SELECT DISTINCT item_id, hit_day FROM hits), \
+             others AS (SELECT d.item_id, a.user_id, d.hit_day FROM item_days AS d \
+             JOIN (SELECT DISTINCT user_id, active_on FROM {activity}) AS a ON a.active_on = d.hit_day \
+             LEFT JOIN hits AS h ON h.item_id = d.item_id AND h.user_id = a.user_id WHERE h.user_id IS NULL), \
+             cohorts AS (SELECT item_id, user_id, hit_day, 1 AS hit FROM hits \
+             UNION ALL SELECT item_id, user_id, hit_day, 0 AS hit FROM others), \
+             returns AS (SELECT c.item_id, c.user_id, c.hit, \
+             CASE WHEN c.hit_day + 7 <= l.last_day THEN CASE WHEN a7.user_id IS NULL THEN 0.0 ELSE 1.0 END END AS d7, \
+             CASE WHEN c.hit_day + 30 <= l.last_day THEN CASE WHEN a30.user_id IS NULL THEN 0.0 ELSE 1.0 END END AS d30 \
+             FROM cohorts AS c CROSS JOIN observed AS l \
+             LEFT JOIN (SELECT DISTINCT user_id, active_on FROM {activity}) AS a7 \
+             ON a7.user_id = c.user_id AND a7.active_on = c.hit_day + 7 \
+             LEFT JOIN (SELECT DISTINCT user_id, active_on FROM {activity}) AS a30 \
+             ON a30.user_id = c.user_id AND a30.active_on = c.hit_day + 30) \
+             SELECT i.id AS item_id, i.project_id, i.environment, i.level, i.title, \
+             COUNT(CASE WHEN r.hit = 1 THEN 1 END) AS hit_people, \
+             COUNT(CASE WHEN r.hit = 0 THEN 1 END) AS other_people, \
+             AVG(CASE WHEN r.hit = 1 THEN r.d7 END) AS d7_retention_hit, \
+             AVG(CASE WHEN r.hit = 0 THEN r.d7 END) AS d7_retention_others, \
+             AVG(CASE WHEN r.hit = 1 THEN r.d30 END) AS d30_retention_hit, \
+             AVG(CASE WHEN r.hit = 0 THEN r.d30 END) AS d30_retention_others, \
+             AVG(CASE WHEN r.hit = 0 THEN r.d7 END) - AVG(CASE WHEN r.hit = 1 THEN r.d7 END) AS d7_retention_lost, \
+             AVG(CASE WHEN r.hit = 0 THEN r.d30 END) - AVG(CASE WHEN r.hit = 1 THEN r.d30 END) AS d30_retention_lost \
+             FROM returns AS r JOIN {items} AS i ON i.id = r.item_id \
+             GROUP BY i.id, i.project_id, i.environment, i.level, i.title",
+            view = t(RETENTION_IMPACT_VIEW),
+            occurrences = t("rollbar_occurrences"),
+            items = t("rollbar_items"),
+            occurred_day = day("o.occurred_at"),
+        );
+        vec![
+            format!("DROP VIEW IF EXISTS {}", t(RELEASE_HEALTH_VIEW)),
+            format!("DROP VIEW IF EXISTS {}", t(RETENTION_IMPACT_VIEW)),
+            release_health,
+            retention,
+        ]
     }
 }

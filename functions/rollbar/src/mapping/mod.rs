@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use heimdallr_core::json::{read_fields, read_fields_and_spans, Fields, JsonText, Spans, LEAF};
 use heimdallr_core::pii::PiiPolicy;
-use heimdallr_core::schema::{ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
+use heimdallr_core::schema::{ROLLBAR_DEPLOYS, ROLLBAR_ITEMS, ROLLBAR_OCCURRENCES};
 use heimdallr_core::time::from_unix_seconds;
 use heimdallr_core::{Row, Value};
 use serde_json::value::RawValue;
@@ -402,6 +402,45 @@ pub fn item_row(item: &Json, synced_at: DateTime<Utc>) -> Result<Row, String> {
     ]);
     debug_assert_eq!(row.0.len(), ROLLBAR_ITEMS.columns.len());
     Ok(row)
+}
+
+/// Maps one deploy (`/deploys/` element) to a `rollbar_deploys` row. `local_username` is a
+/// person's login: the PII policy applies to it, in the column and in the raw document.
+pub fn deploy_row(deploy: &Json, pii: &PiiPolicy, synced_at: DateTime<Utc>) -> Result<Row, String> {
+    let id = lenient_i64(deploy.get("id")).ok_or("deploy has no numeric id")?;
+    let username = lenient_text(deploy.get("local_username")).and_then(|name| pii.apply(&name));
+    let mut document = deploy.clone();
+    if let Some(fields) = document.as_object_mut() {
+        match &username {
+            Some(kept) => {
+                fields.insert("local_username".into(), Json::String(kept.clone()));
+            }
+            None => {
+                fields.remove("local_username");
+            }
+        }
+    }
+    let row = Row(vec![
+        Value::BigInt(id),
+        Value::bigint(lenient_i64(deploy.get("project_id"))),
+        Value::text(lenient_text(deploy.get("environment"))),
+        Value::text(lenient_text(deploy.get("revision"))),
+        Value::text(lenient_text(deploy.get("status"))),
+        Value::timestamp(lenient_time(deploy.get("start_time"))),
+        Value::timestamp(lenient_time(deploy.get("finish_time"))),
+        Value::bigint(lenient_i64(deploy.get("user_id"))),
+        Value::text(username),
+        Value::text(lenient_text(deploy.get("comment"))),
+        Value::json(&document),
+        Value::Timestamp(synced_at),
+    ]);
+    debug_assert_eq!(row.0.len(), ROLLBAR_DEPLOYS.columns.len());
+    Ok(row)
+}
+
+/// A deploy's `start_time` (Unix seconds), the walk's mark.
+pub fn deploy_start(deploy: &Json) -> Option<i64> {
+    lenient_time(deploy.get("start_time")).map(|t| t.timestamp())
 }
 
 #[cfg(test)]

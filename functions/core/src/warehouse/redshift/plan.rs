@@ -83,6 +83,18 @@ pub fn plan_batch(
     writes.sort_by_key(|w| rank(w.table));
 
     let mut planner = Planner::default();
+    if let Some(activity) = &batch.activity_views {
+        planner
+            .current
+            .statements
+            .extend(crate::warehouse::Dialect::Redshift.activity_views(schema, activity));
+    }
+    for table in &batch.replace {
+        planner
+            .current
+            .statements
+            .push(crate::warehouse::Dialect::Redshift.delete_all(schema, table));
+    }
     for mut write in writes {
         write.dedup_by_key();
         planner.add_table(schema, &write);

@@ -220,4 +220,45 @@ impl Warehouse for RedshiftWarehouse {
             .collect::<Vec<_>>()
             .into())
     }
+
+    async fn environment_map(
+        &self,
+    ) -> Result<Vec<crate::warehouse::MappedEnvironment>, WarehouseError> {
+        let exists = self
+            .api
+            .query(
+                "read environments",
+                &Dialect::Redshift.count_environment_map(),
+                &[("schema", &self.schema)],
+                None,
+            )
+            .await?;
+        if exists
+            .first()
+            .and_then(|row| field_i64(row.first()))
+            .unwrap_or(0)
+            == 0
+        {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .api
+            .query(
+                "read environments",
+                &Dialect::Redshift.select_environment_map(&self.schema),
+                &[],
+                None,
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| crate::warehouse::MappedEnvironment {
+                heroku_app: field_text(row.first()).unwrap_or_default(),
+                rollbar_project_id: field_text(row.get(1)).unwrap_or_default(),
+                rollbar_environment: field_text(row.get(2)).unwrap_or_default(),
+                origin: field_text(row.get(3)).unwrap_or_default(),
+                shared_versions: field_text(row.get(4)),
+            })
+            .collect())
+    }
 }
