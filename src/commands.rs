@@ -97,12 +97,16 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
     if !applied.is_empty() {
         tracing::info!(warehouse = %warehouse.describe(), migrations = ?applied, "schema migrated");
     }
-    heimdallr_core::environments::store_analyst_settings(
+    // The analysts' settings never stop the sync: a wrong activity table is said, loudly.
+    if let Err(e) = heimdallr_core::environments::store_analyst_settings(
         warehouse.as_ref(),
         args.engine.environments.as_ref(),
         args.engine.activity_table.as_deref(),
     )
-    .await?;
+    .await
+    {
+        tracing::error!(error = %e, "the environments or the activity views could not be stored; syncing goes on");
+    }
     let progress = ProgressDisplay::new(log_format);
     loop {
         let started = Instant::now();
@@ -180,7 +184,10 @@ fn print_environments(map: &[heimdallr_core::warehouse::MappedEnvironment]) {
 
 async fn print_status(warehouse: &dyn Warehouse) -> Result<()> {
     println!("{}", warehouse.describe());
-    let map = warehouse.environment_map().await?;
+    let map = warehouse.environment_map().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the environment map could not be read");
+        Vec::new()
+    });
     let Some(rows) = warehouse.status().await? else {
         println!("Heimdallr's tables are not there yet: `heimdallr sync <source> --once` or `heimdallr migrate` creates them");
         return Ok(());

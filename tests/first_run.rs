@@ -184,52 +184,6 @@ async fn the_readme_first_command_then_status_then_its_queries_work_in_an_empty_
     }
 }
 
-/// The Python interpreters with a DuckDB client (scripts/test.sh installs the oldest and
-/// newest versions the README names), or none outside it.
-fn duckdb_clients() -> Vec<String> {
-    let pythons: Vec<String> = std::env::var("HEIMDALLR_TEST_DUCKDB_PYTHONS")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    if pythons.is_empty() {
-        assert!(
-            std::env::var("HEIMDALLR_REQUIRE_DUCKDB_CLIENTS").is_err(),
-            "HEIMDALLR_TEST_DUCKDB_PYTHONS is not set but the DuckDB clients are required"
-        );
-        eprintln!("skipping the README's queries: no DuckDB client (run scripts/test.sh)");
-    }
-    pythons
-}
-
-/// Runs `script` with `python` in `dir`, `stdin` on its input; returns what it printed.
-async fn run_python(python: &str, dir: &Path, script: &str, stdin: &str) -> String {
-    use tokio::io::AsyncWriteExt;
-    let mut child = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{python}: {e}"));
-    let mut input = child.stdin.take().expect("stdin");
-    input
-        .write_all(stdin.as_bytes())
-        .await
-        .expect("write stdin");
-    drop(input);
-    let output = child.wait_with_output().await.expect("python runs");
-    assert!(
-        output.status.success(),
-        "{python} failed on\n{script}\n{stdin}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn a_second_sync_on_a_file_another_process_holds_exits_75_and_says_so() {
     let fake = FakeRollbar::start(6).await.unwrap();

@@ -300,19 +300,28 @@ const ENVIRONMENT_EXAMPLE =
 function parseEnvironments(value: unknown): readonly unknown[] | undefined {
   if (value === undefined) return undefined;
   if (!Array.isArray(value)) throw new SettingsError('environments', 'must be a list', ENVIRONMENT_EXAMPLE);
+  // What the functions refuse at start-up is refused here, before a deploy.
+  const seen = new Set<string>();
+  const once = (key: string, where: string, what: string) => {
+    if (seen.has(key)) throw new SettingsError(where, `${what} is in two environments`, ENVIRONMENT_EXAMPLE);
+    seen.add(key);
+  };
   value.forEach((entry, index) => {
     const at = `environments[${index}]`;
     if (!isObject(entry)) throw new SettingsError(at, 'must be an object', ENVIRONMENT_EXAMPLE);
     rejectUnknownKeys(entry, ['name', 'rollbar', 'heroku', 'circleci'], at, ENVIRONMENT_EXAMPLE);
-    text(entry.name, `${at}.name`, /^.+$/, '"name": "production"');
+    text(entry.name, `${at}.name`, /\S/, '"name": "production"');
+    once(`name:${entry.name}`, `${at}.name`, `the name ${JSON.stringify(entry.name)}`);
     if (!isObject(entry.rollbar)) throw new SettingsError(`${at}.rollbar`, 'is required', '"rollbar": {"project_id": 901, "environment": "production"}');
     rejectUnknownKeys(entry.rollbar, ['project_id', 'environment'], `${at}.rollbar`, '"rollbar": {"project_id": 901, "environment": "production"}');
     integer(entry.rollbar.project_id ?? null, `${at}.rollbar.project_id`, 1, Number.MAX_SAFE_INTEGER, 0, '"project_id": 901');
-    text(entry.rollbar.environment, `${at}.rollbar.environment`, /^.+$/, '"environment": "production"');
+    text(entry.rollbar.environment, `${at}.rollbar.environment`, /\S/, '"environment": "production"');
+    once(`rollbar:${entry.rollbar.project_id}/${entry.rollbar.environment}`, `${at}.rollbar`, 'this Rollbar project and environment');
     if (entry.heroku !== undefined) {
       if (!isObject(entry.heroku)) throw new SettingsError(`${at}.heroku`, 'must be an object', '"heroku": {"app": "acme-web"}');
       rejectUnknownKeys(entry.heroku, ['app'], `${at}.heroku`, '"heroku": {"app": "acme-web"}');
-      text(entry.heroku.app, `${at}.heroku.app`, /^.+$/, '"app": "acme-web"');
+      text(entry.heroku.app, `${at}.heroku.app`, /\S/, '"app": "acme-web"');
+      once(`heroku:${entry.heroku.app}`, `${at}.heroku.app`, `the Heroku app ${JSON.stringify(entry.heroku.app)}`);
     }
     if (entry.circleci !== undefined) {
       const example = '"circleci": {"project": "gh/acme/web", "branch": "main", "deploys": false}';
@@ -509,7 +518,7 @@ export function parseSettings(context: unknown): Settings {
     bundleDir: c.bundleDir === undefined ? 'dist/lambda' : text(c.bundleDir, 'bundleDir', /^[^\0]+$/, '"bundleDir": "dist/lambda"'),
     reservedConcurrency: boolean(c.reservedConcurrency, 'reservedConcurrency', false),
     environments: parseEnvironments(c.environments),
-    activityTable: optionalText(c.activityTable, 'activityTable', /^[A-Za-z_][A-Za-z0-9_]{0,62}\.[A-Za-z_][A-Za-z0-9_]{0,62}$/, '"activityTable": "app.user_activity"'),
+    activityTable: optionalText(c.activityTable, 'activityTable', /^[a-z_][a-z0-9_]{0,62}\.[a-z_][a-z0-9_]{0,62}$/, '"activityTable": "app.user_activity" (lower case)'),
   };
 }
 

@@ -200,6 +200,8 @@ describe('functions', () => {
       Environment: { Variables: Match.objectLike({ HEIMDALLR_ACTIVITY_TABLE: 'app.user_activity' }) },
     });
     expect(() => settings({ activityTable: 'user_activity' })).toThrow(/heimdallr\.activityTable: is missing or malformed/);
+    const twice = { name: 'production', rollbar: { project_id: 901, environment: 'production' }, heroku: { app: 'acme-web' } };
+    expect(() => settings({ environments: [twice, { ...twice, name: 'other' }] })).toThrow(/environments\[1\]\.rollbar: this Rollbar project and environment is in two environments/);
   });
 
   test('timeouts stay below the schedule period', () => {

@@ -550,3 +550,49 @@ pub fn assert_matches_source(
         assert_eq!(snapshot.items[id], expected_item(item), "item {id} differs");
     }
 }
+
+/// The Python interpreters with a DuckDB client (scripts/test.sh installs the oldest and
+/// newest versions the README names), or none outside it.
+pub fn duckdb_clients() -> Vec<String> {
+    let pythons: Vec<String> = std::env::var("HEIMDALLR_TEST_DUCKDB_PYTHONS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    if pythons.is_empty() {
+        assert!(
+            std::env::var("HEIMDALLR_REQUIRE_DUCKDB_CLIENTS").is_err(),
+            "HEIMDALLR_TEST_DUCKDB_PYTHONS is not set but the DuckDB clients are required"
+        );
+        eprintln!("skipping: no DuckDB client (run scripts/test.sh)");
+    }
+    pythons
+}
+
+/// Runs `script` with `python` in `dir`, `stdin` on its input; returns what it printed.
+pub async fn run_python(python: &str, dir: &Path, script: &str, stdin: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python}: {e}"));
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.as_bytes())
+        .await
+        .expect("write stdin");
+    drop(input);
+    let output = child.wait_with_output().await.expect("python runs");
+    assert!(
+        output.status.success(),
+        "{python} failed on\n{script}\n{stdin}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}

@@ -71,6 +71,11 @@ pub fn parse_activity_table(text: &str) -> Result<String, String> {
             for part in [schema, table] {
                 crate::warehouse::dialect::check_identifier(part)
                     .map_err(|e| format!("{text:?}: {e}"))?;
+                // Quoted in the views' SQL: an upper-case name would not find a table
+                // created without quotes.
+                if part.chars().any(|c| c.is_ascii_uppercase()) {
+                    return Err(format!("{text:?}: write it in lower case"));
+                }
             }
             Ok(format!("{schema}.{table}"))
         }

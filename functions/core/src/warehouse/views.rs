@@ -9,6 +9,10 @@ use crate::schema::View;
 /// sooner.
 pub const RELEASE_WINDOW_HOURS: u32 = 24;
 
+/// A Rollbar deploy record of the sha a Heroku release of its environment made current,
+/// this close in time, reports that release: it is folded into it (one row per deploy).
+pub const RECORD_MATCH_MINUTES: i32 = 30;
+
 impl Dialect {
     /// The UTC day of a timestamptz.
     fn utc_day(self, expr: &str) -> String {
@@ -18,6 +22,37 @@ impl Dialect {
             }
             // Without the ICU extension DuckDB has no time zones: go through epoch micros.
             Dialect::DuckDb => format!("CAST(make_timestamp(epoch_us({expr})) AS DATE)"),
+        }
+    }
+
+    /// The current time: Redshift runs CURRENT_TIMESTAMP and NOW() on its leader node only,
+    /// which a query over tables refuses.
+    fn now(self) -> &'static str {
+        match self {
+            Dialect::Postgres | Dialect::DuckDb => "CURRENT_TIMESTAMP",
+            Dialect::Redshift => "CAST(GETDATE() AS TIMESTAMPTZ)",
+        }
+    }
+
+    /// Whether two git shas name the same commit: one is a prefix of the other, of at
+    /// least 7 characters (Rollbar's code_version and deploy revision may be short).
+    fn same_sha(self, a: &str, b: &str) -> String {
+        format!(
+            "(LENGTH({a}) >= 7 AND LENGTH({b}) >= 7 AND (LOWER(LEFT({b}, LENGTH({a}))) = LOWER({a}) \
+             OR LOWER(LEFT({a}, LENGTH({b}))) = LOWER({b})))"
+        )
+    }
+
+    /// `expr` moved by `minutes` (negative: earlier).
+    fn plus_minutes(self, expr: &str, minutes: i32) -> String {
+        match self {
+            Dialect::Postgres | Dialect::Redshift => {
+                format!("{expr} + INTERVAL '{minutes} minutes'")
+            }
+            Dialect::DuckDb => format!(
+                "to_timestamp(epoch_us({expr}) / 1000000.0 + {})",
+                minutes * 60
+            ),
         }
     }
 
@@ -179,7 +214,11 @@ impl Dialect {
                  GROUP BY o.person_id, o.item_id, o.project_id, o.environment, i.level",
             ),
             View::Deploys => format!(
-                "SELECT 'heroku' AS source, r.app_name AS target, r.id AS deploy_id, \
+                "SELECT u.source, u.target, u.deploy_id, u.number, u.deployed_at, u.git_sha, u.status, u.succeeded, \
+                 u.environment, u.rollbar_project_id, u.rollbar_environment, \
+                 COALESCE(u.git_sha <> LAG(u.git_sha) OVER (PARTITION BY u.source, u.target, u.rollbar_project_id \
+                 ORDER BY u.deployed_at, u.deploy_id), TRUE) AS brought_code FROM ( \
+                 SELECT 'heroku' AS source, r.app_name AS target, r.id AS deploy_id, \
                  CAST(r.version AS BIGINT) AS number, r.created_at AS deployed_at, \
                  COALESCE(r.slug_commit, b.source_version) AS git_sha, r.status, \
                  r.status = 'succeeded' AS succeeded, e.name AS environment, \
@@ -188,12 +227,18 @@ impl Dialect {
                  LEFT JOIN {map} AS e ON e.heroku_app = r.app_name \
                  UNION ALL \
                  SELECT 'rollbar' AS source, d.environment AS target, CAST(d.id AS VARCHAR(64)) AS deploy_id, \
-                 CAST(NULL AS BIGINT) AS number, COALESCE(d.finished_at, d.started_at) AS deployed_at, \
-                 d.revision AS git_sha, d.status, d.status = 'succeeded' AS succeeded, \
+                 CAST(NULL AS BIGINT) AS number, d.started_at AS deployed_at, \
+                 d.revision AS git_sha, COALESCE(d.status, 'succeeded') AS status, \
+                 COALESCE(d.status, 'succeeded') = 'succeeded' AS succeeded, \
                  COALESCE(e.name, d.environment) AS environment, d.project_id AS rollbar_project_id, \
                  d.environment AS rollbar_environment \
                  FROM {rollbar_deploys} AS d LEFT JOIN {environments} AS e \
                  ON e.rollbar_project_id = d.project_id AND e.rollbar_environment = d.environment \
+                 WHERE NOT EXISTS (SELECT 1 FROM {releases} AS hr LEFT JOIN {builds} AS hb ON hb.release_id = hr.id \
+                 JOIN {map} AS he ON he.heroku_app = hr.app_name \
+                 WHERE he.rollbar_project_id = d.project_id AND he.rollbar_environment = d.environment \
+                 AND {same_record_sha} \
+                 AND hr.created_at BETWEEN {record_from} AND {record_to}) \
                  UNION ALL \
                  SELECT 'circleci' AS source, p.project_slug AS target, p.id AS deploy_id, p.number, \
                  p.created_at AS deployed_at, p.revision AS git_sha, \
@@ -209,11 +254,14 @@ impl Dialect {
                  SUM(CASE WHEN status IN ('failed', 'error', 'canceled', 'unauthorized') THEN 1 ELSE 0 END) AS failed \
                  FROM (SELECT pipeline_id, status, ROW_NUMBER() OVER (PARTITION BY pipeline_id, name \
                  ORDER BY created_at DESC, id DESC) AS attempt FROM {workflows}) AS latest \
-                 WHERE attempt = 1 GROUP BY pipeline_id) AS w ON w.pipeline_id = p.id",
+                 WHERE attempt = 1 GROUP BY pipeline_id) AS w ON w.pipeline_id = p.id) AS u",
                 releases = t("heroku_releases"),
                 builds = t("heroku_builds"),
                 rollbar_deploys = t("rollbar_deploys"),
                 map = t(View::EnvironmentMap.name()),
+                same_record_sha = self.same_sha("COALESCE(hr.slug_commit, hb.source_version)", "d.revision"),
+                record_from = self.plus_minutes("d.started_at", -RECORD_MATCH_MINUTES),
+                record_to = self.plus_minutes("d.started_at", RECORD_MATCH_MINUTES),
                 pipelines = t("circleci_pipelines"),
                 workflows = t("circleci_workflows"),
             ),
@@ -222,20 +270,20 @@ impl Dialect {
                  i.first_occurrence_at AS first_seen_at, o.code_version \
                  FROM {items} AS i LEFT JOIN {occurrences} AS o ON o.id = i.first_occurrence_id), \
                  candidates AS (SELECT a.item_id, d.source, d.target, d.deploy_id, d.deployed_at, d.git_sha, \
-                 CASE WHEN LENGTH(a.code_version) >= 7 \
-                 AND LOWER(LEFT(d.git_sha, LENGTH(a.code_version))) = LOWER(a.code_version) \
-                 THEN 'code_version' ELSE 'time' END AS matched_by \
+                 CASE WHEN d.brought_code AND {same_version} THEN 'code_version' ELSE 'time' END AS matched_by \
                  FROM appeared AS a JOIN {deploys} AS d ON d.succeeded \
                  AND d.rollbar_project_id = a.project_id AND d.rollbar_environment = a.environment \
                  AND d.deployed_at <= a.first_seen_at), \
                  ranked AS (SELECT c.item_id, c.source, c.target, c.deploy_id, c.deployed_at, c.git_sha, c.matched_by, \
                  ROW_NUMBER() OVER (PARTITION BY c.item_id ORDER BY \
                  CASE WHEN c.matched_by = 'code_version' THEN 0 ELSE 1 END, c.deployed_at DESC, \
-                 c.source, c.deploy_id) AS pick FROM candidates AS c) \
+                 CASE c.source WHEN 'heroku' THEN 0 WHEN 'rollbar' THEN 1 ELSE 2 END, c.deploy_id) AS pick \
+                 FROM candidates AS c) \
                  SELECT a.item_id, a.project_id, a.environment, a.first_seen_at, a.code_version, r.matched_by, \
                  r.source AS deploy_source, r.target AS deploy_target, r.deploy_id, r.deployed_at, r.git_sha \
                  FROM appeared AS a LEFT JOIN ranked AS r ON r.item_id = a.item_id AND r.pick = 1",
                 deploys = t(View::Deploys.name()),
+                same_version = self.same_sha("d.git_sha", "a.code_version"),
             ),
             View::ReleaseImpact => format!(
                 "WITH releases AS (SELECT r.id AS release_id, r.app_id, r.app_name, r.version, \
@@ -345,8 +393,8 @@ impl Dialect {
                  SELECT v.item_id, v.project_id, v.environment, v.code_version, v.first_seen_at, \
                  v.last_seen_at, v.occurrences, v.affected_people, \
                  CAST(RANK() OVER (PARTITION BY v.item_id ORDER BY v.first_seen_at) - 1 AS BIGINT) AS earlier_versions, \
-                 RANK() OVER (PARTITION BY v.item_id ORDER BY v.first_seen_at) = 1 AS new_in_version \
-                 FROM per_version AS v",
+                 COALESCE(v.first_seen_at <= i.first_occurrence_at, FALSE) AS new_in_version \
+                 FROM per_version AS v LEFT JOIN {items} AS i ON i.id = v.item_id",
             ),
         }
     }
@@ -380,7 +428,7 @@ impl Dialect {
         let release_health = format!(
             "CREATE VIEW {view} AS \
              WITH releases AS (SELECT r.id AS release_id, r.app_name, r.version, r.created_at AS released_at, \
-             COALESCE(LEAD(r.created_at) OVER (PARTITION BY r.app_id ORDER BY r.version), CURRENT_TIMESTAMP) AS current_until, \
+             COALESCE(LEAD(r.created_at) OVER (PARTITION BY r.app_id ORDER BY r.version), {now}) AS current_until, \
              e.name AS environment, e.rollbar_project_id, e.rollbar_environment \
              FROM {releases} AS r JOIN {map} AS e ON e.heroku_app = r.app_name \
              WHERE r.status = 'succeeded'), \
@@ -399,6 +447,7 @@ impl Dialect {
              FROM releases AS w JOIN active AS d ON d.release_id = w.release_id \
              LEFT JOIN hurt AS h ON h.release_id = w.release_id AND h.day = d.day",
             view = t(RELEASE_HEALTH_VIEW),
+            now = self.now(),
             releases = t("heroku_releases"),
             map = t(View::EnvironmentMap.name()),
             occurrences = t("rollbar_occurrences"),
@@ -408,14 +457,17 @@ impl Dialect {
         );
         let retention = format!(
             "CREATE VIEW {view} AS \
-             WITH hits AS (SELECT o.item_id, o.person_id AS user_id, MIN({occurred_day}) AS hit_day \
+             WITH first_hits AS (SELECT o.item_id, o.person_id AS user_id, MIN({occurred_day}) AS hit_day \
              FROM {occurrences} AS o WHERE o.person_id IS NOT NULL AND o.level IN {HURTING_LEVELS} \
              GROUP BY o.item_id, o.person_id), \
+             hits AS (SELECT f.item_id, f.user_id, f.hit_day FROM first_hits AS f \
+             JOIN (SELECT DISTINCT user_id, active_on FROM {activity}) AS a \
+             ON a.user_id = f.user_id AND a.active_on = f.hit_day), \
              observed AS (SELECT MAX(active_on) AS last_day FROM {activity}), \
              item_days AS (SELECT DISTINCT item_id, hit_day FROM hits), \
              others AS (SELECT d.item_id, a.user_id, d.hit_day FROM item_days AS d \
              JOIN (SELECT DISTINCT user_id, active_on FROM {activity}) AS a ON a.active_on = d.hit_day \
-             LEFT JOIN hits AS h ON h.item_id = d.item_id AND h.user_id = a.user_id WHERE h.user_id IS NULL), \
+             LEFT JOIN first_hits AS h ON h.item_id = d.item_id AND h.user_id = a.user_id WHERE h.user_id IS NULL), \
              cohorts AS (SELECT item_id, user_id, hit_day, 1 AS hit FROM hits \
              UNION ALL SELECT item_id, user_id, hit_day, 0 AS hit FROM others), \
              returns AS (SELECT c.item_id, c.user_id, c.hit, \
@@ -442,11 +494,17 @@ impl Dialect {
             items = t("rollbar_items"),
             occurred_day = day("o.occurred_at"),
         );
+        // On Redshift, late binding: the company may rebuild its table without asking.
+        let binding = if self == Dialect::Redshift {
+            " WITH NO SCHEMA BINDING"
+        } else {
+            ""
+        };
         vec![
             format!("DROP VIEW IF EXISTS {}", t(RELEASE_HEALTH_VIEW)),
             format!("DROP VIEW IF EXISTS {}", t(RETENTION_IMPACT_VIEW)),
-            release_health,
-            retention,
+            release_health + binding,
+            retention + binding,
         ]
     }
 }
