@@ -61,14 +61,15 @@ const ENVIRONMENTS: &str = r#"[
 ]"#;
 
 /// The scripted day (times UTC):
-/// - Heroku acme-web (production): R1 deploys SHA_A at 09:00, R2 SHA_B at 12:00, R3 SHA_C
-///   at 15:00. acme-web-staging: S1 SHA_B at 11:00, S2 SHA_C at 14:00.
+/// - Heroku acme-web (production): R1 deploys SHA_A at 09:00, R2 promotes staging's SHA_B
+///   slug at 12:00, R3 deploys SHA_C at 15:00. acme-web-staging: S1 SHA_B at 11:00, S2
+///   SHA_C at 14:00.
 /// - Rollbar deploy records: production, SHA_A at 09:01 (R1's rollout: folded into it), and
 ///   a hotfix SHA_H from 12:04:30 to 12:06 that only Rollbar knows.
 /// - CircleCI gh/acme/web: pipeline P1 of SHA_B at 11:50 on main, successful (a build,
 ///   not a deploy: the environments setting says so); P2 of SHA_C at 13:00 on a feature
-///   branch; P3 of SHA_C at 13:30 on the staging branch, whose workflow failed and was
-///   re-run to success at 13:40 (a staging deploy).
+///   branch; P3 of SHA_C at 13:30 on the staging branch, whose workflow failed at 13:35
+///   and was re-run from 13:40 to success at 13:45 (a staging deploy, done at 13:45).
 /// - Item A (production): 10:00 u1 (code_version SHA_A), 10:30 u2, 12:30 u1 (SHA_B).
 /// - Item B (production): 12:10 u3, 13:00 u3; no code_version.
 /// - Item C (staging): 15:30 u4, code_version the 7-character prefix of SHA_C.
@@ -77,8 +78,8 @@ const ENVIRONMENTS: &str = r#"[
 /// - Item F (production): 14:30 u1 carrying SHA_C, which only staging has by then.
 /// - The second repository, the API (Rollbar project 902, Heroku acme-api): release
 ///   API1 of SHA_D at 13:00; item G (its production) at 13:05 u3, no code version.
-/// - On the 28th: a redeploy of SHA_B to acme-web (R4), then a config change (R5, same
-///   slug).
+/// - On the 28th at 09:00: a rollback of acme-web to v2 (R4, SHA_B), then at 09:10 a
+///   config change (R5, same slug).
 async fn scripted_day() -> (FakeRollbar, FakeCircleCi, FakeHeroku, Day) {
     let heroku = FakeHeroku::start(HEROKU).await.unwrap();
     heroku.add_app("acme-web");
@@ -86,16 +87,16 @@ async fn scripted_day() -> (FakeRollbar, FakeCircleCi, FakeHeroku, Day) {
     let staging_first = heroku.deploy("acme-web-staging", SHA_B, at(11, 0));
     let releases = [
         heroku.deploy("acme-web", SHA_A, at(9, 0)),
-        heroku.deploy("acme-web", SHA_B, at(12, 0)),
+        // SHA_B reaches production by promotion of staging's slug: no build of its own.
+        heroku.promote_at("acme-web-staging", "acme-web", at(12, 0)),
         heroku.deploy("acme-web", SHA_C, at(15, 0)),
     ];
-    // A week later, a rollback to SHA_B: it ends R3's time as the current release.
-    let rollback = heroku.deploy(
-        "acme-web",
-        SHA_B,
-        Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap(),
-    );
-    let config_release = heroku.add_config_release("acme-web");
+    // A week later, a rollback to v2 (SHA_B): it ends R3's time as the current release;
+    // then a config change (same slug).
+    let week_later = Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap();
+    let rollback = heroku.rollback_at("acme-web", 2, week_later);
+    let config_release =
+        heroku.config_release_at("acme-web", week_later + chrono::Duration::minutes(10));
     heroku.add_app("acme-api");
     let api_release = heroku.deploy("acme-api", SHA_D, at(13, 0));
     let staging_releases = [
@@ -493,7 +494,8 @@ async fn check_every_view(target: Target) {
                 "gh/acme/web",
                 &day.staging_pipeline,
                 "3",
-                &t(13, 30),
+                // When its last attempt's workflow stopped: the re-run, at 13:45.
+                &t(13, 45),
                 SHA_C,
                 "success",
                 "true"
@@ -510,7 +512,7 @@ async fn check_every_view(target: Target) {
                 "succeeded",
                 "true"
             ],
-            // A config change has no build: its sha is its slug's, the redeploy's.
+            // A config change has no build: its sha is its slug's, the rollback's.
             &[
                 "production",
                 "heroku",
@@ -543,7 +545,7 @@ async fn check_every_view(target: Target) {
             // the hotfix Rollbar recorded at 12:04:30 (R2 was at 12:00).
             &[&b, &t(12, 10), "time", "rollbar", &rollbar_deploy],
             // Staging: its short sha matches S2 (staging, 14:00) and the staging pipeline
-            // (13:30); the latest wins. Not production's R3.
+            // (13:45); the latest wins. Not production's R3.
             &[&c, &t(15, 30), "code_version", "heroku", &s2],
             // First seen at 09:30 (its reactivation at 16:00 does not move it): R1.
             &[&d, &t(9, 30), "time", "heroku", &r1],
@@ -575,7 +577,7 @@ async fn check_every_view(target: Target) {
             &["production", &r2, "2", &t(15, 0), SHA_B, "2", "0", "2"],
             // 15:00 + 24 h: D comes back (u5); C is staging's.
             &["production", &r3, "3", &day_after(15), SHA_C, "0", "1", "1"],
-            // The redeploy a week later, until the config change right after it.
+            // The rollback a week later, until the config change right after it.
             &[
                 "production",
                 &day.rollback,

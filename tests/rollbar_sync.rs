@@ -620,7 +620,12 @@ async fn deploys_land_whole_and_a_deploy_that_finishes_is_updated() {
     // 130 deploys an hour apart: more than one page of 100.
     for i in 0..130 {
         let environment = if i % 2 == 0 { "production" } else { "staging" };
-        let status = if i == 1 { "started" } else { "succeeded" };
+        // Two still running: one an hour below the newest, one 110 hours below (page 2).
+        let status = if i == 1 || i == 110 {
+            "started"
+        } else {
+            "succeeded"
+        };
         fake.add_deploy(
             WEB,
             environment,
@@ -639,25 +644,41 @@ async fn deploys_land_whole_and_a_deploy_that_finishes_is_updated() {
     );
     assert_eq!(stored_deploys(&target).await, expected_deploys(&fake));
 
-    // The deploy that was running finishes, and a new one starts.
-    let running = *fake
+    // The deploys that were running finish, and a new one starts.
+    let running: Vec<i64> = fake
         .deploys(WEB)
         .iter()
-        .find(|(_, d)| d["status"] == "started")
-        .unwrap()
-        .0;
-    fake.finish_deploy(WEB, running, "failed");
+        .filter(|(_, d)| d["status"] == "started")
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(running.len(), 2);
+    for id in &running {
+        fake.finish_deploy(WEB, *id, "failed");
+    }
     fake.add_deploy(WEB, "production", &"f".repeat(40), "started", newest + 600);
+    let deploy_requests = |from: usize| -> Vec<String> {
+        fake.request_log()[from..]
+            .iter()
+            .filter(|r| r.starts_with("/api/1/deploys"))
+            .cloned()
+            .collect()
+    };
     let before = fake.request_log().len();
     sync_once(&target, &fake.api_url(), WEB, &[]).await;
     assert_eq!(stored_deploys(&target).await, expected_deploys(&fake));
-    let deploy_requests: Vec<String> = fake.request_log()[before..]
-        .iter()
-        .filter(|r| r.starts_with("/api/1/deploys"))
-        .cloned()
-        .collect();
     assert_eq!(
-        deploy_requests,
+        deploy_requests(before),
+        vec![
+            "/api/1/deploys/?page=1&limit=100".to_string(),
+            "/api/1/deploys/?page=2&limit=100".to_string()
+        ],
+        "the walk goes below the day of look-back to the deploy still started on page 2"
+    );
+    // Only the new one is still running, an hour above the rest: one page.
+    let before = fake.request_log().len();
+    sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    assert_eq!(
+        deploy_requests(before),
         vec!["/api/1/deploys/?page=1&limit=100".to_string()],
         "the next run reads the day below the newest deploy: one page"
     );

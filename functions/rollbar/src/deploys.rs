@@ -2,8 +2,9 @@
 //!
 //! "List all deploys" pages by number, most recent first. A walk reads from the newest
 //! page down to the deploys that started a day before the newest one stored (a deploy
-//! reported as `started` is updated when it finishes, so the recent ones are read again),
-//! or to the end of the list (an empty page). A walk cut short resumes at its page; a
+//! reported as `started` is updated when it finishes, so the recent ones are read again)
+//! and below every deploy last seen `started` (up to a week below the newest), or to the
+//! end of the list (an empty page). A walk cut short resumes at its page; a
 //! deploy that arrives meanwhile shifts the pages down, so a page may repeat a deploy
 //! (merged on its id), never skip one.
 
@@ -17,6 +18,7 @@ use heimdallr_core::schema::ROLLBAR_DEPLOYS;
 use heimdallr_core::stream::{Stream, StreamError};
 use heimdallr_core::walk::{drive, PageOutcome, Pages, WalkState};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const DEPLOYS: &str = "deploys";
@@ -25,6 +27,8 @@ pub const DEPLOY_LOOKBACK_SECONDS: i64 = 24 * 3600;
 /// Deploys asked for per page (the API's default is 20; a quiet project's page 1 holds
 /// everything recent).
 pub const DEPLOYS_PER_PAGE: u32 = 100;
+/// A deploy still `started` this long below the newest one stored is given up on.
+pub const OPEN_DEPLOY_HORIZON_SECONDS: i64 = 7 * 24 * 3600;
 
 /// Where the deploys walk is: its mark is the newest `start_time` stored (Unix seconds),
 /// its handle the next page number.
@@ -32,6 +36,9 @@ pub const DEPLOYS_PER_PAGE: u32 = 100;
 pub struct DeploysCursor {
     #[serde(flatten)]
     pub walk: WalkState<i64>,
+    /// Deploys last seen `started` (id: start time): walks go below them until they end.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub open: BTreeMap<i64, i64>,
 }
 
 /// `rollbar/deploys/<project>`.
@@ -70,10 +77,29 @@ fn reaches_lookback(mark: Option<i64>, oldest: Option<i64>) -> bool {
     matches!((mark, oldest), (Some(mark), Some(oldest)) if oldest < mark - DEPLOY_LOOKBACK_SECONDS)
 }
 
+/// Whether a page whose oldest deploy started at `oldest` is below every open deploy.
+fn passes_open(open: &BTreeMap<i64, i64>, oldest: Option<i64>) -> bool {
+    oldest.is_some_and(|oldest| open.values().all(|start| *start >= oldest))
+}
+
 #[async_trait]
 impl Pages<DeploysCursor> for DeployPages<'_> {
     fn resuming(&self, cursor: &DeploysCursor) -> bool {
         cursor.walk.is_resuming()
+    }
+
+    fn begin(&mut self, run: &mut DeploysRun) {
+        // A deploy that never said it ended is not looked for for ever.
+        if let Some(mark) = run.cursor.walk.high_water {
+            let key = run.key().to_string();
+            run.cursor.open.retain(|id, start| {
+                let keep = *start >= mark - OPEN_DEPLOY_HORIZON_SECONDS;
+                if !keep {
+                    tracing::warn!(stream = %key, deploy = id, "a deploy still started a week below the newest: no longer re-read");
+                }
+                keep
+            });
+        }
     }
 
     async fn next_page(&mut self, run: &mut DeploysRun) -> Result<PageOutcome, StreamError> {
@@ -115,6 +141,16 @@ impl Pages<DeploysCursor> for DeployPages<'_> {
             if let Some(start) = start.and_then(|s| chrono::DateTime::from_timestamp(s, 0)) {
                 run.observe_source_time(start);
             }
+            if let Some(id) = crate::mapping::lenient_i64(deploy.get("id")) {
+                match (deploy.get("status").and_then(|s| s.as_str()), start) {
+                    (Some("started"), Some(start)) => {
+                        run.cursor.open.insert(id, start);
+                    }
+                    _ => {
+                        run.cursor.open.remove(&id);
+                    }
+                }
+            }
             let id = deploy
                 .get("id")
                 .map(ToString::to_string)
@@ -122,7 +158,9 @@ impl Pages<DeploysCursor> for DeployPages<'_> {
             records.push((id, start));
         }
         let oldest = records.iter().filter_map(|(_, start)| *start).min();
-        let done = deploys.is_empty() || reaches_lookback(run.cursor.walk.high_water, oldest);
+        let done = deploys.is_empty()
+            || (reaches_lookback(run.cursor.walk.high_water, oldest)
+                && passes_open(&run.cursor.open, oldest));
         let finished = run
             .cursor
             .walk
@@ -155,5 +193,13 @@ mod tests {
             !reaches_lookback(Some(mark), None),
             "a page without times goes on"
         );
+    }
+
+    #[test]
+    fn a_walk_goes_below_every_deploy_still_started() {
+        let open = BTreeMap::from([(7, 1_000), (9, 5_000)]);
+        assert!(!passes_open(&open, Some(2_000)), "deploy 7 is further down");
+        assert!(passes_open(&open, Some(999)));
+        assert!(passes_open(&BTreeMap::new(), Some(1)));
     }
 }

@@ -355,13 +355,15 @@ impl FakeCircleCi {
             at + Duration::minutes(10),
         );
         for workflow in [&first, &rerun] {
-            let status = if workflow == &first {
-                "failed"
+            let (status, took) = if workflow == &first {
+                ("failed", 5)
             } else {
-                "success"
+                ("success", 15)
             };
             if let Some(w) = state.workflows.get_mut(workflow) {
                 w["status"] = json!(status);
+                // Final workflows say when they stopped: 13:35 and 13:45 for a 13:30 one.
+                w["stopped_at"] = json!(stamp(at + Duration::minutes(took)));
             }
             for job in state.jobs.get_mut(workflow).into_iter().flatten() {
                 if job["status"] == "on_hold" || job["status"] == "running" {

@@ -380,6 +380,36 @@ impl FakeHeroku {
         release_id
     }
 
+    /// [`FakeHeroku::promote`] stamped at `at` exactly (a scripted day).
+    pub fn promote_at(&self, from: &str, to: &str, at: DateTime<Utc>) -> String {
+        let id = self.promote(from, to);
+        self.stamp_release(to, &id, at);
+        id
+    }
+
+    /// [`FakeHeroku::rollback`] stamped at `at` exactly.
+    pub fn rollback_at(&self, app: &str, version: i64, at: DateTime<Utc>) -> String {
+        let id = self.rollback(app, version);
+        self.stamp_release(app, &id, at);
+        id
+    }
+
+    /// [`FakeHeroku::add_config_release`] stamped at `at` exactly.
+    pub fn config_release_at(&self, app: &str, at: DateTime<Utc>) -> String {
+        let id = self.add_config_release(app);
+        self.stamp_release(app, &id, at);
+        id
+    }
+
+    fn stamp_release(&self, app: &str, id: &str, at: DateTime<Utc>) {
+        let mut state = self.lock();
+        state.clock = at;
+        if let Some(release) = state.app(app).releases.iter_mut().find(|r| r["id"] == id) {
+            release["created_at"] = json!(stamp(at));
+            release["updated_at"] = json!(stamp(at));
+        }
+    }
+
     /// Pending builds end (one in six fails); succeeded ones have no release yet.
     pub fn finish_builds(&self, app: &str) {
         let mut state = self.lock();

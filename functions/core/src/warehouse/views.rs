@@ -241,7 +241,7 @@ impl Dialect {
                  AND hr.created_at BETWEEN {record_from} AND {record_to}) \
                  UNION ALL \
                  SELECT 'circleci' AS source, p.project_slug AS target, p.id AS deploy_id, p.number, \
-                 p.created_at AS deployed_at, p.revision AS git_sha, \
+                 COALESCE(w.finished_at, p.created_at) AS deployed_at, p.revision AS git_sha, \
                  CASE WHEN w.failed > 0 THEN 'failed' WHEN w.total > 0 AND w.passed = w.total THEN 'success' \
                  WHEN w.total > 0 THEN 'running' ELSE p.state END AS status, \
                  COALESCE(w.failed = 0 AND w.total > 0 AND w.passed = w.total, FALSE) AS succeeded, \
@@ -251,8 +251,9 @@ impl Dialect {
                  AND (e.circleci_branch IS NULL OR e.circleci_branch = p.branch) \
                  LEFT JOIN (SELECT pipeline_id, COUNT(*) AS total, \
                  SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) AS passed, \
-                 SUM(CASE WHEN status IN ('failed', 'error', 'canceled', 'unauthorized') THEN 1 ELSE 0 END) AS failed \
-                 FROM (SELECT pipeline_id, status, ROW_NUMBER() OVER (PARTITION BY pipeline_id, name \
+                 SUM(CASE WHEN status IN ('failed', 'error', 'canceled', 'unauthorized') THEN 1 ELSE 0 END) AS failed, \
+                 MAX(stopped_at) AS finished_at \
+                 FROM (SELECT pipeline_id, status, stopped_at, ROW_NUMBER() OVER (PARTITION BY pipeline_id, name \
                  ORDER BY created_at DESC, id DESC) AS attempt FROM {workflows}) AS latest \
                  WHERE attempt = 1 GROUP BY pipeline_id) AS w ON w.pipeline_id = p.id) AS u",
                 releases = t("heroku_releases"),
