@@ -433,9 +433,10 @@ impl Dialect {
              e.name AS environment, e.rollbar_project_id, e.rollbar_environment \
              FROM {releases} AS r JOIN {map} AS e ON e.heroku_app = r.app_name \
              WHERE r.status = 'succeeded'), \
-             active AS (SELECT w.release_id, a.active_on AS day, COUNT(DISTINCT a.user_id) AS active_users \
-             FROM releases AS w JOIN {activity} AS a ON a.active_on >= {released_day} AND a.active_on <= {until_day} \
-             GROUP BY w.release_id, a.active_on), \
+             daily AS (SELECT active_on AS day, COUNT(DISTINCT user_id) AS active_users \
+             FROM {activity} GROUP BY active_on), \
+             active AS (SELECT w.release_id, a.day, a.active_users \
+             FROM releases AS w JOIN daily AS a ON a.day >= {released_day} AND a.day <= {until_day}), \
              hurt AS (SELECT w.release_id, {occurred_day} AS day, COUNT(DISTINCT o.person_id) AS affected_users \
              FROM releases AS w JOIN {occurrences} AS o ON o.project_id = w.rollbar_project_id \
              AND o.environment = w.rollbar_environment AND o.occurred_at >= w.released_at \
@@ -465,31 +466,47 @@ impl Dialect {
              JOIN (SELECT DISTINCT user_id, active_on FROM {activity}) AS a \
              ON a.user_id = f.user_id AND a.active_on = f.hit_day), \
              observed AS (SELECT MAX(active_on) AS last_day FROM {activity}), \
+             presence AS (SELECT DISTINCT user_id, active_on FROM {activity}), \
+             returned AS (SELECT p.user_id, p.active_on, \
+             CASE WHEN p7.user_id IS NULL THEN 0 ELSE 1 END AS back7, \
+             CASE WHEN p30.user_id IS NULL THEN 0 ELSE 1 END AS back30 FROM presence AS p \
+             LEFT JOIN presence AS p7 ON p7.user_id = p.user_id AND p7.active_on = p.active_on + 7 \
+             LEFT JOIN presence AS p30 ON p30.user_id = p.user_id AND p30.active_on = p.active_on + 30), \
+             daily AS (SELECT active_on AS day, COUNT(*) AS active_users, SUM(back7) AS back7, \
+             SUM(back30) AS back30 FROM returned GROUP BY active_on), \
              item_days AS (SELECT DISTINCT item_id, hit_day FROM hits), \
-             others AS (SELECT d.item_id, a.user_id, d.hit_day FROM item_days AS d \
-             JOIN (SELECT DISTINCT user_id, active_on FROM {activity}) AS a ON a.active_on = d.hit_day \
-             LEFT JOIN first_hits AS h ON h.item_id = d.item_id AND h.user_id = a.user_id WHERE h.user_id IS NULL), \
-             cohorts AS (SELECT item_id, user_id, hit_day, 1 AS hit FROM hits \
-             UNION ALL SELECT item_id, user_id, hit_day, 0 AS hit FROM others), \
-             returns AS (SELECT c.item_id, c.user_id, c.hit, \
-             CASE WHEN c.hit_day + 7 <= l.last_day THEN CASE WHEN a7.user_id IS NULL THEN 0.0 ELSE 1.0 END END AS d7, \
-             CASE WHEN c.hit_day + 30 <= l.last_day THEN CASE WHEN a30.user_id IS NULL THEN 0.0 ELSE 1.0 END END AS d30 \
-             FROM cohorts AS c CROSS JOIN observed AS l \
-             LEFT JOIN (SELECT DISTINCT user_id, active_on FROM {activity}) AS a7 \
-             ON a7.user_id = c.user_id AND a7.active_on = c.hit_day + 7 \
-             LEFT JOIN (SELECT DISTINCT user_id, active_on FROM {activity}) AS a30 \
-             ON a30.user_id = c.user_id AND a30.active_on = c.hit_day + 30) \
+             hit_that_day AS (SELECT d.item_id, d.hit_day, COUNT(*) AS people, SUM(r.back7) AS back7, \
+             SUM(r.back30) AS back30 FROM item_days AS d JOIN first_hits AS f ON f.item_id = d.item_id \
+             JOIN returned AS r ON r.user_id = f.user_id AND r.active_on = d.hit_day \
+             GROUP BY d.item_id, d.hit_day), \
+             others AS (SELECT d.item_id, d.hit_day, y.active_users - COALESCE(h.people, 0) AS people, \
+             y.back7 - COALESCE(h.back7, 0) AS back7, y.back30 - COALESCE(h.back30, 0) AS back30 \
+             FROM item_days AS d JOIN daily AS y ON y.day = d.hit_day \
+             LEFT JOIN hit_that_day AS h ON h.item_id = d.item_id AND h.hit_day = d.hit_day), \
+             hit_side AS (SELECT h.item_id, COUNT(*) AS hit_people, \
+             SUM(CASE WHEN h.hit_day + 7 <= l.last_day THEN 1 ELSE 0 END) AS seen7, \
+             SUM(CASE WHEN h.hit_day + 7 <= l.last_day THEN r.back7 ELSE 0 END) AS back7, \
+             SUM(CASE WHEN h.hit_day + 30 <= l.last_day THEN 1 ELSE 0 END) AS seen30, \
+             SUM(CASE WHEN h.hit_day + 30 <= l.last_day THEN r.back30 ELSE 0 END) AS back30 \
+             FROM hits AS h CROSS JOIN observed AS l \
+             JOIN returned AS r ON r.user_id = h.user_id AND r.active_on = h.hit_day GROUP BY h.item_id), \
+             other_side AS (SELECT o.item_id, SUM(o.people) AS other_people, \
+             SUM(CASE WHEN o.hit_day + 7 <= l.last_day THEN o.people ELSE 0 END) AS seen7, \
+             SUM(CASE WHEN o.hit_day + 7 <= l.last_day THEN o.back7 ELSE 0 END) AS back7, \
+             SUM(CASE WHEN o.hit_day + 30 <= l.last_day THEN o.people ELSE 0 END) AS seen30, \
+             SUM(CASE WHEN o.hit_day + 30 <= l.last_day THEN o.back30 ELSE 0 END) AS back30 \
+             FROM others AS o CROSS JOIN observed AS l GROUP BY o.item_id), \
+             shares AS (SELECT h.item_id, h.hit_people, COALESCE(o.other_people, 0) AS other_people, \
+             CAST(h.back7 AS DOUBLE PRECISION) / NULLIF(h.seen7, 0) AS d7_hit, \
+             CAST(o.back7 AS DOUBLE PRECISION) / NULLIF(o.seen7, 0) AS d7_others, \
+             CAST(h.back30 AS DOUBLE PRECISION) / NULLIF(h.seen30, 0) AS d30_hit, \
+             CAST(o.back30 AS DOUBLE PRECISION) / NULLIF(o.seen30, 0) AS d30_others \
+             FROM hit_side AS h LEFT JOIN other_side AS o ON o.item_id = h.item_id) \
              SELECT i.id AS item_id, i.project_id, i.environment, i.level, i.title, \
-             COUNT(CASE WHEN r.hit = 1 THEN 1 END) AS hit_people, \
-             COUNT(CASE WHEN r.hit = 0 THEN 1 END) AS other_people, \
-             AVG(CASE WHEN r.hit = 1 THEN r.d7 END) AS d7_retention_hit, \
-             AVG(CASE WHEN r.hit = 0 THEN r.d7 END) AS d7_retention_others, \
-             AVG(CASE WHEN r.hit = 1 THEN r.d30 END) AS d30_retention_hit, \
-             AVG(CASE WHEN r.hit = 0 THEN r.d30 END) AS d30_retention_others, \
-             AVG(CASE WHEN r.hit = 0 THEN r.d7 END) - AVG(CASE WHEN r.hit = 1 THEN r.d7 END) AS d7_retention_lost, \
-             AVG(CASE WHEN r.hit = 0 THEN r.d30 END) - AVG(CASE WHEN r.hit = 1 THEN r.d30 END) AS d30_retention_lost \
-             FROM returns AS r JOIN {items} AS i ON i.id = r.item_id \
-             GROUP BY i.id, i.project_id, i.environment, i.level, i.title",
+             s.hit_people, s.other_people, s.d7_hit AS d7_retention_hit, s.d7_others AS d7_retention_others, \
+             s.d30_hit AS d30_retention_hit, s.d30_others AS d30_retention_others, \
+             s.d7_others - s.d7_hit AS d7_retention_lost, s.d30_others - s.d30_hit AS d30_retention_lost \
+             FROM shares AS s JOIN {items} AS i ON i.id = s.item_id",
             view = t(RETENTION_IMPACT_VIEW),
             occurrences = t("rollbar_occurrences"),
             items = t("rollbar_items"),
