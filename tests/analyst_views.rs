@@ -264,6 +264,7 @@ async fn sync_day(target: &Target, environments: Option<&str>) -> (Day, String) 
         .env("HEROKU_API_URL", heroku.api_url())
         .env("HEROKU_APPS", "acme-web,acme-web-staging,acme-api")
         .env("HEIMDALLR_ACTIVITY_TABLE", &activity)
+        .env("ROLLBAR_DEPLOYS", "true")
         .args(["sync", "all", "--once", "--pii", "keep"]);
     if let Some(environments) = environments {
         command.env("HEIMDALLR_ENVIRONMENTS", environments);

@@ -111,6 +111,13 @@ async fn the_readme_first_command_then_status_then_its_queries_work_in_an_empty_
         "{}",
         sync.stdout
     );
+    // The defaults ask Rollbar for occurrences and items only: deploy records are opt-in
+    // (ROLLBAR_DEPLOYS), so a token or account without them never fails the first sync.
+    assert!(
+        fake.request_log().iter().all(|r| !r.contains("/deploys")),
+        "{:?}",
+        fake.request_log()
+    );
     let file = dir
         .path()
         .join(heimdallr_core::warehouse::DEFAULT_DUCKDB_PATH);

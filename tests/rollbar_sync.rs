@@ -634,7 +634,15 @@ async fn deploys_land_whole_and_a_deploy_that_finishes_is_updated() {
             newest - i * 3600,
         );
     }
-    let first = sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    // Off unless asked: the default sync has no deploys stream.
+    let without = sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    assert!(
+        !without.stdout.contains("rollbar/deploys"),
+        "{}",
+        without.stdout
+    );
+    let deploys = ["--rollbar-deploys", "true"];
+    let first = sync_once(&target, &fake.api_url(), WEB, &deploys).await;
     assert!(
         first
             .stdout
@@ -664,7 +672,7 @@ async fn deploys_land_whole_and_a_deploy_that_finishes_is_updated() {
             .collect()
     };
     let before = fake.request_log().len();
-    sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    sync_once(&target, &fake.api_url(), WEB, &deploys).await;
     assert_eq!(stored_deploys(&target).await, expected_deploys(&fake));
     assert_eq!(
         deploy_requests(before),
@@ -676,7 +684,7 @@ async fn deploys_land_whole_and_a_deploy_that_finishes_is_updated() {
     );
     // Only the new one is still running, an hour above the rest: one page.
     let before = fake.request_log().len();
-    sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    sync_once(&target, &fake.api_url(), WEB, &deploys).await;
     assert_eq!(
         deploy_requests(before),
         vec!["/api/1/deploys/?page=1&limit=100".to_string()],

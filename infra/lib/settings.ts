@@ -17,6 +17,8 @@ export interface SourceDefinition {
   readonly scope?: { readonly key: string; readonly env: string; readonly example: readonly string[]; readonly everything?: string };
   /** Whether it stores personal data, and so reads the PII policy (HEIMDALLR_PII). */
   readonly personalData: boolean;
+  /** On/off settings of the source: their cdk.json key and the function's variable. */
+  readonly switches?: readonly { readonly key: string; readonly env: string }[];
   /** The secret's CloudFormation logical id, fixed for ever: a changed id would replace the
    * secret and lose the hand-entered token. A new source picks any unused id. */
   readonly secretLogicalId: string;
@@ -25,7 +27,15 @@ export interface SourceDefinition {
 /** Every source the stack can deploy. A new source is one entry here (see the README). */
 export const SOURCES = {
   // Rollbar's projects are the tokens in its secret, so it has no scope list.
-  rollbar: { enabledByDefault: true, scheduleMinutes: 1, freshnessMinutes: 15, personalData: true, secretLogicalId: 'RollbarSecret47F3B9E6' },
+  rollbar: {
+    enabledByDefault: true,
+    scheduleMinutes: 1,
+    freshnessMinutes: 15,
+    personalData: true,
+    secretLogicalId: 'RollbarSecret47F3B9E6',
+    // Deploy records (rollbar/deploys/<project>): off unless asked.
+    switches: [{ key: 'deploys', env: 'ROLLBAR_DEPLOYS' }],
+  },
   circleci: {
     enabledByDefault: false,
     scheduleMinutes: 5,
@@ -62,6 +72,8 @@ export interface SourceSettings {
   readonly freshnessMinutes: number;
   /** CircleCI project slugs / Heroku apps (Rollbar projects are the tokens in its secret). */
   readonly scopes: string[];
+  /** The source's on/off settings that are set (by cdk.json key). */
+  readonly switches: Record<string, boolean>;
   readonly memoryMb: number;
 }
 
@@ -257,7 +269,8 @@ function parseSource(name: SourceName, value: unknown, defaultMemoryMb: number):
     }
     scopes = list as string[];
   }
-  const known = ['enabled', 'scheduleMinutes', 'freshnessMinutes', 'memoryMb', ...(scope === undefined ? [] : [scope.key])];
+  const switchKeys = (defaults.switches ?? []).map((s) => s.key);
+  const known = ['enabled', 'scheduleMinutes', 'freshnessMinutes', 'memoryMb', ...switchKeys, ...(scope === undefined ? [] : [scope.key])];
   rejectUnknownKeys(source, known, `sources.${name}`, objectExample);
   const scheduleMinutes = integer(source.scheduleMinutes, `sources.${name}.scheduleMinutes`, 1, 1440, defaults.scheduleMinutes, '"scheduleMinutes": 5');
   // A source with a list of projects or apps is on unless disabled; without one it has
@@ -288,6 +301,9 @@ function parseSource(name: SourceName, value: unknown, defaultMemoryMb: number):
     scheduleMinutes,
     freshnessMinutes,
     scopes,
+    switches: Object.fromEntries(
+      switchKeys.filter((key) => source[key] !== undefined).map((key) => [key, boolean(source[key], `sources.${name}.${key}`, false)]),
+    ),
     memoryMb: integer(source.memoryMb, `sources.${name}.memoryMb`, 128, 10240, defaultMemoryMb, '"memoryMb": 256'),
   };
 }
@@ -348,6 +364,10 @@ export function sourceEnvironment(name: SourceName, settings: Settings): Record<
   if (settings.activityTable !== undefined) environment.HEIMDALLR_ACTIVITY_TABLE = settings.activityTable;
   if (defined.scope !== undefined) environment[defined.scope.env] = settings.sources[name].scopes.join(',');
   if (defined.personalData) environment.HEIMDALLR_PII = settings.pii;
+  for (const { key, env } of defined.switches ?? []) {
+    const value = settings.sources[name].switches[key];
+    if (value !== undefined) environment[env] = String(value);
+  }
   return environment;
 }
 

@@ -204,6 +204,14 @@ describe('functions', () => {
     expect(() => settings({ environments: [twice, { ...twice, name: 'other' }] })).toThrow(/environments\[1\]\.rollbar: this Rollbar project and environment is in two environments/);
   });
 
+  test("Rollbar's deploy records are a switch of the source: ROLLBAR_DEPLOYS", () => {
+    const { template: withDeploys } = synth(settings({ sources: { rollbar: { deploys: true } } }));
+    const fn = Object.values(withDeploys.findResources('AWS::Lambda::Function'))[0];
+    expect(fn.Properties.Environment.Variables.ROLLBAR_DEPLOYS).toBe('true');
+    expect(resourcesOf('AWS::Lambda::Function')[functionIdFor('rollbar')].Properties.Environment.Variables.ROLLBAR_DEPLOYS).toBeUndefined();
+    expect(() => settings({ sources: { rollbar: { deploys: 'yes' } } })).toThrow(/sources\.rollbar\.deploys: must be true or false/);
+  });
+
   test('timeouts stay below the schedule period', () => {
     const timeouts = Object.fromEntries(
       Object.entries(resourcesOf('AWS::Lambda::Function')).map(([id, f]) => [id.replace(/Function.*/, ''), f.Properties.Timeout]),

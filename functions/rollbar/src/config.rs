@@ -45,6 +45,8 @@ pub struct RollbarConfig {
     /// Occurrences at or below the high-water mark each walk re-reads (ids are only
     /// approximately in time order; merges are idempotent). 0 turns it off.
     pub overlap: usize,
+    /// Also sync the projects' deploy records (`rollbar/deploys/<project>`).
+    pub deploys: bool,
     pub pii: PiiPolicy,
 }
 
@@ -129,6 +131,7 @@ impl RollbarConfig {
             .unwrap_or_default(),
             item_refresh_limit: DEFAULT_ITEM_REFRESH_LIMIT,
             overlap: DEFAULT_OVERLAP,
+            deploys: false,
             pii: PiiPolicy::default(),
         }
     }

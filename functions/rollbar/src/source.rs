@@ -44,6 +44,18 @@ pub struct Settings {
         default_value_t = DEFAULT_OVERLAP
     )]
     pub overlap: usize,
+    /// Also sync each project's deploy records (`GET /deploys`) into `rollbar_deploys`,
+    /// for the per-environment deploy views. Off unless asked: a 404 on the list is then an
+    /// error, never "no deploys".
+    #[arg(
+        id = "rollbar_deploys", value_name = "BOOL",
+        long = "rollbar-deploys",
+        env = "ROLLBAR_DEPLOYS",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub deploys: bool,
 }
 
 /// The Rollbar source: one HTTP client for every project (each call carries its token).
@@ -112,6 +124,7 @@ impl Source for Rollbar {
         config.page_limit = self.settings.page_limit;
         config.items_sweep_interval = self.settings.items_sweep_interval;
         config.overlap = self.settings.overlap;
+        config.deploys = self.settings.deploys;
         config.pii = pii.clone();
         Ok(crate::sync::streams(&self.client, &config))
     }

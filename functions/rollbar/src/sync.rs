@@ -214,8 +214,8 @@ pub struct Sweep {
     pub started_at: DateTime<Utc>,
 }
 
-/// Three streams per project (occurrences, then the items they touched, then deploys), run
-/// one after the other; each has its own state, so one project's failure does not hold the
+/// Two streams per project (occurrences, then the items they touched), and a third for its
+/// deploys when asked (`ROLLBAR_DEPLOYS`), run one after the other; each has its own state, so one project's failure does not hold the
 /// others back, and a project whose token is refused skips its other streams.
 pub fn streams(client: &RollbarClient, config: &RollbarConfig) -> Vec<Box<dyn AnyStream>> {
     let config = Arc::new(config.clone());
@@ -227,8 +227,12 @@ pub fn streams(client: &RollbarClient, config: &RollbarConfig) -> Vec<Box<dyn An
             config: Arc::clone(&config),
         };
         streams.push(Box::new(OccurrencesStream(stream.clone())));
-        streams.push(Box::new(ItemsStream(stream.clone())));
-        streams.push(Box::new(crate::deploys::DeploysStream(stream)));
+        if config.deploys {
+            streams.push(Box::new(ItemsStream(stream.clone())));
+            streams.push(Box::new(crate::deploys::DeploysStream(stream)));
+        } else {
+            streams.push(Box::new(ItemsStream(stream)));
+        }
     }
     streams
 }

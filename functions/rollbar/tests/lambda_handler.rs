@@ -48,6 +48,7 @@ async fn the_handler_syncs_reports_and_fails_typed() {
             page_limit: 100,
             items_sweep_interval: Duration::from_secs(3600),
             overlap: heimdallr_rollbar::config::DEFAULT_OVERLAP,
+            deploys: false,
         },
         &Common::default(),
     )
@@ -57,19 +58,18 @@ async fn the_handler_syncs_reports_and_fails_typed() {
     let report = function.handle(event("inv-1", 60)).await.unwrap();
     let streams = report["streams"].as_array().unwrap();
     assert_eq!(report["run_id"], "inv-1");
-    assert_eq!(streams.len(), 6, "three streams for each of two projects");
+    assert_eq!(streams.len(), 4, "two streams for each of two projects");
     assert_eq!(streams[0]["stream"], "rollbar/occurrences/a");
     assert_eq!(streams[0]["rows"], 250);
-    assert_eq!(streams[2]["stream"], "rollbar/deploys/a");
-    assert_eq!(streams[3]["stream"], "rollbar/occurrences/b");
-    assert_eq!(streams[3]["rows"], 120);
+    assert_eq!(streams[2]["stream"], "rollbar/occurrences/b");
+    assert_eq!(streams[2]["rows"], 120);
 
     // No time left: nothing starts, and that is not an error.
     let report = function.handle(event("inv-2", 1)).await.unwrap();
     // (Items had nothing due, so they are done; occurrences could not look.)
     let streams = report["streams"].as_array().unwrap();
     assert_eq!(streams[0]["status"], "partial", "{report}");
-    assert_eq!(streams[3]["status"], "partial", "{report}");
+    assert_eq!(streams[2]["status"], "partial", "{report}");
     assert!(streams.iter().all(|s| s["rows"] == 0));
 
     // The token of project a is revoked and a new one put in the secret: the cached
