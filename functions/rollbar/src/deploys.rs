@@ -123,13 +123,13 @@ impl Pages<DeploysCursor> for DeployPages<'_> {
         let synced_at = Utc::now();
         let mut records = Vec::with_capacity(deploys.len());
         for deploy in &deploys {
+            let id = deploy
+                .get("id")
+                .map(ToString::to_string)
+                .unwrap_or_default();
             match deploy_row(deploy, &self.stream.config.pii, synced_at) {
                 Ok(row) => run.add(&ROLLBAR_DEPLOYS, row),
                 Err(reason) => {
-                    let id = deploy
-                        .get("id")
-                        .map(ToString::to_string)
-                        .unwrap_or_default();
                     let mut raw = deploy.clone();
                     if let Some(fields) = raw.as_object_mut() {
                         fields.remove("local_username"); // personal
@@ -141,20 +141,16 @@ impl Pages<DeploysCursor> for DeployPages<'_> {
             if let Some(start) = start.and_then(|s| chrono::DateTime::from_timestamp(s, 0)) {
                 run.observe_source_time(start);
             }
-            if let Some(id) = crate::mapping::lenient_i64(deploy.get("id")) {
+            if let Some(number) = crate::mapping::lenient_i64(deploy.get("id")) {
                 match (deploy.get("status").and_then(|s| s.as_str()), start) {
                     (Some("started"), Some(start)) => {
-                        run.cursor.open.insert(id, start);
+                        run.cursor.open.insert(number, start);
                     }
                     _ => {
-                        run.cursor.open.remove(&id);
+                        run.cursor.open.remove(&number);
                     }
                 }
             }
-            let id = deploy
-                .get("id")
-                .map(ToString::to_string)
-                .unwrap_or_default();
             records.push((id, start));
         }
         let oldest = records.iter().filter_map(|(_, start)| *start).min();
