@@ -8,6 +8,7 @@ import { FunctionMonitoring } from './monitoring';
 import { Network } from './network';
 import { Settings, SOURCE_NAMES, SOURCES, SourceName, sourceEnvironment } from './settings';
 import { SourceFunction } from './source-function';
+import { Staging } from './staging';
 
 export interface HeimdallrStackProps extends StackProps {
   readonly settings: Settings;
@@ -21,10 +22,11 @@ export interface HeimdallrStackProps extends StackProps {
 export const PROJECT_TAG = { key: 'project', value: 'heimdallr' };
 
 /** The whole system for one stage, deployed together: network, one function per source,
- * their secrets, alarms and dashboards. */
+ * their secrets, alarms and dashboards, and the staging bucket for bulk loads. */
 export class HeimdallrStack extends Stack {
   readonly functions: SourceFunction[] = [];
   readonly secrets: Partial<Record<SourceName, secretsmanager.Secret>> = {};
+  readonly staging?: Staging;
 
   constructor(scope: Construct, id: string, props: HeimdallrStackProps) {
     super(scope, id, props);
@@ -53,6 +55,25 @@ export class HeimdallrStack extends Stack {
       },
     ]);
 
+    // One bucket for every function (each writes under its own prefix), and one role for
+    // Redshift to associate, whatever the number of sources.
+    if (SOURCE_NAMES.some((source) => settings.sources[source].enabled)) {
+      this.staging = new Staging(this, 'Staging', {
+        namePrefix: prefix,
+        copyRoleArn: settings.warehouse.copyRoleArn,
+        serverless: settings.warehouse.kind === 'serverless',
+      });
+      new CfnOutput(this, 'StagingBucketName', {
+        value: this.staging.bucket.bucketName,
+        description: 'Where the functions stage bulk loads for COPY (empty it before deleting the stack: docs/deploy.md)',
+      });
+      new CfnOutput(this, 'CopyRoleArn', {
+        value: this.staging.copyRoleArn,
+        description: 'The role Redshift assumes for COPY: associate it with the cluster or namespace (docs/deploy.md)',
+      });
+    }
+    const staging = this.staging && { bucket: this.staging.bucket, copyRoleArn: this.staging.copyRoleArn };
+
     for (const source of SOURCE_NAMES) {
       const sourceSettings = settings.sources[source];
       if (!sourceSettings.declared) continue;
@@ -72,6 +93,7 @@ export class HeimdallrStack extends Stack {
         scheduleMinutes: sourceSettings.scheduleMinutes,
         logRetentionDays: settings.logRetentionDays,
         warehouse: settings.warehouse,
+        staging,
         environment: sourceEnvironment(source, settings),
       });
       Tags.of(fn).add('source', source);

@@ -77,9 +77,19 @@ export interface SourceSettings {
   readonly memoryMb: number;
 }
 
-export type WarehouseSettings =
+/** Bulk loading through S3 (docs/deploy.md), for either target. */
+export interface BulkLoadSettings {
+  /** An existing role Redshift assumes for COPY; unset, the stack makes one. */
+  copyRoleArn?: string;
+  /** The batch size from which the functions load through S3 (their default when unset). */
+  bulkRows?: number;
+}
+
+export type WarehouseSettings = (
   | { kind: 'cluster'; cluster: string; database: string; schema: string; dbUser?: string; secretArn?: string }
-  | { kind: 'serverless'; workgroupName: string; workgroupArn: string; database: string; schema: string; secretArn?: string };
+  | { kind: 'serverless'; workgroupName: string; workgroupArn: string; database: string; schema: string; secretArn?: string }
+) &
+  BulkLoadSettings;
 
 export interface Settings {
   readonly sources: Record<SourceName, SourceSettings>;
@@ -144,7 +154,7 @@ const STAGE_KEYS = [
   'terminationProtection',
   'tags',
 ];
-const WAREHOUSE_KEYS = ['cluster', 'dbUser', 'database', 'schema', 'secretArn', 'workgroupName', 'workgroupArn'];
+const WAREHOUSE_KEYS = ['cluster', 'dbUser', 'database', 'schema', 'secretArn', 'workgroupName', 'workgroupArn', 'copyRoleArn', 'bulkRows'];
 
 /** Edit distance, for "did you mean" on a mistyped key. */
 function distance(a: string, b: string): number {
@@ -219,6 +229,9 @@ function optionalText(value: unknown, setting: string, pattern: RegExp, example:
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$-]{0,126}$/;
 const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$/;
+// No `&` or space: the ARN goes verbatim into the warehouse URL's options, split on `&`
+// (an IAM path may hold any other printable character).
+const ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/[^&\s]+$/;
 
 function parseWarehouse(value: unknown): WarehouseSettings {
   if (!isObject(value)) {
@@ -228,6 +241,10 @@ function parseWarehouse(value: unknown): WarehouseSettings {
   const database = text(value.database, 'warehouse.database', IDENTIFIER, '"database": "analytics"');
   const schema = value.schema === undefined ? 'heimdallr' : text(value.schema, 'warehouse.schema', /^[A-Za-z_][A-Za-z0-9_]{0,62}$/, '"schema": "heimdallr"');
   const secretArn = optionalText(value.secretArn, 'warehouse.secretArn', SECRET_ARN, '"secretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:redshift-heimdallr-AbCdEf"');
+  const bulk: BulkLoadSettings = {
+    copyRoleArn: optionalText(value.copyRoleArn, 'warehouse.copyRoleArn', ROLE_ARN, '"copyRoleArn": "arn:aws:iam::123456789012:role/redshift-copy"'),
+    bulkRows: value.bulkRows === undefined ? undefined : integer(value.bulkRows, 'warehouse.bulkRows', 1, 1_000_000, 0, '"bulkRows": 5000'),
+  };
   if (value.cluster !== undefined && value.workgroupName !== undefined) {
     throw new SettingsError('warehouse', 'names both a cluster and a workgroup; keep one', WAREHOUSE_EXAMPLE);
   }
@@ -237,7 +254,7 @@ function parseWarehouse(value: unknown): WarehouseSettings {
     if ((dbUser === undefined) === (secretArn === undefined)) {
       throw new SettingsError('warehouse', 'a cluster needs either dbUser (temporary credentials) or secretArn, not both', WAREHOUSE_EXAMPLE);
     }
-    return { kind: 'cluster', cluster, database, schema, dbUser, secretArn };
+    return { kind: 'cluster', cluster, database, schema, dbUser, secretArn, ...bulk };
   }
   if (value.workgroupName !== undefined) {
     const workgroupName = text(value.workgroupName, 'warehouse.workgroupName', /^[a-z0-9-]{3,64}$/, '"workgroupName": "analytics"');
@@ -247,7 +264,7 @@ function parseWarehouse(value: unknown): WarehouseSettings {
       /^arn:aws[a-z-]*:redshift-serverless:[a-z0-9-]+:\d{12}:workgroup\/[a-z0-9-]+$/,
       '"workgroupArn": "arn:aws:redshift-serverless:eu-west-1:123456789012:workgroup/0b1c2d3e-..."',
     );
-    return { kind: 'serverless', workgroupName, workgroupArn, database, schema, secretArn };
+    return { kind: 'serverless', workgroupName, workgroupArn, database, schema, secretArn, ...bulk };
   }
   throw new SettingsError('warehouse', 'names neither a cluster nor a serverless workgroup', WAREHOUSE_EXAMPLE);
 }
@@ -542,13 +559,36 @@ export function parseSettings(context: unknown): Settings {
   };
 }
 
-/** The `redshift-data://` URL the functions get for the configured target. */
-export function warehouseUrl(warehouse: WarehouseSettings): string {
+/** Where a function stages its bulk loads: the bucket, its own prefix in it, and the role
+ * COPY names. The bucket name and role ARN are usually tokens. */
+export interface StagingTarget {
+  readonly bucketName: string;
+  /** `<source>/`. */
+  readonly prefix: string;
+  readonly copyRoleArn: string;
+}
+
+/** The `redshift-data://` URL the functions get for the configured target; with `staging`,
+ * its options say where to write bulk loads (`staging=s3://BUCKET/PREFIX/`), the role COPY
+ * uses (`copy_role=`) and, when set, the threshold (`bulk_rows=`). Values go in verbatim,
+ * as the functions read them. */
+export function warehouseUrl(warehouse: WarehouseSettings, staging?: StagingTarget): string {
+  const options: string[] = [];
+  let base: string;
   if (warehouse.kind === 'cluster') {
-    return warehouse.dbUser !== undefined
-      ? `redshift-data://${warehouse.dbUser}@cluster/${warehouse.cluster}/${warehouse.database}`
-      : `redshift-data://cluster/${warehouse.cluster}/${warehouse.database}?secret_arn=${warehouse.secretArn}`;
+    base =
+      warehouse.dbUser !== undefined
+        ? `redshift-data://${warehouse.dbUser}@cluster/${warehouse.cluster}/${warehouse.database}`
+        : `redshift-data://cluster/${warehouse.cluster}/${warehouse.database}`;
+  } else {
+    base = `redshift-data://workgroup/${warehouse.workgroupName}/${warehouse.database}`;
   }
-  const secret = warehouse.secretArn === undefined ? '' : `?secret_arn=${warehouse.secretArn}`;
-  return `redshift-data://workgroup/${warehouse.workgroupName}/${warehouse.database}${secret}`;
+  // A cluster has either a database user or a secret (parseWarehouse), a workgroup may have a secret.
+  if (warehouse.secretArn !== undefined) options.push(`secret_arn=${warehouse.secretArn}`);
+  if (staging !== undefined) {
+    options.push(`staging=s3://${staging.bucketName}/${staging.prefix}`, `copy_role=${staging.copyRoleArn}`);
+    if (warehouse.bulkRows !== undefined) options.push(`bulk_rows=${warehouse.bulkRows}`);
+  }
+  // A template string: with tokens in it, CloudFormation gets an Fn::Join.
+  return options.length === 0 ? base : `${base}?${options.join('&')}`;
 }

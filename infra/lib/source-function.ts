@@ -5,6 +5,7 @@ import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { NagSuppressions } from 'cdk-nag';
 import { Construct } from 'constructs';
@@ -32,6 +33,9 @@ export interface SourceFunctionProps {
   readonly scheduleMinutes: number;
   readonly logRetentionDays: number;
   readonly warehouse: WarehouseSettings;
+  /** The staging bucket for bulk loads and the role COPY uses: the function writes and
+   * deletes objects under `<source>/` in it, and finds both in its warehouse URL. */
+  readonly staging?: { readonly bucket: s3.IBucket; readonly copyRoleArn: string };
   /** Settings the handler reads, besides the warehouse and secret. */
   readonly environment: Record<string, string>;
 }
@@ -111,8 +115,8 @@ export class MissingBundleError extends Error {
  * One source's Lambda: its bundle (checked: built for the architecture, not older than its
  * sources), its schedule (no async retries or stale events; optionally reserved
  * concurrency 1), private subnets behind a security group with no inbound rules, JSON logs
- * with a retention, and IAM for its own secret and exactly the Data API calls and
- * credentials its warehouse target needs.
+ * with a retention, and IAM for its own secret, exactly the Data API calls and
+ * credentials its warehouse target needs, and writes to its own prefix of the staging bucket.
  */
 export class SourceFunction extends Construct {
   readonly function: lambda.Function;
@@ -174,7 +178,10 @@ export class SourceFunction extends Construct {
       environment: {
         ...props.environment,
         HEIMDALLR_SECRET_ARN: this.secret.secretArn,
-        HEIMDALLR_WAREHOUSE: warehouseUrl(props.warehouse),
+        HEIMDALLR_WAREHOUSE: warehouseUrl(
+          props.warehouse,
+          props.staging && { bucketName: props.staging.bucket.bucketName, prefix: `${props.source}/`, copyRoleArn: props.staging.copyRoleArn },
+        ),
         HEIMDALLR_SCHEMA: props.warehouse.schema,
       },
     });
@@ -183,6 +190,16 @@ export class SourceFunction extends Construct {
     (this.function.role!.node.defaultChild as iam.CfnRole).roleName = functionName;
     this.secret.grantRead(this.function);
     this.grantWarehouse(props.warehouse);
+    if (props.staging !== undefined) {
+      // Its own prefix only, and no read: Redshift reads the objects with the COPY role.
+      this.function.addToRolePolicy(
+        new iam.PolicyStatement({
+          sid: 'StageBulkLoads',
+          actions: ['s3:PutObject', 's3:DeleteObject'],
+          resources: [props.staging.bucket.arnForObjects(`${props.source}/*`)],
+        }),
+      );
+    }
 
     this.schedule = new events.Rule(this, 'Schedule', {
       ruleName: `${functionName}-schedule`,
@@ -207,6 +224,11 @@ export class SourceFunction extends Construct {
           reason:
             'DescribeStatement, GetStatementResult and CancelStatement take no resource ARN; they are limited to statements this role submitted by the statement-owner condition',
           appliesTo: ['Resource::*'],
+        },
+        {
+          id: 'AwsSolutions-IAM5',
+          reason: "Every bulk-load batch is an object of its own with a generated name: write and delete under the function's own prefix of the staging bucket",
+          appliesTo: [{ regex: `/^Resource::<[A-Za-z0-9]+\\.Arn>\\/${props.source}\\/\\*$/` }],
         },
       ],
       true,

@@ -3,10 +3,13 @@
 //!
 //! Each planned transaction is one `BatchExecuteStatement`, with a ClientToken derived
 //! from its statements so that a resubmitted call is not applied twice. Completion is
-//! polled with `DescribeStatement` (short backoff); a failure reports the failing
-//! sub-statement and Redshift's text and applied nothing. Throttling and serializable
-//! isolation conflicts (error 1023) are retried; a statement still running past the
-//! batch's deadline is cancelled.
+//! waited for by long polling: the submission and each `DescribeStatement` ask the service
+//! to hold the answer until the statement ends (`WaitTimeSeconds`, at most 30 s, never past
+//! the deadline), so a batch usually costs one call. An endpoint that answers at once
+//! instead is polled with a backoff. A failure reports the failing sub-statement and
+//! Redshift's text and applied nothing. Throttling and serializable isolation conflicts
+//! (error 1023) are retried; a statement still running past the batch's deadline is
+//! cancelled.
 
 use super::plan::Transaction;
 use super::target::{Compute, RedshiftTarget};
@@ -20,8 +23,11 @@ use std::time::{Duration, Instant};
 
 /// Submissions of one transaction before giving up (throttling, conflicts, transient).
 const ATTEMPTS: u32 = 6;
-/// First wait between polls; doubles up to [`MAX_POLL`].
-const FIRST_POLL: Duration = Duration::from_millis(20);
+/// How long one call may hold its answer until the statement ends (the API allows 30 s).
+const LONG_POLL_SECONDS: u64 = 20;
+/// First pause between polls of an endpoint that does not hold its answer; doubles up to
+/// [`MAX_POLL`].
+const FIRST_POLL: Duration = Duration::from_millis(50);
 const MAX_POLL: Duration = Duration::from_secs(1);
 
 /// Names the cluster (and db user or secret) or the workgroup on a request builder; the
@@ -56,6 +62,30 @@ enum Failure {
     /// Worth submitting again (throttling, conflicts, service hiccups).
     Retryable(String),
     Fatal(String),
+    /// A sub-statement of the batch failed (0-based), with Redshift's error text.
+    Statement {
+        index: usize,
+        redshift_error: String,
+        detail: String,
+    },
+}
+
+/// A transaction that was not applied: the error to report, and which statement failed
+/// with what text from Redshift, when the service said.
+#[derive(Debug)]
+pub(super) struct NotApplied {
+    pub(super) error: WarehouseError,
+    pub(super) failed_statement: Option<(usize, String)>,
+}
+
+/// What a submission or a poll saw of a statement.
+enum Observed {
+    Finished {
+        has_result_set: bool,
+    },
+    /// Failed or aborted: DescribeStatement says why.
+    Ended,
+    Running,
 }
 
 impl DataApi {
@@ -78,48 +108,89 @@ impl DataApi {
         deadline: Option<Instant>,
         context: &str,
     ) -> Result<(), WarehouseError> {
+        self.run_transaction_detailed(transaction, deadline, context, 0)
+            .await
+            .map_err(|not_applied| not_applied.error)
+    }
+
+    /// [`Self::run_transaction`], saying which statement failed and Redshift's text.
+    /// `resubmission` counts deliberate resubmissions of the same statements (after
+    /// re-uploading a lost object): each needs tokens of its own.
+    pub(super) async fn run_transaction_detailed(
+        &self,
+        transaction: &Transaction,
+        deadline: Option<Instant>,
+        context: &str,
+        resubmission: u32,
+    ) -> Result<(), NotApplied> {
         let digest = statements_digest(&transaction.statements);
         let mut attempt = 0;
         loop {
             attempt += 1;
             // A new token per attempt: the previous one names a statement that failed.
-            let token = format!("heimdallr-{digest}-{attempt}");
-            let outcome = match self.submit(&transaction.statements, &token).await {
-                Ok(id) => self.wait(&id, deadline).await.map(|_| ()),
+            let token = format!("heimdallr-{digest}-{resubmission}-{attempt}");
+            let outcome = match self.submit(&transaction.statements, &token, deadline).await {
+                Ok((id, observed)) => self.wait(&id, observed, deadline).await.map(|_| ()),
                 Err(failure) => Err(failure),
             };
-            match outcome {
+            let (detail, failed_statement) = match outcome {
                 Ok(()) => return Ok(()),
                 Err(Failure::Retryable(detail)) if attempt < ATTEMPTS && !past(deadline) => {
                     let pause = backoff(attempt);
                     tracing::warn!(attempt, error = %detail, ?pause, "redshift batch not applied; retrying");
                     tokio::time::sleep(pause).await;
+                    continue;
                 }
-                Err(Failure::Retryable(detail) | Failure::Fatal(detail)) => {
-                    return Err(self.error(context, detail))
-                }
-            }
+                Err(Failure::Retryable(detail) | Failure::Fatal(detail)) => (detail, None),
+                Err(Failure::Statement {
+                    index,
+                    redshift_error,
+                    detail,
+                }) => (detail, Some((index, redshift_error))),
+            };
+            return Err(NotApplied {
+                error: self.error(context, detail),
+                failed_statement,
+            });
         }
     }
 
-    async fn submit(&self, statements: &[String], token: &str) -> Result<String, Failure> {
+    async fn submit(
+        &self,
+        statements: &[String],
+        token: &str,
+        deadline: Option<Instant>,
+    ) -> Result<(String, Observed), Failure> {
         let request = self
             .client
             .batch_execute_statement()
             .set_sqls(Some(statements.to_vec()))
             .database(&self.target.database)
             .client_token(token)
-            .statement_name("heimdallr");
+            .statement_name("heimdallr")
+            .set_wait_time_seconds(long_poll_seconds(deadline));
         let request = on_target!(request, &self.target.compute);
         match request.send().await {
-            Ok(output) => output
-                .id
-                .ok_or_else(|| Failure::Fatal("BatchExecuteStatement returned no id".into())),
+            Ok(output) => {
+                let observed = observed(
+                    output.status.as_ref().map(|s| s.as_str()),
+                    output.has_result_set,
+                );
+                output
+                    .id
+                    .map(|id| (id, observed))
+                    .ok_or_else(|| Failure::Fatal("BatchExecuteStatement returned no id".into()))
+            }
             Err(error) => Err(classify_sdk_error("BatchExecuteStatement", &error)),
         }
     }
 
-    async fn execute(&self, sql: &str, parameters: &[(&str, &str)]) -> Result<String, Failure> {
+    async fn execute(
+        &self,
+        sql: &str,
+        parameters: &[(&str, &str)],
+        deadline: Option<Instant>,
+    ) -> Result<(String, Observed), Failure> {
         let parameters = parameters
             .iter()
             .map(|(name, value)| {
@@ -135,30 +206,57 @@ impl DataApi {
             .execute_statement()
             .sql(sql)
             .database(&self.target.database)
-            .set_parameters((!parameters.is_empty()).then_some(parameters));
+            .set_parameters((!parameters.is_empty()).then_some(parameters))
+            .set_wait_time_seconds(long_poll_seconds(deadline));
         let request = on_target!(request, &self.target.compute);
         match request.send().await {
-            Ok(output) => output
-                .id
-                .ok_or_else(|| Failure::Fatal("ExecuteStatement returned no id".into())),
+            Ok(output) => {
+                let observed = observed(
+                    output.status.as_ref().map(|s| s.as_str()),
+                    output.has_result_set,
+                );
+                output
+                    .id
+                    .map(|id| (id, observed))
+                    .ok_or_else(|| Failure::Fatal("ExecuteStatement returned no id".into()))
+            }
             Err(error) => Err(classify_sdk_error("ExecuteStatement", &error)),
         }
     }
 
-    /// Polls until the statement finishes; cancels it once `deadline` has passed.
-    /// Returns whether it has a result set.
-    async fn wait(&self, id: &str, deadline: Option<Instant>) -> Result<bool, Failure> {
+    /// Waits until the statement ends (long polls, or polls with a backoff where the
+    /// endpoint answers at once); cancels it once `deadline` has passed. Returns whether it
+    /// has a result set.
+    async fn wait(
+        &self,
+        id: &str,
+        submitted: Observed,
+        deadline: Option<Instant>,
+    ) -> Result<bool, Failure> {
+        if let Observed::Finished { has_result_set } = submitted {
+            return Ok(has_result_set);
+        }
         let mut pause = FIRST_POLL;
         let mut describe_failures = 0;
         loop {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(MAX_POLL);
-            let described = match self.client.describe_statement().id(id).send().await {
+            let hold = long_poll_seconds(deadline);
+            let asked = Instant::now();
+            let described = match self
+                .client
+                .describe_statement()
+                .id(id)
+                .set_wait_time_seconds(hold)
+                .send()
+                .await
+            {
                 Ok(described) => described,
                 Err(error) => {
                     describe_failures += 1;
                     match classify_sdk_error("DescribeStatement", &error) {
-                        Failure::Retryable(_) if describe_failures < ATTEMPTS => continue,
+                        Failure::Retryable(_) if describe_failures < ATTEMPTS => {
+                            tokio::time::sleep(backoff(describe_failures)).await;
+                            continue;
+                        }
                         // The statement may still commit; the caller's retry re-applies the
                         // same merge, which is harmless.
                         failure => return Err(failure),
@@ -190,7 +288,15 @@ impl DataApi {
                         "statement {id} was still running at the end of the time budget and {note}; nothing of it was applied"
                     )));
                 }
-                _ => {}
+                _ => {
+                    // Answered well before the hold asked for: this endpoint does not long
+                    // poll, so pause between polls.
+                    let held = Duration::from_secs(hold.unwrap_or(0) as u64);
+                    if asked.elapsed() < held / 2 || held.is_zero() {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(MAX_POLL);
+                    }
+                }
             }
         }
     }
@@ -206,9 +312,9 @@ impl DataApi {
         let mut attempt = 0;
         let id = loop {
             attempt += 1;
-            let outcome = match self.execute(sql, parameters).await {
-                Ok(id) => self
-                    .wait(&id, deadline)
+            let outcome = match self.execute(sql, parameters, deadline).await {
+                Ok((id, observed)) => self
+                    .wait(&id, observed, deadline)
                     .await
                     .map(|has_rows| (id, has_rows)),
                 Err(failure) => Err(failure),
@@ -220,9 +326,11 @@ impl DataApi {
                     tracing::warn!(attempt, error = %detail, "redshift read failed; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                Err(Failure::Retryable(detail) | Failure::Fatal(detail)) => {
-                    return Err(self.error(context, detail))
-                }
+                Err(
+                    Failure::Retryable(detail)
+                    | Failure::Fatal(detail)
+                    | Failure::Statement { detail, .. },
+                ) => return Err(self.error(context, detail)),
             }
         };
         let mut rows = Vec::new();
@@ -247,6 +355,31 @@ impl DataApi {
                 return Ok(rows);
             }
         }
+    }
+}
+
+/// The hold to ask of a call: [`LONG_POLL_SECONDS`], less near the deadline (a second
+/// kept to cancel), none in its last second.
+fn long_poll_seconds(deadline: Option<Instant>) -> Option<i32> {
+    let seconds = match deadline {
+        None => LONG_POLL_SECONDS,
+        Some(deadline) => deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs()
+            .saturating_sub(1)
+            .min(LONG_POLL_SECONDS),
+    };
+    (seconds > 0).then_some(seconds as i32)
+}
+
+/// A submission's status (present when it was asked to hold its answer).
+fn observed(status: Option<&str>, has_result_set: Option<bool>) -> Observed {
+    match status {
+        Some("FINISHED") => Observed::Finished {
+            has_result_set: has_result_set.unwrap_or(false),
+        },
+        Some("FAILED" | "ABORTED") => Observed::Ended,
+        _ => Observed::Running,
     }
 }
 
@@ -327,9 +460,15 @@ fn statement_failure(
     };
     let error_text = described.error.as_deref().unwrap_or_default();
     if is_conflict(&detail) || is_conflict(error_text) {
-        Failure::Retryable(detail)
-    } else {
-        Failure::Fatal(detail)
+        return Failure::Retryable(detail);
+    }
+    match failing {
+        Some((index, sub)) => Failure::Statement {
+            index,
+            redshift_error: sub.error.clone().unwrap_or_default(),
+            detail,
+        },
+        None => Failure::Fatal(detail),
     }
 }
 

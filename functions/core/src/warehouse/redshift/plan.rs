@@ -6,11 +6,17 @@
 //! larger one goes through a temp stage: create, multi-row inserts, delete the keys the
 //! stage replaces, insert the last staged row per key, drop the stage.
 //!
+//! With a staging location ([`Bulk`]), a table with many rows in the batch (`bulk_rows`) or
+//! a row too large to go inline goes through S3 instead: its rows become one gzipped
+//! JSON-lines object ([`Upload`]) that the transaction `COPY`s into the stage, in place of
+//! the inserts. The caller uploads a transaction's objects before submitting it.
+//!
 //! When a batch needs more than one transaction, the stream tables (rejects, run record,
 //! state) go last, so the cursor commits with the final part. The earlier parts only merge
 //! source rows ahead of a cursor that has not moved yet: a run that dies between parts
 //! fetches those rows again and merges them onto themselves, so nothing is lost or doubled.
 
+use super::bulk;
 use super::sql;
 use crate::schema::{ColumnType, Table, REJECTS, RUNS, STATE};
 use crate::warehouse::{Batch, Row, TableRows, Value};
@@ -33,6 +39,32 @@ pub struct Transaction {
     pub statements: Vec<String>,
     /// Rows it writes, over all tables.
     pub rows: usize,
+    /// The objects its COPY statements load: to be in S3 before it is submitted.
+    pub uploads: Vec<Upload>,
+}
+
+/// One staged object: a table's rows as gzipped JSON lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upload {
+    pub table: &'static str,
+    /// The object's key in the staging bucket.
+    pub key: String,
+    pub body: Vec<u8>,
+    pub rows: usize,
+    /// Uncompressed bytes (the JSON lines).
+    pub raw_bytes: usize,
+}
+
+/// Where this batch's objects go, and when a table takes the bulk path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bulk {
+    pub bucket: String,
+    /// Key prefix of this batch's objects (unique per batch, ends in `/`).
+    pub key_prefix: String,
+    /// COPY's IAM_ROLE (an ARN, or `default`).
+    pub copy_role: String,
+    /// A table with at least this many rows in the batch goes through S3.
+    pub rows: usize,
 }
 
 /// What the cluster accepts inline.
@@ -40,6 +72,8 @@ pub struct Transaction {
 pub struct Limits {
     /// The longest string value (a document's text) one literal may carry.
     pub literal_bytes: usize,
+    /// The longest string value inside a document loaded by COPY.
+    pub super_string_bytes: usize,
 }
 
 impl Limits {
@@ -51,17 +85,34 @@ impl Limits {
             } else {
                 MAX_LITERAL_BYTES
             },
+            super_string_bytes: if large_strings {
+                bulk::MAX_COPY_RECORD_BYTES
+            } else {
+                bulk::MAX_SUPER_STRING_BYTES
+            },
         }
     }
 }
 
-/// Plans `batch` into transactions for `schema`; `now` stamps the reject records of rows
-/// too large to send inline.
+/// Plans `batch` into transactions for `schema`, every row inline; `now` stamps the reject
+/// records of rows too large to send.
 pub fn plan_batch(
     schema: &str,
     batch: &Batch,
     now: DateTime<Utc>,
     limits: Limits,
+) -> Vec<Transaction> {
+    plan_batch_with(schema, batch, now, limits, None)
+}
+
+/// Plans `batch`, sending the tables that are large or hold a row too large to go inline
+/// through S3 when `bulk` says where.
+pub fn plan_batch_with(
+    schema: &str,
+    batch: &Batch,
+    now: DateTime<Utc>,
+    limits: Limits,
+    bulk: Option<&Bulk>,
 ) -> Vec<Transaction> {
     let mut writes: Vec<TableRows> = batch
         .writes
@@ -69,7 +120,12 @@ pub fn plan_batch(
         .filter(|w| !w.rows.is_empty())
         .cloned()
         .collect();
-    let oversize_rejects = shrink_oversize_rows(schema, &mut writes, now, limits);
+    let copied: Vec<&'static str> = writes
+        .iter()
+        .filter(|w| takes_bulk_path(schema, w, limits, bulk))
+        .map(|w| w.table.name)
+        .collect();
+    let oversize_rejects = shrink_oversize_rows(schema, &mut writes, now, limits, &copied);
     if !oversize_rejects.is_empty() {
         push_rows(&mut writes, &REJECTS, oversize_rejects);
     }
@@ -97,7 +153,12 @@ pub fn plan_batch(
     }
     for mut write in writes {
         write.dedup_by_key();
-        planner.add_table(schema, &write);
+        match bulk {
+            Some(bulk) if copied.contains(&write.table.name) || write.rows.len() >= bulk.rows => {
+                planner.add_copied_table(schema, &write, bulk)
+            }
+            _ => planner.add_table(schema, &write),
+        }
     }
     // After the state rows, in the last transaction (a heartbeat is a few hundred bytes).
     for beat in &batch.heartbeats {
@@ -198,6 +259,46 @@ impl Planner {
         }
     }
 
+    /// Stage, COPY the table's object into it, merge, drop: five statements, whatever the
+    /// number of rows.
+    fn add_copied_table(&mut self, schema: &str, write: &TableRows, bulk: &Bulk) {
+        let table = write.table;
+        if self.room() < 5 {
+            self.next_transaction();
+        }
+        self.stages += 1;
+        let stage = format!("stage_{}_{}", table.name, self.stages);
+        let lines: Vec<String> = write
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| bulk::json_line(table, row, i))
+            .collect();
+        let raw_bytes = lines.iter().map(|l| l.len() + 1).sum();
+        // Writing into a Vec cannot fail.
+        let body = bulk::gzip_lines(&lines).unwrap_or_default();
+        let key = format!("{}{}-{}.jsonl.gz", bulk.key_prefix, self.stages, table.name);
+        let statements = &mut self.current.statements;
+        statements.push(sql::create_stage(table, &stage));
+        statements.push(bulk::copy_statement(
+            &stage,
+            &bulk.bucket,
+            &key,
+            &bulk.copy_role,
+        ));
+        statements.push(sql::delete_staged(schema, table, &stage));
+        statements.push(sql::insert_staged(schema, table, &stage));
+        statements.push(sql::drop_stage(&stage));
+        self.current.rows += write.rows.len();
+        self.current.uploads.push(Upload {
+            table: table.name,
+            key,
+            body,
+            rows: write.rows.len(),
+            raw_bytes,
+        });
+    }
+
     fn finish(mut self) -> Vec<Transaction> {
         self.next_transaction();
         self.done
@@ -239,6 +340,21 @@ fn max_tuple_bytes(schema: &str, table: &Table) -> usize {
             .max(sql::insert_prefix(schema, table, None).len())
 }
 
+/// Whether `write` goes through S3: staging is set, and the table has `bulk.rows` rows or
+/// more in the batch, or a row that cannot go inline whole.
+fn takes_bulk_path(schema: &str, write: &TableRows, limits: Limits, bulk: Option<&Bulk>) -> bool {
+    let Some(bulk) = bulk else {
+        return false;
+    };
+    if write.rows.len() >= bulk.rows {
+        return true;
+    }
+    let limit = max_tuple_bytes(schema, write.table);
+    write.rows.iter().any(|row| {
+        longest_document(row) > limits.literal_bytes || sql::tuple(&row.0, None).len() > limit
+    })
+}
+
 /// The longest document in `row`, in bytes of JSON text.
 fn longest_document(row: &Row) -> usize {
     row.0
@@ -251,21 +367,47 @@ fn longest_document(row: &Row) -> usize {
         .unwrap_or(0)
 }
 
-/// Rows too large to send inline lose their raw JSON (replaced by a note of its size), and
-/// each such row gets a reject record saying why: a document over the cluster's string
-/// limit (65 535 bytes unless it opted in to large strings), or a row over one Data API
-/// statement. A row still too large after that is not written, and its reject record
-/// keeps its key columns. Returns the reject rows.
+/// Rows too large for their path lose their raw JSON (replaced by a note of its size), and
+/// each such row gets a reject record saying why. Inline: a document over the cluster's
+/// string limit (65 535 bytes unless it opted in to large strings), or a row over one Data
+/// API statement. Through S3 (`copied` tables): a row over COPY's 4 MB JSON record; a
+/// string inside a document over SUPER's string limit is cut to it first (the rest of the
+/// document is kept, and a reject record says so). A row still too large after that is
+/// not written, and its reject record keeps its key columns. Returns the reject rows.
 fn shrink_oversize_rows(
     schema: &str,
     writes: &mut [TableRows],
     now: DateTime<Utc>,
     limits: Limits,
+    copied: &[&'static str],
 ) -> Vec<Row> {
     let (source, scope, run_id) = run_identity(writes);
     let mut rejects = Vec::new();
+    let mut reject = |table: &Table, row: &Row, reason: String| {
+        let mut key_only = serde_json::Map::new();
+        for i in table.key_indexes() {
+            key_only.insert(table.columns[i].name.into(), row.0[i].key_text().into());
+        }
+        rejects.push(Row(vec![
+            Value::Text(source.clone()),
+            Value::Text(table.name.into()),
+            Value::Text(crate::text::truncate_utf8(&row.key_text(table), 255).to_string()),
+            Value::Text(scope.clone()),
+            Value::Text(run_id.clone()),
+            Value::Text(reason),
+            Value::json(&serde_json::Value::Object(key_only)),
+            Value::Timestamp(now),
+        ]));
+    };
     for write in writes.iter_mut() {
         let table = write.table;
+        if copied.contains(&table.name) {
+            write.rows = std::mem::take(&mut write.rows)
+                .into_iter()
+                .filter_map(|row| fit_for_copy(table, row, limits, &mut reject))
+                .collect();
+            continue;
+        }
         let limit = max_tuple_bytes(schema, table);
         let mut kept = Vec::with_capacity(write.rows.len());
         for mut row in std::mem::take(&mut write.rows) {
@@ -286,34 +428,14 @@ fn shrink_oversize_rows(
                     "row of {size} bytes exceeds a Data API statement ({MAX_STATEMENT_BYTES} bytes)"
                 )
             };
-            for (value, column) in row.0.iter_mut().zip(table.columns) {
-                if column.ty == ColumnType::Json && !value.is_null() {
-                    let bytes = value.key_text().len();
-                    *value = Value::json(&serde_json::json!({
-                        "heimdallr_omitted": format!("{bytes} bytes of JSON: too large to send to Redshift inline"),
-                    }));
-                }
-            }
+            omit_documents(table, &mut row, "too large to send to Redshift inline");
             let fits = sql::tuple(&row.0, None).len() <= limit;
             let reason = if fits {
                 format!("{why}; stored without its raw JSON")
             } else {
                 format!("{why}; too large even without its raw JSON: not stored")
             };
-            let mut key_only = serde_json::Map::new();
-            for i in table.key_indexes() {
-                key_only.insert(table.columns[i].name.into(), row.0[i].key_text().into());
-            }
-            rejects.push(Row(vec![
-                Value::Text(source.clone()),
-                Value::Text(table.name.into()),
-                Value::Text(crate::text::truncate_utf8(&row.key_text(table), 255).to_string()),
-                Value::Text(scope.clone()),
-                Value::Text(run_id.clone()),
-                Value::Text(reason),
-                Value::json(&serde_json::Value::Object(key_only)),
-                Value::Timestamp(now),
-            ]));
+            reject(table, &row, reason);
             if fits {
                 kept.push(row);
             }
@@ -321,6 +443,75 @@ fn shrink_oversize_rows(
         write.rows = kept;
     }
     rejects
+}
+
+/// Room left in a COPY record for the stage's sequence number.
+const COPY_RECORD_LIMIT: usize = bulk::MAX_COPY_RECORD_BYTES - SEQUENCE_ALLOWANCE;
+
+/// The row as COPY can load it (strings inside documents cut to SUPER's limit, documents
+/// omitted past COPY's record limit), reporting every change; None when even that is not
+/// enough.
+fn fit_for_copy(
+    table: &Table,
+    mut row: Row,
+    limits: Limits,
+    reject: &mut impl FnMut(&Table, &Row, String),
+) -> Option<Row> {
+    let mut cut_strings = 0;
+    for value in row.0.iter_mut() {
+        if let Value::Json(text) = value {
+            if let Some((cut, count)) =
+                bulk::cut_long_strings(text.as_str(), limits.super_string_bytes)
+            {
+                *value = Value::Json(crate::json::JsonText::from_value(
+                    &serde_json::from_str(&cut).unwrap_or(serde_json::Value::Null),
+                ));
+                cut_strings += count;
+            }
+        }
+    }
+    if cut_strings > 0 {
+        reject(
+            table,
+            &row,
+            format!(
+                "{cut_strings} string(s) inside the document exceed Redshift's limit for a string in SUPER ({} bytes; see large_strings in the README); stored with them cut to it",
+                limits.super_string_bytes
+            ),
+        );
+    }
+    let size = bulk::json_line(table, &row, 0).len();
+    if size <= COPY_RECORD_LIMIT {
+        return Some(row);
+    }
+    omit_documents(table, &mut row, "too large for one COPY record");
+    let fits = bulk::json_line(table, &row, 0).len() <= COPY_RECORD_LIMIT;
+    let why = format!(
+        "a row of {size} bytes exceeds COPY's JSON record limit ({} bytes)",
+        bulk::MAX_COPY_RECORD_BYTES
+    );
+    reject(
+        table,
+        &row,
+        if fits {
+            format!("{why}; stored without its raw JSON")
+        } else {
+            format!("{why}; too large even without its raw JSON: not stored")
+        },
+    );
+    fits.then_some(row)
+}
+
+/// Replaces every document of `row` by a note of its size.
+fn omit_documents(table: &Table, row: &mut Row, why: &str) {
+    for (value, column) in row.0.iter_mut().zip(table.columns) {
+        if column.ty == ColumnType::Json && !value.is_null() {
+            let bytes = value.key_text().len();
+            *value = Value::json(&serde_json::json!({
+                "heimdallr_omitted": format!("{bytes} bytes of JSON: {why}"),
+            }));
+        }
+    }
 }
 
 /// (source, scope, run id) of the batch, from its run record.

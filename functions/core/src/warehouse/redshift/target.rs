@@ -7,7 +7,13 @@
 //! redshift-data://workgroup/my-workgroup/analytics              serverless workgroup (IAM identity)
 //! ```
 //! `?region=eu-west-1` overrides the SDK's region; everything else (credentials chain,
-//! `AWS_ENDPOINT_URL_REDSHIFT_DATA`) comes from the SDK's standard configuration.
+//! `AWS_ENDPOINT_URL_REDSHIFT_DATA`, `AWS_ENDPOINT_URL_S3`) comes from the SDK's standard
+//! configuration.
+//!
+//! Bulk loading through S3 (`COPY`) is turned on by naming a staging location and the role
+//! Redshift reads it with: `?staging=s3://BUCKET/PREFIX/&copy_role=ARN` (`copy_role=default`
+//! uses the cluster's default IAM role); `bulk_rows=N` sets the size from which a table's
+//! rows go through S3 rather than inline.
 
 /// Where the Data API runs statements.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +39,70 @@ pub struct RedshiftTarget {
     /// `?large_strings=true`: the cluster opted in to strings over 65 535 bytes
     /// (`enable_large_strings_opt_in`), so documents up to a statement's size go inline.
     pub large_strings: bool,
+    /// Where batches are staged for COPY; `None`: every batch goes inline.
+    pub staging: Option<Staging>,
+    /// A table's rows in one batch from which they go through S3 (when staging is set).
+    pub bulk_rows: usize,
+}
+
+/// The S3 location bulk batches are written to, and the role COPY reads them with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staging {
+    pub bucket: String,
+    /// Key prefix: empty, or ending in `/`.
+    pub prefix: String,
+    /// COPY's `IAM_ROLE`: a role ARN associated with the cluster or namespace, or `default`.
+    pub copy_role: String,
+}
+
+/// From this many rows of one table in a batch, they go through S3 (`bulk_rows`). Chosen
+/// from scripts/bench-redshift.sh: below it, the upload and the COPY cost more than the
+/// inline statements they replace (docs/redshift.md, "Choosing the path").
+pub const DEFAULT_BULK_ROWS: usize = 500;
+
+impl Staging {
+    /// Parses `s3://BUCKET[/PREFIX]`; the prefix gets a trailing `/`.
+    pub fn parse(location: &str, copy_role: &str) -> Result<Self, String> {
+        let rest = location.strip_prefix("s3://").ok_or_else(|| {
+            format!("staging must be an s3://BUCKET/PREFIX/ location, not {location:?}")
+        })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            && !bucket.starts_with(['-', '.'])
+            && !bucket.ends_with(['-', '.']);
+        if !valid_bucket {
+            return Err(format!(
+                "staging names {bucket:?}, which is not an S3 bucket name"
+            ));
+        }
+        let prefix = match prefix.trim_start_matches('/') {
+            "" => String::new(),
+            p if p.ends_with('/') => p.to_string(),
+            p => format!("{p}/"),
+        };
+        let role_ok = copy_role == "default"
+            || (copy_role.starts_with("arn:aws")
+                && copy_role.contains(":iam::")
+                && copy_role.contains(":role/"));
+        if !role_ok {
+            return Err(format!(
+                "copy_role must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME) or default, not {copy_role:?}"
+            ));
+        }
+        Ok(Self {
+            bucket: bucket.to_string(),
+            prefix,
+            copy_role: copy_role.to_string(),
+        })
+    }
+
+    /// `s3://bucket/prefix/`, for messages.
+    pub fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
 }
 
 const EXAMPLES: &str = "redshift-data://USER@cluster/CLUSTER_ID/DATABASE, \
@@ -63,12 +133,24 @@ impl RedshiftTarget {
         let mut secret_arn = None;
         let mut region = None;
         let mut large_strings = false;
+        let mut staging = None;
+        let mut copy_role = None;
+        let mut bulk_rows = DEFAULT_BULK_ROWS;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("secret_arn", value)) if !value.is_empty() => {
                     secret_arn = Some(value.to_string())
                 }
                 Some(("region", value)) if !value.is_empty() => region = Some(value.to_string()),
+                Some(("staging", value)) if !value.is_empty() => staging = Some(value.to_string()),
+                Some(("copy_role", value)) if !value.is_empty() => {
+                    copy_role = Some(value.to_string())
+                }
+                Some(("bulk_rows", value)) => {
+                    bulk_rows = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("bulk_rows must be a positive number of rows, not {value:?}")
+                    })?
+                }
                 Some(("large_strings", value)) => {
                     large_strings = match value {
                         "true" | "on" | "1" => true,
@@ -84,7 +166,7 @@ impl RedshiftTarget {
                     // Only the option's name: its value could be a credential.
                     let name = pair.split('=').next().unwrap_or_default();
                     return Err(format!(
-                        "unknown or empty option {name:?} (options: secret_arn, region, large_strings)"
+                        "unknown or empty option {name:?} (options: secret_arn, region, large_strings, staging, copy_role, bulk_rows)"
                     ));
                 }
             }
@@ -117,11 +199,23 @@ impl RedshiftTarget {
                 ))
             }
         };
+        let staging = match (staging, copy_role) {
+            (Some(location), Some(role)) => Some(Staging::parse(&location, &role)?),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err("staging needs copy_role: the IAM role Redshift reads the staged objects with (an ARN associated with the cluster or namespace, or default)".into())
+            }
+            (None, Some(_)) => {
+                return Err("copy_role is set without staging (an s3://BUCKET/PREFIX/ location)".into())
+            }
+        };
         Ok(Self {
             compute,
             database: database.to_string(),
             region,
             large_strings,
+            staging,
+            bulk_rows,
         })
     }
 
@@ -186,6 +280,33 @@ mod tests {
     }
 
     #[test]
+    fn staging_and_the_copy_role_turn_on_bulk_loading() {
+        let target = RedshiftTarget::parse(
+            "redshift-data://u@cluster/prod/db?staging=s3://heimdallr-staging/rollbar&copy_role=arn:aws:iam::123456789012:role/copy&bulk_rows=200",
+        )
+        .expect("staging");
+        assert_eq!(
+            target.staging,
+            Some(Staging {
+                bucket: "heimdallr-staging".into(),
+                prefix: "rollbar/".into(),
+                copy_role: "arn:aws:iam::123456789012:role/copy".into(),
+            })
+        );
+        assert_eq!(target.bulk_rows, 200);
+        let bare = RedshiftTarget::parse("redshift-data://u@cluster/prod/db").expect("inline");
+        assert_eq!((bare.staging, bare.bulk_rows), (None, DEFAULT_BULK_ROWS));
+        let whole_bucket = RedshiftTarget::parse(
+            "redshift-data://u@cluster/prod/db?staging=s3://b-1/&copy_role=default",
+        )
+        .expect("default role");
+        assert_eq!(
+            whole_bucket.staging.map(|s| (s.prefix, s.copy_role)),
+            Some((String::new(), "default".into()))
+        );
+    }
+
+    #[test]
     fn malformed_urls_say_what_is_wrong() {
         for (url, says) in [
             (
@@ -203,6 +324,27 @@ mod tests {
                 "redshift-data://u@cluster/prod/db?password=hunter2",
                 "unknown or empty option",
             ),
+            (
+                "redshift-data://u@cluster/p/db?staging=s3://bucket/x",
+                "needs copy_role",
+            ),
+            (
+                "redshift-data://u@cluster/p/db?copy_role=default",
+                "without staging",
+            ),
+            (
+                "redshift-data://u@cluster/p/db?staging=bucket/x&copy_role=default",
+                "s3://",
+            ),
+            (
+                "redshift-data://u@cluster/p/db?staging=s3://Bad_Bucket/x&copy_role=default",
+                "not an S3 bucket name",
+            ),
+            (
+                "redshift-data://u@cluster/p/db?staging=s3://bucket/x&copy_role=copy",
+                "IAM role ARN",
+            ),
+            ("redshift-data://u@cluster/p/db?bulk_rows=0", "positive"),
         ] {
             let error = RedshiftTarget::parse(url).expect_err(url);
             assert!(error.contains(says), "{url}: {error}");

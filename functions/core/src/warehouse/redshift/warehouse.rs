@@ -1,9 +1,11 @@
 //! The Redshift warehouse: migrations, state, status and batches as Data API transactions
-//! (planned by [`super::plan`], sent by [`super::data_api`]).
+//! (planned by [`super::plan`], sent by [`super::data_api`]), their large tables staged in
+//! S3 for COPY first (by [`super::staging`]).
 
-use super::data_api::{field_i64, field_text, field_time, DataApi};
-use super::plan::{plan_batch, Limits, Transaction};
+use super::data_api::{field_i64, field_text, field_time, DataApi, NotApplied};
+use super::plan::{plan_batch_with, Bulk, Limits, Transaction};
 use super::sql;
+use super::staging::StagingStore;
 use super::target::RedshiftTarget;
 use crate::schema::{MIGRATIONS, MIGRATIONS_TABLE};
 use crate::warehouse::{Batch, Dialect, StoredState, StreamStatus, Warehouse, WarehouseError};
@@ -16,7 +18,14 @@ pub struct RedshiftWarehouse {
     api: DataApi,
     schema: String,
     limits: Limits,
+    /// Where bulk batches are staged; None: every batch inline.
+    staging: Option<StagingStore>,
+    bulk_rows: usize,
 }
+
+/// Times a transaction is submitted again after re-uploading an object that was gone
+/// before its COPY ran (deleted or expired under it).
+const REUPLOADS: u32 = 2;
 
 impl RedshiftWarehouse {
     /// Builds the client from the SDK's standard configuration (region, credentials chain,
@@ -27,14 +36,148 @@ impl RedshiftWarehouse {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
         let config = loader.load().await;
-        Self::with_client(Client::new(&config), target.clone(), schema)
+        let staging = target
+            .staging
+            .clone()
+            .map(|staging| StagingStore::new(&config, staging));
+        Self::build(Client::new(&config), staging, target.clone(), schema)
     }
 
+    /// With a Data API client of the caller's; every batch inline.
     pub fn with_client(client: Client, target: RedshiftTarget, schema: &str) -> Self {
+        Self::build(client, None, target, schema)
+    }
+
+    /// With the caller's clients: the S3 one stages bulk batches at the target's `staging`.
+    pub fn with_clients(
+        client: Client,
+        s3: aws_sdk_s3::Client,
+        target: RedshiftTarget,
+        schema: &str,
+    ) -> Self {
+        let staging = target
+            .staging
+            .clone()
+            .map(|staging| StagingStore::with_client(s3, staging));
+        Self::build(client, staging, target, schema)
+    }
+
+    fn build(
+        client: Client,
+        staging: Option<StagingStore>,
+        target: RedshiftTarget,
+        schema: &str,
+    ) -> Self {
         Self {
             limits: Limits::for_cluster(target.large_strings),
+            bulk_rows: target.bulk_rows,
+            staging,
             api: DataApi::new(client, target),
             schema: schema.to_string(),
+        }
+    }
+
+    /// Uploads the transaction's objects and runs it. An object gone before its COPY ran is
+    /// uploaded again and the transaction resubmitted; a load that fails reports the rows
+    /// Redshift refused (SYS_LOAD_ERROR_DETAIL). Nothing is applied unless all of it is.
+    async fn load(
+        &self,
+        store: &StagingStore,
+        transaction: &Transaction,
+        deadline: Option<std::time::Instant>,
+        context: &str,
+    ) -> Result<(), WarehouseError> {
+        let mut resubmission = 0;
+        loop {
+            for upload in &transaction.uploads {
+                store
+                    .put(upload, deadline)
+                    .await
+                    .map_err(|detail| self.api.error(context, detail))?;
+            }
+            let not_applied = match self
+                .api
+                .run_transaction_detailed(transaction, deadline, context, resubmission)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(not_applied) => not_applied,
+            };
+            let NotApplied {
+                error,
+                failed_statement: Some((index, redshift_error)),
+            } = not_applied
+            else {
+                return Err(not_applied.error);
+            };
+            let statement = transaction.statements.get(index).map_or("", String::as_str);
+            let Some(upload) = transaction
+                .uploads
+                .iter()
+                .find(|u| statement.starts_with("COPY ") && statement.contains(&u.key))
+            else {
+                return Err(error);
+            };
+            let object = format!("s3://{}/{}", store.staging.bucket, upload.key);
+            if object_missing(&redshift_error) && resubmission < REUPLOADS {
+                resubmission += 1;
+                tracing::warn!(%object, "a staged object was gone before its COPY; uploading it again");
+                continue;
+            }
+            if redshift_error.contains("Load into table") {
+                let reasons = self.load_errors(&object, deadline).await;
+                return Err(self.api.error(
+                    context,
+                    format!(
+                        "{error_detail}; Redshift refused rows of {object} ({} rows of {}): {reasons}",
+                        upload.rows,
+                        upload.table,
+                        error_detail = error_detail(&error),
+                    ),
+                ));
+            }
+            if redshift_error.contains("IAM Role") || redshift_error.contains("IAM role") {
+                return Err(self.api.error(
+                    context,
+                    format!(
+                        "{}; the cluster cannot read the staging bucket with copy_role {}: associate the role with the cluster or namespace (docs/redshift.md, \"Bulk loading\")",
+                        error_detail(&error),
+                        store.staging.copy_role
+                    ),
+                ));
+            }
+            return Err(error);
+        }
+    }
+
+    /// Why COPY refused rows of `object`, from SYS_LOAD_ERROR_DETAIL (best effort).
+    async fn load_errors(&self, object: &str, deadline: Option<std::time::Instant>) -> String {
+        match self
+            .api
+            .query(
+                "read load errors",
+                super::bulk::load_errors_query(),
+                &[("file", object)],
+                deadline,
+            )
+            .await
+        {
+            Ok(rows) if !rows.is_empty() => rows
+                .iter()
+                .map(|row| {
+                    format!(
+                        "line {}, column {} ({}): error {} {}",
+                        field_i64(row.get(1)).unwrap_or_default(),
+                        field_text(row.get(2)).unwrap_or_default(),
+                        field_text(row.get(3)).unwrap_or_default(),
+                        field_i64(row.get(4)).unwrap_or_default(),
+                        field_text(row.get(5)).unwrap_or_default(),
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            Ok(_) => "SYS_LOAD_ERROR_DETAIL has no row for it".into(),
+            Err(error) => format!("SYS_LOAD_ERROR_DETAIL could not be read ({error})"),
         }
     }
 
@@ -61,7 +204,15 @@ impl RedshiftWarehouse {
 #[async_trait]
 impl Warehouse for RedshiftWarehouse {
     fn describe(&self) -> String {
-        format!("{} (schema {})", self.api.target.describe(), self.schema)
+        match &self.staging {
+            Some(store) => format!(
+                "{} (schema {}, bulk loads through {})",
+                self.api.target.describe(),
+                self.schema,
+                store.staging.describe()
+            ),
+            None => format!("{} (schema {})", self.api.target.describe(), self.schema),
+        }
     }
 
     async fn migrate(&self, deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
@@ -71,7 +222,7 @@ impl Warehouse for RedshiftWarehouse {
                 dialect.create_schema(&self.schema),
                 dialect.create_migrations_table(&self.schema),
             ],
-            rows: 0,
+            ..Transaction::default()
         };
         self.api
             .run_transaction(&setup, deadline, "create schema")
@@ -97,7 +248,7 @@ impl Warehouse for RedshiftWarehouse {
             for chunk in statements.chunks(super::plan::MAX_BATCH_STATEMENTS) {
                 let transaction = Transaction {
                     statements: chunk.to_vec(),
-                    rows: 0,
+                    ..Transaction::default()
                 };
                 outcome = self
                     .api
@@ -159,7 +310,14 @@ impl Warehouse for RedshiftWarehouse {
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), WarehouseError> {
-        let plan = plan_batch(&self.schema, &batch, Utc::now(), self.limits);
+        // A key prefix of its own per batch: no COPY can pick up another batch's object.
+        let bulk = self.staging.as_ref().map(|store| Bulk {
+            bucket: store.staging.bucket.clone(),
+            key_prefix: format!("{}{}/", store.staging.prefix, uuid::Uuid::new_v4()),
+            copy_role: store.staging.copy_role.clone(),
+            rows: self.bulk_rows,
+        });
+        let plan = plan_batch_with(&self.schema, &batch, Utc::now(), self.limits, bulk.as_ref());
         let parts = plan.len();
         for (index, transaction) in plan.iter().enumerate() {
             let context = if parts == 1 {
@@ -167,9 +325,23 @@ impl Warehouse for RedshiftWarehouse {
             } else {
                 format!("commit batch (part {} of {parts})", index + 1)
             };
-            self.api
-                .run_transaction(transaction, batch.cancel_after, &context)
-                .await?;
+            match (&self.staging, transaction.uploads.is_empty()) {
+                (Some(store), false) => {
+                    let outcome = self
+                        .load(store, transaction, batch.cancel_after, &context)
+                        .await;
+                    // Committed or not, the objects are done with (a retry uploads anew).
+                    for upload in &transaction.uploads {
+                        store.delete(&upload.key).await;
+                    }
+                    outcome?;
+                }
+                _ => {
+                    self.api
+                        .run_transaction(transaction, batch.cancel_after, &context)
+                        .await?
+                }
+            }
         }
         Ok(())
     }
@@ -260,5 +432,19 @@ impl Warehouse for RedshiftWarehouse {
                 shared_versions: field_text(row.get(4)),
             })
             .collect())
+    }
+}
+
+/// Redshift's words for a FROM path with no object (COPY error 8001) or a key gone.
+fn object_missing(redshift_error: &str) -> bool {
+    redshift_error.contains("S3 prefix") && redshift_error.contains("does not exist")
+        || redshift_error.contains("The specified key does not exist")
+}
+
+/// The detail of a query error, without the target and context it would repeat.
+fn error_detail(error: &WarehouseError) -> String {
+    match error {
+        WarehouseError::Query { detail, .. } => detail.clone(),
+        other => other.to_string(),
     }
 }
