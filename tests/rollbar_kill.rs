@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use heimdallr_fakes::redshift_data::FakeRedshiftData;
 use heimdallr_fakes::rollbar::{FakeRollbar, FaultRates};
+use heimdallr_fakes::s3::FakeS3;
 use rand::{RngExt, SeedableRng};
 use std::time::Duration;
 
@@ -99,6 +100,7 @@ async fn redshift_through_the_data_api_survives_sigkill_at_random_points() {
         endpoint: standin.endpoint(),
         pg_url,
         schema: unique_schema("rskill"),
+        s3: None,
     };
     kill_repeatedly_then_finish(target.clone(), 8, 23).await;
     // Every batch went through BatchExecuteStatement inside the real limits.
@@ -136,4 +138,37 @@ async fn two_syncs_of_one_project_at_once_still_give_the_source() {
     // One more pass picks up what arrived after the two walks began.
     let snap = final_pass(&target, &fake).await;
     assert_matches_source(&snap, &fake.occurrences(TOKEN), &fake.items(TOKEN), 40);
+}
+
+/// The bulk path under SIGKILL: runs die while objects are uploaded, while COPY runs and
+/// while the stage merges; the warehouse still equals the source, and what the killed
+/// runs left in the staging prefix is only what the bucket's lifecycle rule expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redshift_bulk_loading_through_s3_survives_sigkill_at_random_points() {
+    let Some(pg_url) = postgres_url() else { return };
+    let standin = FakeRedshiftData::start(Some(pg_url.clone()))
+        .await
+        .expect("Data API stand-in");
+    let s3 = FakeS3::start(&[STAGING_BUCKET]).await.expect("S3 stand-in");
+    standin.attach_s3(&s3);
+    standin.associate_role(COPY_ROLE, false);
+    let target = Target::Redshift {
+        endpoint: standin.endpoint(),
+        pg_url,
+        schema: unique_schema("rsbulk"),
+        s3: Some(s3.endpoint()),
+    };
+    kill_repeatedly_then_finish(target, 8, 24).await;
+    let stats = standin.stats();
+    assert!(
+        stats.copies > 10,
+        "the backfill's batches went through COPY: {stats:?}"
+    );
+    let s3_stats = s3.stats();
+    let puts = s3_stats.requests.get("PutObject").copied().unwrap_or(0);
+    let left = s3.keys(STAGING_BUCKET).len() as u64;
+    assert!(
+        left < puts,
+        "finished loads delete their objects: {left} of {puts} left"
+    );
 }

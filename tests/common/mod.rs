@@ -43,13 +43,21 @@ pub enum Target {
         url: String,
         schema: String,
     },
-    /// The Data API stand-in at `endpoint`, which runs the statements on `pg_url`.
+    /// The Data API stand-in at `endpoint`, which runs the statements on `pg_url`; with
+    /// `s3` (the S3 stand-in's endpoint), batches of [`BULK_ROWS`] rows or more are
+    /// staged in [`STAGING_BUCKET`] and loaded with COPY as [`COPY_ROLE`].
     Redshift {
         endpoint: String,
         pg_url: String,
         schema: String,
+        s3: Option<String>,
     },
 }
+
+/// The staging bucket, the role COPY assumes, and the bulk threshold of bulk targets.
+pub const STAGING_BUCKET: &str = "heimdallr-staging";
+pub const COPY_ROLE: &str = "arn:aws:iam::123456789012:role/heimdallr-copy";
+pub const BULK_ROWS: usize = 40;
 
 /// The warehouse URL the Redshift tests give the command (the stand-in checks its parts).
 pub const REDSHIFT_URL: &str = "redshift-data://awsuser@cluster/test-cluster/dev";
@@ -59,7 +67,10 @@ impl Target {
         match self {
             Target::Duck(path) => path.display().to_string(),
             Target::Postgres { url, .. } => url.clone(),
-            Target::Redshift { .. } => REDSHIFT_URL.to_string(),
+            Target::Redshift { s3: None, .. } => REDSHIFT_URL.to_string(),
+            Target::Redshift { s3: Some(_), .. } => format!(
+                "{REDSHIFT_URL}?staging=s3://{STAGING_BUCKET}/rollbar/&copy_role={COPY_ROLE}&bulk_rows={BULK_ROWS}"
+            ),
         }
     }
     pub fn schema(&self) -> &str {
@@ -83,7 +94,10 @@ pub fn heimdallr(target: &Target, api_url: &str, tokens: &str) -> Command {
         .env("HEIMDALLR_SCHEMA", target.schema())
         .stdin(Stdio::null())
         .kill_on_drop(true);
-    if let Target::Redshift { endpoint, .. } = target {
+    if let Target::Redshift { endpoint, s3, .. } = target {
+        if let Some(s3) = s3 {
+            command.env("AWS_ENDPOINT_URL_S3", s3);
+        }
         // The SDK's standard configuration, pointed at the stand-in.
         command
             .env("AWS_ENDPOINT_URL_REDSHIFT_DATA", endpoint)

@@ -9,6 +9,7 @@ use heimdallr_core::warehouse::redshift::RedshiftWarehouse;
 use heimdallr_core::warehouse::{Batch, Row, Value, Warehouse};
 use heimdallr_fakes::postgres::{connect, test_postgres_url, unique_schema};
 use heimdallr_fakes::redshift_data::{FakeRedshiftData, Script, MAX_STATEMENT_BYTES};
+use heimdallr_fakes::s3::{FakeS3, S3Failure};
 use std::time::{Duration, Instant};
 
 fn client(fake: &FakeRedshiftData) -> aws_sdk_redshiftdata::Client {
@@ -177,7 +178,9 @@ async fn batches_merge_on_the_key_with_their_cursor_and_read_back_typed() {
     }
     let stats = fake.stats();
     assert!(stats.batch_sizes.iter().all(|&n| n <= 40));
-    assert!(stats.calls["DescribeStatement"] >= stats.calls["BatchExecuteStatement"]);
+    // Long polling: each call held its answer until the statement ended, so no polls.
+    assert!(stats.calls["BatchExecuteStatement"] >= 2);
+    assert_eq!(stats.calls.get("DescribeStatement"), None, "{stats:?}");
 }
 
 #[tokio::test]
@@ -218,7 +221,12 @@ async fn status_sequences_are_polled_until_finished() {
         "STARTED",
         "STARTED",
     ])]);
-    let described_before = fake.stats().calls["DescribeStatement"];
+    let described_before = fake
+        .stats()
+        .calls
+        .get("DescribeStatement")
+        .copied()
+        .unwrap_or(0);
     warehouse
         .commit(batch(
             [occurrence(5, "five", 1)],
@@ -477,4 +485,362 @@ async fn the_stand_in_refuses_json_parse_input_over_65535_bytes_like_redshift() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(status, "FAILED");
+}
+
+// ---- The bulk path: S3 staging and COPY ----------------------------------------------
+
+const BUCKET: &str = "heimdallr-staging";
+const COPY_ROLE: &str = "arn:aws:iam::123456789012:role/heimdallr-copy";
+
+fn s3_client(s3: &FakeS3) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(s3.endpoint())
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "AKIDTEST",
+            "not-a-secret",
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// A warehouse staging tables of `bulk_rows` rows or more (and oversize rows) in S3.
+fn bulk_warehouse(
+    fake: &FakeRedshiftData,
+    s3: &FakeS3,
+    schema: &str,
+    options: &str,
+) -> RedshiftWarehouse {
+    let target = RedshiftTarget::parse(&format!(
+        "redshift-data://awsuser@cluster/test-cluster/dev?staging=s3://{BUCKET}/rollbar/&copy_role={COPY_ROLE}{options}"
+    ))
+    .expect("a valid URL");
+    RedshiftWarehouse::with_clients(client(fake), s3_client(s3), target, schema)
+}
+
+/// The Data API and S3 stand-ins (the role associated with the cluster), a migrated schema
+/// and a warehouse with a bulk threshold of 50 rows.
+async fn bulk_setup() -> Option<(
+    FakeRedshiftData,
+    FakeS3,
+    RedshiftWarehouse,
+    tokio_postgres::Client,
+    String,
+)> {
+    let (fake, _inline, pg, schema) = setup().await?;
+    let s3 = FakeS3::start(&[BUCKET]).await.expect("S3 stand-in");
+    fake.attach_s3(&s3);
+    fake.associate_role(COPY_ROLE, false);
+    let warehouse = bulk_warehouse(&fake, &s3, &schema, "&bulk_rows=50");
+    Some((fake, s3, warehouse, pg, schema))
+}
+
+/// A Rollbar-like document of about `bytes`: a stack of frames with locals, no string in
+/// it longer than 2 000 bytes (as deep stack locals are).
+fn deep_document(id: i64, bytes: usize) -> serde_json::Value {
+    let frames: Vec<serde_json::Value> = (0..bytes / 2_100 + 1)
+        .map(|i| {
+            serde_json::json!({
+                "filename": format!("app/models/thing_{i}.rb"),
+                "lineno": i,
+                "locals": {"payload": "l".repeat(2_000)},
+            })
+        })
+        .collect();
+    serde_json::json!({"id": id, "body": {"trace": {"frames": frames}}})
+}
+
+fn occurrence_with(id: i64, document: &serde_json::Value) -> Row {
+    let mut row = occurrence(id, &format!("occurrence {id}"), 0);
+    row.0[ROLLBAR_OCCURRENCES.column_index("data").unwrap()] = Value::json(document);
+    row
+}
+
+async fn reject_reasons(pg: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+    pg.query(
+        &format!("SELECT reason FROM \"{schema}\"._heimdallr_rejects ORDER BY record_key"),
+        &[],
+    )
+    .await
+    .expect("read rejects")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_backfill_with_documents_of_70_kb_500_kb_and_2_mb_lands_every_document_whole() {
+    let Some((fake, s3, warehouse, pg, schema)) = bulk_setup().await else {
+        return;
+    };
+    let sizes = [70_000, 500_000, 2_000_000, 70_000, 1_000];
+    let documents: Vec<serde_json::Value> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| deep_document(i as i64 + 1, *bytes))
+        .collect();
+    let rows = documents
+        .iter()
+        .enumerate()
+        .map(|(i, d)| occurrence_with(i as i64 + 1, d));
+    warehouse
+        .commit(batch(rows, serde_json::json!({"high_water": 5})))
+        .await
+        .expect("the backfill batch lands");
+
+    for (i, document) in documents.iter().enumerate() {
+        let stored = stored_data(&pg, &schema, i as i64 + 1).await;
+        assert_eq!(&stored, document, "document {} stored whole", i + 1);
+    }
+    assert!(reject_reasons(&pg, &schema).await.is_empty());
+    let stored = warehouse
+        .read_state("rollbar", "occurrences", "web", None)
+        .await
+        .unwrap()
+        .expect("the cursor committed with the rows");
+    assert_eq!(stored.cursor, serde_json::json!({"high_water": 5}));
+    // The occurrences went through S3 and COPY (five rows, under the threshold, but too
+    // large inline); the state row inline; the objects are gone after the commit.
+    let stats = fake.stats();
+    assert_eq!(stats.copies, 1, "{stats:?}");
+    assert!(stats.copied_bytes > 0);
+    assert_eq!(s3.stats().requests["PutObject"], 1);
+    assert!(s3.keys(BUCKET).is_empty(), "{:?}", s3.keys(BUCKET));
+    let sql = fake.submitted_batches().concat().join("\n");
+    assert!(
+        sql.contains(&format!("FROM 's3://{BUCKET}/rollbar/")),
+        "{sql}"
+    );
+    assert!(sql.contains(&format!(
+        "IAM_ROLE '{COPY_ROLE}' FORMAT AS JSON 'auto' GZIP"
+    )));
+    assert!(!sql.contains("padding"), "no document inline");
+}
+
+#[tokio::test]
+async fn a_quiet_minute_stays_inline_and_a_large_batch_goes_through_s3() {
+    let Some((fake, s3, warehouse, pg, schema)) = bulk_setup().await else {
+        return;
+    };
+    warehouse
+        .commit(batch(
+            (1..=3).map(|id| occurrence(id, "quiet", 100)),
+            serde_json::json!({"high_water": 3}),
+        ))
+        .await
+        .expect("a quiet batch");
+    assert_eq!(fake.stats().copies, 0);
+    assert!(s3.stats().requests.is_empty(), "no S3 round trip");
+
+    // 120 rows (over the threshold of 50): one object and one COPY, rows replaced on key.
+    warehouse
+        .commit(batch(
+            (2..=121).map(|id| occurrence(id, &format!("bulk {id}"), 100)),
+            serde_json::json!({"high_water": 121}),
+        ))
+        .await
+        .expect("a large batch");
+    let stored = titles(&pg, &schema).await;
+    assert_eq!(stored.len(), 121);
+    assert_eq!(stored[0], (1, "quiet".to_string()));
+    assert_eq!(stored[1], (2, "bulk 2".to_string()));
+    assert_eq!(fake.stats().copies, 1);
+    let occurred: i64 = pg
+        .query_one(&format!("SELECT CAST(EXTRACT(EPOCH FROM occurred_at) * 1000000 AS BIGINT) FROM \"{schema}\".rollbar_occurrences WHERE id = 7"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        occurred, 1_790_000_007_123_456,
+        "timestamps keep microseconds through COPY"
+    );
+    // Long polling: every transaction was one call, with no status poll.
+    let calls = fake.stats().calls;
+    assert_eq!(calls.get("DescribeStatement"), None, "{calls:?}");
+}
+
+#[tokio::test]
+async fn an_object_gone_before_its_copy_is_uploaded_again_not_lost() {
+    let Some((fake, s3, warehouse, pg, schema)) = bulk_setup().await else {
+        return;
+    };
+    s3.lose_next_puts(1);
+    warehouse
+        .commit(batch(
+            (1..=60).map(|id| occurrence(id, "again", 10)),
+            serde_json::json!({"high_water": 60}),
+        ))
+        .await
+        .expect("the batch lands after a second upload");
+    assert_eq!(titles(&pg, &schema).await.len(), 60);
+    assert_eq!(s3.stats().requests["PutObject"], 2);
+    assert_eq!(
+        fake.stats().copies,
+        1,
+        "the first COPY found nothing and applied nothing"
+    );
+    assert!(s3.keys(BUCKET).is_empty());
+}
+
+#[tokio::test]
+async fn rows_a_copy_refuses_are_reported_from_sys_load_error_detail_and_nothing_is_applied() {
+    let Some((fake, s3, _warehouse, pg, schema)) = bulk_setup().await else {
+        return;
+    };
+    // The URL claims large strings the cluster does not have: the client sends a 70 KB
+    // string inside a document, and Redshift's COPY refuses it.
+    let claims_large = bulk_warehouse(&fake, &s3, &schema, "&large_strings=true&bulk_rows=1");
+    let mut document = deep_document(1, 1_000);
+    document["message"] = serde_json::json!("m".repeat(70_000));
+    let error = claims_large
+        .commit(batch(
+            [occurrence_with(1, &document)],
+            serde_json::json!({"high_water": 1}),
+        ))
+        .await
+        .expect_err("the load fails");
+    let text = error.to_string();
+    assert!(text.contains("Load into table"), "{text}");
+    assert!(
+        text.contains("line 1, column data (super): error 1224"),
+        "{text}"
+    );
+    assert!(text.contains("65535"), "{text}");
+    assert!(!text.contains("mmmm"), "no data in errors: {text}");
+    assert!(titles(&pg, &schema).await.is_empty());
+    assert!(claims_large
+        .read_state("rollbar", "occurrences", "web", None)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        s3.keys(BUCKET).is_empty(),
+        "the failed load's object is deleted"
+    );
+}
+
+#[tokio::test]
+async fn a_string_over_65535_bytes_inside_a_document_is_cut_and_the_rest_kept_with_a_reject() {
+    let Some((_fake, _s3, warehouse, pg, schema)) = bulk_setup().await else {
+        return;
+    };
+    let mut document = deep_document(1, 200_000);
+    document["message"] = serde_json::json!("m".repeat(70_000));
+    warehouse
+        .commit(batch(
+            [occurrence_with(1, &document)],
+            serde_json::json!({"high_water": 1}),
+        ))
+        .await
+        .expect("lands");
+    let stored = stored_data(&pg, &schema, 1).await;
+    assert_eq!(stored["message"].as_str().map(str::len), Some(65_535));
+    assert_eq!(stored["body"], document["body"], "the rest is whole");
+    let reasons = reject_reasons(&pg, &schema).await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains("string(s) inside the document exceed"),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_document_over_copys_4_mb_record_is_stored_without_it_and_a_reject_says_why() {
+    let Some((_fake, _s3, warehouse, pg, schema)) = bulk_setup().await else {
+        return;
+    };
+    let rows = [
+        occurrence_with(1, &deep_document(1, 4_300_000)),
+        occurrence_with(2, &deep_document(2, 3_000_000)),
+    ];
+    warehouse
+        .commit(batch(rows, serde_json::json!({"high_water": 2})))
+        .await
+        .expect("lands");
+    let omitted = stored_data(&pg, &schema, 1).await;
+    assert!(omitted["heimdallr_omitted"].is_string(), "{omitted}");
+    assert_eq!(
+        stored_data(&pg, &schema, 2).await,
+        deep_document(2, 3_000_000)
+    );
+    let reasons = reject_reasons(&pg, &schema).await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains("COPY's JSON record limit"),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_copy_role_the_cluster_does_not_know_says_to_associate_it() {
+    let Some((fake, s3, _warehouse, pg, schema)) = bulk_setup().await else {
+        return;
+    };
+    let target = RedshiftTarget::parse(&format!(
+        "redshift-data://awsuser@cluster/test-cluster/dev?staging=s3://{BUCKET}/rollbar/&copy_role=arn:aws:iam::123456789012:role/unknown&bulk_rows=1"
+    ))
+    .unwrap();
+    let unassociated =
+        RedshiftWarehouse::with_clients(client(&fake), s3_client(&s3), target, &schema);
+    let text = unassociated
+        .commit(batch(
+            [occurrence(1, "one", 10)],
+            serde_json::json!({"high_water": 1}),
+        ))
+        .await
+        .expect_err("COPY cannot assume the role")
+        .to_string();
+    assert!(text.contains("not authorized to assume IAM Role"), "{text}");
+    assert!(
+        text.contains("associate the role with the cluster"),
+        "{text}"
+    );
+    assert!(titles(&pg, &schema).await.is_empty());
+}
+
+#[tokio::test]
+async fn s3_throttling_is_retried_and_a_denied_upload_applies_nothing() {
+    let Some((_fake, s3, warehouse, pg, schema)) = bulk_setup().await else {
+        return;
+    };
+    s3.fail_next("PutObject", [S3Failure::SlowDown, S3Failure::InternalError]);
+    warehouse
+        .commit(batch(
+            (1..=60).map(|id| occurrence(id, "slow", 10)),
+            serde_json::json!({"high_water": 60}),
+        ))
+        .await
+        .expect("the SDK retries SlowDown and InternalError");
+    assert_eq!(titles(&pg, &schema).await.len(), 60);
+
+    s3.fail_next("PutObject", [S3Failure::AccessDenied]);
+    let text = warehouse
+        .commit(batch(
+            (61..=120).map(|id| occurrence(id, "denied", 10)),
+            serde_json::json!({"high_water": 120}),
+        ))
+        .await
+        .expect_err("a denied upload fails the batch")
+        .to_string();
+    assert!(text.contains("AccessDenied"), "{text}");
+    assert!(
+        text.contains("s3:PutObject on the staging prefix"),
+        "{text}"
+    );
+    assert_eq!(
+        titles(&pg, &schema).await.len(),
+        60,
+        "nothing of it applied"
+    );
+    let stored = warehouse
+        .read_state("rollbar", "occurrences", "web", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.cursor, serde_json::json!({"high_water": 60}));
 }

@@ -6,6 +6,8 @@ pub mod heroku;
 pub mod http;
 pub mod lambda_runtime;
 pub mod postgres;
+mod redshift_copy;
 pub mod redshift_data;
 pub mod rollbar;
+pub mod s3;
 pub mod secrets_manager;

@@ -17,10 +17,32 @@
 //! two functions); the trailing `DISTSTYLE .. DISTKEY .. SORTKEY ..` attributes of a
 //! CREATE TABLE are dropped. Serialization failures come back as Redshift's error 1023.
 //!
+//! Long polling: `WaitTimeSeconds` (0 to 30) on BatchExecuteStatement, ExecuteStatement and
+//! DescribeStatement holds the answer until the statement ends or the time passes, and the
+//! submissions then carry its `Status` (aws-sdk-redshiftdata's service model: "The number of
+//! seconds to wait for the SQL statement to complete execution before returning the
+//! description. The maximum value is 30 seconds.").
+//!
+//! `COPY .. FROM 's3://..' IAM_ROLE .. FORMAT AS JSON 'auto' [GZIP]` is executed from the S3
+//! stand-in ([`FakeRedshiftData::attach_s3`]), with COPY's rules (Database Developer Guide):
+//! the FROM path is a key prefix and no matching object is "The specified S3 prefix '..'
+//! does not exist"; the role must be associated with the cluster ("User .. is not
+//! authorized to assume IAM Role .."); `'auto'` matches top-level keys to column names,
+//! case-sensitively, ignores other keys and leaves missing columns NULL (COPY from JSON
+//! format); "The maximum size of a single JSON object or array .. is 4 MB"; a VARCHAR(n)
+//! takes n bytes; a string inside SUPER at most 65 535 bytes unless large strings are on
+//! (SUPER limitations). A refused row fails the whole COPY (MAXERROR 0) with "Load into
+//! table '..' failed.  Check 'stl_load_errors' system table for details.", and is
+//! recorded in `sys_load_error_detail` (file_name, line_number, column_name, column_type,
+//! error_code, error_message, start_time) outside the failed transaction, as Redshift logs
+//! load errors. Error codes follow the Load error reference where it gives one (1204 for a
+//! value over its column, 1224 for SUPER input); the others are this stand-in's.
+//!
 //! Tests can also script what the next submissions do (status sequences, failures,
 //! throttling, statements that never finish) without touching the database.
 
 use crate::http::{serve, Handler, Reply, Request, ServerTask};
+use crate::s3::FakeS3;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -63,6 +85,17 @@ pub struct Stats {
     pub cancels: u64,
     /// Submissions answered from an earlier submission with the same ClientToken.
     pub idempotent_replays: u64,
+    /// COPY statements run, and the bytes of the objects they read (as stored).
+    pub copies: u64,
+    pub copied_bytes: u64,
+}
+
+/// What COPY reads from: the S3 stand-in, and the roles associated with the cluster.
+#[derive(Clone, Default)]
+struct CopySetup {
+    s3: Option<FakeS3>,
+    roles: Vec<String>,
+    default_role: Option<String>,
 }
 
 struct Statement {
@@ -96,6 +129,7 @@ struct State {
     next_id: u64,
     /// The cluster opted in to large strings (`enable_large_strings_opt_in`).
     large_strings: bool,
+    copy: CopySetup,
 }
 
 #[derive(Clone)]
@@ -130,7 +164,7 @@ impl FakeRedshiftData {
         let handler: Handler = Arc::new(move |request| {
             let state = Arc::clone(&shared);
             let pg_url = Arc::clone(&pg_url);
-            Box::pin(async move { handle(state, pg_url, request) })
+            Box::pin(async move { handle_holding(state, pg_url, request).await })
         });
         let (addr, task) = serve(handler).await?;
         Ok(Self {
@@ -138,6 +172,21 @@ impl FakeRedshiftData {
             addr,
             _server: Arc::new(ServerTask(task)),
         })
+    }
+
+    /// COPY reads its objects from this S3 stand-in.
+    pub fn attach_s3(&self, s3: &FakeS3) {
+        lock(&self.state).copy.s3 = Some(s3.clone());
+    }
+
+    /// Associates an IAM role with the cluster (COPY may assume it); `default` makes it
+    /// the role `IAM_ROLE default` means.
+    pub fn associate_role(&self, arn: &str, default: bool) {
+        let mut state = lock(&self.state);
+        state.copy.roles.push(arn.to_string());
+        if default {
+            state.copy.default_role = Some(arn.to_string());
+        }
     }
 
     /// Acts as a cluster that opted in to strings over 65 535 bytes.
@@ -188,6 +237,85 @@ fn error(kind: &str, message: &str) -> Reply {
 
 fn ok(body: Value) -> Reply {
     Reply::json(200, &body).with_header("content-type", "application/x-amz-json-1.1")
+}
+
+/// [`handle`], holding the answer while `WaitTimeSeconds` asks it to.
+async fn handle_holding(
+    state: Arc<Mutex<State>>,
+    pg_url: Arc<Option<String>>,
+    request: Request,
+) -> Reply {
+    let operation = request
+        .header("x-amz-target")
+        .unwrap_or_default()
+        .trim_start_matches("RedshiftData.")
+        .to_string();
+    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    let hold = match &body["WaitTimeSeconds"] {
+        Value::Null => 0,
+        value => match value.as_u64().filter(|s| *s <= 30) {
+            Some(seconds) => seconds,
+            None => {
+                return error(
+                    "ValidationException",
+                    "1 validation error detected: Value at 'waitTimeSeconds' failed to satisfy constraint: Member must have value less than or equal to 30",
+                )
+            }
+        },
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(hold);
+    match operation.as_str() {
+        "DescribeStatement" if hold > 0 => {
+            let id = body["Id"].as_str().unwrap_or_default().to_string();
+            hold_until_ended(&state, &id, until).await;
+            handle(state, pg_url, request)
+        }
+        "BatchExecuteStatement" | "ExecuteStatement" if hold > 0 => {
+            let reply = handle(Arc::clone(&state), pg_url, request);
+            let Reply::Response {
+                status: 200,
+                headers,
+                body,
+            } = reply
+            else {
+                return reply;
+            };
+            let mut answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let id = answer["Id"].as_str().unwrap_or_default().to_string();
+            hold_until_ended(&state, &id, until).await;
+            if let Some(statement) = lock(&state).statements.get(&id) {
+                answer["Status"] = json!(statement.status);
+                answer["HasResultSet"] = json!(statement.result.is_some());
+            }
+            Reply::Response {
+                status: 200,
+                headers,
+                body: answer.to_string().into_bytes(),
+            }
+        }
+        _ => handle(state, pg_url, request),
+    }
+}
+
+/// Waits while the statement runs for real (or hangs), until `until`. Scripted statuses
+/// answer at once: each describes one observation.
+async fn hold_until_ended(state: &Arc<Mutex<State>>, id: &str, until: std::time::Instant) {
+    while std::time::Instant::now() < until {
+        let running = match lock(state).statements.get(id) {
+            Some(s) => {
+                let hanging = matches!(s.scripted_end, Some(Script::Hang)) && !s.cancelled;
+                s.pending_statuses.is_empty()
+                    && (hanging
+                        || (s.scripted_end.is_none()
+                            && matches!(s.status, "SUBMITTED" | "STARTED")))
+            }
+            None => false,
+        };
+        if !running {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 fn handle(state: Arc<Mutex<State>>, pg_url: Arc<Option<String>>, request: Request) -> Reply {
@@ -357,9 +485,10 @@ fn start_running(state: &Arc<Mutex<State>>, pg_url: &Arc<Option<String>>, id: &s
         }
         return;
     };
-    let (sqls, is_batch, parameters, large_strings) = {
+    let (sqls, is_batch, parameters, large_strings, copy) = {
         let mut guard = lock(state);
         let large_strings = guard.large_strings;
+        let copy = guard.copy.clone();
         let Some(statement) = guard.statements.get_mut(id) else {
             return;
         };
@@ -370,13 +499,21 @@ fn start_running(state: &Arc<Mutex<State>>, pg_url: &Arc<Option<String>>, id: &s
             statement.is_batch,
             statement.request["Parameters"].clone(),
             large_strings,
+            copy,
         )
     };
     let state = Arc::clone(state);
     let id = id.to_string();
     tokio::spawn(async move {
         let outcome = if is_batch {
-            run_batch(&url, &sqls, large_strings).await.map(|()| None)
+            run_batch(&url, &sqls, large_strings, &copy)
+                .await
+                .map(|copied| {
+                    let mut guard = lock(&state);
+                    guard.stats.copies += copied.0;
+                    guard.stats.copied_bytes += copied.1;
+                    None
+                })
         } else {
             run_query(&url, &sqls[0], &parameters, large_strings)
                 .await
@@ -574,13 +711,17 @@ async fn install_redshift_compatibility(url: &str) -> Result<(), tokio_postgres:
              RETURN $1::jsonb;
            END $f$;
          CREATE OR REPLACE FUNCTION public.json_serialize(jsonb) RETURNS text
-           LANGUAGE sql IMMUTABLE STRICT AS 'SELECT $1::text';",
+           LANGUAGE sql IMMUTABLE STRICT AS 'SELECT $1::text';
+         CREATE TABLE IF NOT EXISTS public.sys_load_error_detail (
+           query_id BIGINT, file_name TEXT, line_number BIGINT, column_name TEXT,
+           column_type TEXT, error_code INTEGER, error_message TEXT,
+           start_time TIMESTAMP DEFAULT clock_timestamp());",
     )
     .await?;
     tx.commit().await
 }
 
-async fn connect(
+pub(crate) async fn connect(
     url: &str,
     large_strings: bool,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -638,8 +779,14 @@ fn redshift_error(error: &tokio_postgres::Error) -> String {
     }
 }
 
-/// One transaction, as the Data API runs a batch. Returns the failing statement's index.
-async fn run_batch(url: &str, sqls: &[String], large_strings: bool) -> Result<(), (usize, String)> {
+/// One transaction, as the Data API runs a batch. Returns the COPY statements run and the
+/// bytes they read, or the failing statement's index.
+async fn run_batch(
+    url: &str,
+    sqls: &[String],
+    large_strings: bool,
+    copy: &CopySetup,
+) -> Result<(u64, u64), (usize, String)> {
     let mut client = connect(url, large_strings)
         .await
         .map_err(|e| (0, redshift_error(&e)))?;
@@ -649,7 +796,17 @@ async fn run_batch(url: &str, sqls: &[String], large_strings: bool) -> Result<()
         .start()
         .await
         .map_err(|e| (0, redshift_error(&e)))?;
+    let mut copied = (0, 0);
     for (index, sql) in sqls.iter().enumerate() {
+        if sql.starts_with("COPY ") {
+            let bytes =
+                crate::redshift_copy::run_copy(&tx, url, sql, copy_context(copy, large_strings))
+                    .await
+                    .map_err(|message| (index, message))?;
+            copied.0 += 1;
+            copied.1 += bytes;
+            continue;
+        }
         if let Some(refusal) = redshift_refuses(sql) {
             return Err((index, refusal));
         }
@@ -659,7 +816,17 @@ async fn run_batch(url: &str, sqls: &[String], large_strings: bool) -> Result<()
     }
     tx.commit()
         .await
-        .map_err(|e| (sqls.len().saturating_sub(1), redshift_error(&e)))
+        .map_err(|e| (sqls.len().saturating_sub(1), redshift_error(&e)))?;
+    Ok(copied)
+}
+
+fn copy_context(copy: &CopySetup, large_strings: bool) -> crate::redshift_copy::CopyContext<'_> {
+    crate::redshift_copy::CopyContext {
+        s3: copy.s3.as_ref(),
+        roles: &copy.roles,
+        default_role: copy.default_role.as_deref(),
+        large_strings,
+    }
 }
 
 /// A read with named `:parameters` (bound as text, as the Data API sends them).
