@@ -130,6 +130,8 @@ struct State {
     /// The cluster opted in to large strings (`enable_large_strings_opt_in`).
     large_strings: bool,
     copy: CopySetup,
+    /// Answers at once whatever WaitTimeSeconds asks (an endpoint without long polling).
+    no_long_polling: bool,
 }
 
 #[derive(Clone)]
@@ -187,6 +189,11 @@ impl FakeRedshiftData {
         if default {
             state.copy.default_role = Some(arn.to_string());
         }
+    }
+
+    /// Ignores WaitTimeSeconds, answering at once (to measure polling without it).
+    pub fn set_long_polling(&self, on: bool) {
+        lock(&self.state).no_long_polling = !on;
     }
 
     /// Acts as a cluster that opted in to strings over 65 535 bytes.
@@ -262,6 +269,11 @@ async fn handle_holding(
                 )
             }
         },
+    };
+    let hold = if lock(&state).no_long_polling {
+        0
+    } else {
+        hold
     };
     let until = std::time::Instant::now() + Duration::from_secs(hold);
     match operation.as_str() {

@@ -153,3 +153,23 @@ DELETE FROM "heimdallr"."_heimdallr_state" WHERE ("source" = 'rollbar' AND "stre
 
 INSERT INTO "heimdallr"."_heimdallr_state" ("source", "stream", "scope", "cursor", "source_time", "run_id", "updated_at", "caught_up_at") VALUES ('rollbar', 'occurrences', 'web', JSON_PARSE('{"high_water":2}'), '2026-09-21 14:13:20.250000+00', 'run-1', '2026-09-21 14:13:20.250000+00', '2026-09-21 14:13:20.250000+00');
 
+CREATE TEMP TABLE "stage_rollbar_occurrences_1" ("id" BIGINT, "item_id" BIGINT, "project_id" BIGINT, "occurred_at" TIMESTAMPTZ, "client_timestamp" TIMESTAMPTZ, "environment" VARCHAR(255), "level" VARCHAR(32), "body_type" VARCHAR(32), "title" VARCHAR(4096), "exception_class" VARCHAR(1024), "exception_message" VARCHAR(65535), "person_id" VARCHAR(255), "person_username" VARCHAR(255), "person_email" VARCHAR(255), "code_version" VARCHAR(255), "framework" VARCHAR(64), "platform" VARCHAR(64), "language" VARCHAR(64), "request_url" VARCHAR(4096), "request_method" VARCHAR(16), "request_user_ip" VARCHAR(128), "server_host" VARCHAR(255), "uuid" VARCHAR(64), "context" VARCHAR(1024), "data" SUPER, "synced_at" TIMESTAMPTZ, "_heimdallr_seq" INTEGER NOT NULL);
+
+COPY "stage_rollbar_occurrences_1" FROM 's3://heimdallr-staging/rollbar/batch-1/1-rollbar_occurrences.jsonl.gz' IAM_ROLE 'arn:aws:iam::123456789012:role/heimdallr-copy' FORMAT AS JSON 'auto' GZIP TIMEFORMAT 'auto' STATUPDATE OFF COMPUPDATE OFF;
+
+DELETE FROM "heimdallr"."rollbar_occurrences" USING "stage_rollbar_occurrences_1" WHERE "heimdallr"."rollbar_occurrences"."id" = "stage_rollbar_occurrences_1"."id";
+
+INSERT INTO "heimdallr"."rollbar_occurrences" ("id", "item_id", "project_id", "occurred_at", "client_timestamp", "environment", "level", "body_type", "title", "exception_class", "exception_message", "person_id", "person_username", "person_email", "code_version", "framework", "platform", "language", "request_url", "request_method", "request_user_ip", "server_host", "uuid", "context", "data", "synced_at") SELECT "id", "item_id", "project_id", "occurred_at", "client_timestamp", "environment", "level", "body_type", "title", "exception_class", "exception_message", "person_id", "person_username", "person_email", "code_version", "framework", "platform", "language", "request_url", "request_method", "request_user_ip", "server_host", "uuid", "context", "data", "synced_at" FROM (SELECT "id", "item_id", "project_id", "occurred_at", "client_timestamp", "environment", "level", "body_type", "title", "exception_class", "exception_message", "person_id", "person_username", "person_email", "code_version", "framework", "platform", "language", "request_url", "request_method", "request_user_ip", "server_host", "uuid", "context", "data", "synced_at", ROW_NUMBER() OVER (PARTITION BY "id" ORDER BY "_heimdallr_seq" DESC) AS heimdallr_rank FROM "stage_rollbar_occurrences_1") AS staged WHERE heimdallr_rank = 1;
+
+DROP TABLE "stage_rollbar_occurrences_1";
+
+DELETE FROM "heimdallr"."_heimdallr_runs" WHERE ("run_id" = 'run-1' AND "source" = 'rollbar' AND "stream" = 'occurrences' AND "scope" = 'web');
+
+INSERT INTO "heimdallr"."_heimdallr_runs" ("run_id", "source", "stream", "scope", "started_at", "finished_at", "status", "rows_written", "pages_fetched", "api_retries", "rejects", "error", "updated_at") VALUES ('run-1', 'rollbar', 'occurrences', 'web', '2026-09-21 14:13:20.250000+00', NULL, 'running', 2, 1.5e0, NULL, NULL, NULL, NULL);
+
+DELETE FROM "heimdallr"."_heimdallr_state" WHERE ("source" = 'rollbar' AND "stream" = 'occurrences' AND "scope" = 'web');
+
+INSERT INTO "heimdallr"."_heimdallr_state" ("source", "stream", "scope", "cursor", "source_time", "run_id", "updated_at", "caught_up_at") VALUES ('rollbar', 'occurrences', 'web', JSON_PARSE('{"high_water":2}'), '2026-09-21 14:13:20.250000+00', 'run-1', '2026-09-21 14:13:20.250000+00', '2026-09-21 14:13:20.250000+00');
+
+SELECT TRIM(file_name), line_number, TRIM(column_name), TRIM(column_type), error_code, TRIM(error_message) FROM sys_load_error_detail WHERE TRIM(file_name) = :file ORDER BY start_time DESC LIMIT 5;
+
