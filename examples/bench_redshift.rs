@@ -19,6 +19,8 @@ const BUCKET: &str = "heimdallr-staging";
 const COPY_ROLE: &str = "arn:aws:iam::123456789012:role/heimdallr-copy";
 /// Rows per batch: the sync's default (HEIMDALLR_BATCH_ROWS).
 const BATCH_ROWS: usize = 1000;
+/// Batch sizes compared to find where COPY starts to pay (10k rows each).
+const SWEEP: [usize; 7] = [100, 200, 300, 500, 1000, 2500, 5000];
 
 /// The latency model (milliseconds), from the Data API's and Redshift's published
 /// behaviour and typical figures: each call is a round trip to the regional endpoint plus
@@ -37,7 +39,7 @@ struct Model {
 
 const MODEL: Model = Model {
     call_ms: 150.0,
-    statement_ms: 40.0,
+    statement_ms: 100.0,
     statement_ms_per_kb: 0.5,
     commit_ms: 200.0,
     copy_ms: 1_000.0,
@@ -106,6 +108,7 @@ async fn run(
     schema: &str,
     url: &str,
     rows: usize,
+    batch_rows: usize,
 ) -> Figures {
     let target = RedshiftTarget::parse(url).expect("URL");
     let s3_config = aws_sdk_s3::Config::builder()
@@ -145,7 +148,7 @@ async fn run(
     let started = Instant::now();
     let mut next = 0;
     while next < rows {
-        let end = (next + BATCH_ROWS).min(rows);
+        let end = (next + batch_rows).min(rows);
         let mut batch = Batch::default();
         for id in next..end {
             batch.push(&ROLLBAR_OCCURRENCES, occurrence(id as i64));
@@ -250,7 +253,7 @@ async fn main() {
             }
             fake.set_long_polling(*long_polling);
             let schema = format!("bench_{run_index}_{path_index}_{}", std::process::id());
-            let f = run(&fake, &s3, &schema, url, rows).await;
+            let f = run(&fake, &s3, &schema, url, rows, BATCH_ROWS).await;
             let total = f.model_seconds * rows as f64 / 10_000.0;
             println!(
                 "| {rows} | {name} | {:.0} | {:.0} | {:.1} | {:.1} MB | {:.0} | {:.0} | {:.1} s | {} | {:.0} s |",
@@ -258,6 +261,57 @@ async fn main() {
                 human(total), f.wall_seconds
             );
         }
+    }
+
+    // Where COPY starts to pay: 10k rows in batches of each size, the occurrences of each
+    // batch inline or through S3.
+    println!();
+    println!("| batch rows | inline: modelled time /10k | bulk: modelled time /10k | cheaper |");
+    println!("|---:|---:|---:|---|");
+    let mut threshold = None;
+    for (i, &batch_rows) in SWEEP.iter().enumerate() {
+        fake.set_long_polling(true);
+        let inline = run(
+            &fake,
+            &s3,
+            &format!("sweep_i_{i}_{}", std::process::id()),
+            base,
+            10_000,
+            batch_rows,
+        )
+        .await;
+        // The occurrences (batch_rows of them) through S3; the cursor and run rows inline.
+        let bulk_url = format!(
+            "{base}?staging=s3://{BUCKET}/bench/&copy_role={COPY_ROLE}&bulk_rows={batch_rows}"
+        );
+        let bulk = run(
+            &fake,
+            &s3,
+            &format!("sweep_b_{i}_{}", std::process::id()),
+            &bulk_url,
+            10_000,
+            batch_rows,
+        )
+        .await;
+        let cheaper = if bulk.model_seconds < inline.model_seconds {
+            "bulk"
+        } else {
+            "inline"
+        };
+        if cheaper == "bulk" && threshold.is_none() {
+            threshold = Some(batch_rows);
+        }
+        println!(
+            "| {batch_rows} | {:.1} s | {:.1} s | {cheaper} |",
+            inline.model_seconds, bulk.model_seconds
+        );
+    }
+    match threshold {
+        Some(rows) => println!(
+            "\nCOPY is cheaper from {rows} rows a batch (of those compared); bulk_rows defaults to {}.",
+            heimdallr_core::warehouse::redshift::target::DEFAULT_BULK_ROWS
+        ),
+        None => println!("\nCOPY was not cheaper at any batch size compared."),
     }
 }
 

@@ -40,7 +40,10 @@ export class Network extends Construct {
       trafficType: ec2.FlowLogTrafficType.REJECT,
     });
     // Free, and it keeps the staged uploads for COPY (S3) off the NAT gateway's per-GB charge.
-    this.vpc.addGatewayEndpoint('S3', { service: ec2.GatewayVpcEndpointAwsService.S3 });
+    this.vpc.addGatewayEndpoint('S3', {
+      service: ec2.GatewayVpcEndpointAwsService.S3,
+      subnets: [{ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS }],
+    });
     if (props.interfaceEndpoints) {
       const subnets = { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS };
       this.vpc.addInterfaceEndpoint('SecretsManager', { service: ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER, subnets });

@@ -97,7 +97,12 @@ describe('network', () => {
     const endpoints = Object.values(two.findResources('AWS::EC2::VPCEndpoint')).map((e) => JSON.stringify(e.Properties.ServiceName));
     expect(endpoints.some((e) => e.includes('secretsmanager'))).toBe(true);
     expect(endpoints.some((e) => e.includes('redshift-data'))).toBe(true);
-    template.resourceCountIs('AWS::EC2::VPCEndpoint', 0);
+    // By default only the S3 gateway endpoint (free): staged uploads skip the NAT.
+    const defaults = Object.values(template.findResources('AWS::EC2::VPCEndpoint')).map((e) => e.Properties);
+    expect(defaults).toHaveLength(1);
+    expect(defaults[0].VpcEndpointType).toBe('Gateway');
+    expect(JSON.stringify(defaults[0].ServiceName)).toContain('.s3');
+    expect(defaults[0].RouteTableIds).toHaveLength(2);
   });
 });
 

@@ -56,9 +56,10 @@ pub struct Staging {
 }
 
 /// From this many rows of one table in a batch, they go through S3 (`bulk_rows`). Chosen
-/// from scripts/bench-redshift.sh: below it, the upload and the COPY cost more than the
-/// inline statements they replace (docs/redshift.md, "Choosing the path").
-pub const DEFAULT_BULK_ROWS: usize = 500;
+/// from scripts/bench-redshift.sh: under its latency model the COPY's fixed cost (a start
+/// of about a second, four more statements, two S3 requests) equals the inline statements
+/// it replaces at about 560 rows of ~1.5 KB (docs/redshift.md, "Choosing the path").
+pub const DEFAULT_BULK_ROWS: usize = 600;
 
 impl Staging {
     /// Parses `s3://BUCKET[/PREFIX]`; the prefix gets a trailing `/`.
