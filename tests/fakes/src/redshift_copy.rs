@@ -329,6 +329,11 @@ fn timestamp(text: &str) -> Option<String> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Some(at.to_rfc3339());
     }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(at) = chrono::DateTime::parse_from_str(text, format) {
+            return Some(at.to_rfc3339());
+        }
+    }
     for format in [
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M:%S%.f",

@@ -47,11 +47,15 @@ pub fn json_line(table: &Table, row: &Row, sequence: usize) -> String {
                 &serde_json::Number::from_f64(*v).map_or_else(|| "null".into(), |n| n.to_string()),
             ),
             Value::Text(v) => push_json_string(&mut line, v),
-            // TIMESTAMPTZ without an offset is UTC on Redshift; TIMEFORMAT 'auto' reads it.
+            // With its offset, as inline literals: never read in a session's time zone.
             Value::Timestamp(v) => {
-                push_json_string(&mut line, &v.format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+                push_json_string(&mut line, &v.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
             }
-            // Already JSON text: loaded into the SUPER column as the document itself.
+            // Already JSON text: loaded into the SUPER column as the document itself, on
+            // this one line (a raw line break in JSON text is whitespace, never data).
+            Value::Json(v) if v.as_str().contains(['\n', '\r']) => {
+                line.push_str(&v.as_str().replace(['\n', '\r'], " "))
+            }
             Value::Json(v) => line.push_str(v.as_str()),
         }
         line.push(',');
@@ -159,7 +163,7 @@ mod tests {
         assert_eq!(parsed["source"], "rollbar");
         assert_eq!(parsed["scope"], "project 1 \"main\"");
         assert_eq!(parsed["cursor"], serde_json::json!({"page": 3}));
-        assert_eq!(parsed["updated_at"], "2026-11-30 13:05:07.000000");
+        assert_eq!(parsed["updated_at"], "2026-11-30 13:05:07.000000+00");
         assert_eq!(parsed[STAGE_SEQUENCE_COLUMN], 7);
         assert!(parsed.get("caught_up_at").is_none(), "NULL is left out");
         assert!(!line.contains('\n'));

@@ -9,6 +9,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use std::time::Instant;
 
+/// The longest a clean-up delete may take (S3 answers in milliseconds).
+const DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(super) struct StagingStore {
     client: Client,
     pub(super) staging: Staging,
@@ -64,23 +67,26 @@ impl StagingStore {
         })
     }
 
-    /// Deletes one object; a failure is only logged (the lifecycle rule expires it).
+    /// Deletes one object, waiting [`DELETE_WAIT`] at most; a failure is only logged (the
+    /// lifecycle rule expires the object).
     pub(super) async fn delete(&self, key: &str) {
-        let outcome = self
+        let request = self
             .client
             .delete_object()
             .bucket(&self.staging.bucket)
             .key(key)
-            .send()
-            .await;
-        if let Err(error) = outcome {
-            tracing::warn!(
-                bucket = %self.staging.bucket,
-                key,
-                error = %DisplayErrorContext(&error),
-                "could not delete a staged object; the bucket's lifecycle rule will expire it"
-            );
-        }
+            .send();
+        let error = match tokio::time::timeout(DELETE_WAIT, request).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(error)) => DisplayErrorContext(&error).to_string(),
+            Err(_) => format!("no answer within {DELETE_WAIT:?}"),
+        };
+        tracing::warn!(
+            bucket = %self.staging.bucket,
+            key,
+            error,
+            "could not delete a staged object; the bucket's lifecycle rule will expire it"
+        );
     }
 }
 

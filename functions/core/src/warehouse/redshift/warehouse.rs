@@ -119,7 +119,8 @@ impl RedshiftWarehouse {
                 return Err(error);
             };
             let object = format!("s3://{}/{}", store.staging.bucket, upload.key);
-            if object_missing(&redshift_error) && resubmission < REUPLOADS {
+            let in_time = deadline.is_none_or(|d| std::time::Instant::now() < d);
+            if object_missing(&redshift_error) && resubmission < REUPLOADS && in_time {
                 resubmission += 1;
                 tracing::warn!(%object, "a staged object was gone before its COPY; uploading it again");
                 continue;
@@ -330,9 +331,15 @@ impl Warehouse for RedshiftWarehouse {
                     let outcome = self
                         .load(store, transaction, batch.cancel_after, &context)
                         .await;
-                    // Committed or not, the objects are done with (a retry uploads anew).
-                    for upload in &transaction.uploads {
-                        store.delete(&upload.key).await;
+                    // Committed or not, the objects are done with (a retry uploads anew);
+                    // past the budget they are left to the bucket's lifecycle rule.
+                    let in_time = batch
+                        .cancel_after
+                        .is_none_or(|d| std::time::Instant::now() < d);
+                    if in_time {
+                        for upload in &transaction.uploads {
+                            store.delete(&upload.key).await;
+                        }
                     }
                     outcome?;
                 }
