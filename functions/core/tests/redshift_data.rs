@@ -844,3 +844,90 @@ async fn s3_throttling_is_retried_and_a_denied_upload_applies_nothing() {
         .unwrap();
     assert_eq!(stored.cursor, serde_json::json!({"high_water": 60}));
 }
+
+#[tokio::test]
+async fn a_run_killed_while_uploading_copying_or_merging_leaves_what_the_next_run_completes() {
+    let Some((fake, s3, warehouse, pg, schema)) = bulk_setup().await else {
+        return;
+    };
+    let rows = |ids: std::ops::RangeInclusive<i64>, tag: &str| {
+        ids.map(|id| occurrence(id, &format!("{tag} {id}"), 100))
+            .collect::<Vec<_>>()
+    };
+
+    // Killed while uploading (the PUT never answers): nothing reaches Redshift.
+    s3.fail_next("PutObject", [S3Failure::Stall(Duration::from_secs(30))]);
+    let upload = warehouse.commit(batch(
+        rows(1..=60, "a"),
+        serde_json::json!({"high_water": 60}),
+    ));
+    assert!(tokio::time::timeout(Duration::from_millis(500), upload)
+        .await
+        .is_err());
+    assert!(titles(&pg, &schema).await.is_empty());
+    assert_eq!(stored_cursor(&warehouse).await, None);
+
+    // Killed while the COPY runs: the cluster finishes the transaction without the client
+    // (rows and cursor together); its object stays for the bucket's lifecycle rule.
+    fake.delay_next_batches(1, Duration::from_millis(800));
+    let copying = warehouse.commit(batch(
+        rows(1..=60, "b"),
+        serde_json::json!({"high_water": 60}),
+    ));
+    assert!(tokio::time::timeout(Duration::from_millis(300), copying)
+        .await
+        .is_err());
+    heimdallr_fakes::redshift_data::settle(&fake, Duration::from_secs(10)).await;
+    let stored = titles(&pg, &schema).await;
+    assert_eq!(stored.len(), 60);
+    assert!(stored.iter().all(|(_, t)| t.starts_with("b ")));
+    assert_eq!(
+        stored_cursor(&warehouse).await,
+        Some(serde_json::json!({"high_water": 60}))
+    );
+    assert_eq!(s3.keys(BUCKET).len(), 1, "left to the lifecycle rule");
+
+    // The merge fails (the transaction aborted at its DELETE): nothing of it applied.
+    fake.script([Script::Fail {
+        sub_statement: 2,
+        error: "ERROR: Query (9001) cancelled on user's request".into(),
+    }]);
+    let error = warehouse
+        .commit(batch(
+            rows(61..=120, "c"),
+            serde_json::json!({"high_water": 120}),
+        ))
+        .await
+        .expect_err("the merge fails");
+    assert!(error.to_string().contains("statement 3 of"), "{error}");
+    assert_eq!(titles(&pg, &schema).await.len(), 60);
+    assert_eq!(
+        stored_cursor(&warehouse).await,
+        Some(serde_json::json!({"high_water": 60}))
+    );
+
+    // The next run, from the committed cursor: everything once, current.
+    warehouse
+        .commit(batch(
+            rows(61..=120, "d"),
+            serde_json::json!({"high_water": 120}),
+        ))
+        .await
+        .expect("the next run lands");
+    let stored = titles(&pg, &schema).await;
+    assert_eq!(stored.len(), 120);
+    assert_eq!(stored[0], (1, "b 1".to_string()));
+    assert_eq!(stored[119], (120, "d 120".to_string()));
+    assert_eq!(
+        stored_cursor(&warehouse).await,
+        Some(serde_json::json!({"high_water": 120}))
+    );
+}
+
+async fn stored_cursor(warehouse: &RedshiftWarehouse) -> Option<serde_json::Value> {
+    warehouse
+        .read_state("rollbar", "occurrences", "web", None)
+        .await
+        .expect("read state")
+        .map(|s| s.cursor)
+}

@@ -132,6 +132,8 @@ struct State {
     copy: CopySetup,
     /// Answers at once whatever WaitTimeSeconds asks (an endpoint without long polling).
     no_long_polling: bool,
+    /// How long the next batches take on the cluster before they run (a slow COPY).
+    batch_delays: VecDeque<Duration>,
 }
 
 #[derive(Clone)]
@@ -189,6 +191,14 @@ impl FakeRedshiftData {
         if default {
             state.copy.default_role = Some(arn.to_string());
         }
+    }
+
+    /// The next `count` batches stay STARTED this long before they run, whether or not
+    /// anyone is still waiting for them (as a cluster finishes what a killed client sent).
+    pub fn delay_next_batches(&self, count: usize, delay: Duration) {
+        lock(&self.state)
+            .batch_delays
+            .extend(std::iter::repeat_n(delay, count));
     }
 
     /// Ignores WaitTimeSeconds, answering at once (to measure polling without it).
@@ -497,10 +507,16 @@ fn start_running(state: &Arc<Mutex<State>>, pg_url: &Arc<Option<String>>, id: &s
         }
         return;
     };
-    let (sqls, is_batch, parameters, large_strings, copy) = {
+    let (sqls, is_batch, parameters, large_strings, copy, delay) = {
         let mut guard = lock(state);
         let large_strings = guard.large_strings;
         let copy = guard.copy.clone();
+        let is_batch = guard.statements.get(id).is_some_and(|s| s.is_batch);
+        let delay = if is_batch {
+            guard.batch_delays.pop_front()
+        } else {
+            None
+        };
         let Some(statement) = guard.statements.get_mut(id) else {
             return;
         };
@@ -512,11 +528,15 @@ fn start_running(state: &Arc<Mutex<State>>, pg_url: &Arc<Option<String>>, id: &s
             statement.request["Parameters"].clone(),
             large_strings,
             copy,
+            delay,
         )
     };
     let state = Arc::clone(state);
     let id = id.to_string();
     tokio::spawn(async move {
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let outcome = if is_batch {
             run_batch(&url, &sqls, large_strings, &copy)
                 .await

@@ -35,6 +35,9 @@ pub enum S3Failure {
     AccessDenied,
     /// The connection closes without an answer.
     Reset,
+    /// No answer for this long (then 503 SlowDown): a client that gives up first never
+    /// learns whether the object was stored (it was not).
+    Stall(std::time::Duration),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -188,6 +191,10 @@ fn answer(state: &Arc<Mutex<State>>, request: Request) -> Reply {
             ),
             S3Failure::AccessDenied => error(403, "AccessDenied", "Access Denied"),
             S3Failure::Reset => Reply::Reset,
+            S3Failure::Stall(wait) => Reply::Delayed(
+                wait,
+                Box::new(error(503, "SlowDown", "Please reduce your request rate.")),
+            ),
         };
     }
     if !request

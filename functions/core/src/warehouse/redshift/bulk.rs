@@ -106,29 +106,73 @@ pub fn load_errors_query() -> &'static str {
      FROM sys_load_error_detail WHERE TRIM(file_name) = :file ORDER BY start_time DESC LIMIT 5"
 }
 
-/// Cuts every string inside `document` longer than `max` bytes to `max` (at a character
-/// boundary). Returns the new text and how many strings were cut, or None when none was.
+/// Cuts every string inside `document` whose value is longer than `max` bytes to at most
+/// `max` (at a character, never inside an escape). Works on the text itself, so key order,
+/// numbers and the other strings stay exactly as they were. Returns the new text and how
+/// many strings were cut, or None when none was. `document` is valid JSON (a JsonText).
 pub fn cut_long_strings(document: &str, max: usize) -> Option<(String, usize)> {
-    // Cheap test first: no string can be longer than the document.
+    // Cheap test first: no string value can be longer than the document.
     if document.len() <= max {
         return None;
     }
-    let mut value: serde_json::Value = serde_json::from_str(document).ok()?;
+    let bytes = document.as_bytes();
+    let mut out = String::with_capacity(document.len());
+    let mut copied_to = 0;
     let mut cut = 0;
-    cut_strings(&mut value, max, &mut cut);
-    (cut > 0).then(|| (value.to_string(), cut))
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'"' {
+            at += 1;
+            continue;
+        }
+        // A string from here to its closing quote: count its value's bytes.
+        let mut next = at + 1;
+        let mut value_bytes = 0;
+        let mut cut_from = None;
+        while next < bytes.len() && bytes[next] != b'"' {
+            let (raw, decoded) = string_unit(bytes, next);
+            if cut_from.is_none() && value_bytes + decoded > max {
+                cut_from = Some(next);
+            }
+            value_bytes += decoded;
+            next += raw;
+        }
+        if let Some(from) = cut_from {
+            out.push_str(&document[copied_to..from]);
+            copied_to = next;
+            cut += 1;
+        }
+        at = next + 1;
+    }
+    out.push_str(&document[copied_to..]);
+    (cut > 0).then_some((out, cut))
 }
 
-fn cut_strings(value: &mut serde_json::Value, max: usize, cut: &mut usize) {
-    match value {
-        serde_json::Value::String(text) if text.len() > max => {
-            let keep = crate::text::truncate_utf8(text, max).len();
-            text.truncate(keep);
-            *cut += 1;
+/// (bytes of text, bytes of value) of the character or escape at `at` inside a string.
+fn string_unit(bytes: &[u8], at: usize) -> (usize, usize) {
+    let hex = |from: usize| {
+        bytes
+            .get(from..from + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
+    match bytes[at] {
+        b'\\' if bytes.get(at + 1) == Some(&b'u') => match hex(at + 2) {
+            // A surrogate pair is one character of four bytes: never split it.
+            Some(0xD800..=0xDBFF) if bytes.get(at + 6..at + 8) == Some(b"\\u") => (12, 4),
+            Some(code) => (6, char::from_u32(code).map_or(3, char::len_utf8)),
+            None => (2, 1),
+        },
+        b'\\' => (2, 1),
+        lead => {
+            let width = match lead {
+                0xF0..=0xFF => 4,
+                0xE0..=0xEF => 3,
+                0xC0..=0xDF => 2,
+                _ => 1,
+            };
+            (width, width)
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| cut_strings(v, max, cut)),
-        serde_json::Value::Object(map) => map.values_mut().for_each(|v| cut_strings(v, max, cut)),
-        _ => {}
     }
 }
 
@@ -182,15 +226,40 @@ mod tests {
     #[test]
     fn only_strings_over_the_limit_are_cut_at_a_character_boundary() {
         let long = "é".repeat(40);
-        let document =
-            serde_json::json!({"a": long, "b": ["short", {"c": long}], "n": 1}).to_string();
+        let document = format!(
+            r#"{{"z": "{long}", "b": ["short", {{"c": "{long}"}}], "n": 123456789012345678901234567890, "a": 1}}"#
+        );
         let (cut, count) = cut_long_strings(&document, 11).expect("two cut");
         assert_eq!(count, 2);
         let parsed: serde_json::Value = serde_json::from_str(&cut).expect("JSON");
-        assert_eq!(parsed["a"], "é".repeat(5));
+        assert_eq!(parsed["z"], "é".repeat(5));
         assert_eq!(parsed["b"][0], "short");
-        assert_eq!(parsed["n"], 1);
+        assert_eq!(parsed["b"][1]["c"], "é".repeat(5));
+        // The rest is the same text: key order, and a number no f64 holds.
+        assert!(cut.starts_with(r#"{"z": ""#), "{cut}");
+        assert!(
+            cut.contains(r#""n": 123456789012345678901234567890, "a": 1}"#),
+            "{cut}"
+        );
         assert_eq!(cut_long_strings(r#"{"a":"short"}"#, 11), None);
+    }
+
+    #[test]
+    fn escapes_count_as_the_bytes_they_stand_for_and_are_never_split() {
+        // Eight escaped newlines are eight bytes of value: under a limit of 10, not cut.
+        let escaped = format!(r#"{{"m": "{}", "pad": "xxxx"}}"#, r"\n".repeat(8));
+        assert_eq!(cut_long_strings(&escaped, 10), None);
+        let padded = escaped.replace("xxxx", &"x".repeat(20));
+        let (cut, count) = cut_long_strings(&padded, 10).expect("pad cut");
+        assert_eq!(count, 1);
+        let parsed: serde_json::Value = serde_json::from_str(&cut).expect("JSON");
+        assert_eq!(parsed["m"], "\n".repeat(8));
+        assert_eq!(parsed["pad"], "x".repeat(10));
+        // An emoji's surrogate pair (four bytes) stays whole.
+        let emoji = format!(r#"{{"m": "{}"}}"#, r"\ud83d\ude00".repeat(3));
+        let (cut, _) = cut_long_strings(&emoji, 9).expect("cut");
+        let parsed: serde_json::Value = serde_json::from_str(&cut).expect("JSON");
+        assert_eq!(parsed["m"], "😀😀");
     }
 
     #[test]

@@ -54,6 +54,10 @@ macro_rules! on_target {
 pub(super) struct DataApi {
     client: Client,
     pub(super) target: RedshiftTarget,
+    /// In every ClientToken: a later process (the next invocation) submitting the same
+    /// statements, such as a migration cancelled at the last one's deadline, must not be
+    /// answered with that earlier statement for the token's 8 hours.
+    nonce: u32,
 }
 
 /// Why one submitted statement did not finish.
@@ -90,7 +94,11 @@ enum Observed {
 
 impl DataApi {
     pub(super) fn new(client: Client, target: RedshiftTarget) -> Self {
-        Self { client, target }
+        Self {
+            client,
+            target,
+            nonce: rand::random(),
+        }
     }
 
     pub(super) fn error(&self, context: &str, detail: impl Into<String>) -> WarehouseError {
@@ -128,7 +136,10 @@ impl DataApi {
         loop {
             attempt += 1;
             // A new token per attempt: the previous one names a statement that failed.
-            let token = format!("heimdallr-{digest}-{resubmission}-{attempt}");
+            let token = format!(
+                "heimdallr-{digest}-{:08x}-{resubmission}-{attempt}",
+                self.nonce
+            );
             let outcome = match self.submit(&transaction.statements, &token, deadline).await {
                 Ok((id, observed)) => self.wait(&id, observed, deadline).await.map(|_| ()),
                 Err(failure) => Err(failure),

@@ -458,17 +458,35 @@ fn fit_for_copy(
     reject: &mut impl FnMut(&Table, &Row, String),
 ) -> Option<Row> {
     let mut cut_strings = 0;
+    let mut uncuttable = false;
     for value in row.0.iter_mut() {
         if let Value::Json(text) = value {
             if let Some((cut, count)) =
                 bulk::cut_long_strings(text.as_str(), limits.super_string_bytes)
             {
-                *value = Value::Json(crate::json::JsonText::from_value(
-                    &serde_json::from_str(&cut).unwrap_or(serde_json::Value::Null),
-                ));
-                cut_strings += count;
+                match crate::json::JsonText::parse(&cut) {
+                    Ok(cut) => {
+                        *value = Value::Json(cut);
+                        cut_strings += count;
+                    }
+                    // Cuts fall between characters, so this should not happen; if it
+                    // does, the document is not sent at all rather than sent broken.
+                    Err(_) => uncuttable = true,
+                }
             }
         }
+    }
+    if uncuttable {
+        omit_documents(
+            table,
+            &mut row,
+            "a string too long for Redshift could not be cut",
+        );
+        reject(
+            table,
+            &row,
+            "a string inside the document exceeds Redshift's limit for a string in SUPER and could not be cut; stored without its raw JSON".into(),
+        );
     }
     if cut_strings > 0 {
         reject(

@@ -172,7 +172,7 @@ impl RedshiftWarehouse {
                         field_text(row.get(2)).unwrap_or_default(),
                         field_text(row.get(3)).unwrap_or_default(),
                         field_i64(row.get(4)).unwrap_or_default(),
-                        field_text(row.get(5)).unwrap_or_default(),
+                        without_values(&field_text(row.get(5)).unwrap_or_default()),
                     )
                 })
                 .collect::<Vec<_>>()
@@ -453,5 +453,30 @@ fn error_detail(error: &WarehouseError) -> String {
     match error {
         WarehouseError::Query { detail, .. } => detail.clone(),
         other => other.to_string(),
+    }
+}
+
+/// A load error's message without the values it quotes (`Invalid digit, Value '…'`): errors
+/// and logs never carry data. At most 300 bytes.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(300));
+    for (i, part) in message.split('\'').enumerate() {
+        out.push_str(if i % 2 == 1 { "'…'" } else { part });
+    }
+    crate::text::truncate_utf8(&out, 300).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn load_error_messages_lose_the_values_they_quote() {
+        assert_eq!(
+            super::without_values("Invalid digit, Value 'alice@example.com', Pos 0, Type: Long"),
+            "Invalid digit, Value '…', Pos 0, Type: Long"
+        );
+        assert_eq!(
+            super::without_values("String length exceeds DDL length"),
+            "String length exceeds DDL length"
+        );
     }
 }
