@@ -182,16 +182,12 @@ impl DataApi {
             .set_wait_time_seconds(long_poll_seconds(deadline));
         let request = on_target!(request, &self.target.compute);
         match request.send().await {
-            Ok(output) => {
-                let observed = observed(
-                    output.status.as_ref().map(|s| s.as_str()),
-                    output.has_result_set,
-                );
-                output
-                    .id
-                    .map(|id| (id, observed))
-                    .ok_or_else(|| Failure::Fatal("BatchExecuteStatement returned no id".into()))
-            }
+            Ok(output) => submitted(
+                "BatchExecuteStatement",
+                output.id,
+                output.status.as_ref().map(|s| s.as_str()),
+                output.has_result_set,
+            ),
             Err(error) => Err(classify_sdk_error("BatchExecuteStatement", &error)),
         }
     }
@@ -221,16 +217,12 @@ impl DataApi {
             .set_wait_time_seconds(long_poll_seconds(deadline));
         let request = on_target!(request, &self.target.compute);
         match request.send().await {
-            Ok(output) => {
-                let observed = observed(
-                    output.status.as_ref().map(|s| s.as_str()),
-                    output.has_result_set,
-                );
-                output
-                    .id
-                    .map(|id| (id, observed))
-                    .ok_or_else(|| Failure::Fatal("ExecuteStatement returned no id".into()))
-            }
+            Ok(output) => submitted(
+                "ExecuteStatement",
+                output.id,
+                output.status.as_ref().map(|s| s.as_str()),
+                output.has_result_set,
+            ),
             Err(error) => Err(classify_sdk_error("ExecuteStatement", &error)),
         }
     }
@@ -383,15 +375,23 @@ fn long_poll_seconds(deadline: Option<Instant>) -> Option<i32> {
     (seconds > 0).then_some(seconds as i32)
 }
 
-/// A submission's status (present when it was asked to hold its answer).
-fn observed(status: Option<&str>, has_result_set: Option<bool>) -> Observed {
-    match status {
+/// A submission's statement id and what it saw of the statement (its status is present
+/// when it was asked to hold its answer).
+fn submitted(
+    operation: &str,
+    id: Option<String>,
+    status: Option<&str>,
+    has_result_set: Option<bool>,
+) -> Result<(String, Observed), Failure> {
+    let observed = match status {
         Some("FINISHED") => Observed::Finished {
             has_result_set: has_result_set.unwrap_or(false),
         },
         Some("FAILED" | "ABORTED") => Observed::Ended,
         _ => Observed::Running,
-    }
+    };
+    id.map(|id| (id, observed))
+        .ok_or_else(|| Failure::Fatal(format!("{operation} returned no id")))
 }
 
 fn past(deadline: Option<Instant>) -> bool {
