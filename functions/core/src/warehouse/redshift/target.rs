@@ -308,6 +308,24 @@ mod tests {
     }
 
     #[test]
+    fn the_urls_the_cdk_stack_builds_parse() {
+        // infra/lib/settings.ts warehouseUrl(), with its tokens resolved as CloudFormation
+        // would (a generated bucket name, the copy role's ARN); pinned in jest's stack tests.
+        let bucket = "heimdallr-production-stagingbucket1a2b3c4d-0x9y8z7w6v5u";
+        let role = "arn:aws:iam::123456789012:role/Heimdallr-production-redshift-copy";
+        for url in [
+            format!("redshift-data://heimdallr@cluster/analytics/analytics?staging=s3://{bucket}/rollbar/&copy_role={role}"),
+            format!("redshift-data://cluster/analytics/analytics?secret_arn=arn:aws:secretsmanager:eu-west-1:123456789012:secret:rs-AbCdEf&staging=s3://{bucket}/rollbar/&copy_role={role}&bulk_rows=5000"),
+            format!("redshift-data://workgroup/analytics/analytics?staging=s3://{bucket}/rollbar/&copy_role={role}"),
+        ] {
+            let target = RedshiftTarget::parse(&url).expect(&url);
+            let staging = target.staging.expect("staging");
+            assert_eq!((staging.bucket.as_str(), staging.prefix.as_str()), (bucket, "rollbar/"));
+            assert_eq!(staging.copy_role, role);
+        }
+    }
+
+    #[test]
     fn malformed_urls_say_what_is_wrong() {
         for (url, says) in [
             (
