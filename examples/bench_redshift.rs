@@ -95,6 +95,7 @@ struct Figures {
     calls: f64,
     statements: f64,
     polls: f64,
+    polls_per_batch: f64,
     bytes: f64,
     s3_requests: f64,
     copies: f64,
@@ -196,6 +197,7 @@ async fn run(
         calls: calls * per,
         statements: statements * per,
         polls: polls * per,
+        polls_per_batch: polls / batches.len().max(1) as f64,
         bytes: (sql_bytes + s3_put_bytes) * per,
         s3_requests: s3_calls * per,
         copies: copies * per,
@@ -243,7 +245,7 @@ async fn main() {
         MODEL.call_ms, MODEL.statement_ms, MODEL.statement_ms_per_kb, MODEL.commit_ms, MODEL.copy_ms, MODEL.copy_ms_per_mb, MODEL.s3_request_ms, MODEL.s3_ms_per_mb
     );
     println!();
-    println!("| rows | path | Data API calls /10k | statements /10k | polls /10k | bytes sent /10k | S3 requests /10k | COPYs /10k | modelled time /10k | modelled total | stand-in wall |");
+    println!("| rows | path | Data API calls /10k | statements /10k | polls /10k (per batch) | bytes sent /10k | S3 requests /10k | COPYs /10k | modelled time /10k | modelled total | stand-in wall |");
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (run_index, &rows) in sizes.iter().enumerate() {
         for (path_index, (name, url, long_polling)) in paths.iter().enumerate() {
@@ -256,8 +258,8 @@ async fn main() {
             let f = run(&fake, &s3, &schema, url, rows, BATCH_ROWS).await;
             let total = f.model_seconds * rows as f64 / 10_000.0;
             println!(
-                "| {rows} | {name} | {:.0} | {:.0} | {:.1} | {:.1} MB | {:.0} | {:.0} | {:.1} s | {} | {:.0} s |",
-                f.calls, f.statements, f.polls, f.bytes / 1e6, f.s3_requests, f.copies, f.model_seconds,
+                "| {rows} | {name} | {:.0} | {:.0} | {:.1} ({:.1}) | {:.1} MB | {:.0} | {:.0} | {:.1} s | {} | {:.0} s |",
+                f.calls, f.statements, f.polls, f.polls_per_batch, f.bytes / 1e6, f.s3_requests, f.copies, f.model_seconds,
                 human(total), f.wall_seconds
             );
         }

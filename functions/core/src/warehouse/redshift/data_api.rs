@@ -4,8 +4,8 @@
 //! Each planned transaction is one `BatchExecuteStatement`, with a ClientToken derived
 //! from its statements so that a resubmitted call is not applied twice. Completion is
 //! waited for by long polling: the submission and each `DescribeStatement` ask the service
-//! to hold the answer until the statement ends (`WaitTimeSeconds`, at most 30 s, never past
-//! the deadline), so a batch usually costs one call. An endpoint that answers at once
+//! to hold the answer until the statement ends (`WaitTimeSeconds`: the API allows 30 s,
+//! Heimdallr asks 20, never past the deadline), so a batch usually costs one call. An endpoint that answers at once
 //! instead is polled with a backoff. A failure reports the failing sub-statement and
 //! Redshift's text and applied nothing. Throttling and serializable isolation conflicts
 //! (error 1023) are retried; a statement still running past the batch's deadline is

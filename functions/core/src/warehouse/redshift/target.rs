@@ -57,7 +57,7 @@ pub struct Staging {
 
 /// From this many rows of one table in a batch, they go through S3 (`bulk_rows`). Chosen
 /// from scripts/bench-redshift.sh: under its latency model the COPY's fixed cost (a start
-/// of about a second, four more statements, two S3 requests) equals the inline statements
+/// of about a second, four more statements, three S3 requests) equals the inline statements
 /// it replaces at about 560 rows of ~1.5 KB (docs/redshift.md, "Choosing the path").
 pub const DEFAULT_BULK_ROWS: usize = 600;
 
