@@ -97,16 +97,12 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
     if !applied.is_empty() {
         tracing::info!(warehouse = %warehouse.describe(), migrations = ?applied, "schema migrated");
     }
-    // The analysts' settings never stop the sync: a wrong activity table is said, loudly.
-    if let Err(e) = heimdallr_core::environments::store_analyst_settings(
+    heimdallr_core::environments::apply_analyst_settings(
         warehouse.as_ref(),
         args.engine.environments.as_ref(),
         args.engine.activity_table.as_deref(),
     )
-    .await
-    {
-        tracing::error!(error = %e, "the environments or the activity views could not be stored; syncing goes on");
-    }
+    .await;
     let progress = ProgressDisplay::new(log_format);
     loop {
         let started = Instant::now();

@@ -85,6 +85,19 @@ pub fn parse_activity_table(text: &str) -> Result<String, String> {
     }
 }
 
+/// [`store_analyst_settings`] at the start of a sync (the command's and a Lambda's cold
+/// start), which it never stops: a failure, such as a wrong activity table, is logged at
+/// error level and the sync goes on.
+pub async fn apply_analyst_settings(
+    warehouse: &dyn Warehouse,
+    environments: Option<&Environments>,
+    activity_table: Option<&str>,
+) {
+    if let Err(e) = store_analyst_settings(warehouse, environments, activity_table).await {
+        tracing::error!(error = %e, "the environments or the activity views could not be stored; syncing goes on");
+    }
+}
+
 /// What the analyst views read besides the synced tables: the environments and the
 /// company's activity table. Stored at the start of a sync.
 pub async fn store_analyst_settings(

@@ -18,7 +18,7 @@
 //! Tests script failures per operation, and can make an accepted object vanish before
 //! anyone reads it (a lifecycle expiry or a deletion under a running load).
 
-use crate::http::{serve, Handler, Reply, Request, ServerTask};
+use crate::http::{serve_state, Reply, Request, ServerTask};
 use base64::Engine;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -76,16 +76,11 @@ impl FakeS3 {
             buckets: buckets.iter().map(|b| b.to_string()).collect(),
             ..State::default()
         }));
-        let shared = Arc::clone(&state);
-        let handler: Handler = Arc::new(move |request| {
-            let reply = answer(&shared, request);
-            Box::pin(async move { reply })
-        });
-        let (addr, task) = serve(handler).await?;
+        let (addr, server) = serve_state(Arc::clone(&state), answer).await?;
         Ok(Self {
             state,
             addr,
-            _server: Arc::new(ServerTask(task)),
+            _server: server,
         })
     }
 
@@ -162,7 +157,7 @@ fn error(status: u16, code: &str, message: &str) -> Reply {
     }
 }
 
-fn answer(state: &Arc<Mutex<State>>, request: Request) -> Reply {
+fn answer(guard: &mut State, request: Request) -> Reply {
     let operation = match request.method.as_str() {
         "PUT" => "PutObject",
         "GET" => "GetObject",
@@ -175,7 +170,6 @@ fn answer(state: &Arc<Mutex<State>>, request: Request) -> Reply {
             )
         }
     };
-    let mut guard = lock(state);
     *guard.stats.requests.entry(operation.into()).or_default() += 1;
     if let Some(failure) = guard
         .failures

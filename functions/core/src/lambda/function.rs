@@ -180,16 +180,12 @@ impl<S: Source> SourceFunction<S> {
                 let warehouse =
                     warehouse::open(&self.settings.warehouse, &self.settings.schema).await?;
                 warehouse.migrate(Some(deadline)).await?;
-                // Never stops the sync: a wrong activity table is logged at error level.
-                if let Err(e) = crate::environments::store_analyst_settings(
+                crate::environments::apply_analyst_settings(
                     warehouse.as_ref(),
                     self.settings.environments.as_ref(),
                     self.settings.activity_table.as_deref(),
                 )
-                .await
-                {
-                    tracing::error!(error = %e, "the environments or the activity views could not be stored; syncing goes on");
-                }
+                .await;
                 Ok::<_, BoxError>(warehouse)
             })
             .await?;

@@ -10,7 +10,8 @@
 //!   (SUPER limitations). COPY's 4 MB line is therefore the whole-document limit here, and
 //!   a longer string inside a document is cut to fit, with a reject record saying so.
 
-use crate::schema::{ColumnType, Table};
+use super::sql::STAGE_SEQUENCE_COLUMN;
+use crate::schema::Table;
 use crate::warehouse::dialect::quote;
 use crate::warehouse::{Row, Value};
 use flate2::write::GzEncoder;
@@ -22,9 +23,6 @@ pub const MAX_COPY_RECORD_BYTES: usize = 4 * 1024 * 1024;
 /// Redshift's limit on one string value inside a SUPER document (unless the cluster opted
 /// in to large strings).
 pub const MAX_SUPER_STRING_BYTES: usize = 65_535;
-
-/// The key the stage's sequence column is loaded from (the later row of a key wins).
-pub use super::sql::STAGE_SEQUENCE_COLUMN;
 
 /// One row as a JSON object keyed by column name (what `FORMAT JSON 'auto'` matches), with
 /// the stage's sequence number, and no newline.
@@ -174,11 +172,6 @@ fn string_unit(bytes: &[u8], at: usize) -> (usize, usize) {
             (width, width)
         }
     }
-}
-
-/// Whether a table has a document column (the rows that may need the bulk path).
-pub fn has_documents(table: &Table) -> bool {
-    table.columns.iter().any(|c| c.ty == ColumnType::Json)
 }
 
 #[cfg(test)]

@@ -74,11 +74,11 @@ enum Failure {
     },
 }
 
-/// A transaction that was not applied: the error to report, and which statement failed
-/// with what text from Redshift, when the service said.
+/// A transaction that was not applied: why (the detail of the error to report), and which
+/// statement failed with what text from Redshift, when the service said.
 #[derive(Debug)]
 pub(super) struct NotApplied {
-    pub(super) error: WarehouseError,
+    pub(super) detail: String,
     pub(super) failed_statement: Option<(usize, String)>,
 }
 
@@ -116,9 +116,9 @@ impl DataApi {
         deadline: Option<Instant>,
         context: &str,
     ) -> Result<(), WarehouseError> {
-        self.run_transaction_detailed(transaction, deadline, context, 0)
+        self.run_transaction_detailed(transaction, deadline, 0)
             .await
-            .map_err(|not_applied| not_applied.error)
+            .map_err(|not_applied| self.error(context, not_applied.detail))
     }
 
     /// [`Self::run_transaction`], saying which statement failed and Redshift's text.
@@ -128,7 +128,6 @@ impl DataApi {
         &self,
         transaction: &Transaction,
         deadline: Option<Instant>,
-        context: &str,
         resubmission: u32,
     ) -> Result<(), NotApplied> {
         let digest = statements_digest(&transaction.statements);
@@ -160,7 +159,7 @@ impl DataApi {
                 }) => (detail, Some((index, redshift_error))),
             };
             return Err(NotApplied {
-                error: self.error(context, detail),
+                detail,
                 failed_statement,
             });
         }
@@ -394,7 +393,7 @@ fn submitted(
         .ok_or_else(|| Failure::Fatal(format!("{operation} returned no id")))
 }
 
-fn past(deadline: Option<Instant>) -> bool {
+pub(super) fn past(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| Instant::now() >= d)
 }
 

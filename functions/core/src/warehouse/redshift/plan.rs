@@ -49,7 +49,8 @@ pub struct Upload {
     pub table: &'static str,
     /// The object's key in the staging bucket.
     pub key: String,
-    pub body: Vec<u8>,
+    /// Shared, not copied, by each upload and re-upload.
+    pub body: bytes::Bytes,
     pub rows: usize,
     /// Uncompressed bytes (the JSON lines).
     pub raw_bytes: usize,
@@ -276,7 +277,7 @@ impl Planner {
             .collect();
         let raw_bytes = lines.iter().map(|l| l.len() + 1).sum();
         // Writing into a Vec cannot fail.
-        let body = bulk::gzip_lines(&lines).unwrap_or_default();
+        let body = bulk::gzip_lines(&lines).unwrap_or_default().into();
         let key = format!("{}{}-{}.jsonl.gz", bulk.key_prefix, self.stages, table.name);
         let statements = &mut self.current.statements;
         statements.push(sql::create_stage(table, &stage));

@@ -2,7 +2,7 @@
 //! (planned by [`super::plan`], sent by [`super::data_api`]), their large tables staged in
 //! S3 for COPY first (by [`super::staging`]).
 
-use super::data_api::{field_i64, field_text, field_time, DataApi, NotApplied};
+use super::data_api::{field_i64, field_text, field_time, past, DataApi, NotApplied};
 use super::plan::{plan_batch_with, Bulk, Limits, Transaction};
 use super::sql;
 use super::staging::StagingStore;
@@ -97,18 +97,18 @@ impl RedshiftWarehouse {
             }
             let not_applied = match self
                 .api
-                .run_transaction_detailed(transaction, deadline, context, resubmission)
+                .run_transaction_detailed(transaction, deadline, resubmission)
                 .await
             {
                 Ok(()) => return Ok(()),
                 Err(not_applied) => not_applied,
             };
             let NotApplied {
-                error,
+                detail,
                 failed_statement: Some((index, redshift_error)),
             } = not_applied
             else {
-                return Err(not_applied.error);
+                return Err(self.api.error(context, not_applied.detail));
             };
             let statement = transaction.statements.get(index).map_or("", String::as_str);
             let Some(upload) = transaction
@@ -116,11 +116,10 @@ impl RedshiftWarehouse {
                 .iter()
                 .find(|u| statement.starts_with("COPY ") && statement.contains(&u.key))
             else {
-                return Err(error);
+                return Err(self.api.error(context, detail));
             };
             let object = format!("s3://{}/{}", store.staging.bucket, upload.key);
-            let in_time = deadline.is_none_or(|d| std::time::Instant::now() < d);
-            if object_missing(&redshift_error) && resubmission < REUPLOADS && in_time {
+            if object_missing(&redshift_error) && resubmission < REUPLOADS && !past(deadline) {
                 resubmission += 1;
                 tracing::warn!(%object, "a staged object was gone before its COPY; uploading it again");
                 continue;
@@ -130,10 +129,8 @@ impl RedshiftWarehouse {
                 return Err(self.api.error(
                     context,
                     format!(
-                        "{error_detail}; Redshift refused rows of {object} ({} rows of {}): {reasons}",
-                        upload.rows,
-                        upload.table,
-                        error_detail = error_detail(&error),
+                        "{detail}; Redshift refused rows of {object} ({} rows of {}): {reasons}",
+                        upload.rows, upload.table,
                     ),
                 ));
             }
@@ -141,14 +138,25 @@ impl RedshiftWarehouse {
                 return Err(self.api.error(
                     context,
                     format!(
-                        "{}; the cluster cannot read the staging bucket with copy_role {}: associate the role with the cluster or namespace (docs/redshift.md, \"Bulk loading\")",
-                        error_detail(&error),
+                        "{detail}; the cluster cannot read the staging bucket with copy_role {}: associate the role with the cluster or namespace (docs/redshift.md, \"Bulk loading\")",
                         store.staging.copy_role
                     ),
                 ));
             }
-            return Err(error);
+            return Err(self.api.error(context, detail));
         }
+    }
+
+    /// The number a catalog count (`:schema` bound to the schema) answers.
+    async fn count(&self, context: &str, sql: &str) -> Result<i64, WarehouseError> {
+        let rows = self
+            .api
+            .query(context, sql, &[("schema", &self.schema)], None)
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|row| field_i64(row.first()))
+            .unwrap_or(0))
     }
 
     /// Why COPY refused rows of `object`, from SYS_LOAD_ERROR_DETAIL (best effort).
@@ -333,10 +341,7 @@ impl Warehouse for RedshiftWarehouse {
                         .await;
                     // Committed or not, the objects are done with (a retry uploads anew);
                     // past the budget they are left to the bucket's lifecycle rule.
-                    let in_time = batch
-                        .cancel_after
-                        .is_none_or(|d| std::time::Instant::now() < d);
-                    if in_time {
+                    if !past(batch.cancel_after) {
                         for upload in &transaction.uploads {
                             store.delete(&upload.key).await;
                         }
@@ -355,20 +360,9 @@ impl Warehouse for RedshiftWarehouse {
 
     async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError> {
         let own_tables = self
-            .api
-            .query(
-                "read status",
-                &Dialect::Redshift.count_status_tables(),
-                &[("schema", &self.schema)],
-                None,
-            )
+            .count("read status", &Dialect::Redshift.count_status_tables())
             .await?;
-        if own_tables
-            .first()
-            .and_then(|row| field_i64(row.first()))
-            .unwrap_or(0)
-            < 2
-        {
+        if own_tables < 2 {
             return Ok(None);
         }
         let rows = self
@@ -404,20 +398,12 @@ impl Warehouse for RedshiftWarehouse {
         &self,
     ) -> Result<Vec<crate::warehouse::MappedEnvironment>, WarehouseError> {
         let exists = self
-            .api
-            .query(
+            .count(
                 "read environments",
                 &Dialect::Redshift.count_environment_map(),
-                &[("schema", &self.schema)],
-                None,
             )
             .await?;
-        if exists
-            .first()
-            .and_then(|row| field_i64(row.first()))
-            .unwrap_or(0)
-            == 0
-        {
+        if exists == 0 {
             return Ok(Vec::new());
         }
         let rows = self
@@ -446,14 +432,6 @@ impl Warehouse for RedshiftWarehouse {
 fn object_missing(redshift_error: &str) -> bool {
     redshift_error.contains("S3 prefix") && redshift_error.contains("does not exist")
         || redshift_error.contains("The specified key does not exist")
-}
-
-/// The detail of a query error, without the target and context it would repeat.
-fn error_detail(error: &WarehouseError) -> String {
-    match error {
-        WarehouseError::Query { detail, .. } => detail.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// A load error's message without the values it quotes (`Invalid digit, Value '…'`): errors
