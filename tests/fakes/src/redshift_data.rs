@@ -25,9 +25,13 @@
 //!
 //! `COPY .. FROM 's3://..' IAM_ROLE .. FORMAT AS JSON 'auto' [GZIP]` is executed from the S3
 //! stand-in ([`FakeRedshiftData::attach_s3`]), with COPY's rules (Database Developer Guide):
-//! the FROM path is a key prefix and no matching object is "The specified S3 prefix '..'
-//! does not exist"; the role must be associated with the cluster ("User .. is not
-//! authorized to assume IAM Role .."); `'auto'` matches top-level keys to column names,
+//! the FROM path is a key prefix ("can reference a single file or a set of objects or
+//! folders that have the same key prefix", COPY data sources) and "COPY terminates if no
+//! files are found" (COPY examples, manifest) — the message, "The specified S3 prefix '..'
+//! does not exist" (code 8001), is as users report it in GitHub issues, the docs give none;
+//! the role must be associated with the cluster ("User .. is not authorized to assume IAM
+//! Role ..", the message users report; "Authorizing COPY ... to access other AWS
+//! resources" requires the association); `'auto'` matches top-level keys to column names,
 //! case-sensitively, ignores other keys and leaves missing columns NULL (COPY from JSON
 //! format); "The maximum size of a single JSON object or array .. is 4 MB"; a VARCHAR(n)
 //! takes n bytes; a string inside SUPER at most 65 535 bytes unless large strings are on
