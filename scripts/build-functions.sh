@@ -12,21 +12,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
 source scripts/lib/functions.sh
+source scripts/lib/glibc.sh # check_glibc, MAX_GLIBC
 FUNCTIONS="$(lambda_functions)"
-MAX_GLIBC="2.34"
-
-check_glibc() {
-  local binary="$1" needed
-  needed="$(objdump -T "$binary" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)"
-  if [ -n "$needed" ] && [ "$(printf '%s\n%s\n' "$needed" "$MAX_GLIBC" | sort -V | tail -n 1)" != "$MAX_GLIBC" ]; then
-    echo "error: $binary needs GLIBC_$needed; Amazon Linux 2023 has $MAX_GLIBC" >&2
-    exit 1
-  fi
-  echo "    $(du -h "$binary" | cut -f1)  $binary  (needs glibc ${needed:-none})"
-}
 
 arm64=false
-if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then arm64=true; fi
+# grep reads the whole list (no -q): under pipefail, a grep that stops at the first match
+# can end rustup with SIGPIPE and make the test false.
+if rustup target list --installed 2>/dev/null | grep -x aarch64-unknown-linux-gnu >/dev/null; then arm64=true; fi
 native=false
 if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then native=true; fi
 

@@ -27,9 +27,8 @@ if ! git rev-parse --verify --quiet "$base^{commit}" >/dev/null; then
   echo "error: $base is not a commit here (a shallow clone? fetch it first)" >&2
   exit 2
 fi
-if [ ! -d node_modules ]; then
-  npm ci --no-audit --no-fund --loglevel=error
-fi
+source scripts/lib/node.sh
+ensure_node_modules
 
 work="$(mktemp -d /tmp/heimdallr-cdk-diff.XXXXXX)"
 cleanup() {
@@ -76,7 +75,8 @@ if ! synth "$root" "$work/head" "$@"; then
 fi
 if ! synth "$work/base-tree" "$work/base" "$@"; then
   echo "note: $base does not synthesize$([ $# -gt 0 ] && echo " with $*"); every stack counts as new:"
-  sed 's/^/    /' "$work/base.log" | head -n 5
+  # head reads the file itself: `sed ... | head` could end sed with SIGPIPE (pipefail).
+  head -n 5 "$work/base.log" | sed 's/^/    /'
   rm -rf "$work/base" && mkdir -p "$work/base"
 fi
 

@@ -9,15 +9,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/heimdallr/target}"
 export CDK_DISABLE_VERSION_CHECK=1 CDK_DISABLE_CLI_TELEMETRY=1
 source scripts/lib/python.sh
+source scripts/lib/node.sh
 
-if ! command -v npm >/dev/null 2>&1; then
-  echo "==> installing Node.js and npm from Debian packages"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
-fi
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "==> npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
-fi
+ensure_node_modules
 
 echo "==> tsc (infra)"
 npx tsc -p infra/tsconfig.json --noEmit
