@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test Heimdallr has, on a fresh machine as on a developer's:
+#   - checks that rustc is at least the workspace's rust-version (Cargo.toml),
+#   - tests the set-up paths below as a fresh machine takes them (scripts/test-setup.sh:
+#     no PostgreSQL, no virtualenv, no npm; stubs, nothing installed, a few seconds),
 #   - installs PostgreSQL from Debian packages when it is missing,
 #   - starts a throwaway PostgreSQL on a free loopback port (stopped on exit),
 #   - installs the DuckDB Python clients the README names (oldest and newest) in
@@ -17,6 +20,13 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 source scripts/lib/postgres.sh
 source scripts/lib/python.sh
 source scripts/lib/functions.sh
+source scripts/lib/rust.sh
+
+echo "==> rustc against the workspace's rust-version (Cargo.toml)"
+check_rust_version
+
+echo "==> the set-up paths a fresh machine takes (scripts/test-setup.sh)"
+scripts/test-setup.sh
 
 start_throwaway_postgres
 # Tests that need PostgreSQL fail rather than skip when this is set.
@@ -24,6 +34,9 @@ export HEIMDALLR_REQUIRE_POSTGRES=1
 # The DuckDB clients analysts open the local file with (README: which versions).
 ensure_duckdb_clients
 export HEIMDALLR_REQUIRE_DUCKDB_CLIENTS=1
+# The Lambda bootstrap tests run inside a Lambda-sized box (cgroup v1 memory limit and CPU
+# share, tests/fakes/src/lambda_box.rs): without one they fail rather than skip.
+export HEIMDALLR_REQUIRE_LAMBDA_BOX=1
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -18,13 +18,22 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Migrate(args) => {
             let warehouse = open_warehouse(&args).await?;
-            let applied = warehouse.migrate(None).await?;
+            let migrated = warehouse.migrate(None).await?;
+            let applied = &migrated.applied;
             if applied.is_empty() {
                 println!("{}: schema is up to date", warehouse.describe());
             } else {
                 println!("{}: applied migrations {applied:?}", warehouse.describe());
             }
-            Ok(ExitCode::SUCCESS)
+            // Asked for explicitly, a view that could not be created fails the command
+            // (a sync goes on without it).
+            match &migrated.views_failed {
+                None => Ok(ExitCode::SUCCESS),
+                Some(error) => {
+                    eprintln!("error: the analyst views could not be created (the tables are migrated): {error}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Status(args) => {
             let target = WarehouseTarget::parse(&args.warehouse)?;
@@ -93,7 +102,7 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
     // Validate every setting before touching the warehouse.
     let sources = sources(&args)?;
     let warehouse = open_warehouse(&args.warehouse).await?;
-    let applied = warehouse.migrate(None).await?;
+    let applied = warehouse.migrate(None).await?.applied;
     if !applied.is_empty() {
         tracing::info!(warehouse = %warehouse.describe(), migrations = ?applied, "schema migrated");
     }
@@ -108,6 +117,7 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
         let started = Instant::now();
         let mut options = SyncOptions::new(args.max_duration.map(|d| started + d));
         options.batch_rows = args.engine.batch_rows as usize;
+        options.batch_bytes = args.engine.batch_bytes;
         options.progress = progress.callback();
         tracing::info!(run_id = %options.run_id, warehouse = %warehouse.describe(), "sync pass started");
         let mut outcomes = Vec::new();

@@ -36,6 +36,7 @@ async fn the_handler_syncs_each_project_and_fails_typed() {
         time_margin: Duration::from_secs(2),
         pii: "drop".into(),
         batch_rows: 300,
+        batch_bytes: heimdallr_core::engine::DEFAULT_BATCH_BYTES,
         http: Default::default(),
         environments: None,
         activity_table: None,
@@ -48,6 +49,7 @@ async fn the_handler_syncs_each_project_and_fails_typed() {
                 lookback: Duration::from_secs(24 * 3600),
                 sweep_window: Duration::from_secs(7 * 24 * 3600),
                 sweep_interval: Duration::from_secs(6 * 3600),
+                give_up_after: Duration::from_secs(24 * 3600),
             },
             &Common::default(),
         )

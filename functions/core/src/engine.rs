@@ -46,6 +46,23 @@ pub const COMMIT_GRACE: std::time::Duration = std::time::Duration::from_secs(10)
 /// raw documents stays a few MB.
 pub const DEFAULT_BATCH_ROWS: usize = 1000;
 
+/// Bytes of source rows per transaction unless configured, and the size an API page aims
+/// at: what bounds a run's memory. A run holds about two pages (the one being stored and
+/// the one fetched meanwhile) and two batches (the one being built and the one committing),
+/// plus the backend's encoding of the committing one: about five times this, over a
+/// process baseline of about 15 MB. `scripts/bench-memory.sh` measured it (README,
+/// "Memory"): 8 MiB keeps the peak under 100 MB at every occurrence size up to Rollbar's
+/// 128 KB, and costs nothing with small rows (the row bound decides first).
+pub const DEFAULT_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// [`DEFAULT_BATCH_BYTES`] as the setting writes it.
+pub const DEFAULT_BATCH_BYTES_SETTING: &str = "8MiB";
+
+/// The least a shrunk budget goes down to (see [`StreamRun::page_bytes`]).
+const MIN_BATCH_BYTES: usize = 1024 * 1024;
+
+/// How many times the byte budget halves after runs that never finished, at most.
+const MAX_SHRINKS: u32 = 3;
+
 /// What every run of every source shares.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -54,6 +71,8 @@ pub struct SyncOptions {
     pub deadline: Option<Instant>,
     /// Source rows per transaction.
     pub batch_rows: usize,
+    /// Bytes of source rows per transaction, and what a page of an API aims at.
+    pub batch_bytes: usize,
     /// Told after every committed batch (the command's progress bar).
     pub progress: Option<Progress>,
     /// The wall clock sources compare their records' times with (windows, sweeps); a
@@ -105,6 +124,7 @@ impl SyncOptions {
             run_id: uuid::Uuid::new_v4().to_string(),
             deadline,
             batch_rows: DEFAULT_BATCH_ROWS,
+            batch_bytes: DEFAULT_BATCH_BYTES,
             progress: None,
             clock: Clock::default(),
         }
@@ -158,6 +178,12 @@ pub struct RunOutcome {
     pub error: Option<String>,
     /// What kind of failure `error` is.
     pub error_kind: Option<ErrorKind>,
+    /// Runs of this stream before this one that started and never finished (the process
+    /// was killed: out of memory, or past its time); 0 normally.
+    pub unfinished_before: u32,
+    /// Failures the stream worked around and went on (a refused page token, one record
+    /// that could not be read this time): each was logged at warn level.
+    pub recovered: u64,
     pub duration: std::time::Duration,
 }
 
@@ -196,6 +222,8 @@ impl RunOutcome {
             caught_up_at: None,
             error: Some(error.to_string()),
             error_kind: Some(error.kind),
+            unfinished_before: 0,
+            recovered: 0,
             duration: std::time::Duration::ZERO,
         }
     }
@@ -245,6 +273,12 @@ pub struct StreamRun<C> {
     started: Instant,
     pending: Batch,
     pending_rows: usize,
+    /// What the queued rows weigh ([`Row::weight`]).
+    pending_bytes: usize,
+    /// Runs before this one that never finished: each halves the byte budget.
+    unfinished_before: u32,
+    /// Failures worked around this run ([`StreamRun::recovered`]).
+    recovered: u64,
     rows_written: u64,
     pages_fetched: u64,
     rejects: u64,
@@ -291,6 +325,9 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             started: Instant::now(),
             pending: Batch::default(),
             pending_rows: 0,
+            pending_bytes: 0,
+            unfinished_before: state.as_ref().map_or(0, |s| s.unfinished_runs),
+            recovered: 0,
             rows_written: 0,
             pages_fetched: 0,
             rejects: 0,
@@ -305,6 +342,16 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             in_flight: None,
         };
         let mut run = run;
+        if run.unfinished_before > 0 {
+            // A run killed by the kernel (out of memory) or by Lambda (past its time)
+            // leaves only its start on record: say so, and ask for less at a time.
+            tracing::warn!(
+                stream = %run.key,
+                unfinished_runs = run.unfinished_before,
+                page_bytes = run.page_bytes(),
+                "earlier runs of this stream started and never finished (killed for memory or time?): pages and batches shrink"
+            );
+        }
         let mut batch = Batch::default();
         match cursor {
             Ok(cursor) => {
@@ -414,8 +461,17 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
         self.pending_rows
     }
 
+    /// A failure the stream worked around, the run going on: logged at warn level with
+    /// what was done about it, and counted (the `Recovered` metric), so that a stream that
+    /// keeps recovering is seen.
+    pub fn recovered(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        self.recovered += 1;
+        tracing::warn!(stream = %self.key, error = %error, "{what}");
+    }
+
+    /// Whether the batch holds its rows' worth or its bytes' worth.
     pub fn batch_full(&self) -> bool {
-        self.pending_rows >= self.options.batch_rows
+        self.pending_rows >= self.options.batch_rows || self.pending_bytes >= self.batch_bytes()
     }
 
     /// Source rows the batch can take before it is full.
@@ -423,12 +479,42 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
         self.options.batch_rows.saturating_sub(self.pending_rows)
     }
 
+    /// How many of the next records, of these sizes in bytes, the batch takes before it is
+    /// full (at least one, so that a record larger than a batch is still stored).
+    pub fn batch_room_for(&self, sizes: impl IntoIterator<Item = usize>) -> usize {
+        let mut room_bytes = self.batch_bytes().saturating_sub(self.pending_bytes);
+        let mut fits = 0;
+        for size in sizes.into_iter().take(self.batch_room()) {
+            if fits > 0 && size > room_bytes {
+                break;
+            }
+            room_bytes = room_bytes.saturating_sub(size);
+            fits += 1;
+        }
+        fits.max(1)
+    }
+
+    /// The byte budget of one batch: the setting, halved for each earlier run that never
+    /// finished (at most [`MAX_SHRINKS`] times, never below 1 MiB).
+    fn batch_bytes(&self) -> usize {
+        let budget = self.options.batch_bytes;
+        (budget >> self.unfinished_before.min(MAX_SHRINKS)).max(MIN_BATCH_BYTES.min(budget))
+    }
+
+    /// What one API page should weigh: a source sizes its pages (its `limit`) from the
+    /// bytes its records had so far, so that memory stays bounded whatever their size.
+    pub fn page_bytes(&self) -> usize {
+        self.batch_bytes()
+    }
+
     /// Queues a row. A row that cannot be stored becomes a reject with its reason and its
     /// values, committed with the batch; the sync goes on.
     pub fn add(&mut self, table: &'static Table, row: Row) {
         match check_row(table, &row) {
             Ok(()) => {
-                self.pending.push(table, normalize_row(table, row));
+                let row = normalize_row(table, row);
+                self.pending_bytes += row.weight();
+                self.pending.push(table, row);
                 self.pending_rows += 1;
             }
             Err(reason) => {
@@ -463,7 +549,10 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             Value::Timestamp(Utc::now()),
         ]);
         match prepare_row(&REJECTS, row) {
-            Ok(row) => self.pending.push(&REJECTS, row),
+            Ok(row) => {
+                self.pending_bytes += row.weight();
+                self.pending.push(&REJECTS, row)
+            }
             Err(e) => tracing::error!(error = %e, "reject record itself cannot be stored"),
         }
     }
@@ -497,6 +586,7 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
         self.settle().await?;
         let mut batch = std::mem::take(&mut self.pending);
         self.pending_rows = 0;
+        self.pending_bytes = 0;
         for write in &mut batch.writes {
             write.dedup_by_key();
         }
@@ -625,6 +715,8 @@ impl<C: serde::Serialize + serde::de::DeserializeOwned + Default> StreamRun<C> {
             caught_up_at,
             error: message,
             error_kind: error.map(|e| e.kind),
+            unfinished_before: self.unfinished_before,
+            recovered: self.recovered,
             duration: self.started.elapsed(),
         }
     }
@@ -713,6 +805,7 @@ mod tests {
         batches: Mutex<Vec<Batch>>,
         stored_cursor: Option<serde_json::Value>,
         stored_heartbeat: Option<DateTime<Utc>>,
+        unfinished_runs: u32,
     }
 
     #[async_trait::async_trait]
@@ -720,8 +813,11 @@ mod tests {
         fn describe(&self) -> String {
             "memory".into()
         }
-        async fn migrate(&self, _: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
-            Ok(vec![])
+        async fn migrate(
+            &self,
+            _: Option<Instant>,
+        ) -> Result<crate::warehouse::Migrated, WarehouseError> {
+            Ok(Default::default())
         }
         async fn read_state(
             &self,
@@ -735,11 +831,18 @@ mod tests {
                 source_time: None,
                 updated_at: None,
                 caught_up_at: self.stored_heartbeat,
+                unfinished_runs: self.unfinished_runs,
             }))
         }
         async fn commit(&self, batch: Batch) -> Result<(), WarehouseError> {
             self.batches.lock().unwrap().push(batch);
             Ok(())
+        }
+        async fn caught_up_times(
+            &self,
+            _source: &str,
+        ) -> Result<Vec<crate::warehouse::CaughtUp>, WarehouseError> {
+            Ok(Vec::new())
         }
         async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError> {
             Ok(None)

@@ -125,6 +125,10 @@ pub enum HttpError {
     },
     #[error("{url}: rate limited and asked to wait {wait_secs}s, longer than allowed")]
     RateLimited { url: String, wait_secs: u64 },
+    /// The body was larger than the caller allowed (it can ask for less): the request was
+    /// abandoned before the rest was read, so memory stays bounded.
+    #[error("{url}: the answer is larger than {max} bytes (at least {bytes})")]
+    TooLarge { url: String, bytes: u64, max: u64 },
     #[error("invalid URL {0:?}")]
     BadUrl(String),
 }
@@ -232,6 +236,9 @@ pub struct RequestOptions {
     /// A timeout is returned at once as [`HttpError::TimedOut`] instead of retried, for a
     /// caller that can ask for less (a smaller page) rather than repeat the same request.
     pub report_timeouts: bool,
+    /// A body larger than this is abandoned as it arrives, and returned at once as
+    /// [`HttpError::TooLarge`] (by its `Content-Length`, or once that many bytes came).
+    pub max_body_bytes: Option<usize>,
 }
 
 impl HttpClient {
@@ -357,7 +364,7 @@ impl HttpClient {
         loop {
             attempt += 1;
             self.wait_for_rate_limit().await;
-            let outcome = match self.attempt(&parsed, url, headers).await {
+            let outcome = match self.attempt(&parsed, url, headers, options).await {
                 Attempt::Done(response) => match validate(&response.body) {
                     Ok(()) => Attempt::Done(response),
                     Err(detail) => Attempt::Retry {
@@ -427,6 +434,7 @@ impl HttpClient {
         parsed: &reqwest::Url,
         url: &str,
         headers: &[(HeaderName, HeaderValue)],
+        options: RequestOptions,
     ) -> Attempt {
         let mut request = self.client.get(parsed.clone());
         for (name, value) in headers {
@@ -446,9 +454,16 @@ impl HttpClient {
         let status = response.status();
         let response_headers = response.headers().clone();
         self.note_rate_limit(&response_headers);
-        let body = match response.bytes().await {
+        let body = match read_body(response, status.is_success(), options.max_body_bytes).await {
             Ok(body) => body,
-            Err(e) => {
+            Err(BodyError::TooLarge(bytes)) => {
+                return Attempt::Fail(HttpError::TooLarge {
+                    url: url.to_string(),
+                    bytes,
+                    max: options.max_body_bytes.unwrap_or_default() as u64,
+                })
+            }
+            Err(BodyError::Transport(e)) => {
                 return Attempt::Retry {
                     detail: format!("body cut short: {}", describe_transport_error(&e)),
                     wait: None,
@@ -547,6 +562,39 @@ impl HttpClient {
             }
         }
     }
+}
+
+enum BodyError {
+    TooLarge(u64),
+    Transport(reqwest::Error),
+}
+
+/// A response's body, read chunk by chunk into one buffer of its announced size (no
+/// second copy while it is gathered); a successful answer over `max` bytes is abandoned
+/// as soon as that is known.
+async fn read_body(
+    mut response: reqwest::Response,
+    success: bool,
+    max: Option<usize>,
+) -> Result<bytes::Bytes, BodyError> {
+    let max = max.filter(|_| success);
+    let announced = response.content_length();
+    if let (Some(max), Some(length)) = (max, announced) {
+        if length > max as u64 {
+            return Err(BodyError::TooLarge(length));
+        }
+    }
+    let capacity = announced.map_or(0, |n| n.min(max.unwrap_or(usize::MAX) as u64) as usize);
+    let mut body = bytes::BytesMut::with_capacity(capacity);
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if let Some(max) = max {
+            if body.len() + chunk.len() > max {
+                return Err(BodyError::TooLarge((body.len() + chunk.len()) as u64));
+            }
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 fn header_u64(headers: &HeaderMap, name: &HeaderName) -> Option<u64> {

@@ -55,6 +55,10 @@ pub struct EngineSettings {
     /// Source rows per transaction.
     #[arg(long, env = "HEIMDALLR_BATCH_ROWS", default_value_t = crate::engine::DEFAULT_BATCH_ROWS as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_rows: u32,
+    /// Bytes of source rows per transaction, and what an API page aims at: the bound on
+    /// a run's memory (about five times this, plus ~15 MB). `8MiB`, `4MB`, `500KiB` or bytes.
+    #[arg(long, env = "HEIMDALLR_BATCH_BYTES", default_value = crate::engine::DEFAULT_BATCH_BYTES_SETTING, value_parser = crate::text::parse_bytes)]
+    pub batch_bytes: usize,
     /// Personal fields (person username and email, request user_ip, owner emails): keep,
     /// hash or drop.
     #[arg(long, env = "HEIMDALLR_PII", default_value = "drop")]
@@ -188,6 +192,7 @@ mod tests {
             settings.batch_rows as usize,
             crate::engine::DEFAULT_BATCH_ROWS
         );
+        assert_eq!(settings.batch_bytes, crate::engine::DEFAULT_BATCH_BYTES);
         assert_eq!(settings.pii, "drop");
     }
 

@@ -14,7 +14,7 @@ use crate::warehouse::{Warehouse, WarehouseError};
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// What ended a stream run, for code that reacts to it.
@@ -85,6 +85,7 @@ impl From<HttpError> for StreamError {
             HttpError::NotFound { .. }
             | HttpError::Status { .. }
             | HttpError::TimedOut { .. }
+            | HttpError::TooLarge { .. }
             | HttpError::Unreachable { .. }
             | HttpError::BadUrl(_) => ErrorKind::Api,
         };
@@ -189,7 +190,7 @@ pub async fn run_streams(
 ) -> Vec<RunOutcome> {
     let mut refused: BTreeSet<String> = BTreeSet::new();
     let mut outcomes = Vec::with_capacity(streams.len());
-    for stream in streams {
+    for stream in furthest_behind_first(warehouse, streams).await {
         let credential = stream.credential();
         if refused.contains(&credential) {
             tracing::warn!(stream = %stream.key(), "not run: its credential was refused earlier in this pass");
@@ -203,6 +204,78 @@ pub async fn run_streams(
         outcomes.push(outcome);
     }
     outcomes
+}
+
+/// The streams in the order a pass runs them: scopes (an app, a project) whose streams
+/// reached their source's head longest ago first, a scope's own streams together and in
+/// their given order. A pass can stop early (a shared rate budget, the time budget): the
+/// same order every run would leave the last scopes without a turn for ever, while this
+/// one hands the next turn to whoever waited longest. Without stored heartbeats (a first
+/// run, a warehouse that cannot say) the given order stands.
+async fn furthest_behind_first<'a>(
+    warehouse: &Arc<dyn Warehouse>,
+    streams: &'a [Box<dyn AnyStream>],
+) -> Vec<&'a dyn AnyStream> {
+    let mut heartbeats = BTreeMap::new();
+    let sources: BTreeSet<&'static str> = streams.iter().map(|s| s.key().source).collect();
+    for source in sources {
+        match warehouse.caught_up_times(source).await {
+            Ok(times) => {
+                for time in times {
+                    heartbeats.insert((source, time.stream, time.scope), time.at);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(source, error = %e, "heartbeats not read; streams run in their given order")
+            }
+        }
+    }
+    let keys: Vec<StreamKey> = streams.iter().map(|s| s.key()).collect();
+    let order = fair_order(&keys, |key| {
+        heartbeats
+            .get(&(key.source, key.stream.to_string(), key.scope.clone()))
+            .copied()
+            .flatten()
+    });
+    order.into_iter().map(|i| streams[i].as_ref()).collect()
+}
+
+/// Indexes of `keys` with scopes ordered by their streams' oldest heartbeat (none: never
+/// caught up, first), ties in the given order; a scope's streams stay together.
+fn fair_order(
+    keys: &[StreamKey],
+    heartbeat: impl Fn(&StreamKey) -> Option<chrono::DateTime<chrono::Utc>>,
+) -> Vec<usize> {
+    type Beat = Option<chrono::DateTime<chrono::Utc>>;
+    let mut scopes: Vec<(Beat, (&str, &str))> = Vec::new();
+    for key in keys {
+        let scope = (key.source, key.scope.as_str());
+        let beat = heartbeat(key);
+        match scopes.iter_mut().find(|(_, s)| *s == scope) {
+            // The scope is as far behind as its furthest stream.
+            Some((oldest, _)) => *oldest = min_beat(*oldest, beat),
+            None => scopes.push((beat, scope)),
+        }
+    }
+    // `None` (never caught up) sorts before any time; the sort is stable.
+    scopes.sort_by_key(|(oldest, _)| *oldest);
+    let mut order = Vec::with_capacity(keys.len());
+    for (_, scope) in &scopes {
+        order.extend(
+            keys.iter()
+                .enumerate()
+                .filter(|(_, k)| (k.source, k.scope.as_str()) == *scope)
+                .map(|(i, _)| i),
+        );
+    }
+    order
+}
+
+fn min_beat<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -220,5 +293,28 @@ mod tests {
         });
         assert_eq!(forbidden.kind, ErrorKind::Forbidden);
         assert_eq!(forbidden.kind.as_str(), "forbidden");
+    }
+
+    #[test]
+    fn scopes_that_waited_longest_go_first_with_their_streams_together() {
+        let at = |minutes: i64| Some(chrono::Utc::now() - chrono::Duration::minutes(minutes));
+        let keys = vec![
+            StreamKey::new("heroku", "releases", "a"),
+            StreamKey::new("heroku", "builds", "a"),
+            StreamKey::new("heroku", "releases", "b"),
+            StreamKey::new("heroku", "builds", "b"),
+            StreamKey::new("heroku", "releases", "c"),
+            StreamKey::new("heroku", "builds", "c"),
+        ];
+        // a: caught up a minute ago; b: its builds never did; c: ten minutes ago.
+        let beats = |key: &StreamKey| match (key.scope.as_str(), key.stream) {
+            ("a", _) => at(1),
+            ("b", "releases") => at(2),
+            ("b", _) => None,
+            _ => at(10),
+        };
+        assert_eq!(fair_order(&keys, beats), vec![2, 3, 4, 5, 0, 1]);
+        // Nothing on record: the given order.
+        assert_eq!(fair_order(&keys, |_| None), vec![0, 1, 2, 3, 4, 5]);
     }
 }

@@ -38,9 +38,52 @@ pub fn list_items(text: &str) -> Vec<String> {
     items
 }
 
+/// A size setting: bytes, or a number with KB/MB/GB (powers of 1000) or KiB/MiB/GiB
+/// (powers of 1024), e.g. `8MiB`, `500KB`. At least 64 KiB.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 8MiB, 500KB, 1048576)"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let bytes = (number * factor).round();
+    if !(65_536.0..=(1u64 << 40) as f64).contains(&bytes) {
+        return Err(format!("{text:?} is outside 64KiB to 1TiB"));
+    }
+    Ok(bytes as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_with_their_units() {
+        assert_eq!(parse_bytes("8MiB"), Ok(8 * 1024 * 1024));
+        assert_eq!(parse_bytes(" 500KB"), Ok(500_000));
+        assert_eq!(parse_bytes("1048576"), Ok(1_048_576));
+        assert_eq!(parse_bytes("1.5 MB"), Ok(1_500_000));
+        assert!(parse_bytes("8 parsecs").unwrap_err().contains("unit"));
+        assert!(parse_bytes("10").unwrap_err().contains("outside"));
+        assert!(parse_bytes("lots").is_err());
+    }
 
     #[test]
     fn truncation_never_splits_a_character() {

@@ -54,6 +54,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// A duration as [`parse_duration`] reads it back, in its largest whole unit (`24h`,
+/// `90s`, `1500ms`): for messages that name a setting's value.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    let units = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ];
+    for (size, unit) in units {
+        if millis >= size && millis.is_multiple_of(size) {
+            return format!("{}{unit}", millis / size);
+        }
+    }
+    format!("{millis}ms")
+}
+
 /// Unix seconds (integer or fractional) to a UTC timestamp; `None` when out of range.
 pub fn from_unix_seconds(seconds: f64) -> Option<DateTime<Utc>> {
     if !seconds.is_finite() {
@@ -87,5 +105,15 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2023-11-14T22:13:20.500+00:00");
         assert!(from_unix_seconds(f64::NAN).is_none());
         assert!(from_unix_seconds(1e20).is_none());
+    }
+
+    #[test]
+    fn durations_print_as_they_are_written() {
+        for text in ["1d", "24h", "90s", "5m", "1500ms", "0ms"] {
+            let parsed = parse_duration(text).unwrap();
+            assert_eq!(parse_duration(&format_duration(parsed)).unwrap(), parsed);
+        }
+        assert_eq!(format_duration(Duration::from_secs(86_400)), "1d");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
     }
 }

@@ -225,6 +225,7 @@ async fn a_caller_that_can_ask_for_less_hears_of_a_timeout_at_once() {
             &[],
             heimdallr_core::http::RequestOptions {
                 report_timeouts: true,
+                max_body_bytes: None,
             },
         )
         .await
@@ -250,4 +251,36 @@ async fn a_too_long_retry_after_fails_instead_of_stalling() {
         ),
         "{error:?}"
     );
+}
+
+/// A body over the caller's cap is abandoned as it arrives and reported at once (the
+/// caller asks for less), not retried and not held whole in memory.
+#[tokio::test]
+async fn a_body_over_the_callers_cap_is_reported_at_once_not_held() {
+    let big = Reply::Response {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: format!("{{\"pad\": \"{}\"}}", "x".repeat(3 * 1024 * 1024)).into_bytes(),
+    };
+    let (url, count, _server) = scripted(vec![big]).await;
+    let client = HttpClient::new(HttpConfig::default()).unwrap();
+    let error = client
+        .get_json_with::<serde_json::Value>(
+            &url,
+            &[],
+            heimdallr_core::http::RequestOptions {
+                report_timeouts: false,
+                max_body_bytes: Some(1024 * 1024),
+            },
+        )
+        .await
+        .unwrap_err();
+    match error {
+        HttpError::TooLarge { bytes, max, .. } => {
+            assert_eq!(max, 1024 * 1024_u64);
+            assert!(bytes > max, "{bytes}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 1, "not retried");
 }

@@ -1,6 +1,7 @@
 //! The real `bootstrap` binary against a loopback Lambda Runtime API, a Secrets Manager
 //! stand-in, the fake Rollbar API and a real PostgreSQL: what the stack deploys, minus AWS.
 
+use heimdallr_fakes::lambda_box::LambdaBox;
 use heimdallr_fakes::lambda_runtime::{scheduled_event, FakeLambdaRuntime, Outcome};
 use heimdallr_fakes::postgres::{test_postgres_url, unique_schema};
 use heimdallr_fakes::redshift_data::FakeRedshiftData;
@@ -15,8 +16,12 @@ use tokio::process::{Child, Command};
 const SECRET_ARN: &str =
     "arn:aws:secretsmanager:eu-west-1:123456789012:secret:heimdallr/rollbar-AbCdEf";
 const TOKEN: &str = "tok-lambda-5f4dcc3b5aa765d61d8327deb882cf99";
+/// What the stack gives every function by default (`memoryMb` in cdk.json).
+const FUNCTION_MEMORY_MB: u64 = 128;
 
 struct Harness {
+    /// Every bootstrap runs inside the memory the stack gives the function (128 MB).
+    lambda_box: Option<LambdaBox>,
     runtime: FakeLambdaRuntime,
     secrets: FakeSecretsManager,
     rollbar: FakeRollbar,
@@ -26,8 +31,16 @@ struct Harness {
 
 impl Harness {
     async fn new(occurrences: usize) -> Option<Self> {
+        Self::with_sizes(occurrences, None).await
+    }
+
+    /// Occurrences of about `bytes` each as served.
+    async fn with_sizes(occurrences: usize, bytes: Option<usize>) -> Option<Self> {
         let postgres = test_postgres_url()?;
         let rollbar = FakeRollbar::start(41).await.unwrap();
+        if let Some(bytes) = bytes {
+            rollbar.set_occurrence_bytes(bytes, bytes);
+        }
         rollbar.add_project(TOKEN, 501, 20, occurrences);
         let secrets = FakeSecretsManager::start().await.unwrap();
         secrets.put(
@@ -35,6 +48,7 @@ impl Harness {
             &format!(r#"{{"tokens": {{"web": "{TOKEN}"}}}}"#),
         );
         Some(Self {
+            lambda_box: LambdaBox::for_test(FUNCTION_MEMORY_MB),
             runtime: FakeLambdaRuntime::start().await.unwrap(),
             secrets,
             rollbar,
@@ -44,12 +58,24 @@ impl Harness {
     }
 
     fn bootstrap(&self, extra_env: &[(&str, &str)]) -> Child {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rollbar-bootstrap"));
+        let program = env!("CARGO_BIN_EXE_rollbar-bootstrap");
+        let mut command = match &self.lambda_box {
+            Some(boxed) => {
+                let (shell, args) = boxed.wrap(program, &[]);
+                let mut command = Command::new(shell);
+                command.args(args);
+                command
+            }
+            None => Command::new(program),
+        };
         command
             .env_clear()
             .env("AWS_LAMBDA_RUNTIME_API", self.runtime.endpoint())
             .env("AWS_LAMBDA_FUNCTION_NAME", "heimdallr-rollbar")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env(
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                FUNCTION_MEMORY_MB.to_string(),
+            )
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/heimdallr-rollbar")
@@ -195,8 +221,14 @@ async fn two_invocations_in_a_row_then_nothing_new() {
     );
 
     let lines = json_lines(&stdout);
-    let emf: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
+    let (emf, function_lines): (Vec<&Value>, Vec<&Value>) = lines
+        .iter()
+        .filter(|l| l.get("_aws").is_some())
+        .partition(|l| l.get("Stream").is_some());
     assert_eq!(emf.len(), 4, "one EMF line per stream per invocation");
+    // And one per invocation for the function: the analyst views were created.
+    assert_eq!(function_lines.len(), 2, "{function_lines:?}");
+    assert!(function_lines.iter().all(|l| l["ViewsFailed"] == 0));
     assert_eq!(emf[0]["Function"], "heimdallr-rollbar");
     assert_eq!(emf[0]["Stream"], "occurrences/web");
     assert_eq!(emf[0]["RowsWritten"], 1_500);
@@ -461,4 +493,87 @@ async fn a_stream_whose_token_never_worked_ages_from_its_first_attempt() {
         beats[1].is_some_and(|s| s >= 2.0),
         "ages like any stream behind, so its function's alarm hears it: {beats:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occurrences_of_100_kb_land_inside_a_128_mb_function_with_default_settings() {
+    let Some(h) = Harness::with_sizes(1_200, Some(100_000)).await else {
+        return;
+    };
+    // The stack's defaults: the API's page size setting of 1 000, default batches.
+    let child = h.bootstrap(&[("ROLLBAR_PAGE_LIMIT", "1000")]);
+    let outcome = h.invoke(Duration::from_secs(110)).await;
+    let (stdout, stderr) = output(child).await;
+    let Outcome::Response(response) = outcome else {
+        panic!("the invocation failed: {outcome:?}\n{stdout}\n{stderr}")
+    };
+    assert_eq!(response["streams"][0]["status"], "succeeded", "{response}");
+    assert_eq!(h.stored_occurrences().await, 1_200);
+    if let Some(boxed) = &h.lambda_box {
+        assert_eq!(boxed.oom_kills(), 0, "never over the function's memory");
+        let peak_mb = boxed.peak_bytes() / (1024 * 1024);
+        println!("peak memory of the 128 MB function: {peak_mb} MB");
+        assert!(peak_mb < FUNCTION_MEMORY_MB, "{peak_mb} MB");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_for_memory_is_reported_by_the_next_which_shrinks_its_pages_and_lands_everything(
+) {
+    let Some(h) = Harness::with_sizes(1_200, Some(100_000)).await else {
+        return;
+    };
+    if h.lambda_box.is_none() {
+        return; // nothing enforces the memory here
+    }
+    // A byte budget far over what 128 MB holds: the first page alone is 100 MB.
+    let mut greedy = h.bootstrap(&[
+        ("ROLLBAR_PAGE_LIMIT", "1000"),
+        ("HEIMDALLR_BATCH_BYTES", "512MiB"),
+    ]);
+    let _pending = h
+        .runtime
+        .invoke(scheduled_event(), Duration::from_secs(110));
+    let status = tokio::time::timeout(Duration::from_secs(110), greedy.wait())
+        .await
+        .expect("the greedy function dies or finishes")
+        .expect("its status");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "killed by the kernel for memory: {status:?}"
+    );
+    assert!(h.lambda_box.as_ref().is_some_and(|b| b.oom_kills() >= 1));
+    assert_eq!(
+        h.stored_occurrences().await,
+        0,
+        "nothing of the killed run landed"
+    );
+
+    let child = h.bootstrap(&[
+        ("ROLLBAR_PAGE_LIMIT", "1000"),
+        ("HEIMDALLR_BATCH_BYTES", "64MiB"),
+    ]);
+    let outcome = h.invoke(Duration::from_secs(110)).await;
+    let (stdout, stderr) = output(child).await;
+    let Outcome::Response(response) = outcome else {
+        panic!("the next invocation failed: {outcome:?}\n{stdout}\n{stderr}")
+    };
+    assert_eq!(response["streams"][0]["status"], "succeeded", "{response}");
+    assert_eq!(h.stored_occurrences().await, 1_200);
+    let lines = json_lines(&stdout);
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("never finished"))
+            && l["unfinished_runs"] == 1),
+        "the next run says the last one never finished: {stdout}"
+    );
+    let emf = lines
+        .iter()
+        .find(|l| l.get("_aws").is_some() && l["Stream"] == "occurrences/web")
+        .expect("an EMF line for the occurrences");
+    assert_eq!(emf["UnfinishedRuns"], 1, "{emf}");
 }

@@ -4,6 +4,7 @@
 pub mod circleci;
 pub mod heroku;
 pub mod http;
+pub mod lambda_box;
 pub mod lambda_runtime;
 pub mod postgres;
 mod redshift_copy;

@@ -6,7 +6,7 @@
 //! warehouse opened and migrated once, the time budget from the invocation deadline, one
 //! EMF line per stream, and a typed error result when a stream failed.
 
-use super::{emf_line, required_env, stop_at, SecretCache, SecretError};
+use super::{emf_line, required_env, stop_at, views_emf_line, SecretCache, SecretError};
 use crate::engine::{RunOutcome, RunStatus, SyncOptions, COMMIT_GRACE};
 use crate::http::HttpSettings;
 use crate::pii::PiiPolicy;
@@ -40,6 +40,8 @@ pub struct CommonSettings {
     pub pii: String,
     /// `HEIMDALLR_BATCH_ROWS` (default [`crate::engine::DEFAULT_BATCH_ROWS`]).
     pub batch_rows: usize,
+    /// `HEIMDALLR_BATCH_BYTES` (default [`crate::engine::DEFAULT_BATCH_BYTES`]).
+    pub batch_bytes: usize,
     /// `HEIMDALLR_HTTP_TIMEOUT` (default 60s) and `HEIMDALLR_HTTP_RETRY_BUDGET` (200).
     pub http: HttpSettings,
     /// `HEIMDALLR_ENVIRONMENTS` and `HEIMDALLR_ACTIVITY_TABLE`: stored once per cold
@@ -89,6 +91,7 @@ impl CommonSettings {
             time_margin: env_duration("HEIMDALLR_TIME_MARGIN", "15s")?,
             pii: engine.pii.clone(),
             batch_rows: engine.batch_rows as usize,
+            batch_bytes: engine.batch_bytes,
             http: engine.http(),
             environments: engine.environments.clone(),
             activity_table: engine.activity_table.clone(),
@@ -150,7 +153,8 @@ pub struct SourceFunction<S: Source> {
     settings: CommonSettings,
     secret: SecretCache,
     source: S,
-    warehouse: OnceCell<Arc<dyn Warehouse>>,
+    /// The warehouse, and whether its analyst views failed at this container's start.
+    warehouse: OnceCell<(Arc<dyn Warehouse>, bool)>,
 }
 
 impl<S: Source> SourceFunction<S> {
@@ -172,24 +176,25 @@ impl<S: Source> SourceFunction<S> {
     }
 
     /// The warehouse connection, opened and migrated on first use (cancelled past
-    /// `deadline`), then reused.
-    async fn warehouse(&self, deadline: Instant) -> Result<Arc<dyn Warehouse>, BoxError> {
-        let warehouse = self
+    /// `deadline`), then reused; and whether the analyst views could not be created then
+    /// (not fatal: the rows sync, the metric says so, the next cold start tries again).
+    async fn warehouse(&self, deadline: Instant) -> Result<(Arc<dyn Warehouse>, bool), BoxError> {
+        let (warehouse, views_failed) = self
             .warehouse
             .get_or_try_init(|| async {
                 let warehouse =
                     warehouse::open(&self.settings.warehouse, &self.settings.schema).await?;
-                warehouse.migrate(Some(deadline)).await?;
+                let migrated = warehouse.migrate(Some(deadline)).await?;
                 crate::environments::apply_analyst_settings(
                     warehouse.as_ref(),
                     self.settings.environments.as_ref(),
                     self.settings.activity_table.as_deref(),
                 )
                 .await;
-                Ok::<_, BoxError>(warehouse)
+                Ok::<_, BoxError>((warehouse, migrated.views_failed.is_some()))
             })
             .await?;
-        Ok(Arc::clone(warehouse))
+        Ok((Arc::clone(warehouse), *views_failed))
     }
 
     /// This invocation's credential and PII policy, from the (cached) secret.
@@ -219,13 +224,18 @@ impl<S: Source> SourceFunction<S> {
         };
         let (credential, pii) = self.credential().await.map_err(configuration_failed)?;
         let stop = stop_at(context.deadline, self.settings.time_margin);
-        let warehouse = self
+        let (warehouse, views_failed) = self
             .warehouse(stop + COMMIT_GRACE)
             .await
             .map_err(configuration_failed)?;
+        println!(
+            "{}",
+            views_emf_line(&self.settings.function_name, views_failed)
+        );
         let mut options = SyncOptions::new(Some(stop));
         options.run_id = context.request_id.clone();
         options.batch_rows = self.settings.batch_rows;
+        options.batch_bytes = self.settings.batch_bytes;
         let outcomes = sync_source(&self.source, &credential, &pii, &warehouse, &options).await;
         for outcome in &outcomes {
             // EMF goes to stdout as its own line; CloudWatch extracts the metrics from it.

@@ -153,6 +153,24 @@ pub fn required_env(name: &'static str) -> Result<String, SecretError> {
         .ok_or(SecretError::MissingSetting(name))
 }
 
+/// The function's `ViewsFailed` metric (1 while its container's start could not create
+/// the analyst views, else 0), one EMF line per invocation: the stack alarms on it.
+pub fn views_emf_line(function: &str, views_failed: bool) -> String {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": Utc::now().timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [["Function"]],
+                "Metrics": [{"Name": "ViewsFailed", "Unit": "Count"}],
+            }]
+        },
+        "Function": function,
+        "ViewsFailed": u8::from(views_failed),
+    })
+    .to_string()
+}
+
 /// One CloudWatch Embedded Metric Format line for a stream run. The metric names are a
 /// contract with the stack's alarms and dashboards.
 pub fn emf_line(function: &str, outcome: &RunOutcome) -> String {
@@ -172,6 +190,8 @@ pub fn emf_line(function: &str, outcome: &RunOutcome) -> String {
         serde_json::json!({"Name": "Rejects", "Unit": "Count"}),
         serde_json::json!({"Name": "DurationMs", "Unit": "Milliseconds"}),
         serde_json::json!({"Name": "Failed", "Unit": "Count"}),
+        serde_json::json!({"Name": "UnfinishedRuns", "Unit": "Count"}),
+        serde_json::json!({"Name": "Recovered", "Unit": "Count"}),
     ];
     if freshness.is_some() {
         metrics.push(serde_json::json!({"Name": "FreshnessLagSeconds", "Unit": "Seconds"}));
@@ -199,6 +219,10 @@ pub fn emf_line(function: &str, outcome: &RunOutcome) -> String {
         "Rejects": outcome.rejects,
         "DurationMs": outcome.duration.as_millis() as u64,
         "Failed": u8::from(outcome.status == RunStatus::Failed),
+        // Earlier runs of the stream that never finished (killed for memory or time).
+        "UnfinishedRuns": outcome.unfinished_before,
+        // Failures worked around (a refused page token restarted, a workflow retried later).
+        "Recovered": outcome.recovered,
     });
     if let Some(lag) = freshness {
         line["FreshnessLagSeconds"] = serde_json::json!(lag);
@@ -251,6 +275,8 @@ mod tests {
             caught_up_at: Some(Utc::now() - chrono::Duration::seconds(30)),
             error: None,
             error_kind: None,
+            unfinished_before: 1,
+            recovered: 2,
             duration: Duration::from_millis(1500),
         };
         let line: serde_json::Value =
@@ -267,7 +293,11 @@ mod tests {
             .iter()
             .map(|m| m["Name"].as_str().unwrap())
             .collect();
+        assert_eq!(line["UnfinishedRuns"], 1);
+        assert_eq!(line["Recovered"], 2);
         for name in [
+            "UnfinishedRuns",
+            "Recovered",
             "RowsWritten",
             "PagesFetched",
             "ApiRetries",

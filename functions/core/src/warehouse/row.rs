@@ -85,6 +85,21 @@ impl Row {
             .unwrap_or(std::cmp::Ordering::Equal)
     }
 
+    /// About what the row weighs in memory, in bytes: its text and documents, plus a
+    /// word per value. What byte-bounded batches count.
+    pub fn weight(&self) -> usize {
+        self.0
+            .iter()
+            .map(|value| {
+                16 + match value {
+                    Value::Text(text) => text.len(),
+                    Value::Json(document) => document.as_str().len(),
+                    _ => 0,
+                }
+            })
+            .sum()
+    }
+
     pub fn key_text(&self, table: &Table) -> String {
         table
             .key_indexes()
