@@ -333,13 +333,21 @@ async fn an_id_that_appears_below_the_mark_lands_through_the_overlap() {
     let stored = stored_ids(&target).await;
     let mark = *stored.iter().max().unwrap();
     // Two ids below the mark that were free when the walk passed: they arrive late.
-    let free: Vec<i64> = (mark - 60..mark)
+    // At least two seconds below the mark's time (the fake's ids are ten a second), so
+    // that a window of 0 does not reach them.
+    let free: Vec<i64> = (mark - 200..mark - 20)
         .rev()
         .filter(|id| !stored.contains(id))
         .take(2)
         .collect();
     fake.arrive_late(WEB, free[0]);
-    let without = sync_once(&target, &fake.api_url(), WEB, &["--rollbar-overlap", "0"]).await;
+    let without = sync_once(
+        &target,
+        &fake.api_url(),
+        WEB,
+        &["--rollbar-overlap-window", "0s"],
+    )
+    .await;
     assert!(
         !stored_ids(&target).await.contains(&free[0]),
         "without the overlap the late id is skipped: {}",
@@ -485,7 +493,9 @@ async fn a_page_that_times_out_is_asked_for_again_smaller() {
         .filter(|r| r.starts_with("/api/1/instances"))
         .filter_map(|r| r.split("limit=").nth(1).map(String::from))
         .collect();
-    assert_eq!(&limits[..3], ["400", "200", "100"], "{limits:?}");
+    // The first page assumes the largest occurrences Rollbar accepts (64 of 128 KB in the
+    // 8 MiB budget); the next is sized from what it held, up to the setting, and times out.
+    assert_eq!(&limits[..4], ["64", "400", "200", "100"], "{limits:?}");
     assert_matches_source(
         &snapshot(&target).await,
         &fake.occurrences(WEB),
@@ -689,5 +699,174 @@ async fn deploys_land_whole_and_a_deploy_that_finishes_is_updated() {
         deploy_requests(before),
         vec!["/api/1/deploys/?page=1&limit=100".to_string()],
         "the next run reads the day below the newest deploy: one page"
+    );
+}
+
+/// Items asked for by id come back over several pages when `total_count` says so; an item
+/// that is no longer there (deleted, merged) is kept as a reject with its reason, not
+/// silently dropped from the refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_by_id_follow_their_pages_and_a_missing_item_is_recorded() {
+    let dir = TempDir::new("duck-items-pages");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(27).await.unwrap();
+    fake.add_project(WEB, 101, 60, 10);
+    sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    // New occurrences touch 30 items; Rollbar answers 7 items a page.
+    fake.set_items_page_size(7);
+    let items: Vec<i64> = fake.items(WEB).keys().copied().collect();
+    let now = chrono::Utc::now().timestamp();
+    for (n, item) in items.iter().take(30).enumerate() {
+        fake.occur(WEB, *item, now + n as i64, "production", None, None);
+    }
+    let gone = items[3];
+    fake.delete_item(WEB, gone);
+    sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    let snap = snapshot(&target).await;
+    for item in items.iter().take(30).filter(|i| **i != gone) {
+        assert_eq!(
+            snap.items[item].total_occurrences,
+            fake.items(WEB)[item]["total_occurrences"].as_i64(),
+            "item {item} is refreshed from a later page"
+        );
+    }
+    assert!(
+        snap.rejects
+            .iter()
+            .any(|(table, reason)| table == "rollbar_items"
+                && reason.contains("did not return this item")),
+        "{:?}",
+        snap.rejects
+    );
+}
+
+/// Runs every `every` while occurrences arrive at 5 000 a minute for `arrivals`, a fifth
+/// of them listable only `delay` after they took their id, then until all are listed.
+/// Returns how many the source holds and how many the warehouse missed.
+async fn late_listing(delay: Duration, window: &str, every: Duration) -> (usize, usize) {
+    let dir = TempDir::new("duck-late");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let fake = FakeRollbar::start(28).await.unwrap();
+    fake.use_wall_clock();
+    fake.add_project(WEB, 101, 30, 0);
+    fake.set_listing_delay(0.2, delay);
+    let per_run = (5000.0 * every.as_secs_f64() / 60.0).round() as usize;
+    let args = ["--rollbar-overlap-window", window];
+    let arrivals_end = std::time::Instant::now() + Duration::from_secs(10);
+    let all_listed = arrivals_end + delay + every * 2;
+    while std::time::Instant::now() < all_listed {
+        let started = std::time::Instant::now();
+        if started < arrivals_end {
+            fake.arrive(WEB, per_run);
+        }
+        sync_once(&target, &fake.api_url(), WEB, &args).await;
+        tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
+    }
+    sync_once(&target, &fake.api_url(), WEB, &args).await;
+    let stored: std::collections::BTreeSet<i64> = snapshot(&target)
+        .await
+        .occurrences
+        .keys()
+        .copied()
+        .collect();
+    let truth = fake.occurrences(WEB);
+    let missed = truth.keys().filter(|id| !stored.contains(id)).count();
+    (truth.len(), missed)
+}
+
+/// Occurrences listed 6 s after ids above them were served, at 5 000 a minute: the
+/// default two-minute overlap window re-reads far enough below the mark to catch them;
+/// without a window they are lost while every run says succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occurrences_listed_six_seconds_late_all_land_and_without_a_window_they_do_not() {
+    let every = Duration::from_secs(2);
+    let (total, missed) = late_listing(Duration::from_secs(6), "2m", every).await;
+    assert!(total > 700, "{total}");
+    assert_eq!(
+        missed, 0,
+        "{missed} of {total} lost with the default window"
+    );
+    let (total, missed) = late_listing(Duration::from_secs(6), "0s", every).await;
+    assert!(
+        missed > total / 20,
+        "only {missed} of {total} lost without a window: the test would not see a loss"
+    );
+}
+
+/// The same a minute late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occurrences_listed_a_minute_late_all_land_with_the_default_window() {
+    let (total, missed) = late_listing(Duration::from_secs(60), "2m", Duration::from_secs(5)).await;
+    assert!(total > 700, "{total}");
+    assert_eq!(missed, 0, "{missed} of {total} lost");
+}
+
+/// A view the warehouse refuses (here: a table of the user's where the `deploys` view
+/// goes) does not stop the tables from migrating or the rows from syncing: the failure is
+/// logged at error level, `heimdallr migrate` says so and fails, and every start tries the
+/// views again until they are created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_the_warehouse_refuses_does_not_stop_the_sync() {
+    let Some(url) = postgres_url() else { return };
+    let schema = unique_schema("viewfail");
+    let target = Target::Postgres {
+        url,
+        schema: schema.clone(),
+    };
+    execute(
+        &target,
+        format!("CREATE SCHEMA {schema}; CREATE TABLE {schema}.deploys (note TEXT)"),
+    )
+    .await;
+    let fake = FakeRollbar::start(29).await.unwrap();
+    fake.add_project(WEB, 101, 20, 300);
+    let first = sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    assert!(
+        first
+            .stderr
+            .contains("the analyst views could not be created"),
+        "{}",
+        first.stderr
+    );
+    assert_matches_source(
+        &snapshot(&target).await,
+        &fake.occurrences(WEB),
+        &fake.items(WEB),
+        5,
+    );
+    let migrate = run_args(&target, &fake.api_url(), WEB, &["migrate"]).await;
+    assert_eq!(migrate.code, Some(1), "{}", migrate.stdout);
+    assert!(
+        migrate
+            .stderr
+            .contains("analyst views could not be created"),
+        "{}",
+        migrate.stderr
+    );
+    // The user moves their table away: the next start creates every view.
+    execute(&target, format!("DROP TABLE {schema}.deploys")).await;
+    let second = sync_once(&target, &fake.api_url(), WEB, &[]).await;
+    assert!(
+        !second.stderr.contains("could not be created"),
+        "{}",
+        second.stderr
+    );
+    let views = query_text(
+        &target,
+        format!(
+            "SELECT CAST(COUNT(*) AS VARCHAR) FROM information_schema.views WHERE table_schema = '{schema}' AND table_name IN ('deploys', 'rollbar_item_suspect_deploy', 'heimdallr_environment_map')"
+        ),
+    )
+    .await;
+    assert_eq!(views[0][0].as_deref(), Some("3"));
+    let pending = query_text(
+        &target,
+        format!("SELECT CAST(COUNT(*) AS VARCHAR) FROM {schema}._heimdallr_migrations WHERE version < 0"),
+    )
+    .await;
+    assert_eq!(
+        pending[0][0].as_deref(),
+        Some("0"),
+        "the pending marker is gone"
     );
 }

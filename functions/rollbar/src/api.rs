@@ -63,6 +63,15 @@ impl ApiError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Http(HttpError::TimedOut { .. }))
     }
+
+    /// The page was larger than allowed (see [`RollbarClient::occurrences`]): how large it
+    /// was known to be.
+    pub fn too_large(&self) -> Option<u64> {
+        match self {
+            Self::Http(HttpError::TooLarge { bytes, .. }) => Some(*bytes),
+            _ => None,
+        }
+    }
 }
 
 /// The item statuses Rollbar knows; every items request names them all.
@@ -108,6 +117,11 @@ pub struct OccurrencesPage {
 }
 
 impl OccurrencesPage {
+    /// The page's size as received, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.body.as_str().len()
+    }
+
     /// The page's occurrences, borrowed from its text, in the order Rollbar sent them.
     pub fn instances(&self) -> Result<Vec<&RawValue>, ApiError> {
         let envelope: InstancesEnvelope<'_> =
@@ -210,14 +224,15 @@ impl RollbarClient {
     }
 
     /// One page of the project's occurrences, newest id first, ids below `below`. With
-    /// `report_timeouts`, a timeout comes back at once ([`ApiError::is_timeout`]) so that
-    /// the walk can ask for a smaller page instead of repeating the same one.
+    /// `options.report_timeouts`, a timeout comes back at once ([`ApiError::is_timeout`]),
+    /// and a body over `options.max_body_bytes` is abandoned ([`ApiError::too_large`]), so
+    /// that the walk can ask for a smaller page instead of repeating the same one.
     pub async fn occurrences(
         &self,
         token: &Token,
         below: Option<i64>,
         limit: u32,
-        report_timeouts: bool,
+        options: RequestOptions,
     ) -> Result<OccurrencesPage, ApiError> {
         let query = match below {
             Some(id) => format!("/instances/?lastId={id}&limit={limit}"),
@@ -232,7 +247,7 @@ impl RollbarClient {
         let mut verdict = Ok(());
         let (body, _) = self
             .http
-            .get_json_body(&url, &headers, RequestOptions { report_timeouts }, |text| {
+            .get_json_body(&url, &headers, options, |text| {
                 // A body that is not the envelope (truncated, malformed) is retried.
                 let envelope = serde_json::from_str::<InstancesEnvelope<'_>>(text)
                     .map_err(|e| format!("invalid JSON ({e})"))?;
@@ -288,34 +303,73 @@ impl RollbarClient {
         take_list(result, "deploys", &url)
     }
 
-    /// The items with these ids (at most [`ITEMS_PER_PAGE`]), in one call, whatever their
-    /// status; an id Rollbar no longer has is simply absent.
-    pub async fn items_by_ids(&self, token: &Token, ids: &[i64]) -> Result<Vec<Value>, ApiError> {
+    /// The items with these ids (at most [`ITEMS_PER_PAGE`]), whatever their status. The
+    /// reference documents `ids` only as a "comma-separated list of integers" and
+    /// `total_count` as "the count of all the items the query would return if no limit
+    /// was applied": when it says more than a page holds, the next pages are read. Ids
+    /// the answer never holds (an item deleted, or merged into another) are returned as
+    /// `missing`, for the caller to record.
+    pub async fn items_by_ids(&self, token: &Token, ids: &[i64]) -> Result<ItemsById, ApiError> {
         debug_assert!(ids.len() <= ITEMS_PER_PAGE);
         let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-        let query = format!("/items/?ids={}&{ALL_STATUSES}", list.join(","));
-        let result = self
-            .call_tree(token, &query)
-            .await
-            .map_err(|e| self.list_error(e))?;
-        let url = format!("{}{}", self.base, query);
-        let items = take_list(result, "items", &url)?;
-        // An answer with other items (a proxy that drops `ids`, a changed API) would leave
-        // the asked ones unrefreshed while the walk forgets them: an error.
-        if let Some(stranger) = items
+        let mut items: Vec<Value> = Vec::new();
+        // Bounded: the ids cannot fill more pages than there are ids.
+        for page in 1..=ids.len().max(1) as u32 {
+            let query = format!("/items/?ids={}&page={page}&{ALL_STATUSES}", list.join(","));
+            let url = format!("{}{}", self.base, query);
+            let result = self
+                .call_tree(token, &query)
+                .await
+                .map_err(|e| self.list_error(e))?;
+            let total = result.get("total_count").and_then(Value::as_u64);
+            // Only a list is an answer: a result without `items` must not read as "none".
+            if !result.get("items").is_some_and(Value::is_array) {
+                return Err(ApiError::Shape {
+                    url,
+                    detail: "result.items is missing or not a list".into(),
+                });
+            }
+            let page_items = take_list(result, "items", &url)?;
+            // An answer with other items (a proxy that drops `ids`, a changed API) would
+            // leave the asked ones unrefreshed while the walk forgets them: an error.
+            if let Some(stranger) = page_items
+                .iter()
+                .filter_map(|item| crate::mapping::lenient_i64(item.get("id")))
+                .find(|id| !ids.contains(id))
+            {
+                return Err(ApiError::Shape {
+                    url,
+                    detail: format!(
+                        "asked for items by id and got item {stranger}: the API did not honour ids"
+                    ),
+                });
+            }
+            let empty = page_items.is_empty();
+            items.extend(page_items);
+            let all_here = total.is_none_or(|total| items.len() as u64 >= total);
+            if all_here || empty {
+                break;
+            }
+        }
+        let returned: std::collections::BTreeSet<i64> = items
             .iter()
             .filter_map(|item| crate::mapping::lenient_i64(item.get("id")))
-            .find(|id| !ids.contains(id))
-        {
-            return Err(ApiError::Shape {
-                url,
-                detail: format!(
-                    "asked for items by id and got item {stranger}: the API did not honour ids"
-                ),
-            });
-        }
-        Ok(items)
+            .collect();
+        let missing = ids
+            .iter()
+            .copied()
+            .filter(|id| !returned.contains(id))
+            .collect();
+        Ok(ItemsById { items, missing })
     }
+}
+
+/// What [`RollbarClient::items_by_ids`] found.
+#[derive(Debug, Default)]
+pub struct ItemsById {
+    pub items: Vec<Value>,
+    /// Asked for and not in the answer: deleted, or merged into another item.
+    pub missing: Vec<i64>,
 }
 
 fn take_list(mut result: Value, field: &str, url: &str) -> Result<Vec<Value>, ApiError> {

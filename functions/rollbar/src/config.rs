@@ -17,8 +17,14 @@ pub const DEFAULT_PAGE_LIMIT: u32 = 1000;
 pub const DEFAULT_API_PAGE: u32 = 20;
 /// How often every item is re-read by default.
 pub const DEFAULT_ITEMS_SWEEP_INTERVAL: &str = "1h";
-/// Occurrences at or below the high-water mark re-read by every walk by default.
-pub const DEFAULT_OVERLAP: usize = 50;
+/// How late an occurrence may become listable below ids already read, by default: each
+/// walk re-reads what was received this long before the newest stored occurrence.
+pub const DEFAULT_OVERLAP_WINDOW: &str = "2m";
+/// Stored ids below the mark remembered in the cursor (so a quiet run writes nothing);
+/// about 13 bytes each in the state row, well inside Redshift's 65 535-byte strings.
+pub const OVERLAP_KNOWN_IDS: usize = 2000;
+/// Pages of overlap one walk reads at most.
+pub const OVERLAP_MAX_PAGES: u32 = 100;
 /// Touched items read by id (a hundred a call) before a full sweep is asked for instead.
 pub const DEFAULT_ITEM_REFRESH_LIMIT: usize = 2000;
 
@@ -42,12 +48,25 @@ pub struct RollbarConfig {
     /// Items touched by new occurrences are re-read by id (a hundred per call) up to this
     /// many; past it a full sweep is asked for.
     pub item_refresh_limit: usize,
-    /// Occurrences at or below the high-water mark each walk re-reads (ids are only
-    /// approximately in time order; merges are idempotent). 0 turns it off.
-    pub overlap: usize,
+    /// How late an occurrence may be listed below ids already read: each walk re-reads
+    /// below the high-water mark what was received this long before it (ids are only
+    /// approximately in time order; merges are idempotent). Zero re-reads only the
+    /// mark's own second.
+    pub overlap_window: Duration,
     /// Also sync the projects' deploy records (`rollbar/deploys/<project>`).
     pub deploys: bool,
     pub pii: PiiPolicy,
+}
+
+impl RollbarConfig {
+    /// What each walk re-reads below the mark.
+    pub fn overlap(&self) -> crate::sync::Overlap {
+        crate::sync::Overlap {
+            window_secs: i64::try_from(self.overlap_window.as_secs()).unwrap_or(i64::MAX),
+            known_ids: OVERLAP_KNOWN_IDS,
+            max_pages: OVERLAP_MAX_PAGES,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -130,7 +149,8 @@ impl RollbarConfig {
             )
             .unwrap_or_default(),
             item_refresh_limit: DEFAULT_ITEM_REFRESH_LIMIT,
-            overlap: DEFAULT_OVERLAP,
+            overlap_window: heimdallr_core::time::parse_duration(DEFAULT_OVERLAP_WINDOW)
+                .unwrap_or_default(),
             deploys: false,
             pii: PiiPolicy::default(),
         }

@@ -5,7 +5,7 @@
 use crate::api::RollbarClient;
 use crate::config::{
     parse_projects, Project, RollbarConfig, DEFAULT_API_URL, DEFAULT_ITEMS_SWEEP_INTERVAL,
-    DEFAULT_OVERLAP, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT,
+    DEFAULT_OVERLAP_WINDOW, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT,
 };
 use async_trait::async_trait;
 use heimdallr_core::http::HttpStats;
@@ -36,14 +36,17 @@ pub struct Settings {
     /// How often every item is re-read.
     #[arg(id = "rollbar_items_sweep_interval", value_name = "DURATION", long = "rollbar-items-sweep-interval", env = "ROLLBAR_ITEMS_SWEEP_INTERVAL", default_value = DEFAULT_ITEMS_SWEEP_INTERVAL, value_parser = heimdallr_core::time::parse_duration)]
     pub items_sweep_interval: Duration,
-    /// Occurrences at or below the stored high-water mark each walk re-reads (0: none).
+    /// How late an occurrence may become listable below ids already read: each walk
+    /// re-reads, below the high-water mark, what Rollbar received this long before the
+    /// newest stored occurrence (`2m`, `90s`; 0 only the mark's own second).
     #[arg(
-        id = "rollbar_overlap", value_name = "N",
-        long = "rollbar-overlap",
-        env = "ROLLBAR_OVERLAP",
-        default_value_t = DEFAULT_OVERLAP
+        id = "rollbar_overlap_window", value_name = "DURATION",
+        long = "rollbar-overlap-window",
+        env = "ROLLBAR_OVERLAP_WINDOW",
+        default_value = DEFAULT_OVERLAP_WINDOW,
+        value_parser = heimdallr_core::time::parse_duration
     )]
-    pub overlap: usize,
+    pub overlap_window: Duration,
     /// Also sync each project's deploy records (`GET /deploys`) into `rollbar_deploys`,
     /// for the per-environment deploy views. Off unless asked: a 404 on the list is then an
     /// error, never "no deploys".
@@ -73,6 +76,14 @@ impl Source for Rollbar {
     type Credential = Vec<Project>;
 
     fn new(settings: &Settings, common: &Common) -> Result<Self, ConfigError> {
+        // A count of ids no longer means anything: refused, rather than ignored.
+        if std::env::var_os("ROLLBAR_OVERLAP").is_some() {
+            return Err(ConfigError::new(
+                "ROLLBAR_OVERLAP (a count of ids) was replaced by ROLLBAR_OVERLAP_WINDOW, a \
+                 duration of occurrence time (default 2m): unset ROLLBAR_OVERLAP and set \
+                 ROLLBAR_OVERLAP_WINDOW if the default does not suit",
+            ));
+        }
         let client = RollbarClient::new(settings.api_url.trim(), &common.http)
             .map_err(|e| ConfigError::new(format!("ROLLBAR_API_URL: {e}")))?;
         Ok(Self {
@@ -123,7 +134,7 @@ impl Source for Rollbar {
             RollbarConfig::for_projects(Some(&self.settings.api_url), projects.clone());
         config.page_limit = self.settings.page_limit;
         config.items_sweep_interval = self.settings.items_sweep_interval;
-        config.overlap = self.settings.overlap;
+        config.overlap_window = self.settings.overlap_window;
         config.deploys = self.settings.deploys;
         config.pii = pii.clone();
         Ok(crate::sync::streams(&self.client, &config))
@@ -140,7 +151,10 @@ mod tests {
     fn the_lambdas_settings_are_the_commands_defaults() {
         let settings: Settings = heimdallr_core::source::settings_from_env().unwrap();
         assert_eq!(settings.page_limit, crate::config::DEFAULT_PAGE_LIMIT);
-        assert_eq!(settings.overlap, crate::config::DEFAULT_OVERLAP);
+        assert_eq!(
+            Some(settings.overlap_window),
+            heimdallr_core::time::parse_duration(crate::config::DEFAULT_OVERLAP_WINDOW).ok()
+        );
         assert_eq!(settings.api_url, crate::config::DEFAULT_API_URL);
     }
 }

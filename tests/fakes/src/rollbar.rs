@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Faults injected at random, each with its own probability per request.
 #[derive(Debug, Clone, Default)]
@@ -57,6 +57,10 @@ impl FaultRates {
 struct Project {
     id: i64,
     occurrences: BTreeMap<i64, Value>,
+    /// Occurrences that have their id but are not listed yet, until this instant: Rollbar
+    /// lists by id "which is approximately descending by timestamp", and one can become
+    /// listable after ids above it were served.
+    unlisted_until: BTreeMap<i64, Instant>,
     items: BTreeMap<i64, Value>,
     deploys: BTreeMap<i64, Value>,
 }
@@ -80,10 +84,20 @@ struct World {
     ignore_last_id: bool,
     /// Answer item lists as if `ids` were not there.
     ignore_ids: bool,
+    /// Items per page of the item list (Rollbar's: 100).
+    items_page: usize,
     /// Pages asking for more than this many occurrences time out (answer after `slow_for`).
     slow_above: Option<(usize, Duration)>,
     /// Added to every answer: a real round trip.
     latency: Duration,
+    /// Sizes (bytes of each occurrence as served) drawn uniformly from this range; the
+    /// payload is padded with stack-frame locals and a request body, as real SDK payloads
+    /// with locals and bodies are (commonly 20-100 KB; Rollbar accepts about 128 KB).
+    occurrence_bytes: Option<(usize, usize)>,
+    /// This share of new occurrences becomes listable only this long after it arrived.
+    listing_delay: Option<(f64, Duration)>,
+    /// Timestamps are the wall clock's (else derived from the id, ten ids a second).
+    wall_clock: bool,
 }
 
 /// Handle on a running fake; cloneable, shared with the server task.
@@ -125,8 +139,12 @@ impl FakeRollbar {
             log: Vec::new(),
             ignore_last_id: false,
             ignore_ids: false,
+            items_page: 100,
             slow_above: None,
             latency: Duration::ZERO,
+            occurrence_bytes: None,
+            listing_delay: None,
+            wall_clock: false,
         }));
         let (addr, server) = serve_state(Arc::clone(&world), handle).await?;
         Ok(Self {
@@ -153,6 +171,7 @@ impl FakeRollbar {
             Project {
                 id: project_id,
                 occurrences: BTreeMap::new(),
+                unlisted_until: BTreeMap::new(),
                 items: BTreeMap::new(),
                 deploys: BTreeMap::new(),
             },
@@ -311,6 +330,20 @@ impl FakeRollbar {
         self.world().ignore_ids = ignore;
     }
 
+    /// Item lists in pages of `size` (Rollbar's are 100): with `ids`, an answer can then
+    /// hold fewer items than `total_count` says, and the next `page` holds the rest.
+    pub fn set_items_page_size(&self, size: usize) {
+        self.world().items_page = size.max(1);
+    }
+
+    /// Deletes an item (its occurrences stay, as after a merge into another item): asked
+    /// for by id, it is not in the answer.
+    pub fn delete_item(&self, token: &str, item_id: i64) {
+        if let Some(project) = self.world().projects.get_mut(token) {
+            project.items.remove(&item_id);
+        }
+    }
+
     /// Occurrence pages of more than `limit` take `delay` to answer (past a timeout).
     pub fn slow_pages_above(&self, limit: usize, delay: Duration) {
         self.world().slow_above = Some((limit, delay));
@@ -319,6 +352,22 @@ impl FakeRollbar {
     /// Every answer waits `latency` first, as over the internet.
     pub fn set_latency(&self, latency: Duration) {
         self.world().latency = latency;
+    }
+
+    /// New occurrences weigh between `min` and `max` bytes each (as served).
+    pub fn set_occurrence_bytes(&self, min: usize, max: usize) {
+        self.world().occurrence_bytes = Some((min.min(max), max.max(min)));
+    }
+
+    /// A `share` of new occurrences is listed only `delay` after it arrived (below ids
+    /// listed meanwhile).
+    pub fn set_listing_delay(&self, share: f64, delay: Duration) {
+        self.world().listing_delay = Some((share, delay));
+    }
+
+    /// New occurrences carry the wall clock's time, as Rollbar's do.
+    pub fn use_wall_clock(&self) {
+        self.world().wall_clock = true;
     }
 
     /// Paths and queries requested so far, in order.
@@ -500,7 +549,11 @@ impl World {
             let item_ids: Vec<i64> = project.items.keys().copied().collect();
             let project_id = project.id;
             let item_id = item_ids[self.rng.random_range(0..item_ids.len())];
-            let timestamp = 1_795_000_000 + (id - 400_000_000_000) / 10;
+            let timestamp = if self.wall_clock {
+                chrono::Utc::now().timestamp()
+            } else {
+                1_795_000_000 + (id - 400_000_000_000) / 10
+            };
             let person = match self.rng.random_range(0..4) {
                 0 => Value::Null,
                 1 => {
@@ -539,7 +592,7 @@ impl World {
             if !person.is_null() {
                 data["person"] = person;
             }
-            let instance = json!({
+            let mut instance = json!({
                 "id": id,
                 "project_id": project_id,
                 "timestamp": timestamp,
@@ -548,10 +601,23 @@ impl World {
                 "item_id": item_id,
                 "data": data,
             });
+            if let Some((min, max)) = self.occurrence_bytes {
+                let target = self.rng.random_range(min..=max);
+                pad_occurrence(&mut instance, target);
+            }
+            let unlisted = match self.listing_delay {
+                Some((share, delay)) if share > 0.0 && self.rng.random_bool(share.min(1.0)) => {
+                    Some(Instant::now() + delay)
+                }
+                _ => None,
+            };
             let Some(project) = self.projects.get_mut(token) else {
                 return;
             };
             project.occurrences.insert(id, instance);
+            if let Some(until) = unlisted {
+                project.unlisted_until.insert(id, until);
+            }
             if let Some(item) = project.items.get_mut(&item_id) {
                 let total = item["total_occurrences"].as_i64().unwrap_or(0) + 1;
                 item["total_occurrences"] = json!(total);
@@ -586,6 +652,28 @@ impl World {
         };
         self.faults_served += 1;
         Some(reply)
+    }
+}
+
+/// Pads an occurrence to about `target` bytes as served, the way large real payloads are
+/// large: stack-frame locals (`rollbar-gem` and `pyrollbar` send `locals` per frame) and a
+/// request body.
+fn pad_occurrence(instance: &mut Value, target: usize) {
+    let size = instance.to_string().len();
+    if target <= size + 64 {
+        return;
+    }
+    let fill = target - size - 64;
+    let locals = fill / 2;
+    let line = "order_line = {'sku': 'A-1042', 'qty': 3, 'price': '19.99', 'note': 'gift wrap'}; ";
+    let text = |n: usize| line.repeat(n / line.len() + 1)[..n].to_string();
+    instance["data"]["request"]["body"] = json!(text(fill - locals));
+    let frame_locals = json!({"locals": {"order": text(locals)}});
+    match instance["data"]["body"]["trace"]["frames"].as_array_mut() {
+        Some(frames) if !frames.is_empty() => {
+            frames[0]["locals"] = frame_locals["locals"].clone();
+        }
+        _ => instance["data"]["custom"] = frame_locals,
     }
 }
 
@@ -662,6 +750,14 @@ fn handle(world: &mut World, request: Request) -> Reply {
     }
 }
 
+/// Whether the occurrence `id` is listed yet (see `Project::unlisted_until`).
+fn listed(project: &Project, id: i64, now: Instant) -> bool {
+    project
+        .unlisted_until
+        .get(&id)
+        .is_none_or(|until| *until <= now)
+}
+
 /// An item's status as a name (older payloads send 1 to 4).
 fn status_name(item: &Value) -> &str {
     match &item["status"] {
@@ -700,10 +796,12 @@ fn route(world: &mut World, token: &str, request: &Request) -> Reply {
             let Ok(last_id) = last_id.parse::<i64>() else {
                 return error(422, "lastId must be an integer");
             };
+            let now = Instant::now();
             project
                 .occurrences
                 .range(..last_id)
                 .rev()
+                .filter(|(id, _)| listed(project, **id, now))
                 .take(limit)
                 .map(|(_, v)| v.clone())
                 .collect()
@@ -714,10 +812,13 @@ fn route(world: &mut World, token: &str, request: &Request) -> Reply {
                 .and_then(|p| p.parse::<usize>().ok())
                 .unwrap_or(1)
                 .max(1);
+            let now = Instant::now();
             project
                 .occurrences
-                .values()
+                .iter()
                 .rev()
+                .filter(|(id, _)| listed(project, **id, now))
+                .map(|(_, v)| v)
                 .skip((page - 1) * limit)
                 .take(limit)
                 .cloned()
@@ -772,10 +873,11 @@ fn route(world: &mut World, token: &str, request: &Request) -> Reply {
             )
         });
         let total = items.len();
+        let size = world.items_page;
         let page_items: Vec<Value> = items
             .into_iter()
-            .skip((page - 1) * 100)
-            .take(100)
+            .skip((page - 1) * size)
+            .take(size)
             .cloned()
             .collect();
         return Reply::json(

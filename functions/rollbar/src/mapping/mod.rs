@@ -215,12 +215,22 @@ impl RawOccurrence {
     }
 }
 
-/// The id of an occurrence as sent, read on its own (the rest is read by [`RawOccurrence::new`]).
-pub fn occurrence_id(raw: &RawValue) -> Option<i64> {
-    static ID: Fields = Fields(&[("id", LEAF)]);
-    let fields = read_fields(raw.get(), &ID).ok()?;
-    lenient_i64(fields.get("id"))
+/// The id of an occurrence and its `timestamp` (Unix seconds, when Rollbar received it),
+/// read on their own (the rest is read by [`RawOccurrence::new`]).
+pub fn occurrence_key(raw: &RawValue) -> (Option<i64>, Option<i64>) {
+    static KEY: Fields = Fields(&[("id", LEAF), ("timestamp", LEAF)]);
+    let Ok(fields) = read_fields(raw.get(), &KEY) else {
+        return (None, None);
+    };
+    (
+        lenient_i64(fields.get("id")),
+        lenient_i64(fields.get("timestamp")),
+    )
 }
+
+/// Unix seconds at 3000-01-01: a `timestamp` past it is not seconds (milliseconds, most
+/// likely) and would store a row in the far future.
+const YEAR_3000_SECONDS: f64 = 32_503_680_000.0;
 
 /// Paths inside a document.
 type Paths = &'static [&'static [&'static str]];
@@ -323,6 +333,20 @@ fn row_from_fields(
         .get("data")
         .filter(|d| d.is_object())
         .unwrap_or(&empty);
+    for (name, value) in [
+        ("timestamp", instance.get("timestamp")),
+        ("data.timestamp", fields.get("timestamp")),
+    ] {
+        if let Some(seconds) = value
+            .and_then(Json::as_f64)
+            .filter(|s| *s >= YEAR_3000_SECONDS)
+        {
+            return Err(format!(
+                "{name} {seconds} reads as a date after the year 3000: Rollbar sends Unix \
+                 seconds (is it milliseconds?)"
+            ));
+        }
+    }
     let occurred_at =
         lenient_time(instance.get("timestamp")).or_else(|| lenient_time(fields.get("timestamp")));
     let item_id = lenient_i64(instance.get("item_id"));
