@@ -527,3 +527,120 @@ async fn a_404_on_a_later_page_of_a_list_fails_the_run_instead_of_ending_the_lis
         finished.stderr
     );
 }
+
+/// A walk cut short saves its page token; the real list can later answer that token with
+/// 404 `{"message": "Not Found"}` (circleci/circleci-docs#6472). The next run restarts the
+/// walk from the newest pipeline, with a warning, instead of failing on it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_saved_page_token_restarts_the_walk_and_nothing_is_lost() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("ccistale"),
+    };
+    let fake = FakeCircleCi::start(TOKEN, 72).await.unwrap();
+    fake.add_pipelines(WEB, 45, 0);
+    fake.add_pipelines(API, 1, 0);
+    fake.finish_everything();
+    // The first walk stores its first page, then the service fails: the token is saved.
+    fake.fail_pipeline_continuations(true);
+    let cut_short = run(circleci(
+        &target,
+        &fake,
+        &["--batch-rows", "5", "--http-retry-budget", "0"],
+    ))
+    .await;
+    assert_eq!(cut_short.code, Some(1), "{}", cut_short.stderr);
+    let saved = query_text(
+        &target,
+        format!(
+            "SELECT CAST(cursor AS VARCHAR) FROM {}._heimdallr_state WHERE scope = '{WEB}'",
+            target.schema()
+        ),
+    )
+    .await;
+    let cursor = saved[0][0].clone().unwrap_or_default();
+    assert!(cursor.contains("~g0"), "a page token is saved: {cursor}");
+    // The token goes stale; new pipelines arrive meanwhile.
+    fake.fail_pipeline_continuations(false);
+    fake.expire_page_tokens();
+    fake.add_pipelines(WEB, 2, 0);
+    fake.finish_everything();
+    let resumed = sync(&target, &fake, &[]).await;
+    assert!(
+        resumed
+            .stderr
+            .contains("saved page token refused (HTTP 404); restarting the walk"),
+        "{}",
+        resumed.stderr
+    );
+    assert_equal(&stored(&target).await, &fake.truth(), "after the restart");
+    // And the runs after it are ordinary.
+    let quiet = sync(&target, &fake, &[]).await;
+    assert!(!quiet.stderr.contains("refused"), "{}", quiet.stderr);
+}
+
+/// One pending workflow whose job list keeps failing does not hold up the others or the
+/// walk: it is retried every run, and given up after `--circleci-give-up-after` with an
+/// error that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_workflow_that_keeps_failing_does_not_stop_the_project() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("ccibroken"),
+    };
+    let fake = FakeCircleCi::start(TOKEN, 73).await.unwrap();
+    fake.add_pipelines(WEB, 8, 4);
+    fake.add_pipelines(API, 1, 0);
+    let fast = ["--http-retry-budget", "0"];
+    sync(&target, &fake, &fast).await;
+    let running = fake.workflows_with_status("running");
+    assert!(running.len() >= 2, "{running:?}");
+    let broken = running[0].clone();
+    fake.break_workflow_jobs(&broken, true);
+    fake.finish_everything();
+    let newer = fake.add_pipelines(WEB, 2, 0);
+    fake.finish_everything();
+    // The broken one is reported and retried; everything else lands.
+    let retried = sync(&target, &fake, &fast).await;
+    assert!(
+        retried
+            .stderr
+            .contains(&format!("pending workflow {broken} could not be read")),
+        "{}",
+        retried.stderr
+    );
+    let now = stored(&target).await;
+    let truth = fake.truth();
+    for workflow in truth.workflows.iter().filter(|w| w.0 != broken) {
+        assert!(now.workflows.contains(workflow), "{workflow:?} is current");
+    }
+    for pipeline in &newer {
+        assert!(now.pipelines.iter().any(|p| &p.0 == pipeline), "{pipeline}");
+    }
+    // Its jobs could not be read: it stays pending, to be read again.
+    let cursor = query_text(
+        &target,
+        format!(
+            "SELECT CAST(cursor AS VARCHAR) FROM {}._heimdallr_state WHERE scope = '{WEB}'",
+            target.schema()
+        ),
+    )
+    .await;
+    let cursor = cursor[0][0].clone().unwrap_or_default();
+    assert!(cursor.contains(&broken), "still pending: {cursor}");
+    // Past the give-up time, the run fails naming it; the next one is clean.
+    let mut give_up = fast.to_vec();
+    give_up.extend(["--circleci-give-up-after", "0s"]);
+    let given_up = run(circleci(&target, &fake, &give_up)).await;
+    assert_eq!(given_up.code, Some(1), "{}", given_up.stderr);
+    assert!(
+        given_up.stderr.contains("gave up on 1 pending workflow")
+            && given_up.stderr.contains(&broken),
+        "{}",
+        given_up.stderr
+    );
+    let after = sync(&target, &fake, &fast).await;
+    assert!(!after.stderr.contains(&broken), "{}", after.stderr);
+}

@@ -51,8 +51,8 @@ async fn simulate(per_day: u32, cadence: std::time::Duration, url: &str) -> Day 
                      n: &mut u64| {
         while *next <= until {
             *n += 1;
-            let id = fake.add_pipeline_at(SLUG, *next, 1 + usize::from(*n % 3 == 0));
-            if *n % 20 == 0 {
+            let id = fake.add_pipeline_at(SLUG, *next, 1 + usize::from((*n).is_multiple_of(3)));
+            if (*n).is_multiple_of(20) {
                 reruns.push((*next + Duration::hours(2), id.clone()));
             }
             pipelines.push((*next, id));

@@ -9,6 +9,9 @@ pub const DEFAULT_LOOKBACK: &str = "1h";
 /// Every `DEFAULT_SWEEP_INTERVAL`, the re-listing reaches this far back instead.
 pub const DEFAULT_SWEEP_WINDOW: &str = "7d";
 pub const DEFAULT_SWEEP_INTERVAL: &str = "6h";
+/// A pending workflow whose re-poll keeps failing is given up after this long (a day of
+/// retries rides out an outage; the run that gives up fails, naming it).
+pub const DEFAULT_GIVE_UP_AFTER: &str = "24h";
 
 #[derive(Debug, Clone)]
 pub struct CircleCiConfig {
@@ -19,6 +22,8 @@ pub struct CircleCiConfig {
     /// How far back a sweep re-lists workflows, and how often one runs.
     pub sweep_window: Duration,
     pub sweep_interval: Duration,
+    /// How long a pending workflow may keep failing before it is given up.
+    pub give_up_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,6 +83,7 @@ mod tests {
             DEFAULT_LOOKBACK,
             DEFAULT_SWEEP_WINDOW,
             DEFAULT_SWEEP_INTERVAL,
+            DEFAULT_GIVE_UP_AFTER,
         ] {
             assert!(heimdallr_core::time::parse_duration(text).is_ok_and(|d| !d.is_zero()));
         }

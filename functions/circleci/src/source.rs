@@ -4,8 +4,8 @@
 
 use crate::api::CircleCiClient;
 use crate::config::{
-    parse_projects, CircleCiConfig, DEFAULT_API_URL, DEFAULT_LOOKBACK, DEFAULT_SWEEP_INTERVAL,
-    DEFAULT_SWEEP_WINDOW,
+    parse_projects, CircleCiConfig, DEFAULT_API_URL, DEFAULT_GIVE_UP_AFTER, DEFAULT_LOOKBACK,
+    DEFAULT_SWEEP_INTERVAL, DEFAULT_SWEEP_WINDOW,
 };
 use async_trait::async_trait;
 use heimdallr_core::http::HttpStats;
@@ -43,6 +43,10 @@ pub struct Settings {
     /// How often the sweep runs.
     #[arg(id = "circleci_sweep_interval", value_name = "DURATION", long = "circleci-sweep-interval", env = "CIRCLECI_SWEEP_INTERVAL", default_value = DEFAULT_SWEEP_INTERVAL, value_parser = heimdallr_core::time::parse_duration)]
     pub sweep_interval: Duration,
+    /// A pending workflow that cannot be read is retried every run for this long, then
+    /// given up (that run fails, naming it).
+    #[arg(id = "circleci_give_up_after", value_name = "DURATION", long = "circleci-give-up-after", env = "CIRCLECI_GIVE_UP_AFTER", default_value = DEFAULT_GIVE_UP_AFTER, value_parser = heimdallr_core::time::parse_duration)]
+    pub give_up_after: Duration,
 }
 
 /// The CircleCI source: one HTTP client; the token is the pass's.
@@ -96,6 +100,7 @@ impl Source for CircleCi {
             lookback: self.settings.lookback,
             sweep_window: self.settings.sweep_window,
             sweep_interval: self.settings.sweep_interval,
+            give_up_after: self.settings.give_up_after,
         };
         Ok(crate::sync::streams(
             &self.client.with_token(token.clone()),

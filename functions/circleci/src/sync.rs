@@ -27,11 +27,12 @@ use chrono::{DateTime, Utc};
 use heimdallr_core::engine::{RunStatus, StreamKey, StreamRun};
 use heimdallr_core::http::{HttpError, HttpStats};
 use heimdallr_core::schema::{CIRCLECI_JOBS, CIRCLECI_PIPELINES, CIRCLECI_WORKFLOWS};
+use heimdallr_core::stream::ErrorKind;
 use heimdallr_core::stream::{AnyStream, Stream, StreamError};
 use heimdallr_core::walk::{drive, PageOutcome, Pages, WalkState};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub const SOURCE: &str = "circleci";
@@ -46,6 +47,10 @@ pub struct PipelinesCursor {
     /// Workflows not final yet.
     #[serde(default)]
     pub pending_workflows: BTreeSet<String>,
+    /// Pending workflows whose re-poll failed, with when it first failed: retried every
+    /// run, given up after the configured time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failing_workflows: BTreeMap<String, DateTime<Utc>>,
     /// The last walk that finished, and the last sweep.
     #[serde(default)]
     pub last_walk: Option<Listing>,
@@ -165,31 +170,101 @@ impl Stream for PipelinesStream {
     }
 
     async fn run(&self, run: &mut Run) -> Result<RunStatus, StreamError> {
-        // 1. Workflows still moving, however old.
+        // 1. Workflows still moving, however old. One that cannot be read is retried next
+        //    run and does not hold up the others or the walk.
         let pending: Vec<String> = run.cursor.pending_workflows.iter().cloned().collect();
+        let mut given_up = Vec::new();
         for id in pending {
             if !run.time_left() {
                 return Ok(run.stop_partial().await?);
             }
-            let still_moving = match self.client.workflow(&id).await? {
-                // CircleCI no longer has it: nothing left to follow.
-                None => false,
-                Some(workflow) => add_workflow(run, &workflow, &self.client).await?,
-            };
-            run.page_fetched();
-            if !still_moving {
-                run.cursor.pending_workflows.remove(&id);
+            match self.repoll(run, &id).await {
+                Ok(still_moving) => {
+                    run.cursor.failing_workflows.remove(&id);
+                    if !still_moving {
+                        run.cursor.pending_workflows.remove(&id);
+                    }
+                }
+                Err(error) if !isolated(&error) => return Err(error),
+                Err(error) => {
+                    let now = run.now();
+                    let since = *run
+                        .cursor
+                        .failing_workflows
+                        .entry(id.clone())
+                        .or_insert(now);
+                    if now - since >= duration(self.config.give_up_after) {
+                        run.cursor.failing_workflows.remove(&id);
+                        run.cursor.pending_workflows.remove(&id);
+                        given_up.push(format!("{id} (failing since {since}: {error})"));
+                    } else {
+                        run.recovered(
+                            &format!("pending workflow {id} could not be read; retried next run, given up if it still fails after {}", humantime(self.config.give_up_after)),
+                            &error,
+                        );
+                    }
+                }
             }
             run.commit_if_full().await?;
         }
         // 2. The walk: an unfinished one first, then a fresh one from the newest pipeline.
-        drive(run, &mut PipelinePages { stream: self }).await
+        let status = drive(
+            run,
+            &mut PipelinePages {
+                stream: self,
+                restarted: false,
+            },
+        )
+        .await?;
+        if given_up.is_empty() {
+            Ok(status)
+        } else {
+            // Everything else is stored; the run fails so that the loss is seen.
+            Err(StreamError::new(
+                ErrorKind::Api,
+                format!(
+                    "gave up on {} pending workflow(s) that kept failing for more than {}; their latest status and jobs are not stored: {}",
+                    given_up.len(),
+                    humantime(self.config.give_up_after),
+                    given_up.join("; ")
+                ),
+            ))
+        }
     }
+}
+
+impl PipelinesStream {
+    /// Re-reads a pending workflow and its jobs; whether it is still moving.
+    async fn repoll(&self, run: &mut Run, id: &str) -> Result<bool, StreamError> {
+        let still_moving = match self.client.workflow(id).await? {
+            // CircleCI no longer has it: nothing left to follow.
+            None => false,
+            Some(workflow) => add_workflow(run, &workflow, &self.client).await?,
+        };
+        run.page_fetched();
+        Ok(still_moving)
+    }
+}
+
+/// Whether a failure to re-read one workflow stays with that workflow: not a refused
+/// token or the rate limit (every other call would fail the same way).
+fn isolated(error: &StreamError) -> bool {
+    !matches!(
+        error.kind,
+        ErrorKind::Authentication | ErrorKind::RateLimit | ErrorKind::Warehouse
+    )
+}
+
+fn humantime(d: std::time::Duration) -> String {
+    heimdallr_core::time::format_duration(d)
 }
 
 /// The walk of a project's pipelines, newest first, by page token.
 struct PipelinePages<'a> {
     stream: &'a PipelinesStream,
+    /// A refused page token restarted the walk this run (once: a second refusal is an
+    /// error, not a loop).
+    restarted: bool,
 }
 
 #[async_trait]
@@ -211,10 +286,21 @@ impl Pages<PipelinesCursor> for PipelinePages<'_> {
         let (client, slug) = (&self.stream.client, &self.stream.slug);
         let token = run.cursor.walk.next_page().map(String::from);
         let page = match client.pipelines(slug, token.as_deref()).await {
-            // A page token CircleCI no longer accepts: start the walk over from the top
-            // (everything it covers is merged again, nothing is skipped).
-            Err(ApiError::Http(HttpError::Status { status: 400, .. })) if token.is_some() => {
-                tracing::warn!(stream = %run.key(), "page token refused; restarting the walk from the newest pipeline");
+            // A page token CircleCI no longer accepts: 400, or 404 `{"message": "Not
+            // Found"}` for a token that went stale (circleci/circleci-docs#6472). The walk
+            // starts over from the top: everything it covers is merged again, nothing is
+            // skipped, and what is stored stays.
+            Err(ApiError::Http(refused)) if token.is_some() && !self.restarted => {
+                let status = match refused {
+                    HttpError::Status { status: 400, .. } => 400,
+                    HttpError::NotFound { .. } => 404,
+                    other => return Err(ApiError::Http(other).into()),
+                };
+                self.restarted = true;
+                run.recovered(
+                    &format!("saved page token refused (HTTP {status}); restarting the walk from the newest pipeline"),
+                    &format!("project {slug}: pipelines"),
+                );
                 run.cursor.walk.restart();
                 self.begin(run);
                 return Ok(PageOutcome::Again);
@@ -302,7 +388,12 @@ async fn add_pipeline(
             && workflow_id
                 .as_ref()
                 .is_some_and(|w| !run.cursor.pending_workflows.contains(w));
-        if stored_final {
+        // A workflow whose re-poll keeps failing is retried there, within its bound; the
+        // walk does not trip on it again.
+        let failing = workflow_id
+            .as_ref()
+            .is_some_and(|w| run.cursor.failing_workflows.contains_key(w));
+        if stored_final || failing {
             continue;
         }
         let still_moving = add_workflow(run, workflow, client).await?;

@@ -53,6 +53,13 @@ struct State {
     repeat_tokens: bool,
     /// Every request that continues a list (sends a page token) answers 404.
     lose_continuations: bool,
+    /// Pipeline-list page tokens carry the generation they were issued in; one from an
+    /// older generation is stale.
+    token_generation: u64,
+    /// Continuations of pipeline lists answer 500 (a service failing mid-walk).
+    fail_pipeline_continuations: bool,
+    /// Workflows whose job list answers 500, for ever.
+    broken_workflows: std::collections::HashSet<String>,
     /// Every n-th request answers 429.
     throttle_every: Option<u64>,
     throttled: u64,
@@ -230,6 +237,42 @@ impl FakeCircleCi {
     /// the end of the list.
     pub fn lose_continuations(&self, lose: bool) {
         self.lock().lose_continuations = lose;
+    }
+
+    /// Every pipeline-list page token handed out so far goes stale: sent back, it answers
+    /// 404 `{"message": "Not Found"}`, as users report the real list does
+    /// (circleci/circleci-docs#6472, "Get all Pipelines sometimes gives an invalid
+    /// next-page-token"). Tokens handed out later work.
+    pub fn expire_page_tokens(&self) {
+        self.lock().token_generation += 1;
+    }
+
+    /// Continuations of the pipeline lists answer 500 (the spec's `default` error) while set.
+    pub fn fail_pipeline_continuations(&self, fail: bool) {
+        self.lock().fail_pipeline_continuations = fail;
+    }
+
+    /// The job list of `workflow` answers 500 while broken.
+    pub fn break_workflow_jobs(&self, workflow: &str, broken: bool) {
+        let mut state = self.lock();
+        if broken {
+            state.broken_workflows.insert(workflow.to_string());
+        } else {
+            state.broken_workflows.remove(workflow);
+        }
+    }
+
+    /// Ids of the workflows whose status is `status`.
+    pub fn workflows_with_status(&self, status: &str) -> Vec<String> {
+        let state = self.lock();
+        let mut ids: Vec<String> = state
+            .workflows
+            .values()
+            .filter(|w| w["status"] == status)
+            .filter_map(|w| w["id"].as_str().map(String::from))
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Pages of `workflows` workflows and `jobs` jobs (the API's lists hold about 20).
@@ -573,7 +616,7 @@ fn handle(state: &mut State, request: Request) -> Reply {
         return Reply::json(401, &json!({"message": "Invalid token provided."}));
     }
     if let Some(every) = state.throttle_every {
-        if state.requests % every == 0 {
+        if state.requests.is_multiple_of(every) {
             state.throttled += 1;
             return Reply::json(429, &json!({"message": "Rate limit exceeded"}))
                 .with_header("retry-after", "1");
@@ -613,7 +656,26 @@ fn handle(state: &mut State, request: Request) -> Reply {
                     return Reply::json(200, &json!({"items": page, "next_page_token": token}));
                 }
             }
-            page_after(&newest_first, token, PIPELINE_PAGE)
+            if token.is_some() && state.fail_pipeline_continuations {
+                return Reply::json(500, &json!({"message": "Internal Server Error"}));
+            }
+            // Tokens of this list are `<position>~g<generation>`: one from before
+            // `expire_page_tokens` is stale.
+            let generation = state.token_generation;
+            let position = match token.map(|t| t.rsplit_once("~g")) {
+                None => None,
+                Some(Some((position, issued))) if issued == generation.to_string() => {
+                    Some(position)
+                }
+                Some(Some(_)) => return Reply::json(404, &json!({"message": "Not Found"})),
+                Some(None) => return Reply::json(400, &json!({"message": "Invalid page token."})),
+            };
+            let reply = page_after(&newest_first, position, PIPELINE_PAGE);
+            reply.map_json(|body| {
+                if let Some(next) = body["next_page_token"].as_str() {
+                    body["next_page_token"] = json!(format!("{next}~g{generation}"));
+                }
+            })
         }
         ["pipeline", id, "workflow"] => match state.pipeline_workflows.get(*id) {
             None => not_found(),
@@ -628,6 +690,9 @@ fn handle(state: &mut State, request: Request) -> Reply {
             Some(workflow) => Reply::json(200, workflow),
             None => not_found(),
         },
+        ["workflow", id, "job"] if state.broken_workflows.contains(*id) => {
+            Reply::json(500, &json!({"message": "Internal Server Error"}))
+        }
         ["workflow", id, "job"] => match state.jobs.get(*id) {
             Some(jobs) => page_after(jobs, token, state.page_sizes.map_or(JOB_PAGE, |(_, j)| j)),
             None => not_found(),

@@ -63,6 +63,17 @@ impl Reply {
             body: body.to_string().into_bytes(),
         }
     }
+    /// The same reply with its JSON body changed by `edit` (a body that is not JSON, or
+    /// any other kind of reply, is left as it is).
+    pub fn map_json(mut self, edit: impl FnOnce(&mut serde_json::Value)) -> Self {
+        if let Reply::Response { body, .. } = &mut self {
+            if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) {
+                edit(&mut value);
+                *body = value.to_string().into_bytes();
+            }
+        }
+        self
+    }
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         if let Reply::Response { headers, .. } = &mut self {
             headers.push((name.to_string(), value.to_string()));
