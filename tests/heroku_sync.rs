@@ -610,3 +610,87 @@ async fn a_next_range_that_does_not_move_fails_the_run_instead_of_ending_the_lis
         finished.stdout
     );
 }
+
+/// A quiet run of an app with more builds than a page reads one page of builds: the
+/// page's last build is already older than the mark by the margin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_run_of_an_app_with_many_builds_reads_one_page_of_them() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("hkbuildpage"),
+    };
+    let fake = FakeHeroku::start(KEY).await.unwrap();
+    fake.add_app(WEB);
+    fake.add_app(API);
+    let now = chrono::Utc::now();
+    for minutes in (1..=1500).rev() {
+        fake.push_at(WEB, 1, now - chrono::Duration::minutes(minutes));
+    }
+    sync(&target, &fake, &[]).await;
+    assert_equal(&stored(&target).await, &fake.truth(), "after the backfill");
+    let before = fake.paths().len();
+    sync(&target, &fake, &[]).await;
+    let builds_pages = fake.paths()[before..]
+        .iter()
+        .filter(|p| p.ends_with(&format!("/apps/{WEB}/builds")))
+        .count();
+    assert_eq!(builds_pages, 1, "{:?}", &fake.paths()[before..]);
+}
+
+/// 150 apps, `HEROKU_APPS=*`, and about 100 requests of budget per run (the account's
+/// other clients use the rest): every app gets its turn, and at the end of a quiet period
+/// every one is current. Run in the same order every time, the first apps would take the
+/// whole budget and the last ones would never get a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_150_apps_and_a_small_budget_every_app_gets_its_turn() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("hkmany"),
+    };
+    let fake = FakeHeroku::start(KEY).await.unwrap();
+    let apps: Vec<String> = (0..150).map(|n| format!("acme-{n:03}")).collect();
+    let start = chrono::Utc::now() - chrono::Duration::days(1);
+    for (n, app) in apps.iter().enumerate() {
+        fake.add_app(app);
+        let at = start + chrono::Duration::seconds(n as i64);
+        fake.deploy(app, &format!("{:040x}", n + 1), at);
+    }
+    let headroom: u64 = 50;
+    let args = ["--heroku-rate-headroom", "50"];
+    let every_app = |command: &mut Command| {
+        command.env("HEROKU_APPS", "*");
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(150);
+    for round in 0..20 {
+        fake.set_rate_budget((headroom + 100) as f64, 4500.0, 0.0);
+        let mut command = heroku(&target, &fake, &args);
+        every_app(&mut command);
+        run_ok(command, KEY).await;
+        // Deploys keep coming to a few apps.
+        if round < 10 {
+            let app = &apps[rng.random_range(0..apps.len())];
+            fake.deploy(app, &format!("{:040x}", 1000 + round), chrono::Utc::now());
+        }
+    }
+    let synced = query_text(
+        &target,
+        format!(
+            "SELECT CAST(COUNT(DISTINCT app_id) AS VARCHAR) FROM {}.heroku_releases",
+            target.schema()
+        ),
+    )
+    .await;
+    assert_eq!(
+        synced[0][0].as_deref(),
+        Some("150"),
+        "every app has its releases after 20 runs"
+    );
+    // The last ten runs were a quiet period on the same small budget: all current.
+    assert_equal(
+        &stored(&target).await,
+        &fake.truth(),
+        "after the quiet period",
+    );
+}

@@ -605,14 +605,17 @@ impl Pages<BuildsCursor> for BuildPages<'_> {
                 add_build(run, build, &self.app, &s.config.pii);
             }
         }
-        // Pages come by `started_at`, the mark is `created_at`: a build starts within the
-        // margin of its creation, so once even the newest-created build of a page is
-        // older than the mark by the margin, every build after it is stored. (The page's
-        // highest, not its lowest: one build that waited long must not end it.)
-        let newest_created = records.iter().filter_map(|(_, t)| *t).max();
+        // Pages come by `started_at` (not in the answer), the mark is `created_at`. The
+        // page's last build started first of the page, and every build on later pages
+        // started before it; a build is created before it starts and starts within the
+        // margin of its creation. So once the last build's creation plus the margin is
+        // below the mark, every later build was created before the mark: stored. (Read on
+        // the page's last build, not its newest: a quiet run of an app with more builds
+        // than a page ends on the first page instead of reading a second one.)
+        let last_started_created = records.last().and_then(|(_, t)| *t);
         let last_page = page.items.is_empty()
             || run.cursor.walk.is_below_mark(
-                newest_created
+                last_started_created
                     .map(|t| t + Duration::minutes(BUILD_ORDER_MARGIN_MINUTES))
                     .as_ref(),
             );
