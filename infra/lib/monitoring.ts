@@ -108,7 +108,29 @@ export class FunctionMonitoring extends Construct {
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    this.alarms = [this.freshness, errors, throttles, nearTimeout, scheduleFailures];
+    const viewsFailed = new cloudwatch.Alarm(this, 'ViewsFailed', {
+      alarmName: `${prefix}-views-failed`,
+      alarmDescription:
+        `Heimdallr ${name}: the warehouse refused the analyst views at a start (rows still sync; ` +
+        'the error is in the logs, "the analyst views could not be created"; every cold start retries)',
+      metric: custom('ViewsFailed', 'Maximum'),
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    const killedRuns = new cloudwatch.Alarm(this, 'KilledRuns', {
+      alarmName: `${prefix}-killed-runs`,
+      alarmDescription:
+        `Heimdallr ${name}: a run started and never finished (killed for memory or past its timeout); ` +
+        'the next run shrinks its pages (see _heimdallr_runs rows without finished_at, and memoryMb)',
+      metric: custom('UnfinishedRuns', 'Maximum'),
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    this.alarms = [this.freshness, errors, throttles, nearTimeout, scheduleFailures, viewsFailed, killedRuns];
     for (const alarm of this.alarms) {
       alarm.addAlarmAction(new actions.SnsAction(props.topic));
       alarm.addOkAction(new actions.SnsAction(props.topic));
@@ -156,6 +178,10 @@ export class FunctionMonitoring extends Construct {
         [
           perStream('API retries, per stream', 'ApiRetries', 'Sum'),
           perStream('Rejected rows, per stream', 'Rejects', 'Sum'),
+        ],
+        [
+          perStream('Failures worked around (refused page token, a record retried later), per stream', 'Recovered', 'Sum'),
+          perStream('Earlier runs that never finished (killed), per stream', 'UnfinishedRuns', 'Maximum'),
         ],
         [
           new cloudwatch.LogQueryWidget({

@@ -257,9 +257,9 @@ describe('schedules', () => {
 });
 
 describe('monitoring', () => {
-  test('five alarms per function, each notifying the topic on alarm and recovery', () => {
+  test('seven alarms per function, each notifying the topic on alarm and recovery', () => {
     const alarms = Object.values(resourcesOf('AWS::CloudWatch::Alarm'));
-    expect(alarms).toHaveLength(15);
+    expect(alarms).toHaveLength(21);
     const topicId = Object.keys(resourcesOf('AWS::SNS::Topic'))[0];
     for (const alarm of alarms) {
       expect(alarm.Properties.AlarmActions).toEqual([{ Ref: topicId }]);
@@ -267,7 +267,7 @@ describe('monitoring', () => {
     }
     const metrics = alarms.map((a) => a.Properties.MetricName).sort();
     expect(metrics).toEqual(
-      ['Duration', 'Errors', 'FailedInvocations', 'SecondsSinceCaughtUp', 'Throttles'].flatMap((m) => Array(3).fill(m)),
+      ['Duration', 'Errors', 'FailedInvocations', 'SecondsSinceCaughtUp', 'Throttles', 'UnfinishedRuns', 'ViewsFailed'].flatMap((m) => Array(3).fill(m)),
     );
     // The age of the newest record is on the dashboard only: a quiet source is not late.
     expect(metrics).not.toContain('FreshnessLagSeconds');

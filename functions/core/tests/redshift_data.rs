@@ -107,8 +107,12 @@ async fn setup() -> Option<(
         .expect("stand-in");
     let schema = unique_schema("rs");
     let warehouse = warehouse(&fake, &schema);
-    let applied = warehouse.migrate(None).await.expect("migrate");
-    assert!(!applied.is_empty());
+    let migrated = warehouse.migrate(None).await.expect("migrate");
+    assert!(!migrated.applied.is_empty());
+    assert_eq!(
+        migrated.views_failed, None,
+        "Redshift's dialect creates every view"
+    );
     Some((fake, warehouse, connect(&url).await, schema))
 }
 
@@ -121,6 +125,7 @@ async fn batches_merge_on_the_key_with_their_cursor_and_read_back_typed() {
         .migrate(None)
         .await
         .expect("migrate again")
+        .applied
         .is_empty());
 
     let rows = [
@@ -181,6 +186,37 @@ async fn batches_merge_on_the_key_with_their_cursor_and_read_back_typed() {
     // Long polling: each call held its answer until the statement ended, so no polls.
     assert!(stats.calls["BatchExecuteStatement"] >= 2);
     assert_eq!(stats.calls.get("DescribeStatement"), None, "{stats:?}");
+}
+
+/// A held answer that says FINISHED without `HasResultSet` is asked about again
+/// (DescribeStatement), not read as a statement without rows: the stored state is found.
+#[tokio::test]
+async fn a_finished_answer_without_the_result_flag_is_described_not_read_as_no_rows() {
+    let Some((fake, warehouse, _pg, _schema)) = setup().await else {
+        return;
+    };
+    warehouse
+        .commit(batch(
+            [occurrence(1, "one", 10)],
+            serde_json::json!({"high_water": 1}),
+        ))
+        .await
+        .expect("commit");
+    fake.omit_result_flag(true);
+    let stored = warehouse
+        .read_state("rollbar", "occurrences", "web", None)
+        .await
+        .expect("read state");
+    assert_eq!(
+        stored.map(|s| s.cursor),
+        Some(serde_json::json!({"high_water": 1})),
+        "the state is there"
+    );
+    assert!(fake
+        .stats()
+        .calls
+        .get("DescribeStatement")
+        .is_some_and(|n| *n >= 1));
 }
 
 #[tokio::test]

@@ -135,6 +135,8 @@ struct State {
     large_strings: bool,
     copy: CopySetup,
     /// Answers at once whatever WaitTimeSeconds asks (an endpoint without long polling).
+    /// Held (long-polled) answers leave out `HasResultSet`.
+    omit_result_flag: bool,
     no_long_polling: bool,
     /// How long the next batches take on the cluster before they run (a slow COPY).
     batch_delays: VecDeque<Duration>,
@@ -208,6 +210,13 @@ impl FakeRedshiftData {
     /// Ignores WaitTimeSeconds, answering at once (to measure polling without it).
     pub fn set_long_polling(&self, on: bool) {
         lock(&self.state).no_long_polling = !on;
+    }
+
+    /// Held answers to ExecuteStatement leave out `HasResultSet`: the Data API's output
+    /// shapes mark no member required (botocore's `redshift-data` service model), so a
+    /// finished status without the flag is a legal answer, and it does not mean "no rows".
+    pub fn omit_result_flag(&self, on: bool) {
+        lock(&self.state).omit_result_flag = on;
     }
 
     /// Acts as a cluster that opted in to strings over 65 535 bytes.
@@ -312,6 +321,11 @@ async fn handle_holding(
             if let Some(statement) = lock(&state).statements.get(&id) {
                 answer["Status"] = json!(statement.status);
                 answer["HasResultSet"] = json!(statement.result.is_some());
+            }
+            if lock(&state).omit_result_flag {
+                if let Some(answer) = answer.as_object_mut() {
+                    answer.remove("HasResultSet");
+                }
             }
             Reply::Response {
                 status: 200,

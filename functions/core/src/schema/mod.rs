@@ -128,6 +128,18 @@ pub enum View {
 }
 
 impl View {
+    /// Every view, each after the views it reads (the order they are created in).
+    pub const ALL: [View; 8] = [
+        View::ItemDailyImpact,
+        View::PersonExposure,
+        View::EnvironmentMap,
+        View::Deploys,
+        View::SuspectDeploy,
+        View::ReleaseImpact,
+        View::ItemImpact,
+        View::ItemVersions,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             View::ItemDailyImpact => "rollbar_item_daily_impact",
@@ -249,6 +261,17 @@ pub static MIGRATIONS: &[Migration] = &[
             Step::CreateView(View::ReleaseImpact),
             Step::CreateView(View::ItemImpact),
             Step::CreateView(View::ItemVersions),
+        ],
+    },
+    Migration {
+        version: 10,
+        name: "analyst views without correlated subqueries",
+        // Redshift refuses some correlated subqueries (the Database Developer Guide,
+        // "Correlated subqueries"): the environment map and the deploys now use
+        // anti-joins. Every view is re-created after it (`warehouse::view_statements`).
+        steps: &[
+            Step::CreateView(View::EnvironmentMap),
+            Step::CreateView(View::Deploys),
         ],
     },
 ];

@@ -98,6 +98,24 @@ impl Dialect {
         )
     }
 
+    /// Records `version` as applied, with its values written out (for a batch of
+    /// statements without parameters); `name` is one of Heimdallr's own.
+    pub fn insert_migration_literal(self, schema: &str, version: i64, name: &str) -> String {
+        format!(
+            "INSERT INTO {} (version, name, applied_at) VALUES ({version}, '{}', CURRENT_TIMESTAMP)",
+            qualified(schema, MIGRATIONS_TABLE),
+            name.replace('\'', "''")
+        )
+    }
+
+    /// Forgets that `version` was applied (the views' pending marker).
+    pub fn delete_migration_literal(self, schema: &str, version: i64) -> String {
+        format!(
+            "DELETE FROM {} WHERE version = {version}",
+            qualified(schema, MIGRATIONS_TABLE)
+        )
+    }
+
     pub fn insert_migration(self, schema: &str) -> String {
         format!(
             "INSERT INTO {} (version, name, applied_at) VALUES ($1, $2, CURRENT_TIMESTAMP)",
@@ -243,18 +261,41 @@ impl Dialect {
     }
 
     /// cursor (text), source_time, updated_at and caught_up_at (epoch micros) of one
-    /// stream. Parameters: source, stream, scope.
+    /// stream, and how many of its runs started after its last finished one and never
+    /// finished (a run record with no end: the process was killed). Parameters: source,
+    /// stream, scope. The subqueries are not correlated (Redshift refuses some that are).
     pub fn select_state(self, schema: &str) -> String {
+        let (source, stream, scope) = (
+            self.parameter(1, "source"),
+            self.parameter(2, "stream"),
+            self.parameter(3, "scope"),
+        );
+        let runs = qualified(schema, RUNS.name);
+        let this_stream = format!("source = {source} AND stream = {stream} AND scope = {scope}");
+        let last_finished = format!(
+            "(SELECT MAX(started_at) FROM {runs} WHERE {this_stream} AND finished_at IS NOT NULL)"
+        );
         format!(
-            "SELECT {}, {}, {}, {} FROM {} WHERE source = {} AND stream = {} AND scope = {}",
+            "SELECT {}, {}, {}, {}, \
+             (SELECT CAST(COUNT(*) AS BIGINT) FROM {runs} WHERE {this_stream} AND finished_at IS NULL \
+             AND (started_at > {last_finished} OR {last_finished} IS NULL)) \
+             FROM {} WHERE {this_stream}",
             self.json_text("cursor"),
             self.epoch_micros("source_time"),
             self.epoch_micros("updated_at"),
             self.epoch_micros("caught_up_at"),
             qualified(schema, STATE.name),
+        )
+    }
+
+    /// stream, scope and caught_up_at (epoch micros) of every stream of a source.
+    /// Parameter: source.
+    pub fn select_caught_up(self, schema: &str) -> String {
+        format!(
+            "SELECT stream, scope, {} FROM {} WHERE source = {}",
+            self.epoch_micros("caught_up_at"),
+            qualified(schema, STATE.name),
             self.parameter(1, "source"),
-            self.parameter(2, "stream"),
-            self.parameter(3, "scope"),
         )
     }
 

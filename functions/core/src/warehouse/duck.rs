@@ -1,7 +1,9 @@
 //! The embedded backend: a local DuckDB file that analysts open with any DuckDB client.
 //! DuckDB is synchronous, so every call runs on the blocking pool under one connection.
 
-use super::{Batch, Dialect, StoredState, StreamStatus, Value, Warehouse, WarehouseError};
+use super::{
+    Batch, CaughtUp, Dialect, StoredState, StreamStatus, Value, Warehouse, WarehouseError,
+};
 use crate::schema::MIGRATIONS;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -158,33 +160,58 @@ impl Warehouse for DuckDbWarehouse {
         format!("{} (schema {})", self.target(), self.schema)
     }
 
-    async fn migrate(&self, _deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
+    async fn migrate(&self, _deadline: Option<Instant>) -> Result<super::Migrated, WarehouseError> {
         let schema = self.schema.clone();
-        self.with_connection("migrate", move |conn| {
-            let dialect = Dialect::DuckDb;
-            let tx = conn.transaction()?;
-            tx.execute_batch(&dialect.create_schema(&schema))?;
-            tx.execute_batch(&dialect.create_migrations_table(&schema))?;
-            let applied: Vec<i64> = {
-                let mut stmt = tx.prepare(&dialect.select_migrations(&schema))?;
-                let rows = stmt.query_map([], |row| row.get::<_, i64>(0))?;
-                rows.collect::<Result<_, _>>()?
-            };
-            let mut newly_applied = Vec::new();
-            for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-                for statement in super::migration_statements(dialect, &schema, migration) {
+        let newly_applied = self
+            .with_connection("migrate", move |conn| {
+                let dialect = Dialect::DuckDb;
+                let tx = conn.transaction()?;
+                tx.execute_batch(&dialect.create_schema(&schema))?;
+                tx.execute_batch(&dialect.create_migrations_table(&schema))?;
+                let applied: Vec<i64> = {
+                    let mut stmt = tx.prepare(&dialect.select_migrations(&schema))?;
+                    let rows = stmt.query_map([], |row| row.get::<_, i64>(0))?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                let mut newly_applied = Vec::new();
+                for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+                    for statement in super::migration_statements(dialect, &schema, migration) {
+                        tx.execute_batch(&statement)?;
+                    }
+                    tx.execute(
+                        &dialect.insert_migration(&schema),
+                        duckdb::params![migration.version, migration.name],
+                    )?;
+                    newly_applied.push(migration.version);
+                }
+                tx.commit()?;
+                Ok(newly_applied)
+            })
+            .await?;
+        let schema = self.schema.clone();
+        let views = self
+            .with_connection("create analyst views", move |conn| {
+                let dialect = Dialect::DuckDb;
+                let pending: i64 = conn.query_row(
+                    &format!(
+                        "SELECT COUNT(*) FROM {} WHERE version = {}",
+                        super::dialect::qualified(&schema, crate::schema::MIGRATIONS_TABLE),
+                        super::VIEWS_PENDING
+                    ),
+                    [],
+                    |row| row.get(0),
+                )?;
+                if pending == 0 {
+                    return Ok(());
+                }
+                let tx = conn.transaction()?;
+                for statement in super::view_statements(dialect, &schema) {
                     tx.execute_batch(&statement)?;
                 }
-                tx.execute(
-                    &dialect.insert_migration(&schema),
-                    duckdb::params![migration.version, migration.name],
-                )?;
-                newly_applied.push(migration.version);
-            }
-            tx.commit()?;
-            Ok(newly_applied)
-        })
-        .await
+                tx.commit()
+            })
+            .await;
+        Ok(super::Migrated::new(newly_applied, views))
     }
 
     async fn read_state(
@@ -206,12 +233,13 @@ impl Warehouse for DuckDbWarehouse {
                         row.get::<_, Option<i64>>(1)?,
                         row.get::<_, Option<i64>>(2)?,
                         row.get::<_, Option<i64>>(3)?,
+                        row.get::<_, Option<i64>>(4)?,
                     ))),
                     None => Ok(None),
                 }
             })
             .await?;
-        let Some((cursor, source_time, updated_at, caught_up_at)) = row else {
+        let Some((cursor, source_time, updated_at, caught_up_at, unfinished_runs)) = row else {
             return Ok(None);
         };
         Ok(Some(StoredState {
@@ -219,6 +247,7 @@ impl Warehouse for DuckDbWarehouse {
             source_time: from_micros(source_time),
             updated_at: from_micros(updated_at),
             caught_up_at: from_micros(caught_up_at),
+            unfinished_runs: super::unfinished(unfinished_runs),
         }))
     }
 
@@ -264,6 +293,23 @@ impl Warehouse for DuckDbWarehouse {
                 )?;
             }
             tx.commit()
+        })
+        .await
+    }
+
+    async fn caught_up_times(&self, source: &str) -> Result<Vec<CaughtUp>, WarehouseError> {
+        let schema = self.schema.clone();
+        let source = source.to_string();
+        self.with_connection("read heartbeats", move |conn| {
+            let mut stmt = conn.prepare(&Dialect::DuckDb.select_caught_up(&schema))?;
+            let rows = stmt.query_map(duckdb::params![source], |row| {
+                Ok(CaughtUp {
+                    stream: row.get(0)?,
+                    scope: row.get(1)?,
+                    at: from_micros(row.get(2)?),
+                })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }

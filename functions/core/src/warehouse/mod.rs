@@ -35,6 +35,17 @@ pub struct StoredState {
     pub updated_at: Option<DateTime<Utc>>,
     /// When a run last reached the source's head (the heartbeat).
     pub caught_up_at: Option<DateTime<Utc>>,
+    /// Runs of the stream that started after its last finished run and never finished
+    /// themselves: killed (out of memory, or past the function's time).
+    pub unfinished_runs: u32,
+}
+
+/// A stream's last heartbeat ([`Warehouse::caught_up_times`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaughtUp {
+    pub stream: String,
+    pub scope: String,
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// One line of `heimdallr status`.
@@ -86,9 +97,11 @@ impl WarehouseError {
 pub trait Warehouse: Send + Sync {
     /// Where it writes, without credentials (for logs and errors).
     fn describe(&self) -> String;
-    /// Applies pending migrations; returns the versions it applied. A backend that can
-    /// cancel a statement (Redshift) does so once `deadline` has passed.
-    async fn migrate(&self, deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError>;
+    /// Applies pending migrations, then creates the analyst views when a migration left
+    /// them pending ([`VIEWS_PENDING`]); returns the versions it applied and whether the
+    /// views failed (which is not an error: the rows sync without them). A backend that
+    /// can cancel a statement (Redshift) does so once `deadline` has passed.
+    async fn migrate(&self, deadline: Option<Instant>) -> Result<Migrated, WarehouseError>;
     /// A stream's stored state, cancelled like [`Warehouse::migrate`] past `deadline`.
     async fn read_state(
         &self,
@@ -99,6 +112,9 @@ pub trait Warehouse: Send + Sync {
     ) -> Result<Option<StoredState>, WarehouseError>;
     /// Writes the whole batch in one transaction, merging each table's rows on its key.
     async fn commit(&self, batch: Batch) -> Result<(), WarehouseError>;
+    /// When each stream of `source` last reached its source's head, as (stream, scope,
+    /// caught_up_at): what orders a pass so that the streams furthest behind go first.
+    async fn caught_up_times(&self, source: &str) -> Result<Vec<CaughtUp>, WarehouseError>;
     /// Each stream's state and latest run; `None` while Heimdallr's tables do not exist
     /// (nothing has run yet). Reads only: it never creates or migrates anything.
     async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError>;
@@ -121,33 +137,130 @@ pub struct MappedEnvironment {
     pub shared_versions: Option<String>,
 }
 
-/// Every statement one migration runs on `dialect`.
+/// The row a migration that (re)defines analyst views leaves in the migrations table,
+/// written in the migration's own transaction and removed with the views' creation: a
+/// start that finds it creates the views (again). So a view the warehouse refuses never
+/// stops the tables from migrating or the rows from syncing, and it is retried at every
+/// start until it is created.
+pub const VIEWS_PENDING: i64 = -1;
+
+/// What [`Warehouse::migrate`] did.
+#[derive(Debug, Default)]
+pub struct Migrated {
+    /// Migrations this call applied.
+    pub applied: Vec<i64>,
+    /// Why the analyst views could not be created, when they could not: the tables are
+    /// migrated and syncing goes on; the next start tries again.
+    pub views_failed: Option<String>,
+}
+
+impl Migrated {
+    /// The outcome of creating the views after `applied`: a failure is logged at error level.
+    pub fn new(applied: Vec<i64>, views: Result<(), WarehouseError>) -> Self {
+        let views_failed = views.err().map(|e| {
+            tracing::error!(error = %e, "the analyst views could not be created: the tables are migrated and syncing goes on; the views are tried again at the next start");
+            e.to_string()
+        });
+        Self {
+            applied,
+            views_failed,
+        }
+    }
+}
+
+/// Every statement one migration runs on `dialect` for its tables, and, when it
+/// (re)defines views, the [`VIEWS_PENDING`] marker; the views themselves are created
+/// after the migrations commit ([`view_statements`]).
 pub fn migration_statements(
     dialect: Dialect,
     schema: &str,
     migration: &crate::schema::Migration,
 ) -> Vec<String> {
-    migration
+    use crate::schema::Step;
+    let mut statements: Vec<String> = migration
         .steps
         .iter()
         .flat_map(|step| match step {
-            crate::schema::Step::CreateTable(table) => {
-                dialect.create_table(schema, table, migration.version)
-            }
-            crate::schema::Step::AddColumns(table) => {
-                dialect.add_columns(schema, table, migration.version)
-            }
-            crate::schema::Step::CreateView(view) => {
-                vec![dialect.create_view(schema, *view, migration.version)]
-            }
-            crate::schema::Step::DropView(view) => {
-                vec![format!(
-                    "DROP VIEW IF EXISTS {}",
-                    dialect::qualified(schema, view.name())
-                )]
-            }
+            Step::CreateTable(table) => dialect.create_table(schema, table, migration.version),
+            Step::AddColumns(table) => dialect.add_columns(schema, table, migration.version),
+            Step::CreateView(_) | Step::DropView(_) => Vec::new(),
         })
-        .collect()
+        .collect();
+    if defines_views(migration) {
+        statements.push(dialect.delete_migration_literal(schema, VIEWS_PENDING));
+        statements.push(dialect.insert_migration_literal(
+            schema,
+            VIEWS_PENDING,
+            "analyst views pending",
+        ));
+    }
+    statements
+}
+
+/// Whether a migration creates or drops views.
+fn defines_views(migration: &crate::schema::Migration) -> bool {
+    migration.steps.iter().any(|step| {
+        matches!(
+            step,
+            crate::schema::Step::CreateView(_) | crate::schema::Step::DropView(_)
+        )
+    })
+}
+
+/// The analyst views at their latest definitions, as one transaction: every view dropped
+/// (the activity views, then dependents before what they read), then each created after
+/// what it reads ([`crate::schema::View::ALL`]), and the [`VIEWS_PENDING`] marker removed. A
+/// view of yours that reads one of them makes the drop fail: logged, retried at every
+/// start (drop yours first, re-create it after).
+pub fn view_statements(dialect: Dialect, schema: &str) -> Vec<String> {
+    use crate::schema::{Step, View, MIGRATIONS};
+    // Each view at the version of the latest migration that defines it, in the order
+    // they read each other.
+    let latest: Vec<(View, i64)> = View::ALL
+        .iter()
+        .filter_map(|view| {
+            MIGRATIONS
+                .iter()
+                .filter(|m| {
+                    m.steps
+                        .iter()
+                        .any(|s| matches!(s, Step::CreateView(v) if v == view))
+                })
+                .map(|m| m.version)
+                .max()
+                .map(|version| (*view, version))
+        })
+        .collect();
+    let mut statements = vec![
+        format!(
+            "DROP VIEW IF EXISTS {}",
+            dialect::qualified(schema, views::RELEASE_HEALTH_VIEW)
+        ),
+        format!(
+            "DROP VIEW IF EXISTS {}",
+            dialect::qualified(schema, views::RETENTION_IMPACT_VIEW)
+        ),
+    ];
+    statements.extend(latest.iter().rev().map(|(view, _)| {
+        format!(
+            "DROP VIEW IF EXISTS {}",
+            dialect::qualified(schema, view.name())
+        )
+    }));
+    statements.extend(
+        latest
+            .iter()
+            .map(|(view, version)| dialect.create_view(schema, *view, *version)),
+    );
+    statements.push(dialect.delete_migration_literal(schema, VIEWS_PENDING));
+    statements
+}
+
+/// A count of unfinished runs as read (NULL or negative reads as none).
+fn unfinished(count: Option<i64>) -> u32 {
+    count.map_or(0, |n| {
+        u32::try_from(n).unwrap_or(if n < 0 { 0 } else { u32::MAX })
+    })
 }
 
 fn parse_cursor(text: Option<&str>, target: &str) -> Result<serde_json::Value, WarehouseError> {

@@ -8,7 +8,9 @@
 //! hold yet (new occurrences, most of the time) is copied straight into it under a savepoint;
 //! if any key exists, the savepoint is rolled back and the batch goes through the stage.
 
-use super::{Batch, Dialect, StoredState, StreamStatus, Value, Warehouse, WarehouseError};
+use super::{
+    Batch, CaughtUp, Dialect, StoredState, StreamStatus, Value, Warehouse, WarehouseError,
+};
 use crate::schema::{ColumnType, Table, MIGRATIONS};
 use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
@@ -56,6 +58,39 @@ pub struct PostgresWarehouse {
 }
 
 impl PostgresWarehouse {
+    /// The analyst views, when a migration left them pending: one transaction, under the
+    /// migrations' lock.
+    async fn create_pending_views(&self, session: &mut Session) -> Result<(), WarehouseError> {
+        let dialect = Dialect::Postgres;
+        let versions: Vec<i64> = session
+            .client
+            .query(&dialect.select_migrations(&self.schema), &[])
+            .await
+            .map_err(|e| self.query_error("read migrations", &e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if !versions.contains(&super::VIEWS_PENDING) {
+            return Ok(());
+        }
+        let tx = session
+            .client
+            .transaction()
+            .await
+            .map_err(|e| self.query_error("begin views", &e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_ID])
+            .await
+            .map_err(|e| self.query_error("lock migrations", &e))?;
+        for statement in super::view_statements(dialect, &self.schema) {
+            tx.batch_execute(&statement)
+                .await
+                .map_err(|e| self.query_error("create analyst views", &e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| self.query_error("commit analyst views", &e))
+    }
+
     pub async fn connect(url: &str, schema: &str) -> Result<Self, WarehouseError> {
         let target = super::redact_url(url);
         let session = Self::open_session(url, &target).await?;
@@ -328,7 +363,7 @@ impl Warehouse for PostgresWarehouse {
         format!("{} (schema {})", self.target, self.schema)
     }
 
-    async fn migrate(&self, _deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
+    async fn migrate(&self, _deadline: Option<Instant>) -> Result<super::Migrated, WarehouseError> {
         let dialect = Dialect::Postgres;
         let mut session = self.session().await?;
         let tx = session
@@ -371,7 +406,8 @@ impl Warehouse for PostgresWarehouse {
         tx.commit()
             .await
             .map_err(|e| self.query_error("commit migrations", &e))?;
-        Ok(newly_applied)
+        let views = self.create_pending_views(&mut session).await;
+        Ok(super::Migrated::new(newly_applied, views))
     }
 
     async fn read_state(
@@ -397,6 +433,7 @@ impl Warehouse for PostgresWarehouse {
             source_time: from_micros(row.get(1)),
             updated_at: from_micros(row.get(2)),
             caught_up_at: from_micros(row.get(3)),
+            unfinished_runs: super::unfinished(row.get(4)),
         }))
     }
 
@@ -420,6 +457,26 @@ impl Warehouse for PostgresWarehouse {
                 Err(e) => return Err(self.query_error("commit batch", &e)),
             }
         }
+    }
+
+    async fn caught_up_times(&self, source: &str) -> Result<Vec<CaughtUp>, WarehouseError> {
+        let session = self.session().await?;
+        let rows = session
+            .client
+            .query(
+                &Dialect::Postgres.select_caught_up(&self.schema),
+                &[&source],
+            )
+            .await
+            .map_err(|e| self.query_error("read heartbeats", &e))?;
+        Ok(rows
+            .iter()
+            .map(|row| CaughtUp {
+                stream: row.get(0),
+                scope: row.get(1),
+                at: from_micros(row.get(2)),
+            })
+            .collect())
     }
 
     async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError> {

@@ -213,6 +213,11 @@ impl Dialect {
                  WHERE o.person_id IS NOT NULL \
                  GROUP BY o.person_id, o.item_id, o.project_id, o.environment, i.level",
             ),
+            // A Rollbar deploy record of a Heroku release of its environment (same sha, within
+            // RECORD_MATCH_MINUTES) is that release, listed already: an anti-join leaves it
+            // out. Not NOT EXISTS: Redshift refuses many correlated subqueries, and the views
+            // hold none (scripts/check-redshift-correlated.py). A release the ON matches has a
+            // non-null h.rollbar_project_id (it equals d.project_id).
             View::Deploys => format!(
                 "SELECT u.source, u.target, u.deploy_id, u.number, u.deployed_at, u.git_sha, u.status, u.succeeded, \
                  u.environment, u.rollbar_project_id, u.rollbar_environment, \
@@ -234,11 +239,14 @@ impl Dialect {
                  d.environment AS rollbar_environment \
                  FROM {rollbar_deploys} AS d LEFT JOIN {environments} AS e \
                  ON e.rollbar_project_id = d.project_id AND e.rollbar_environment = d.environment \
-                 WHERE NOT EXISTS (SELECT 1 FROM {releases} AS hr LEFT JOIN {builds} AS hb ON hb.release_id = hr.id \
-                 JOIN {map} AS he ON he.heroku_app = hr.app_name \
-                 WHERE he.rollbar_project_id = d.project_id AND he.rollbar_environment = d.environment \
+                 LEFT JOIN (SELECT he.rollbar_project_id, he.rollbar_environment, \
+                 COALESCE(hr.slug_commit, hb.source_version) AS git_sha, hr.created_at AS released_at \
+                 FROM {releases} AS hr LEFT JOIN {builds} AS hb ON hb.release_id = hr.id \
+                 JOIN {map} AS he ON he.heroku_app = hr.app_name) AS h \
+                 ON h.rollbar_project_id = d.project_id AND h.rollbar_environment = d.environment \
                  AND {same_record_sha} \
-                 AND hr.created_at BETWEEN {record_from} AND {record_to}) \
+                 AND h.released_at BETWEEN {record_from} AND {record_to} \
+                 WHERE h.rollbar_project_id IS NULL \
                  UNION ALL \
                  SELECT 'circleci' AS source, p.project_slug AS target, p.id AS deploy_id, p.number, \
                  COALESCE(w.finished_at, p.created_at) AS deployed_at, p.revision AS git_sha, \
@@ -260,7 +268,7 @@ impl Dialect {
                 builds = t("heroku_builds"),
                 rollbar_deploys = t("rollbar_deploys"),
                 map = t(View::EnvironmentMap.name()),
-                same_record_sha = self.same_sha("COALESCE(hr.slug_commit, hb.source_version)", "d.revision"),
+                same_record_sha = self.same_sha("h.git_sha", "d.revision"),
                 record_from = self.plus_minutes("d.started_at", -RECORD_MATCH_MINUTES),
                 record_to = self.plus_minutes("d.started_at", RECORD_MATCH_MINUTES),
                 pipelines = t("circleci_pipelines"),
@@ -324,15 +332,19 @@ impl Dialect {
             ),
             View::EnvironmentMap => {
                 // Shas an app released against code versions an environment reported,
-                // apps and environments the setting names left out.
+                // apps and environments the setting names left out. Left out by anti-joins
+                // against their distinct names, not NOT EXISTS: Redshift refuses many
+                // correlated subqueries, and the views hold none. A name the ON matches is
+                // not null (it equals the app's, or the environment's).
                 let scores = |taken: &str| {
                     format!(
                         "SELECT s.app_name, v.project_id, v.environment, COUNT(DISTINCT v.code_version) AS shared \
                          FROM shas AS s JOIN versions AS v \
                          ON LEFT(s.sha, LENGTH(v.code_version)) = v.code_version \
-                         WHERE NOT EXISTS (SELECT 1 FROM {taken} AS k WHERE k.heroku_app = s.app_name) \
-                         AND NOT EXISTS (SELECT 1 FROM {taken} AS k WHERE k.rollbar_project_id = v.project_id \
-                         AND k.rollbar_environment = v.environment) \
+                         LEFT JOIN (SELECT DISTINCT heroku_app FROM {taken}) AS ka ON ka.heroku_app = s.app_name \
+                         LEFT JOIN (SELECT DISTINCT rollbar_project_id, rollbar_environment FROM {taken}) AS ke \
+                         ON ke.rollbar_project_id = v.project_id AND ke.rollbar_environment = v.environment \
+                         WHERE ka.heroku_app IS NULL AND ke.rollbar_project_id IS NULL \
                          GROUP BY s.app_name, v.project_id, v.environment"
                     )
                 };

@@ -382,11 +382,12 @@ fn submitted(
     status: Option<&str>,
     has_result_set: Option<bool>,
 ) -> Result<(String, Observed), Failure> {
-    let observed = match status {
-        Some("FINISHED") => Observed::Finished {
-            has_result_set: has_result_set.unwrap_or(false),
-        },
-        Some("FAILED" | "ABORTED") => Observed::Ended,
+    let observed = match (status, has_result_set) {
+        (Some("FINISHED"), Some(has_result_set)) => Observed::Finished { has_result_set },
+        // Finished without saying whether it has rows (the flag is optional in the
+        // output): DescribeStatement says, rather than reading as "no rows".
+        (Some("FINISHED"), None) => Observed::Running,
+        (Some("FAILED" | "ABORTED"), _) => Observed::Ended,
         _ => Observed::Running,
     };
     id.map(|id| (id, observed))

@@ -8,7 +8,9 @@ use super::sql;
 use super::staging::StagingStore;
 use super::target::RedshiftTarget;
 use crate::schema::{MIGRATIONS, MIGRATIONS_TABLE};
-use crate::warehouse::{Batch, Dialect, StoredState, StreamStatus, Warehouse, WarehouseError};
+use crate::warehouse::{
+    Batch, CaughtUp, Dialect, StoredState, StreamStatus, Warehouse, WarehouseError,
+};
 use async_trait::async_trait;
 use aws_sdk_redshiftdata::Client;
 use chrono::Utc;
@@ -28,6 +30,30 @@ pub struct RedshiftWarehouse {
 const REUPLOADS: u32 = 2;
 
 impl RedshiftWarehouse {
+    /// The analyst views, when a migration left them pending: one transaction (Redshift
+    /// refuses some view SQL that PostgreSQL takes; a refusal is reported, not fatal).
+    async fn create_pending_views(&self, deadline: Option<Instant>) -> Result<(), WarehouseError> {
+        if !self
+            .applied_migrations(deadline)
+            .await?
+            .contains(&crate::warehouse::VIEWS_PENDING)
+        {
+            return Ok(());
+        }
+        let mut statements = vec![sql::lock(&self.schema, MIGRATIONS_TABLE)];
+        statements.extend(crate::warehouse::view_statements(
+            Dialect::Redshift,
+            &self.schema,
+        ));
+        let transaction = Transaction {
+            statements,
+            ..Transaction::default()
+        };
+        self.api
+            .run_transaction(&transaction, deadline, "create analyst views")
+            .await
+    }
+
     /// Builds the client from the SDK's standard configuration (region, credentials chain,
     /// `AWS_ENDPOINT_URL_REDSHIFT_DATA`), with the URL's region taking precedence.
     pub async fn connect(target: &RedshiftTarget, schema: &str) -> Self {
@@ -224,7 +250,10 @@ impl Warehouse for RedshiftWarehouse {
         }
     }
 
-    async fn migrate(&self, deadline: Option<Instant>) -> Result<Vec<i64>, WarehouseError> {
+    async fn migrate(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<crate::warehouse::Migrated, WarehouseError> {
         let dialect = Dialect::Redshift;
         let setup = Transaction {
             statements: vec![
@@ -287,7 +316,8 @@ impl Warehouse for RedshiftWarehouse {
             }
             newly_applied.push(migration.version);
         }
-        Ok(newly_applied)
+        let views = self.create_pending_views(deadline).await;
+        Ok(crate::warehouse::Migrated::new(newly_applied, views))
     }
 
     async fn read_state(
@@ -315,6 +345,7 @@ impl Warehouse for RedshiftWarehouse {
             source_time: field_time(row.get(1)),
             updated_at: field_time(row.get(2)),
             caught_up_at: field_time(row.get(3)),
+            unfinished_runs: crate::warehouse::unfinished(field_i64(row.get(4))),
         }))
     }
 
@@ -356,6 +387,26 @@ impl Warehouse for RedshiftWarehouse {
             }
         }
         Ok(())
+    }
+
+    async fn caught_up_times(&self, source: &str) -> Result<Vec<CaughtUp>, WarehouseError> {
+        let rows = self
+            .api
+            .query(
+                "read heartbeats",
+                &Dialect::Redshift.select_caught_up(&self.schema),
+                &[("source", source)],
+                None,
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| CaughtUp {
+                stream: field_text(row.first()).unwrap_or_default(),
+                scope: field_text(row.get(1)).unwrap_or_default(),
+                at: field_time(row.get(2)),
+            })
+            .collect())
     }
 
     async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError> {
