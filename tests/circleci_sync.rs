@@ -644,3 +644,42 @@ async fn a_pending_workflow_that_keeps_failing_does_not_stop_the_project() {
     let after = sync(&target, &fake, &fast).await;
     assert!(!after.stderr.contains(&broken), "{}", after.stderr);
 }
+
+/// A re-run of a pipeline older than the sweep window (9 days) lands within the Insights
+/// interval: Insights lists each named workflow's recent runs, re-runs included, and
+/// the ones not stored yet are read by id. A quiet check reads none again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_of_a_pipeline_older_than_the_sweep_window_lands_through_insights() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("cciinsights"),
+    };
+    let fake = FakeCircleCi::start(TOKEN, 74).await.unwrap();
+    let old = fake.add_pipeline_at(WEB, chrono::Utc::now() - chrono::Duration::days(9), 1);
+    fake.add_pipelines(WEB, 5, 0);
+    fake.add_pipelines(API, 1, 0);
+    fake.finish_everything();
+    let every_run = ["--circleci-insights-interval", "0s"];
+    sync(&target, &fake, &every_run).await;
+    assert_equal(&stored(&target).await, &fake.truth(), "after the backfill");
+    // A sweep is not due (it ran with the backfill) and would not reach 9 days anyway.
+    let rerun = fake.rerun(&old);
+    fake.finish_everything();
+    let before = fake.requests_by_kind();
+    sync(&target, &fake, &every_run).await;
+    assert!(
+        stored(&target).await.workflows.iter().any(|w| w.0 == rerun),
+        "the re-run landed"
+    );
+    assert_equal(&stored(&target).await, &fake.truth(), "after the re-run");
+    let after = fake.requests_by_kind();
+    let read_by_id =
+        after.get("workflow").copied().unwrap_or(0) - before.get("workflow").copied().unwrap_or(0);
+    assert_eq!(read_by_id, 1, "only the re-run is read by id");
+    // A quiet check asks Insights and reads nothing by id.
+    sync(&target, &fake, &every_run).await;
+    let quiet = fake.requests_by_kind();
+    assert_eq!(quiet.get("workflow"), after.get("workflow"), "{quiet:?}");
+    assert!(quiet["insights"] > after["insights"], "Insights was asked");
+}

@@ -105,7 +105,10 @@ impl CircleCiClient {
     /// later page is an error: the list was there, and ending it would drop the rest.
     async fn page(&self, path: &str, token: Option<&str>) -> Result<Option<Page>, ApiError> {
         let path = match token {
-            Some(t) => format!("{path}?page-token={}", encode(t)),
+            Some(t) => {
+                let joint = if path.contains('?') { '&' } else { '?' };
+                format!("{path}{joint}page-token={}", encode(t))
+            }
             None => path.to_string(),
         };
         match self.get::<Page>(&path).await {
@@ -137,6 +140,46 @@ impl CircleCiClient {
             .await
     }
 
+    /// The names of the project's workflows that Insights knows, on every branch
+    /// (`GET /insights/{project-slug}/workflows`, API v2 OpenAPI: summary metrics per
+    /// named workflow, the default branch only unless `all-branches`). A 404 is an error:
+    /// the project's pipelines were listed a moment ago.
+    pub async fn insights_workflow_names(&self, slug: &str) -> Result<Vec<String>, ApiError> {
+        let path = format!("/insights/{}/workflows?all-branches=true", slug_path(slug));
+        let items = self.all_required(&path).await?;
+        let mut names: Vec<String> = items
+            .iter()
+            .filter_map(|item| item.get("name").and_then(Value::as_str).map(String::from))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// The recent runs of one named workflow on every branch, created at or after
+    /// `since` (`GET /insights/{project-slug}/workflows/{workflow-name}`: "recent runs",
+    /// newest first, re-runs included; `start-date` at most 90 days back). Items carry the
+    /// workflow's `id`, `status`, `created_at` and `stopped_at`, not its pipeline.
+    pub async fn insights_runs(
+        &self,
+        slug: &str,
+        name: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Value>, ApiError> {
+        let path = format!(
+            "/insights/{}/workflows/{}?all-branches=true&start-date={}",
+            slug_path(slug),
+            encode(name),
+            encode(&since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        );
+        self.all_required(&path).await
+    }
+
+    /// Every page of a list whose first page must be there (a 404 is an error).
+    async fn all_required(&self, path: &str) -> Result<Vec<Value>, ApiError> {
+        self.pages(path, false).await
+    }
+
     /// One workflow by id; `None` if CircleCI no longer has it.
     pub async fn workflow(&self, workflow_id: &str) -> Result<Option<Value>, ApiError> {
         match self
@@ -154,11 +197,22 @@ impl CircleCiClient {
     /// same page for ever, and ten thousand pages is no workflow's or job list: both are
     /// errors rather than a list cut short.
     async fn all(&self, path: &str) -> Result<Vec<Value>, ApiError> {
+        self.pages(path, true).await
+    }
+
+    /// Every page of the list at `path`; a 404 on the first page is an empty list when
+    /// `missing_is_empty`, else an error.
+    async fn pages(&self, path: &str, missing_is_empty: bool) -> Result<Vec<Value>, ApiError> {
         let mut items = Vec::new();
         let mut token: Option<String> = None;
         for _ in 0..MAX_CHILD_PAGES {
             let Some(page) = self.page(path, token.as_deref()).await? else {
-                return Ok(items);
+                if missing_is_empty {
+                    return Ok(items);
+                }
+                return Err(ApiError::Http(HttpError::NotFound {
+                    url: format!("{}{path}", self.base),
+                }));
             };
             items.extend(page.items);
             match page.next_page_token.filter(|next| !next.is_empty()) {

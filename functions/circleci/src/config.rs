@@ -12,6 +12,9 @@ pub const DEFAULT_SWEEP_INTERVAL: &str = "6h";
 /// A pending workflow whose re-poll keeps failing is given up after this long (a day of
 /// retries rides out an outage; the run that gives up fails, naming it).
 pub const DEFAULT_GIVE_UP_AFTER: &str = "24h";
+/// How often Insights is asked for recent runs the walk no longer lists (re-runs of
+/// pipelines older than the look-back): two requests plus one per named workflow.
+pub const DEFAULT_INSIGHTS_INTERVAL: &str = "1h";
 
 #[derive(Debug, Clone)]
 pub struct CircleCiConfig {
@@ -24,6 +27,8 @@ pub struct CircleCiConfig {
     pub sweep_interval: Duration,
     /// How long a pending workflow may keep failing before it is given up.
     pub give_up_after: Duration,
+    /// How often Insights is asked for runs the walk no longer lists.
+    pub insights_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -84,6 +89,7 @@ mod tests {
             DEFAULT_SWEEP_WINDOW,
             DEFAULT_SWEEP_INTERVAL,
             DEFAULT_GIVE_UP_AFTER,
+            DEFAULT_INSIGHTS_INTERVAL,
         ] {
             assert!(heimdallr_core::time::parse_duration(text).is_ok_and(|d| !d.is_zero()));
         }

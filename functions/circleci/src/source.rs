@@ -4,8 +4,8 @@
 
 use crate::api::CircleCiClient;
 use crate::config::{
-    parse_projects, CircleCiConfig, DEFAULT_API_URL, DEFAULT_GIVE_UP_AFTER, DEFAULT_LOOKBACK,
-    DEFAULT_SWEEP_INTERVAL, DEFAULT_SWEEP_WINDOW,
+    parse_projects, CircleCiConfig, DEFAULT_API_URL, DEFAULT_GIVE_UP_AFTER,
+    DEFAULT_INSIGHTS_INTERVAL, DEFAULT_LOOKBACK, DEFAULT_SWEEP_INTERVAL, DEFAULT_SWEEP_WINDOW,
 };
 use async_trait::async_trait;
 use heimdallr_core::http::HttpStats;
@@ -47,6 +47,10 @@ pub struct Settings {
     /// given up (that run fails, naming it).
     #[arg(id = "circleci_give_up_after", value_name = "DURATION", long = "circleci-give-up-after", env = "CIRCLECI_GIVE_UP_AFTER", default_value = DEFAULT_GIVE_UP_AFTER, value_parser = heimdallr_core::time::parse_duration)]
     pub give_up_after: Duration,
+    /// How often Insights is asked for recent runs the walk no longer lists (re-runs of
+    /// pipelines older than the look-back, however old).
+    #[arg(id = "circleci_insights_interval", value_name = "DURATION", long = "circleci-insights-interval", env = "CIRCLECI_INSIGHTS_INTERVAL", default_value = DEFAULT_INSIGHTS_INTERVAL, value_parser = heimdallr_core::time::parse_duration)]
+    pub insights_interval: Duration,
 }
 
 /// The CircleCI source: one HTTP client; the token is the pass's.
@@ -101,6 +105,7 @@ impl Source for CircleCi {
             sweep_window: self.settings.sweep_window,
             sweep_interval: self.settings.sweep_interval,
             give_up_after: self.settings.give_up_after,
+            insights_interval: self.settings.insights_interval,
         };
         Ok(crate::sync::streams(
             &self.client.with_token(token.clone()),

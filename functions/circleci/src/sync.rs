@@ -61,7 +61,20 @@ pub struct PipelinesCursor {
     pub current: Option<Listing>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sweeping: bool,
+    /// When Insights was last asked for recent runs (re-runs of pipelines the walk no
+    /// longer lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insights_checked_at: Option<DateTime<Utc>>,
+    /// Workflows stored with their creation time, the last [`INSIGHTS_OVERLAP`] of them:
+    /// a run Insights lists that is here is stored already and is not read again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub known_runs: BTreeMap<String, DateTime<Utc>>,
 }
+
+/// How far before the last check Insights is asked again: it lists completed runs only, so
+/// a run created before the last check and completed after it is found by the next one
+/// (a run longer than this, or on hold longer, is left to the walk and the sweep).
+const INSIGHTS_OVERLAP: chrono::Duration = chrono::Duration::days(1);
 
 /// A walk that listed the workflows of every pipeline created at or after `from` (all of
 /// them when `None`), starting at `at`.
@@ -208,7 +221,7 @@ impl Stream for PipelinesStream {
             run.commit_if_full().await?;
         }
         // 2. The walk: an unfinished one first, then a fresh one from the newest pipeline.
-        let status = drive(
+        let mut status = drive(
             run,
             &mut PipelinePages {
                 stream: self,
@@ -216,6 +229,10 @@ impl Stream for PipelinesStream {
             },
         )
         .await?;
+        // 3. Runs the walk no longer lists: re-runs of pipelines older than the look-back.
+        if status == RunStatus::Succeeded && !self.check_insights(run).await? {
+            status = run.stop_partial().await?;
+        }
         if given_up.is_empty() {
             Ok(status)
         } else {
@@ -234,6 +251,63 @@ impl Stream for PipelinesStream {
 }
 
 impl PipelinesStream {
+    /// Every `CIRCLECI_INSIGHTS_INTERVAL`, asks Insights for the recent runs of each named
+    /// workflow (every branch, since the last check less [`INSIGHTS_OVERLAP`]) and reads
+    /// those not stored yet by id, with their jobs: a re-run of a pipeline the walk no
+    /// longer lists lands within the interval, however old the pipeline. Insights' items
+    /// carry no pipeline, so a run is known by its id ([`PipelinesCursor::known_runs`]).
+    /// The first check only starts the clock (the walk covered what existed). Returns
+    /// false when the time ran out first (the next run checks again).
+    async fn check_insights(&self, run: &mut Run) -> Result<bool, StreamError> {
+        let now = run.now();
+        let Some(last) = run.cursor.insights_checked_at else {
+            run.cursor.insights_checked_at = Some(now);
+            run.commit().await?;
+            return Ok(true);
+        };
+        if now - last < duration(self.config.insights_interval) {
+            return Ok(true);
+        }
+        let since = last - INSIGHTS_OVERLAP;
+        let names = self.client.insights_workflow_names(&self.slug).await?;
+        run.page_fetched();
+        let mut read = 0;
+        for name in names {
+            if !run.time_left() {
+                return Ok(false);
+            }
+            let runs = self.client.insights_runs(&self.slug, &name, since).await?;
+            run.page_fetched();
+            for item in runs {
+                let Ok(id) = id_of(&item) else { continue };
+                if run.cursor.known_runs.contains_key(&id) {
+                    continue;
+                }
+                if !run.time_left() {
+                    return Ok(false);
+                }
+                let Some(workflow) = self.client.workflow(&id).await? else {
+                    continue;
+                };
+                run.page_fetched();
+                read += 1;
+                if add_workflow(run, &workflow, &self.client).await? {
+                    run.cursor.pending_workflows.insert(id);
+                }
+                run.commit_if_full().await?;
+            }
+        }
+        if read > 0 {
+            tracing::info!(stream = %run.key(), workflows = read, "runs found by Insights that the walk no longer lists (re-runs of older pipelines)");
+        }
+        run.cursor.insights_checked_at = Some(now);
+        run.cursor
+            .known_runs
+            .retain(|_, created| *created >= now - INSIGHTS_OVERLAP * 2);
+        run.commit().await?;
+        Ok(true)
+    }
+
     /// Re-reads a pending workflow and its jobs; whether it is still moving.
     async fn repoll(&self, run: &mut Run, id: &str) -> Result<bool, StreamError> {
         let still_moving = match self.client.workflow(id).await? {
@@ -419,7 +493,14 @@ async fn add_workflow(
     let id = match workflow_row(workflow, synced_at) {
         Ok(row) => {
             run.add(&CIRCLECI_WORKFLOWS, row);
-            id_of(workflow).unwrap_or_default()
+            let id = id_of(workflow).unwrap_or_default();
+            // Recent ones are remembered, so that Insights does not have them read again.
+            if let Some(created) = time(workflow, &["created_at"]) {
+                if created >= run.now() - INSIGHTS_OVERLAP * 2 {
+                    run.cursor.known_runs.insert(id.clone(), created);
+                }
+            }
+            id
         }
         Err(reason) => {
             run.reject(&CIRCLECI_WORKFLOWS, "", &reason, workflow.clone());

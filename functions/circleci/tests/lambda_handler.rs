@@ -50,6 +50,7 @@ async fn the_handler_syncs_each_project_and_fails_typed() {
                 sweep_window: Duration::from_secs(7 * 24 * 3600),
                 sweep_interval: Duration::from_secs(6 * 3600),
                 give_up_after: Duration::from_secs(24 * 3600),
+                insights_interval: Duration::from_secs(3600),
             },
             &Common::default(),
         )

@@ -14,6 +14,9 @@
 //!   or `not_run` for ever.
 //! - 429 with `Retry-After` (the API docs' rate-limit section; no figure is published).
 //! - Timestamps are the server's clock: a workflow re-run now is created now.
+//! - Insights (`/insights/{slug}/workflows[/{name}]`) reports completed runs of named
+//!   workflows, newest first, the default branch unless `all-branches=true`, `start-date`
+//!   at most 90 days back (the spec's parameter descriptions).
 
 use crate::http::{serve_state, Reply, Request, ServerTask};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
@@ -579,6 +582,42 @@ impl FakeCircleCi {
     }
 }
 
+/// The project's workflows Insights reports: final ones (its run statuses are success,
+/// failed, error, canceled and unauthorized), of `name` when given, on the default branch
+/// (`main` here) unless every branch is asked for; each with its pipeline's branch.
+fn insight_runs(state: &State, slug: &str, name: Option<&str>, all_branches: bool) -> Vec<Value> {
+    let final_statuses = ["success", "failed", "error", "canceled", "unauthorized"];
+    let mut runs = Vec::new();
+    for pipeline_id in state.projects.get(slug).into_iter().flatten() {
+        let branch = state.pipelines[pipeline_id]["vcs"]["branch"].clone();
+        if !all_branches && branch != "main" {
+            continue;
+        }
+        for workflow_id in state
+            .pipeline_workflows
+            .get(pipeline_id)
+            .into_iter()
+            .flatten()
+        {
+            let workflow = &state.workflows[workflow_id];
+            let status = workflow["status"].as_str().unwrap_or_default();
+            if final_statuses.contains(&status) && name.is_none_or(|n| workflow["name"] == n) {
+                let mut run = workflow.clone();
+                run["_branch"] = branch.clone();
+                runs.push(run);
+            }
+        }
+    }
+    runs
+}
+
+fn time_of(value: &Value) -> Option<DateTime<Utc>> {
+    value
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
 fn not_found() -> Reply {
     Reply::json(404, &json!({"message": "Not found."}))
 }
@@ -635,6 +674,7 @@ fn handle(state: &mut State, request: Request) -> Reply {
         ["pipeline", _, "workflow"] => "workflows",
         ["workflow", _, "job"] => "jobs",
         ["workflow", _] => "workflow",
+        ["insights", ..] => "insights",
         _ => "other",
     };
     *state.requests_by_kind.entry(kind).or_default() += 1;
@@ -686,6 +726,56 @@ fn handle(state: &mut State, request: Request) -> Reply {
                 page_after(&workflows, token, size)
             }
         },
+        // Insights (API v2 OpenAPI, "Get summary metrics for a project's workflows" and
+        // "Get recent runs of a workflow"): named workflows, then a name's completed runs,
+        // newest first, re-runs included; the default branch only unless `all-branches`
+        // is true; `start-date` "at most 90 days" back, else refused.
+        ["insights", vcs, org, project, "workflows"] => {
+            let slug = format!("{vcs}/{org}/{project}");
+            let all_branches = request.query("all-branches") == Some("true");
+            let mut names: Vec<String> = insight_runs(state, &slug, None, all_branches)
+                .iter()
+                .filter_map(|w| w["name"].as_str().map(String::from))
+                .collect();
+            names.sort();
+            names.dedup();
+            let items: Vec<Value> = names
+                .iter()
+                .map(|name| json!({"name": name, "project_id": slug, "metrics": {}, "window_start": null, "window_end": null}))
+                .collect();
+            Reply::json(200, &json!({"items": items, "next_page_token": null}))
+        }
+        ["insights", vcs, org, project, "workflows", name] => {
+            let slug = format!("{vcs}/{org}/{project}");
+            let all_branches = request.query("all-branches") == Some("true");
+            let since = match request
+                .query("start-date")
+                .map(DateTime::parse_from_rfc3339)
+            {
+                None => None,
+                Some(Ok(at)) => Some(at.with_timezone(&Utc)),
+                Some(Err(_)) => {
+                    return Reply::json(400, &json!({"message": "start-date is not a date-time"}))
+                }
+            };
+            if since.is_some_and(|at| state.now() - at > Duration::days(90)) {
+                return Reply::json(
+                    400,
+                    &json!({"message": "start-date must be within 90 days"}),
+                );
+            }
+            let mut runs = insight_runs(state, &slug, Some(name), all_branches);
+            runs.retain(|w| since.is_none_or(|at| time_of(&w["created_at"]) >= Some(at)));
+            runs.sort_by_key(|w| std::cmp::Reverse(time_of(&w["created_at"])));
+            let items: Vec<Value> = runs
+                .iter()
+                .map(|w| json!({
+                    "id": w["id"], "branch": w["_branch"], "duration": 60, "created_at": w["created_at"],
+                    "stopped_at": w["stopped_at"], "credits_used": 10, "status": w["status"], "is_approval": false,
+                }))
+                .collect();
+            page_after(&items, token, PIPELINE_PAGE)
+        }
         ["workflow", id] => match state.workflows.get(*id) {
             Some(workflow) => Reply::json(200, workflow),
             None => not_found(),
