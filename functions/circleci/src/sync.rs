@@ -65,8 +65,9 @@ pub struct PipelinesCursor {
     /// longer lists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insights_checked_at: Option<DateTime<Utc>>,
-    /// Workflows stored with their creation time, the last [`INSIGHTS_OVERLAP`] of them:
-    /// a run Insights lists that is here is stored already and is not read again.
+    /// Workflows stored in the last two [`INSIGHTS_OVERLAP`]s, with their creation time,
+    /// at most [`KNOWN_RUNS_KEPT`] (the newest): a run Insights lists that is here is
+    /// stored already and is not read again (one that fell off is read once more).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub known_runs: BTreeMap<String, DateTime<Utc>>,
 }
@@ -75,6 +76,27 @@ pub struct PipelinesCursor {
 /// a run created before the last check and completed after it is found by the next one
 /// (a run longer than this, or on hold longer, is left to the walk and the sweep).
 const INSIGHTS_OVERLAP: chrono::Duration = chrono::Duration::days(1);
+/// At most this many known runs in the cursor (about 66 bytes each): the state row stays
+/// far below Redshift's 65 535-byte document with the other fields.
+const KNOWN_RUNS_KEPT: usize = 400;
+
+impl PipelinesCursor {
+    /// Remembers a stored workflow for Insights, keeping the newest [`KNOWN_RUNS_KEPT`].
+    fn remember_run(&mut self, id: String, created: DateTime<Utc>) {
+        self.known_runs.insert(id, created);
+        while self.known_runs.len() > KNOWN_RUNS_KEPT {
+            let oldest = self
+                .known_runs
+                .iter()
+                .min_by_key(|(id, created)| (**created, (*id).clone()))
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => self.known_runs.remove(&id),
+                None => break,
+            };
+        }
+    }
+}
 
 /// A walk that listed the workflows of every pipeline created at or after `from` (all of
 /// them when `None`), starting at `at`.
@@ -268,15 +290,25 @@ impl PipelinesStream {
         if now - last < duration(self.config.insights_interval) {
             return Ok(true);
         }
-        let since = last - INSIGHTS_OVERLAP;
-        let names = self.client.insights_workflow_names(&self.slug).await?;
+        // At most 89 days back: Insights refuses a start-date past 90 days (a stream whose
+        // checks kept failing must not be locked out for good).
+        let since = (last - INSIGHTS_OVERLAP).max(now - chrono::Duration::days(89));
+        // Insights is a help, not the source of record: when it fails, the walk and the
+        // sweep still stand; the failure is reported and the next run asks again.
+        let names = match self.client.insights_workflow_names(&self.slug).await {
+            Ok(names) => names,
+            Err(e) => return self.insights_failed(run, e.into()).await,
+        };
         run.page_fetched();
         let mut read = 0;
         for name in names {
             if !run.time_left() {
                 return Ok(false);
             }
-            let runs = self.client.insights_runs(&self.slug, &name, since).await?;
+            let runs = match self.client.insights_runs(&self.slug, &name, since).await {
+                Ok(runs) => runs,
+                Err(e) => return self.insights_failed(run, e.into()).await,
+            };
             run.page_fetched();
             for item in runs {
                 let Ok(id) = id_of(&item) else { continue };
@@ -304,6 +336,25 @@ impl PipelinesStream {
         run.cursor
             .known_runs
             .retain(|_, created| *created >= now - INSIGHTS_OVERLAP * 2);
+        run.commit().await?;
+        Ok(true)
+    }
+
+    /// An Insights list that failed: reported (warn, `Recovered`), what was read so far
+    /// is kept, and the next run asks again from the same point. A refused token or the
+    /// rate limit still ends the run.
+    async fn insights_failed(
+        &self,
+        run: &mut Run,
+        error: StreamError,
+    ) -> Result<bool, StreamError> {
+        if !isolated(&error) {
+            return Err(error);
+        }
+        run.recovered(
+            "CircleCI Insights could not be read; re-runs of older pipelines wait for the next run or the sweep",
+            &error,
+        );
         run.commit().await?;
         Ok(true)
     }
@@ -497,7 +548,7 @@ async fn add_workflow(
             // Recent ones are remembered, so that Insights does not have them read again.
             if let Some(created) = time(workflow, &["created_at"]) {
                 if created >= run.now() - INSIGHTS_OVERLAP * 2 {
-                    run.cursor.known_runs.insert(id.clone(), created);
+                    run.cursor.remember_run(id.clone(), created);
                 }
             }
             id

@@ -838,10 +838,11 @@ mod tests {
             self.batches.lock().unwrap().push(batch);
             Ok(())
         }
-        async fn caught_up_times(
+        async fn last_turns(
             &self,
             _source: &str,
-        ) -> Result<Vec<crate::warehouse::CaughtUp>, WarehouseError> {
+            _deadline: Option<Instant>,
+        ) -> Result<Vec<crate::warehouse::Turn>, WarehouseError> {
             Ok(Vec::new())
         }
         async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError> {

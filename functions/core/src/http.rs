@@ -584,7 +584,12 @@ async fn read_body(
             return Err(BodyError::TooLarge(length));
         }
     }
-    let capacity = announced.map_or(0, |n| n.min(max.unwrap_or(usize::MAX) as u64) as usize);
+    // Reserved up front only up to 16 MiB: a false or huge Content-Length must not
+    // allocate what the body never brings.
+    const MAX_RESERVED: u64 = 16 * 1024 * 1024;
+    let capacity = announced.map_or(0, |n| {
+        n.min(max.unwrap_or(usize::MAX) as u64).min(MAX_RESERVED) as usize
+    });
     let mut body = bytes::BytesMut::with_capacity(capacity);
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
         if let Some(max) = max {

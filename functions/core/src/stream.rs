@@ -190,7 +190,7 @@ pub async fn run_streams(
 ) -> Vec<RunOutcome> {
     let mut refused: BTreeSet<String> = BTreeSet::new();
     let mut outcomes = Vec::with_capacity(streams.len());
-    for stream in furthest_behind_first(warehouse, streams).await {
+    for stream in longest_waiting_first(warehouse, streams, options).await {
         let credential = stream.credential();
         if refused.contains(&credential) {
             tracing::warn!(stream = %stream.key(), "not run: its credential was refused earlier in this pass");
@@ -206,33 +206,35 @@ pub async fn run_streams(
     outcomes
 }
 
-/// The streams in the order a pass runs them: scopes (an app, a project) whose streams
-/// reached their source's head longest ago first, a scope's own streams together and in
-/// their given order. A pass can stop early (a shared rate budget, the time budget): the
-/// same order every run would leave the last scopes without a turn for ever, while this
-/// one hands the next turn to whoever waited longest. Without stored heartbeats (a first
-/// run, a warehouse that cannot say) the given order stands.
-async fn furthest_behind_first<'a>(
+/// The streams in the order a pass runs them: scopes (an app, a project) whose last turn
+/// (a run that made a request) is oldest first, never-served ones before all, a scope's
+/// own streams together and in their given order. A pass can stop early (a shared rate
+/// budget, the time budget): the same order every run would leave the last scopes without
+/// a turn for ever, while this one is a round robin. Without a record (a first run, a
+/// warehouse that cannot say) the given order stands.
+async fn longest_waiting_first<'a>(
     warehouse: &Arc<dyn Warehouse>,
     streams: &'a [Box<dyn AnyStream>],
+    options: &SyncOptions,
 ) -> Vec<&'a dyn AnyStream> {
-    let mut heartbeats = BTreeMap::new();
+    let mut turns = BTreeMap::new();
     let sources: BTreeSet<&'static str> = streams.iter().map(|s| s.key().source).collect();
+    let deadline = options.deadline;
     for source in sources {
-        match warehouse.caught_up_times(source).await {
-            Ok(times) => {
-                for time in times {
-                    heartbeats.insert((source, time.stream, time.scope), time.at);
+        match warehouse.last_turns(source, deadline).await {
+            Ok(found) => {
+                for turn in found {
+                    turns.insert((source, turn.stream, turn.scope), turn.at);
                 }
             }
             Err(e) => {
-                tracing::debug!(source, error = %e, "heartbeats not read; streams run in their given order")
+                tracing::debug!(source, error = %e, "last turns not read; streams run in their given order")
             }
         }
     }
     let keys: Vec<StreamKey> = streams.iter().map(|s| s.key()).collect();
     let order = fair_order(&keys, |key| {
-        heartbeats
+        turns
             .get(&(key.source, key.stream.to_string(), key.scope.clone()))
             .copied()
             .flatten()
@@ -240,25 +242,25 @@ async fn furthest_behind_first<'a>(
     order.into_iter().map(|i| streams[i].as_ref()).collect()
 }
 
-/// Indexes of `keys` with scopes ordered by their streams' oldest heartbeat (none: never
-/// caught up, first), ties in the given order; a scope's streams stay together.
+/// Indexes of `keys` with scopes ordered by their last turn (the latest of their streams';
+/// none: never served, first), ties in the given order; a scope's streams stay together.
 fn fair_order(
     keys: &[StreamKey],
-    heartbeat: impl Fn(&StreamKey) -> Option<chrono::DateTime<chrono::Utc>>,
+    last_turn: impl Fn(&StreamKey) -> Option<chrono::DateTime<chrono::Utc>>,
 ) -> Vec<usize> {
-    type Beat = Option<chrono::DateTime<chrono::Utc>>;
-    let mut scopes: Vec<(Beat, (&str, &str))> = Vec::new();
+    type Turn = Option<chrono::DateTime<chrono::Utc>>;
+    let mut scopes: Vec<(Turn, (&str, &str))> = Vec::new();
     for key in keys {
         let scope = (key.source, key.scope.as_str());
-        let beat = heartbeat(key);
+        let turn = last_turn(key);
         match scopes.iter_mut().find(|(_, s)| *s == scope) {
-            // The scope is as far behind as its furthest stream.
-            Some((oldest, _)) => *oldest = min_beat(*oldest, beat),
-            None => scopes.push((beat, scope)),
+            // A scope had its turn when any of its streams did.
+            Some((latest, _)) => *latest = (*latest).max(turn),
+            None => scopes.push((turn, scope)),
         }
     }
-    // `None` (never caught up) sorts before any time; the sort is stable.
-    scopes.sort_by_key(|(oldest, _)| *oldest);
+    // `None` (never served) sorts before any time; the sort is stable.
+    scopes.sort_by_key(|(latest, _)| *latest);
     let mut order = Vec::with_capacity(keys.len());
     for (_, scope) in &scopes {
         order.extend(
@@ -269,13 +271,6 @@ fn fair_order(
         );
     }
     order
-}
-
-fn min_beat<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -305,16 +300,20 @@ mod tests {
             StreamKey::new("heroku", "builds", "b"),
             StreamKey::new("heroku", "releases", "c"),
             StreamKey::new("heroku", "builds", "c"),
+            StreamKey::new("heroku", "releases", "d"),
+            StreamKey::new("heroku", "builds", "d"),
         ];
-        // a: caught up a minute ago; b: its builds never did; c: ten minutes ago.
-        let beats = |key: &StreamKey| match (key.scope.as_str(), key.stream) {
+        // a: served a minute ago; b: its releases ten minutes ago (its builds never, as
+        // the budget ran out between them); c: five minutes ago; d: never.
+        let turns = |key: &StreamKey| match (key.scope.as_str(), key.stream) {
             ("a", _) => at(1),
-            ("b", "releases") => at(2),
+            ("b", "releases") => at(10),
             ("b", _) => None,
-            _ => at(10),
+            ("c", _) => at(5),
+            _ => None,
         };
-        assert_eq!(fair_order(&keys, beats), vec![2, 3, 4, 5, 0, 1]);
+        assert_eq!(fair_order(&keys, turns), vec![6, 7, 2, 3, 4, 5, 0, 1]);
         // Nothing on record: the given order.
-        assert_eq!(fair_order(&keys, |_| None), vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(fair_order(&keys, |_| None), (0..8).collect::<Vec<_>>());
     }
 }

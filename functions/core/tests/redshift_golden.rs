@@ -98,7 +98,7 @@ fn rendered() -> String {
     }
     statements.extend(heimdallr_core::warehouse::view_statements(dialect, SCHEMA));
     statements.extend(dialect.activity_views(SCHEMA, "app.user_activity"));
-    statements.push(dialect.select_caught_up(SCHEMA));
+    statements.push(dialect.select_last_turns(SCHEMA));
     statements.push(dialect.select_state(SCHEMA));
     statements.push(dialect.count_environment_map());
     statements.push(dialect.select_environment_map(SCHEMA));

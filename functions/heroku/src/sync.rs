@@ -605,17 +605,25 @@ impl Pages<BuildsCursor> for BuildPages<'_> {
                 add_build(run, build, &self.app, &s.config.pii);
             }
         }
-        // Pages come by `started_at` (not in the answer), the mark is `created_at`. The
-        // page's last build started first of the page, and every build on later pages
-        // started before it; a build is created before it starts and starts within the
-        // margin of its creation. So once the last build's creation plus the margin is
-        // below the mark, every later build was created before the mark: stored. (Read on
-        // the page's last build, not its newest: a quiet run of an app with more builds
-        // than a page ends on the first page instead of reading a second one.)
-        let last_started_created = records.last().and_then(|(_, t)| *t);
+        // Pages come by `started_at` (not in the answer), the mark is `created_at`. Every
+        // build on later pages started before every build of this page, and a build's
+        // record is updated when it starts: so no later build was created after this
+        // page's oldest `updated_at`. Once that is below the mark, everything after is
+        // stored, whatever any build waited in a queue (a quiet run of an app with more
+        // builds than a page ends on the first page). Failing that, the older rule: even
+        // the page's newest-created build is older than the mark by the margin within
+        // which a build starts.
+        let oldest_update = page
+            .items
+            .iter()
+            .map(|b| time(b, &["updated_at"]))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|times| times.into_iter().min());
+        let newest_created = records.iter().filter_map(|(_, t)| *t).max();
         let last_page = page.items.is_empty()
+            || run.cursor.walk.is_below_mark(oldest_update.as_ref())
             || run.cursor.walk.is_below_mark(
-                last_started_created
+                newest_created
                     .map(|t| t + Duration::minutes(BUILD_ORDER_MARGIN_MINUTES))
                     .as_ref(),
             );

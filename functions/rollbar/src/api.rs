@@ -344,7 +344,14 @@ impl RollbarClient {
                     ),
                 });
             }
-            let empty = page_items.is_empty();
+            // A page with nothing new (an API that ignores `page` with `ids`) ends it.
+            let seen: std::collections::BTreeSet<i64> = items
+                .iter()
+                .filter_map(|item| crate::mapping::lenient_i64(item.get("id")))
+                .collect();
+            let empty = page_items.iter().all(|item| {
+                crate::mapping::lenient_i64(item.get("id")).is_none_or(|id| seen.contains(&id))
+            });
             items.extend(page_items);
             let all_here = total.is_none_or(|total| items.len() as u64 >= total);
             if all_here || empty {

@@ -431,12 +431,16 @@ impl Pages<OccurrencesCursor> for OccurrencePages<'_> {
         };
         run.page_fetched();
         // Each occurrence with its id and time, read once.
+        // A time more than an hour ahead (a client's clock, or milliseconds) would move
+        // the window's end into the future and close it: such an occurrence is stored, but
+        // its time is not the window's.
+        let latest_credible = run.now().timestamp() + 3600;
         let mut raws: Vec<(Option<i64>, Option<i64>, &RawValue)> = page
             .instances()?
             .into_iter()
             .map(|raw| {
                 let (id, time) = occurrence_key(raw);
-                (id, time, raw)
+                (id, time.filter(|t| *t <= latest_credible), raw)
             })
             .collect();
         if !raws.is_empty() {

@@ -135,9 +135,9 @@ struct State {
     large_strings: bool,
     copy: CopySetup,
     /// Answers at once whatever WaitTimeSeconds asks (an endpoint without long polling).
+    no_long_polling: bool,
     /// Held (long-polled) answers leave out `HasResultSet`.
     omit_result_flag: bool,
-    no_long_polling: bool,
     /// How long the next batches take on the cluster before they run (a slow COPY).
     batch_delays: VecDeque<Duration>,
 }
@@ -739,7 +739,9 @@ fn cancel(state: &Arc<Mutex<State>>, body: &Value) -> Reply {
     }
 }
 
-/// SUPER, JSON_PARSE and JSON_SERIALIZE for PostgreSQL, installed once per database.
+/// SUPER, JSON_PARSE, JSON_SERIALIZE and GETDATE for PostgreSQL, installed once per
+/// database. GETDATE is Redshift's current time as a TIMESTAMP in UTC ("GETDATE function",
+/// Database Developer Guide; its CURRENT_TIMESTAMP is a deprecated leader-node function).
 async fn install_redshift_compatibility(url: &str) -> Result<(), tokio_postgres::Error> {
     let mut client = connect(url, false).await?;
     let tx = client.transaction().await?;
@@ -762,6 +764,8 @@ async fn install_redshift_compatibility(url: &str) -> Result<(), tokio_postgres:
            END $f$;
          CREATE OR REPLACE FUNCTION public.json_serialize(jsonb) RETURNS text
            LANGUAGE sql IMMUTABLE STRICT AS 'SELECT $1::text';
+         CREATE OR REPLACE FUNCTION public.getdate() RETURNS timestamp
+           LANGUAGE sql STABLE AS $f$SELECT (now() AT TIME ZONE 'UTC')$f$;
          CREATE TABLE IF NOT EXISTS public.sys_load_error_detail (
            query_id BIGINT, file_name TEXT, line_number BIGINT, column_name TEXT,
            column_type TEXT, error_code INTEGER, error_message TEXT,

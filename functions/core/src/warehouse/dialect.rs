@@ -271,13 +271,17 @@ impl Dialect {
             self.parameter(3, "scope"),
         );
         let runs = qualified(schema, RUNS.name);
+        // Only the last two days of runs (the table grows by a run a minute, for ever): a
+        // run killed longer ago no longer shrinks the budget.
+        let recent = self.started_within_days(2);
         let this_stream = format!("source = {source} AND stream = {stream} AND scope = {scope}");
+        let its_runs = format!("{this_stream} AND {recent}");
         let last_finished = format!(
-            "(SELECT MAX(started_at) FROM {runs} WHERE {this_stream} AND finished_at IS NOT NULL)"
+            "(SELECT MAX(started_at) FROM {runs} WHERE {its_runs} AND finished_at IS NOT NULL)"
         );
         format!(
             "SELECT {}, {}, {}, {}, \
-             (SELECT CAST(COUNT(*) AS BIGINT) FROM {runs} WHERE {this_stream} AND finished_at IS NULL \
+             (SELECT CAST(COUNT(*) AS BIGINT) FROM {runs} WHERE {its_runs} AND finished_at IS NULL \
              AND (started_at > {last_finished} OR {last_finished} IS NULL)) \
              FROM {} WHERE {this_stream}",
             self.json_text("cursor"),
@@ -288,15 +292,32 @@ impl Dialect {
         )
     }
 
-    /// stream, scope and caught_up_at (epoch micros) of every stream of a source.
-    /// Parameter: source.
-    pub fn select_caught_up(self, schema: &str) -> String {
+    /// stream, scope and the start (epoch micros) of each stream's latest run of the
+    /// last 7 days that made a request: its last turn. Parameter: source.
+    pub fn select_last_turns(self, schema: &str) -> String {
         format!(
-            "SELECT stream, scope, {} FROM {} WHERE source = {}",
-            self.epoch_micros("caught_up_at"),
-            qualified(schema, STATE.name),
+            "SELECT stream, scope, {} FROM {} WHERE source = {} AND pages_fetched > 0 AND {} \
+             GROUP BY stream, scope",
+            self.epoch_micros("MAX(started_at)"),
+            qualified(schema, RUNS.name),
             self.parameter(1, "source"),
+            self.started_within_days(7),
         )
+    }
+
+    /// `started_at` in the last `days` days, written so that PostgreSQL can use the runs'
+    /// time index.
+    fn started_within_days(self, days: u32) -> String {
+        match self {
+            Dialect::Postgres => format!("started_at > CURRENT_TIMESTAMP - INTERVAL '{days} days'"),
+            Dialect::Redshift => {
+                format!("started_at > CAST(GETDATE() AS TIMESTAMPTZ) - INTERVAL '{days} days'")
+            }
+            Dialect::DuckDb => format!(
+                "epoch_us(started_at) > epoch_us(CURRENT_TIMESTAMP) - {}",
+                u64::from(days) * 86_400_000_000
+            ),
+        }
     }
 
     /// How many of the tables `status` reads exist (2 once migrated). Parameter: schema.

@@ -1,9 +1,7 @@
 //! The embedded backend: a local DuckDB file that analysts open with any DuckDB client.
 //! DuckDB is synchronous, so every call runs on the blocking pool under one connection.
 
-use super::{
-    Batch, CaughtUp, Dialect, StoredState, StreamStatus, Value, Warehouse, WarehouseError,
-};
+use super::{Batch, Dialect, StoredState, StreamStatus, Turn, Value, Warehouse, WarehouseError};
 use crate::schema::MIGRATIONS;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -297,13 +295,17 @@ impl Warehouse for DuckDbWarehouse {
         .await
     }
 
-    async fn caught_up_times(&self, source: &str) -> Result<Vec<CaughtUp>, WarehouseError> {
+    async fn last_turns(
+        &self,
+        source: &str,
+        _deadline: Option<Instant>,
+    ) -> Result<Vec<Turn>, WarehouseError> {
         let schema = self.schema.clone();
         let source = source.to_string();
-        self.with_connection("read heartbeats", move |conn| {
-            let mut stmt = conn.prepare(&Dialect::DuckDb.select_caught_up(&schema))?;
+        self.with_connection("read last turns", move |conn| {
+            let mut stmt = conn.prepare(&Dialect::DuckDb.select_last_turns(&schema))?;
             let rows = stmt.query_map(duckdb::params![source], |row| {
-                Ok(CaughtUp {
+                Ok(Turn {
                     stream: row.get(0)?,
                     scope: row.get(1)?,
                     at: from_micros(row.get(2)?),

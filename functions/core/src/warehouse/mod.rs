@@ -40,9 +40,9 @@ pub struct StoredState {
     pub unfinished_runs: u32,
 }
 
-/// A stream's last heartbeat ([`Warehouse::caught_up_times`]).
+/// A stream's last turn ([`Warehouse::last_turns`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct CaughtUp {
+pub struct Turn {
     pub stream: String,
     pub scope: String,
     pub at: Option<DateTime<Utc>>,
@@ -112,9 +112,14 @@ pub trait Warehouse: Send + Sync {
     ) -> Result<Option<StoredState>, WarehouseError>;
     /// Writes the whole batch in one transaction, merging each table's rows on its key.
     async fn commit(&self, batch: Batch) -> Result<(), WarehouseError>;
-    /// When each stream of `source` last reached its source's head, as (stream, scope,
-    /// caught_up_at): what orders a pass so that the streams furthest behind go first.
-    async fn caught_up_times(&self, source: &str) -> Result<Vec<CaughtUp>, WarehouseError>;
+    /// When each stream of `source` last had a turn (the start of its latest run that
+    /// made a request, in the last 7 days): what orders a pass so that the streams that
+    /// waited longest go first. Cancelled like [`Warehouse::migrate`] past `deadline`.
+    async fn last_turns(
+        &self,
+        source: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Turn>, WarehouseError>;
     /// Each stream's state and latest run; `None` while Heimdallr's tables do not exist
     /// (nothing has run yet). Reads only: it never creates or migrates anything.
     async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError>;

@@ -8,9 +8,7 @@
 //! hold yet (new occurrences, most of the time) is copied straight into it under a savepoint;
 //! if any key exists, the savepoint is rolled back and the batch goes through the stage.
 
-use super::{
-    Batch, CaughtUp, Dialect, StoredState, StreamStatus, Value, Warehouse, WarehouseError,
-};
+use super::{Batch, Dialect, StoredState, StreamStatus, Turn, Value, Warehouse, WarehouseError};
 use crate::schema::{ColumnType, Table, MIGRATIONS};
 use async_trait::async_trait;
 use bytes::{BufMut, BytesMut};
@@ -459,19 +457,23 @@ impl Warehouse for PostgresWarehouse {
         }
     }
 
-    async fn caught_up_times(&self, source: &str) -> Result<Vec<CaughtUp>, WarehouseError> {
+    async fn last_turns(
+        &self,
+        source: &str,
+        _deadline: Option<Instant>,
+    ) -> Result<Vec<Turn>, WarehouseError> {
         let session = self.session().await?;
         let rows = session
             .client
             .query(
-                &Dialect::Postgres.select_caught_up(&self.schema),
+                &Dialect::Postgres.select_last_turns(&self.schema),
                 &[&source],
             )
             .await
-            .map_err(|e| self.query_error("read heartbeats", &e))?;
+            .map_err(|e| self.query_error("read last turns", &e))?;
         Ok(rows
             .iter()
-            .map(|row| CaughtUp {
+            .map(|row| Turn {
                 stream: row.get(0),
                 scope: row.get(1),
                 at: from_micros(row.get(2)),

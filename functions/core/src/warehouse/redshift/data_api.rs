@@ -266,8 +266,10 @@ impl DataApi {
                 }
             };
             match described.status {
+                // Without the flag, a read asks for its rows: GetStatementResult says loudly
+                // if there are none to get, where "no rows" would be a silent reset.
                 Some(StatusString::Finished) => {
-                    return Ok(described.has_result_set.unwrap_or(false))
+                    return Ok(described.has_result_set.unwrap_or(true))
                 }
                 Some(StatusString::Failed) => return Err(statement_failure(&described)),
                 Some(StatusString::Aborted) => {

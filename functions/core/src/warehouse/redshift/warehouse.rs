@@ -9,7 +9,7 @@ use super::staging::StagingStore;
 use super::target::RedshiftTarget;
 use crate::schema::{MIGRATIONS, MIGRATIONS_TABLE};
 use crate::warehouse::{
-    Batch, CaughtUp, Dialect, StoredState, StreamStatus, Warehouse, WarehouseError,
+    Batch, Dialect, StoredState, StreamStatus, Turn, Warehouse, WarehouseError,
 };
 use async_trait::async_trait;
 use aws_sdk_redshiftdata::Client;
@@ -389,19 +389,23 @@ impl Warehouse for RedshiftWarehouse {
         Ok(())
     }
 
-    async fn caught_up_times(&self, source: &str) -> Result<Vec<CaughtUp>, WarehouseError> {
+    async fn last_turns(
+        &self,
+        source: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Turn>, WarehouseError> {
         let rows = self
             .api
             .query(
-                "read heartbeats",
-                &Dialect::Redshift.select_caught_up(&self.schema),
+                "read last turns",
+                &Dialect::Redshift.select_last_turns(&self.schema),
                 &[("source", source)],
-                None,
+                deadline,
             )
             .await?;
         Ok(rows
             .iter()
-            .map(|row| CaughtUp {
+            .map(|row| Turn {
                 stream: field_text(row.first()).unwrap_or_default(),
                 scope: field_text(row.get(1)).unwrap_or_default(),
                 at: field_time(row.get(2)),
