@@ -683,3 +683,45 @@ async fn a_rerun_of_a_pipeline_older_than_the_sweep_window_lands_through_insight
     assert_eq!(quiet.get("workflow"), after.get("workflow"), "{quiet:?}");
     assert!(quiet["insights"] > after["insights"], "Insights was asked");
 }
+
+/// Insights is a help, not the source of record: when it fails, the run still lands what
+/// the walk found and succeeds with a warning; the next run asks again from the same point
+/// and finds the re-run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insights_failure_is_reported_and_the_next_check_finds_what_it_missed() {
+    let Some(url) = postgres_url() else { return };
+    let target = Target::Postgres {
+        url,
+        schema: unique_schema("cciinsfail"),
+    };
+    let fake = FakeCircleCi::start(TOKEN, 75).await.unwrap();
+    let old = fake.add_pipeline_at(WEB, chrono::Utc::now() - chrono::Duration::days(9), 1);
+    fake.add_pipelines(API, 1, 0);
+    fake.finish_everything();
+    let args = [
+        "--circleci-insights-interval",
+        "0s",
+        "--http-retry-budget",
+        "0",
+    ];
+    sync(&target, &fake, &args).await;
+    let rerun = fake.rerun(&old);
+    fake.finish_everything();
+    fake.fail_insights(true);
+    let failed = sync(&target, &fake, &args).await;
+    assert!(
+        failed
+            .stderr
+            .contains("CircleCI Insights could not be read"),
+        "{}",
+        failed.stderr
+    );
+    assert!(!stored(&target).await.workflows.iter().any(|w| w.0 == rerun));
+    fake.fail_insights(false);
+    sync(&target, &fake, &args).await;
+    assert_equal(
+        &stored(&target).await,
+        &fake.truth(),
+        "after Insights came back",
+    );
+}

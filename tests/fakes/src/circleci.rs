@@ -63,6 +63,8 @@ struct State {
     fail_pipeline_continuations: bool,
     /// Workflows whose job list answers 500, for ever.
     broken_workflows: std::collections::HashSet<String>,
+    /// Insights answers 500 while set.
+    fail_insights: bool,
     /// Every n-th request answers 429.
     throttle_every: Option<u64>,
     throttled: u64,
@@ -253,6 +255,11 @@ impl FakeCircleCi {
     /// Continuations of the pipeline lists answer 500 (the spec's `default` error) while set.
     pub fn fail_pipeline_continuations(&self, fail: bool) {
         self.lock().fail_pipeline_continuations = fail;
+    }
+
+    /// Insights answers 500 (the spec's `default` error) while set.
+    pub fn fail_insights(&self, fail: bool) {
+        self.lock().fail_insights = fail;
     }
 
     /// The job list of `workflow` answers 500 while broken.
@@ -730,6 +737,9 @@ fn handle(state: &mut State, request: Request) -> Reply {
         // "Get recent runs of a workflow"): named workflows, then a name's completed runs,
         // newest first, re-runs included; the default branch only unless `all-branches`
         // is true; `start-date` "at most 90 days" back, else refused.
+        ["insights", ..] if state.fail_insights => {
+            Reply::json(500, &json!({"message": "Internal Server Error"}))
+        }
         ["insights", vcs, org, project, "workflows"] => {
             let slug = format!("{vcs}/{org}/{project}");
             let all_branches = request.query("all-branches") == Some("true");
