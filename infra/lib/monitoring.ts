@@ -75,15 +75,23 @@ export class FunctionMonitoring extends Construct {
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    const throttles = new cloudwatch.Alarm(this, 'Throttles', {
-      alarmName: `${prefix}-throttles`,
-      alarmDescription: `Heimdallr ${name}: a run was throttled (the previous run held the reserved slot, or the account's concurrency is exhausted)`,
-      metric: fn.metricThrottles({ period, statistic: 'Sum' }),
-      threshold: 1,
-      evaluationPeriods: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
+    // Fires on the first occurrence in a period; silence is fine (nothing happened).
+    const onAnyOccurrence = (id: string, alarmName: string, alarmDescription: string, metric: cloudwatch.IMetric) =>
+      new cloudwatch.Alarm(this, id, {
+        alarmName,
+        alarmDescription,
+        metric,
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+    const throttles = onAnyOccurrence(
+      'Throttles',
+      `${prefix}-throttles`,
+      `Heimdallr ${name}: a run was throttled (the previous run held the reserved slot, or the account's concurrency is exhausted)`,
+      fn.metricThrottles({ period, statistic: 'Sum' }),
+    );
     const nearTimeout = new cloudwatch.Alarm(this, 'DurationNearTimeout', {
       alarmName: `${prefix}-near-timeout`,
       alarmDescription: `Heimdallr ${name}: runs take over 90% of the ${props.source.timeout.toSeconds()} s timeout`,
@@ -93,43 +101,32 @@ export class FunctionMonitoring extends Construct {
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    const scheduleFailures = new cloudwatch.Alarm(this, 'ScheduleFailures', {
-      alarmName: `${prefix}-schedule-failures`,
-      alarmDescription: `Heimdallr ${name}: EventBridge could not invoke the function (permissions, throttling or a deleted function)`,
-      metric: new cloudwatch.Metric({
+    const scheduleFailures = onAnyOccurrence(
+      'ScheduleFailures',
+      `${prefix}-schedule-failures`,
+      `Heimdallr ${name}: EventBridge could not invoke the function (permissions, throttling or a deleted function)`,
+      new cloudwatch.Metric({
         namespace: 'AWS/Events',
         metricName: 'FailedInvocations',
         dimensionsMap: { RuleName: props.source.schedule.ruleName },
         statistic: 'Sum',
         period,
       }),
-      threshold: 1,
-      evaluationPeriods: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
-    const viewsFailed = new cloudwatch.Alarm(this, 'ViewsFailed', {
-      alarmName: `${prefix}-views-failed`,
-      alarmDescription:
-        `Heimdallr ${name}: the warehouse refused the analyst views at a start (rows still sync; ` +
+    );
+    const viewsFailed = onAnyOccurrence(
+      'ViewsFailed',
+      `${prefix}-views-failed`,
+      `Heimdallr ${name}: the warehouse refused the analyst views at a start (rows still sync; ` +
         'the error is in the logs, "the analyst views could not be created"; every cold start retries)',
-      metric: custom('ViewsFailed', 'Maximum'),
-      threshold: 1,
-      evaluationPeriods: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
-    const killedRuns = new cloudwatch.Alarm(this, 'KilledRuns', {
-      alarmName: `${prefix}-killed-runs`,
-      alarmDescription:
-        `Heimdallr ${name}: a run started and never finished (killed for memory or past its timeout); ` +
+      custom('ViewsFailed', 'Maximum'),
+    );
+    const killedRuns = onAnyOccurrence(
+      'KilledRuns',
+      `${prefix}-killed-runs`,
+      `Heimdallr ${name}: a run started and never finished (killed for memory or past its timeout); ` +
         'the next run shrinks its pages (see _heimdallr_runs rows without finished_at, and memoryMb)',
-      metric: custom('UnfinishedRuns', 'Maximum'),
-      threshold: 1,
-      evaluationPeriods: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
+      custom('UnfinishedRuns', 'Maximum'),
+    );
     this.alarms = [this.freshness, errors, throttles, nearTimeout, scheduleFailures, viewsFailed, killedRuns];
     for (const alarm of this.alarms) {
       alarm.addAlarmAction(new actions.SnsAction(props.topic));

@@ -217,8 +217,15 @@ async fn longest_waiting_first<'a>(
     streams: &'a [Box<dyn AnyStream>],
     options: &SyncOptions,
 ) -> Vec<&'a dyn AnyStream> {
+    let keys: Vec<StreamKey> = streams.iter().map(|s| s.key()).collect();
+    let scopes: BTreeSet<(&str, &str)> =
+        keys.iter().map(|k| (k.source, k.scope.as_str())).collect();
+    if scopes.len() < 2 {
+        // One scope: nothing to take turns with, no read.
+        return streams.iter().map(|s| s.as_ref()).collect();
+    }
     let mut turns = BTreeMap::new();
-    let sources: BTreeSet<&'static str> = streams.iter().map(|s| s.key().source).collect();
+    let sources: BTreeSet<&'static str> = keys.iter().map(|k| k.source).collect();
     let deadline = options.deadline;
     for source in sources {
         match warehouse.last_turns(source, deadline).await {
@@ -232,7 +239,6 @@ async fn longest_waiting_first<'a>(
             }
         }
     }
-    let keys: Vec<StreamKey> = streams.iter().map(|s| s.key()).collect();
     let order = fair_order(&keys, |key| {
         turns
             .get(&(key.source, key.stream.to_string(), key.scope.clone()))

@@ -313,6 +313,7 @@ impl RollbarClient {
         debug_assert!(ids.len() <= ITEMS_PER_PAGE);
         let list: Vec<String> = ids.iter().map(i64::to_string).collect();
         let mut items: Vec<Value> = Vec::new();
+        let mut returned = std::collections::BTreeSet::new();
         // Bounded: the ids cannot fill more pages than there are ids.
         for page in 1..=ids.len().max(1) as u32 {
             let query = format!("/items/?ids={}&page={page}&{ALL_STATUSES}", list.join(","));
@@ -345,23 +346,19 @@ impl RollbarClient {
                 });
             }
             // A page with nothing new (an API that ignores `page` with `ids`) ends it.
-            let seen: std::collections::BTreeSet<i64> = items
-                .iter()
-                .filter_map(|item| crate::mapping::lenient_i64(item.get("id")))
-                .collect();
-            let empty = page_items.iter().all(|item| {
-                crate::mapping::lenient_i64(item.get("id")).is_none_or(|id| seen.contains(&id))
-            });
+            let before = returned.len();
+            returned.extend(
+                page_items
+                    .iter()
+                    .filter_map(|item| crate::mapping::lenient_i64(item.get("id"))),
+            );
+            let empty = returned.len() == before;
             items.extend(page_items);
             let all_here = total.is_none_or(|total| items.len() as u64 >= total);
             if all_here || empty {
                 break;
             }
         }
-        let returned: std::collections::BTreeSet<i64> = items
-            .iter()
-            .filter_map(|item| crate::mapping::lenient_i64(item.get("id")))
-            .collect();
         let missing = ids
             .iter()
             .copied()

@@ -309,9 +309,8 @@ impl Dialect {
     /// time index.
     fn started_within_days(self, days: u32) -> String {
         match self {
-            Dialect::Postgres => format!("started_at > CURRENT_TIMESTAMP - INTERVAL '{days} days'"),
-            Dialect::Redshift => {
-                format!("started_at > CAST(GETDATE() AS TIMESTAMPTZ) - INTERVAL '{days} days'")
+            Dialect::Postgres | Dialect::Redshift => {
+                format!("started_at > {} - INTERVAL '{days} days'", self.now())
             }
             Dialect::DuckDb => format!(
                 "epoch_us(started_at) > epoch_us(CURRENT_TIMESTAMP) - {}",

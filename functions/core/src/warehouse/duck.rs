@@ -160,7 +160,7 @@ impl Warehouse for DuckDbWarehouse {
 
     async fn migrate(&self, _deadline: Option<Instant>) -> Result<super::Migrated, WarehouseError> {
         let schema = self.schema.clone();
-        let newly_applied = self
+        let (newly_applied, pending) = self
             .with_connection("migrate", move |conn| {
                 let dialect = Dialect::DuckDb;
                 let tx = conn.transaction()?;
@@ -183,25 +183,17 @@ impl Warehouse for DuckDbWarehouse {
                     newly_applied.push(migration.version);
                 }
                 tx.commit()?;
-                Ok(newly_applied)
+                let pending = super::views_pending(&applied, &newly_applied);
+                Ok((newly_applied, pending))
             })
             .await?;
+        if !pending {
+            return Ok(super::Migrated::new(newly_applied, Ok(())));
+        }
         let schema = self.schema.clone();
         let views = self
             .with_connection("create analyst views", move |conn| {
                 let dialect = Dialect::DuckDb;
-                let pending: i64 = conn.query_row(
-                    &format!(
-                        "SELECT COUNT(*) FROM {} WHERE version = {}",
-                        super::dialect::qualified(&schema, crate::schema::MIGRATIONS_TABLE),
-                        super::VIEWS_PENDING
-                    ),
-                    [],
-                    |row| row.get(0),
-                )?;
-                if pending == 0 {
-                    return Ok(());
-                }
                 let tx = conn.transaction()?;
                 for statement in super::view_statements(dialect, &schema) {
                     tx.execute_batch(&statement)?;

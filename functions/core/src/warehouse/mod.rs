@@ -202,6 +202,16 @@ pub fn migration_statements(
     statements
 }
 
+/// Whether the analyst views are to be (re)created after this start's migrations: one
+/// that defines them was applied now, or an earlier start left them pending. Decided from
+/// the migration list the start read already: no second read.
+pub fn views_pending(applied_before: &[i64], newly_applied: &[i64]) -> bool {
+    applied_before.contains(&VIEWS_PENDING)
+        || crate::schema::MIGRATIONS
+            .iter()
+            .any(|m| newly_applied.contains(&m.version) && defines_views(m))
+}
+
 /// Whether a migration creates or drops views.
 fn defines_views(migration: &crate::schema::Migration) -> bool {
     migration.steps.iter().any(|step| {

@@ -56,21 +56,10 @@ pub struct PostgresWarehouse {
 }
 
 impl PostgresWarehouse {
-    /// The analyst views, when a migration left them pending: one transaction, under the
+    /// The analyst views (see [`super::views_pending`]): one transaction, under the
     /// migrations' lock.
-    async fn create_pending_views(&self, session: &mut Session) -> Result<(), WarehouseError> {
+    async fn create_views(&self, session: &mut Session) -> Result<(), WarehouseError> {
         let dialect = Dialect::Postgres;
-        let versions: Vec<i64> = session
-            .client
-            .query(&dialect.select_migrations(&self.schema), &[])
-            .await
-            .map_err(|e| self.query_error("read migrations", &e))?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        if !versions.contains(&super::VIEWS_PENDING) {
-            return Ok(());
-        }
         let tx = session
             .client
             .transaction()
@@ -404,7 +393,11 @@ impl Warehouse for PostgresWarehouse {
         tx.commit()
             .await
             .map_err(|e| self.query_error("commit migrations", &e))?;
-        let views = self.create_pending_views(&mut session).await;
+        let views = if super::views_pending(&applied, &newly_applied) {
+            self.create_views(&mut session).await
+        } else {
+            Ok(())
+        };
         Ok(super::Migrated::new(newly_applied, views))
     }
 

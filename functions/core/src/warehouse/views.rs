@@ -27,7 +27,7 @@ impl Dialect {
 
     /// The current time: Redshift runs CURRENT_TIMESTAMP and NOW() on its leader node only,
     /// which a query over tables refuses.
-    fn now(self) -> &'static str {
+    pub(super) fn now(self) -> &'static str {
         match self {
             Dialect::Postgres | Dialect::DuckDb => "CURRENT_TIMESTAMP",
             Dialect::Redshift => "CAST(GETDATE() AS TIMESTAMPTZ)",

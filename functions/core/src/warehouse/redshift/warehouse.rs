@@ -30,16 +30,10 @@ pub struct RedshiftWarehouse {
 const REUPLOADS: u32 = 2;
 
 impl RedshiftWarehouse {
-    /// The analyst views, when a migration left them pending: one transaction (Redshift
-    /// refuses some view SQL that PostgreSQL takes; a refusal is reported, not fatal).
-    async fn create_pending_views(&self, deadline: Option<Instant>) -> Result<(), WarehouseError> {
-        if !self
-            .applied_migrations(deadline)
-            .await?
-            .contains(&crate::warehouse::VIEWS_PENDING)
-        {
-            return Ok(());
-        }
+    /// The analyst views (see [`crate::warehouse::views_pending`]): one transaction
+    /// (Redshift refuses some view SQL that PostgreSQL takes; a refusal is reported, not
+    /// fatal).
+    async fn create_views(&self, deadline: Option<Instant>) -> Result<(), WarehouseError> {
         let mut statements = vec![sql::lock(&self.schema, MIGRATIONS_TABLE)];
         statements.extend(crate::warehouse::view_statements(
             Dialect::Redshift,
@@ -316,7 +310,11 @@ impl Warehouse for RedshiftWarehouse {
             }
             newly_applied.push(migration.version);
         }
-        let views = self.create_pending_views(deadline).await;
+        let views = if crate::warehouse::views_pending(&applied, &newly_applied) {
+            self.create_views(deadline).await
+        } else {
+            Ok(())
+        };
         Ok(crate::warehouse::Migrated::new(newly_applied, views))
     }
 
