@@ -606,19 +606,20 @@ impl Pages<BuildsCursor> for BuildPages<'_> {
             }
         }
         // Pages come by `started_at` (not in the answer), the mark is `created_at`. Every
-        // build on later pages started before every build of this page, and a build's
-        // record is updated when it starts: so no later build was created after this
-        // page's oldest `updated_at`. Once that is below the mark, everything after is
-        // stored, whatever any build waited in a queue (a quiet run of an app with more
-        // builds than a page ends on the first page). Failing that, the older rule: even
-        // the page's newest-created build is older than the mark by the margin within
-        // which a build starts.
+        // build on later pages started before every build of this page, and a finished
+        // build's record was last updated when it finished, after it started: so no later
+        // build was created after the oldest `updated_at` of this page's finished builds.
+        // Once that is below the mark, everything after is stored, whatever any build
+        // waited in a queue (a quiet run of an app with more builds than a page ends on the
+        // first page). A pending build's `updated_at` may predate its start: it says
+        // nothing. Failing that, the older rule: even the page's newest-created build is
+        // older than the mark by the margin within which a build starts.
         let oldest_update = page
             .items
             .iter()
-            .map(|b| time(b, &["updated_at"]))
-            .collect::<Option<Vec<_>>>()
-            .and_then(|times| times.into_iter().min());
+            .filter(|b| build_is_final(b))
+            .filter_map(|b| time(b, &["updated_at"]))
+            .min();
         let newest_created = records.iter().filter_map(|(_, t)| *t).max();
         let last_page = page.items.is_empty()
             || run.cursor.walk.is_below_mark(oldest_update.as_ref())

@@ -212,9 +212,11 @@ impl FakeRedshiftData {
         lock(&self.state).no_long_polling = !on;
     }
 
-    /// Held answers to ExecuteStatement leave out `HasResultSet`: the Data API's output
-    /// shapes mark no member required (botocore's `redshift-data` service model), so a
-    /// finished status without the flag is a legal answer, and it does not mean "no rows".
+    /// Held answers to ExecuteStatement leave out `HasResultSet`: the member is optional in
+    /// the service model (the Rust SDK's `ExecuteStatementOutput::has_result_set` and
+    /// `DescribeStatementOutput::has_result_set` are `Option<bool>`; boto3's type stubs
+    /// list it under "Optional fields"), so a finished status without it is a legal answer,
+    /// and it does not mean "no rows".
     pub fn omit_result_flag(&self, on: bool) {
         lock(&self.state).omit_result_flag = on;
     }
