@@ -43,6 +43,17 @@ pub enum Command {
     Status(WarehouseArgs),
     /// Create or upgrade the warehouse tables (sync does this too).
     Migrate(WarehouseArgs),
+    /// Print which bugs to fix first: the fix_next view, ranked (reads only).
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// How many items to list.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
 }
 
 #[derive(Debug, Args)]

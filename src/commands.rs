@@ -46,6 +46,34 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Top(args) => {
+            let target = WarehouseTarget::parse(&args.warehouse.warehouse)?;
+            let Some(warehouse) =
+                warehouse::open_for_reading(&target, &args.warehouse.schema).await?
+            else {
+                println!(
+                    "{}: no file yet; `heimdallr sync <source> --once` creates it",
+                    target.describe()
+                );
+                return Ok(ExitCode::SUCCESS);
+            };
+            match warehouse.fix_next(args.limit).await? {
+                None => println!(
+                    "{}: no fix_next view yet; `heimdallr sync <source> --once` or `heimdallr migrate` creates it",
+                    warehouse.describe()
+                ),
+                Some(rows) if rows.is_empty() => println!(
+                    "{}: no open error or critical item: nothing to fix",
+                    warehouse.describe()
+                ),
+                Some(rows) => {
+                    for line in crate::top::render(&rows) {
+                        println!("{line}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sync(args) => sync(*args, cli.log_format).await,
     }
 }
@@ -179,6 +207,10 @@ fn print_environments(map: &[heimdallr_core::warehouse::MappedEnvironment]) {
     for line in map {
         let origin = match (line.origin.as_str(), &line.shared_versions) {
             ("inferred", Some(shared)) => format!("inferred from {shared} shared code versions"),
+            (stage, Some(shared)) if stage.starts_with("pipeline stage ") => {
+                let stage = stage.trim_start_matches("pipeline ");
+                format!("Heroku {stage} ({shared} shared code versions)")
+            }
             (origin, _) => origin.to_string(),
         };
         println!(

@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod sources;
+mod top;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -558,6 +558,82 @@ async fn check_every_view(target: Target) {
             &[&g, &t(13, 5), "time", "heroku", &api1],
         ])
     );
+    // Who deployed, the commit range, and for the regression the deploy that brought it
+    // back: D, reactivated at 16:00, after R3 (SHA_C, 15:00), whose previous production
+    // deploy is the hotfix Rollbar recorded at 12:04:30 (SHA_H), after R2.
+    let blame = rows(
+        &target,
+        format!(
+            "SELECT CAST(item_id AS VARCHAR), deploy_actor, commit_range, {}, reactivation_matched_by, \
+             reactivation_deploy_source, reactivation_deploy_id, reactivation_git_sha, \
+             reactivation_commit_range FROM {s}.rollbar_item_suspect_deploy WHERE item_id IN ({a}, {d})",
+            epoch(&target, "reactivated_at")
+        ),
+    )
+    .await;
+    let hc = format!("{SHA_H}..{SHA_C}");
+    assert_eq!(
+        blame,
+        expect(&[
+            // R1 is the first production deploy: no range.
+            &[&a, "dev@example.com", "-", "-", "-", "-", "-", "-", "-"],
+            &[
+                &d,
+                "dev@example.com",
+                "-",
+                &t(16, 0),
+                "time",
+                "heroku",
+                &r3,
+                SHA_C,
+                &hc
+            ],
+        ])
+    );
+
+    // The fix-next list: open error and critical items only, ranked with a total order.
+    let listed = rows(
+        &target,
+        format!(
+            "SELECT CAST(rank AS VARCHAR), CAST(item_id AS VARCHAR), level, status, trend, \
+             CAST(people_all AS VARCHAR), suspect_source, CAST(reactivated AS VARCHAR), \
+             estimate_note, rollbar_url FROM {s}.fix_next"
+        ),
+    )
+    .await;
+    assert!(!listed.is_empty());
+    let ranks: Vec<String> = listed.iter().map(|r| r[0].clone()).collect();
+    let mut expected_ranks: Vec<String> = (1..=listed.len()).map(|r| r.to_string()).collect();
+    expected_ranks.sort();
+    assert_eq!(ranks, expected_ranks, "ranks are 1..n");
+    for row in &listed {
+        assert!(matches!(row[2].as_str(), "error" | "critical"), "{row:?}");
+        assert_eq!(row[3], "active", "{row:?}");
+        // A day in the past: nobody this week or the week before.
+        assert_eq!(row[4], "quiet", "{row:?}");
+        // The stand-in's project starts with an item no occurrence has reached (Rollbar
+        // makes items from occurrences; the stand-in makes one up front): no one hit, no
+        // link.
+        if row[5] == "0" {
+            assert_eq!(
+                row[8..],
+                ["no person it hit is active in the activity table", "-"]
+            );
+            continue;
+        }
+        // Seven people at most: too few for an estimate, and it says so; C hit only u4,
+        // whom the activity table does not know.
+        let note = if row[1] == c {
+            "no person it hit is active in the activity table"
+        } else {
+            "fewer than 30 people hit"
+        };
+        assert_eq!(row[8], note, "{row:?}");
+        assert!(
+            row[9].starts_with("https://rollbar.com/item/uuid/?uuid="),
+            "{row:?}"
+        );
+    }
 
     // Per release, in its own environment: new and reactivated items, people hit.
     let releases = rows(
@@ -697,13 +773,14 @@ async fn check_every_view(target: Target) {
     );
 
     // Retention impact per item: D7 (the 27th) and D30 (December 20th) retention of the
-    // people it hit on the 20th against the others active that day (x 1000).
+    // people it hit on the 20th against the others active that day (x 1000); with seven
+    // people no item has enough for an estimate of what it cost, and each says so.
     let r = |column: &str| format!("CAST(CAST(ROUND({column} * 1000) AS BIGINT) AS VARCHAR)");
     let retention = rows(
         &target,
         format!(
-            "SELECT CAST(item_id AS VARCHAR), CAST(hit_people AS VARCHAR), CAST(other_people AS VARCHAR), {}, {}, {}, {}, {} \
-             FROM {s}.rollbar_item_retention_impact",
+            "SELECT CAST(item_id AS VARCHAR), CAST(hit_people AS VARCHAR), CAST(other_people AS VARCHAR), {}, {}, {}, {}, {}, \
+             estimate_note FROM {s}.rollbar_item_retention_impact",
             r("d7_retention_hit"),
             r("d7_retention_others"),
             r("d30_retention_hit"),
@@ -716,14 +793,74 @@ async fn check_every_view(target: Target) {
         retention,
         expect(&[
             // A hit u1 and u2: u2 came back on D7; of u3, u5, u6, u7, u8, u3 and u7 did.
-            &[&a, "2", "5", "500", "400", "0", "200", "-100"],
-            &[&b, "1", "6", "1000", "333", "0", "167", "-667"],
+            &[
+                &a,
+                "2",
+                "5",
+                "500",
+                "400",
+                "0",
+                "200",
+                "-",
+                "fewer than 30 people hit"
+            ],
+            &[
+                &b,
+                "1",
+                "6",
+                "1000",
+                "333",
+                "0",
+                "167",
+                "-",
+                "fewer than 30 people hit"
+            ],
             // C (staging) hit u4, whom the activity table does not know: no cohort, no row
             // (a person the table does not show active is neither hit nor other).
-            &[&d, "1", "6", "0", "500", "0", "167", "500"],
-            &[&e, "1", "6", "0", "500", "0", "167", "500"],
-            &[&f, "1", "6", "0", "500", "0", "167", "500"],
-            &[&g, "1", "6", "1000", "333", "0", "167", "-667"],
+            &[
+                &d,
+                "1",
+                "6",
+                "0",
+                "500",
+                "0",
+                "167",
+                "-",
+                "fewer than 30 people hit"
+            ],
+            &[
+                &e,
+                "1",
+                "6",
+                "0",
+                "500",
+                "0",
+                "167",
+                "-",
+                "fewer than 30 people hit"
+            ],
+            &[
+                &f,
+                "1",
+                "6",
+                "0",
+                "500",
+                "0",
+                "167",
+                "-",
+                "fewer than 30 people hit"
+            ],
+            &[
+                &g,
+                "1",
+                "6",
+                "1000",
+                "333",
+                "0",
+                "167",
+                "-",
+                "fewer than 30 people hit"
+            ],
         ])
     );
 }
@@ -914,4 +1051,100 @@ async fn without_the_setting_environments_are_inferred_from_the_shas_and_status_
     for line in status.stdout.lines() {
         assert!(line.chars().count() <= 100, "{line:?}");
     }
+}
+
+/// Heroku's standard pipeline flow: staging builds every sha and production is promoted
+/// from staging, so both apps share every sha and the shas alone pair neither app with an
+/// environment. Their pipeline stages do, and status says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_standard_pipeline_flow_each_app_is_mapped_by_its_heroku_stage() {
+    let dir = TempDir::new("views-pipeline");
+    let target = Target::Duck(dir.path().join("w.duckdb"));
+    let heroku = FakeHeroku::start(HEROKU).await.unwrap();
+    heroku.add_app("shop");
+    heroku.add_app("shop-staging");
+    heroku.add_app("shop-pr-7");
+    heroku.couple("shop", "shop-pipeline", "production");
+    heroku.couple("shop-staging", "shop-pipeline", "staging");
+    heroku.couple("shop-pr-7", "shop-pipeline", "review");
+    heroku.deploy("shop-staging", SHA_A, at(9, 0));
+    let first = heroku.promote_at("shop-staging", "shop", at(10, 0));
+    heroku.deploy("shop-staging", SHA_B, at(11, 0));
+    let second = heroku.promote_at("shop-staging", "shop", at(12, 0));
+    heroku.deploy("shop-pr-7", SHA_B, at(10, 30));
+    let rollbar = FakeRollbar::start(92).await.unwrap();
+    rollbar.add_project(ROLLBAR, 901, 0, 0);
+    let mut items = Vec::new();
+    for (environment, sha, (hour, minute)) in [
+        ("production", SHA_A, (10, 30)),
+        ("production", SHA_B, (12, 30)),
+        ("staging", SHA_A, (9, 30)),
+        ("staging", SHA_B, (11, 30)),
+    ] {
+        let item = rollbar.new_item(ROLLBAR, environment);
+        rollbar.set_item_details(ROLLBAR, item, "error", &format!("{environment} {hour}"));
+        rollbar.occur(
+            ROLLBAR,
+            item,
+            secs(hour, minute),
+            environment,
+            Some("u1"),
+            Some(sha),
+        );
+        items.push(item);
+    }
+    let mut command = heimdallr(&target, &rollbar.api_url(), ROLLBAR);
+    command
+        .env("HEROKU_API_KEY", HEROKU)
+        .env("HEROKU_API_URL", heroku.api_url())
+        .env("HEROKU_APPS", "shop,shop-staging,shop-pr-7")
+        .args(["sync", "all", "--once"]);
+    let finished = run(command).await;
+    assert_eq!(finished.code, Some(0), "{}", finished.stderr);
+    let s = target.schema().to_string();
+    let map = rows(
+        &target,
+        format!("SELECT heroku_app, CAST(rollbar_project_id AS VARCHAR), rollbar_environment, origin, CAST(shared_versions AS VARCHAR) FROM {s}.heimdallr_environment_map"),
+    )
+    .await;
+    // The review app has no environment of its own.
+    assert_eq!(
+        map,
+        expect(&[
+            &[
+                "shop",
+                "901",
+                "production",
+                "pipeline stage production",
+                "2"
+            ],
+            &[
+                "shop-staging",
+                "901",
+                "staging",
+                "pipeline stage staging",
+                "2"
+            ],
+        ])
+    );
+    // Production's second item is blamed on the promotion that brought SHA_B there.
+    let suspect = rows(
+        &target,
+        format!(
+            "SELECT matched_by, deploy_target, deploy_id FROM {s}.rollbar_item_suspect_deploy WHERE item_id = {}",
+            items[1]
+        ),
+    )
+    .await;
+    assert_eq!(suspect, expect(&[&["code_version", "shop", &second]]));
+    assert_ne!(first, second);
+    let status = run_args(&target, "http://127.0.0.1:9", ROLLBAR, &["status"]).await;
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    assert!(
+        status.stdout.contains(
+            "shop                         -> 901/production  Heroku stage production (2 shared code versions)"
+        ),
+        "{}",
+        status.stdout
+    );
 }

@@ -141,6 +141,32 @@ async fn the_readme_first_command_then_status_then_its_queries_work_in_an_empty_
         );
     }
 
+    // `top`: which bug to fix first, readable in a terminal, without writing SQL.
+    let top = run(newcomer(dir.path(), &fake.api_url(), &["top".into()])).await;
+    assert_eq!(top.code, Some(0), "{}{}", top.stdout, top.stderr);
+    assert!(top.stdout.starts_with("Fix next: "), "{}", top.stdout);
+    assert!(
+        top.stdout.contains("HEIMDALLR_ACTIVITY_TABLE"),
+        "without the activity table it says how to rank by users lost:\n{}",
+        top.stdout
+    );
+    assert!(
+        top.stdout.lines().any(|l| l.starts_with("  1  ")),
+        "{}",
+        top.stdout
+    );
+    assert!(
+        top.stdout.contains("https://rollbar.com/item/uuid/?uuid="),
+        "{}",
+        top.stdout
+    );
+    for line in top.stdout.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "top fits 100 columns: {line:?}"
+        );
+    }
+
     // The README's queries, as written, in the file the defaults made, with the DuckDB
     // clients analysts use (the Python package runs the same engine as the CLI).
     let statements: Vec<String> = blocks_in_section("Querying the local file", "sql")

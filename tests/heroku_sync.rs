@@ -451,7 +451,8 @@ async fn a_refused_range_fails_the_stream_naming_it_and_a_stale_next_range_resta
     // A run that stops after the first page of builds (the rate headroom) saves its
     // Next-Range; Heroku refuses it next time: the walk starts over from the newest page
     // and everything lands.
-    fake.set_rate_budget(42.0, 4500.0, 0.0);
+    // 43 - 40 + 1: the app, its pipeline coupling, a page of releases and one of builds.
+    fake.set_rate_budget(43.0, 4500.0, 0.0);
     let stops_early = ["--heroku-page-size", "10", "--heroku-rate-headroom", "40"];
     let partial = sync(&target, &fake, &stops_early).await;
     assert!(

@@ -848,6 +848,12 @@ mod tests {
         async fn status(&self) -> Result<Option<Vec<StreamStatus>>, WarehouseError> {
             Ok(None)
         }
+        async fn fix_next(
+            &self,
+            _limit: u32,
+        ) -> Result<Option<Vec<crate::warehouse::FixNextRow>>, WarehouseError> {
+            Ok(None)
+        }
     }
 
     fn item(id: i64, title: &str) -> Row {

@@ -226,6 +226,14 @@ impl HerokuClient {
             .await
     }
 
+    /// The app's pipeline coupling (`GET /apps/{app}/pipeline-couplings`, "Pipeline
+    /// Coupling Info By App": one object with its `stage`). Asked only of an app just
+    /// found, whose 404 means it is in no pipeline (as the Heroku CLI reads it): `None`.
+    pub async fn pipeline_coupling(&self, app: &str) -> Result<Option<Value>, ApiError> {
+        self.one(&format!("/apps/{}/pipeline-couplings", encode(app)))
+            .await
+    }
+
     /// A slug (`GET /apps/{app}/slugs/{id}`), for its `commit`; `None` if it is gone.
     pub async fn slug(&self, app: &str, id: &str) -> Result<Option<Value>, ApiError> {
         self.one(&format!("/apps/{}/slugs/{}", encode(app), encode(id)))

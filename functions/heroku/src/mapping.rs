@@ -112,7 +112,13 @@ pub fn release_is_final(release: &Json) -> bool {
     )
 }
 
-pub fn app_row(app: &Json, pii: &PiiPolicy, synced_at: DateTime<Utc>) -> Result<Row, String> {
+/// The app's row; `coupling` is its pipeline coupling (`None`: in no pipeline).
+pub fn app_row(
+    app: &Json,
+    coupling: Option<&Json>,
+    pii: &PiiPolicy,
+    synced_at: DateTime<Utc>,
+) -> Result<Row, String> {
     let id = text(app, &["id"]).ok_or("app has no id")?;
     let row = vec![
         Value::Text(id),
@@ -125,6 +131,8 @@ pub fn app_row(app: &Json, pii: &PiiPolicy, synced_at: DateTime<Utc>) -> Result<
         Value::timestamp(time(app, &["released_at"])),
         Value::json(&stored_document(app, pii)),
         Value::Timestamp(synced_at),
+        Value::text(coupling.and_then(|c| text(c, &["pipeline", "id"]))),
+        Value::text(coupling.and_then(|c| text(c, &["stage"]))),
     ];
     debug_assert_eq!(row.len(), HEROKU_APPS.columns.len());
     Ok(Row(row))
@@ -312,7 +320,7 @@ mod tests {
         assert!(!data.as_str().contains("ghp_s3cr3t"));
         let app =
             json!({"id": "a-1", "name": "web", "owner": {"id": "o", "email": "boss@example.com"}});
-        let row = app_row(&app, &PiiPolicy::Drop, Utc::now()).unwrap();
+        let row = app_row(&app, None, &PiiPolicy::Drop, Utc::now()).unwrap();
         assert!(!format!("{:?}", row.0).contains("boss@example.com"));
     }
 }

@@ -217,8 +217,14 @@ impl Stream for ReleasesStream {
             return Err(no_such_app(&s.app));
         };
         run.page_fetched();
+        // Its pipeline stage says which environment the app is (heimdallr_environment_map).
+        if !may_go_on(run, s) {
+            return Ok(run.stop_partial().await?);
+        }
+        let coupling = s.client.pipeline_coupling(&s.app).await?;
+        run.page_fetched();
         let synced_at = Utc::now();
-        match app_row(&app, &s.config.pii, synced_at) {
+        match app_row(&app, coupling.as_ref(), &s.config.pii, synced_at) {
             Ok(row) => run.add(&HEROKU_APPS, row),
             Err(reason) => run.reject(
                 &HEROKU_APPS,

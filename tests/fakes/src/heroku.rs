@@ -23,6 +23,11 @@
 //!   verbatim, as every Heroku client does.
 //! - `GET /apps/{app}/slugs/{id}` gives the slug with its `commit` (schema: slug Info);
 //!   `blob.url`, `source_blob.url` and `output_stream_url` are signed URLs.
+//! - `GET /apps/{app}/pipeline-couplings` ("Pipeline Coupling Info By App") gives one
+//!   object, not a list: `app.id`, `created_at`, `id`, `pipeline.id`, `stage` (one of
+//!   test, review, development, staging, production) and `updated_at`. An app in no
+//!   pipeline answers 404 `not_found`, which the Heroku CLI reads as "not a member of any
+//!   pipeline" (heroku/cli, packages pipelines: `getCoupling`).
 
 use crate::http::{serve_state, Reply, Request, ServerTask};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
@@ -41,6 +46,8 @@ struct App {
     builds: Vec<Value>,
     /// Slugs the app can read, by id: its builds' and those promoted into it.
     slugs: Vec<Value>,
+    /// The app's pipeline coupling, when it is in a pipeline.
+    coupling: Option<Value>,
 }
 
 struct Bucket {
@@ -226,8 +233,32 @@ impl FakeHeroku {
             releases: Vec::new(),
             builds: Vec::new(),
             slugs: Vec::new(),
+            coupling: None,
         });
         id
+    }
+
+    /// Couples `app` to the pipeline `pipeline` (created on first use) at `stage`.
+    pub fn couple(&self, app: &str, pipeline: &str, stage: &str) {
+        let mut state = self.lock();
+        let pipeline_id = format!("{:08x}-0000-4000-8000-{:012x}", pipeline.len(), {
+            pipeline
+                .bytes()
+                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+                & 0xffff_ffff_ffff
+        });
+        let coupling_id = state.id();
+        let at = state.clock.to_rfc3339_opts(SecondsFormat::Secs, true);
+        if let Some(entry) = state.apps.iter_mut().find(|a| a.name == app) {
+            entry.coupling = Some(json!({
+                "app": {"id": entry.id},
+                "created_at": at,
+                "id": coupling_id,
+                "pipeline": {"id": pipeline_id},
+                "stage": stage,
+                "updated_at": at,
+            }));
+        }
     }
 
     /// A config change or add-on release (no build): the current slug, succeeded at once.
@@ -801,6 +832,13 @@ fn route(state: &mut State, request: &Request) -> Reply {
                 let releases = state.apps[i].releases.clone();
                 list(&releases, request, &["id", "version"], state)
             }
+            None => not_found("app"),
+        },
+        ["apps", key, "pipeline-couplings"] => match find(state, key) {
+            Some(i) => match &state.apps[i].coupling {
+                Some(coupling) => Reply::json(200, coupling),
+                None => not_found("pipeline coupling"),
+            },
             None => not_found("app"),
         },
         ["apps", key, "slugs", id] => match find(state, key) {

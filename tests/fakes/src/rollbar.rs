@@ -254,6 +254,19 @@ impl FakeRollbar {
         id
     }
 
+    /// Sets a scripted item's level and title (as Rollbar shows them in the item's JSON).
+    pub fn set_item_details(&self, token: &str, item: i64, level: &str, title: &str) {
+        let mut world = self.world();
+        if let Some(entry) = world
+            .projects
+            .get_mut(token)
+            .and_then(|p| p.items.get_mut(&item))
+        {
+            entry["level"] = json!(level);
+            entry["title"] = json!(title);
+        }
+    }
+
     /// One scripted occurrence of `item` at `at` (Unix seconds); the item's counters,
     /// first/last occurrence and (when it was resolved) reactivation follow, as in Rollbar.
     pub fn occur(
@@ -281,6 +294,15 @@ impl FakeRollbar {
         if let Some(person) = person {
             data["person"] = json!({"id": person});
         }
+        // Every Rollbar SDK sends a UUID per occurrence (the API reference's "uuid": "a
+        // UUID4 that identifies this occurrence"); Rollbar links to it at /item/uuid/.
+        data["uuid"] = json!(format!(
+            "{:08x}-{:04x}-4{:03x}-8000-{:012x}",
+            id >> 32,
+            (id >> 16) & 0xffff,
+            id & 0xfff,
+            id
+        ));
         if let Some(version) = code_version {
             data["code_version"] = json!(version);
         }

@@ -17,6 +17,10 @@ pub static HEROKU_APPS: Table = Table {
         col("released_at", Timestamp),
         col("data", Json),
         col("synced_at", Timestamp),
+        // The app's pipeline (GET /apps/{app}/pipeline-couplings) and its stage there:
+        // test, review, development, staging or production; NULL in no pipeline.
+        added("pipeline_id", Text(64), 11),
+        added("pipeline_stage", Text(32), 11),
     ],
     key: &["id"],
     event_time: None,

@@ -125,11 +125,15 @@ pub enum View {
     /// Which Heroku app runs which Rollbar environment: the setting's, and where it says
     /// nothing, what the shas tell (`origin` = `setting` or `inferred`).
     EnvironmentMap,
+    /// One row per open error or critical item, ranked: what to fix first (users lost
+    /// when the activity table is set, people hit otherwise), with its trend, suspect
+    /// deploy and Rollbar link.
+    FixNext,
 }
 
 impl View {
     /// Every view, each after the views it reads (the order they are created in).
-    pub const ALL: [View; 8] = [
+    pub const ALL: [View; 9] = [
         View::ItemDailyImpact,
         View::PersonExposure,
         View::EnvironmentMap,
@@ -138,6 +142,7 @@ impl View {
         View::ReleaseImpact,
         View::ItemImpact,
         View::ItemVersions,
+        View::FixNext,
     ];
 
     pub fn name(self) -> &'static str {
@@ -150,6 +155,7 @@ impl View {
             View::ItemImpact => "rollbar_item_impact",
             View::ItemVersions => "rollbar_item_versions",
             View::EnvironmentMap => "heimdallr_environment_map",
+            View::FixNext => "fix_next",
         }
     }
 }
@@ -272,6 +278,17 @@ pub static MIGRATIONS: &[Migration] = &[
         steps: &[
             Step::CreateView(View::EnvironmentMap),
             Step::CreateView(View::Deploys),
+        ],
+    },
+    Migration {
+        version: 11,
+        name: "fix next list, Heroku pipeline stages, deploy actors and commit ranges, regressions' suspect deploys",
+        steps: &[
+            Step::AddColumns(&HEROKU_APPS),
+            Step::CreateView(View::EnvironmentMap),
+            Step::CreateView(View::Deploys),
+            Step::CreateView(View::SuspectDeploy),
+            Step::CreateView(View::FixNext),
         ],
     },
 ];

@@ -332,11 +332,54 @@ impl Dialect {
 
     /// Whether the environment map view exists (1) or not (0). Parameter: schema.
     pub fn count_environment_map(self) -> String {
+        self.count_view(crate::schema::View::EnvironmentMap)
+    }
+
+    /// 1 when the view exists in the schema (the first parameter), else 0.
+    pub fn count_view(self, view: crate::schema::View) -> String {
         format!(
             "SELECT CAST(COUNT(*) AS BIGINT) FROM information_schema.tables \
              WHERE table_schema = {} AND table_name = '{}'",
             self.parameter(1, "schema"),
-            crate::schema::View::EnvironmentMap.name()
+            view.name()
+        )
+    }
+
+    /// The first `limit` rows of `fix_next` as text, in rank order, in the columns of
+    /// [`super::FixNextRow`]: counts and users lost as whole numbers, times as UTC days.
+    pub fn select_fix_next(self, schema: &str, limit: u32) -> String {
+        let text = self.column_type(ColumnType::Text(4096));
+        let whole = |c: &str| format!("CAST(CAST(ROUND({c}) AS BIGINT) AS {text})");
+        let day = |c: &str| format!("CAST({} AS {text})", self.utc_day(c));
+        let columns = [
+            format!("CAST(rank AS {text})"),
+            format!("CAST(item_id AS {text})"),
+            "environment".into(),
+            "title".into(),
+            "level".into(),
+            "trend".into(),
+            format!("CAST(people_7d AS {text})"),
+            format!("CAST(people_30d AS {text})"),
+            format!("CAST(people_all AS {text})"),
+            whole("users_lost_d7"),
+            whole("users_lost_d7_low"),
+            whole("users_lost_d7_high"),
+            "estimate_note".into(),
+            "suspect_source".into(),
+            "suspect_target".into(),
+            "suspect_sha".into(),
+            day("suspect_deployed_at"),
+            "suspect_actor".into(),
+            day("first_seen_at"),
+            day("last_seen_at"),
+            "CASE WHEN reactivated THEN 'yes' ELSE 'no' END".into(),
+            "reactivation_sha".into(),
+            "rollbar_url".into(),
+        ];
+        format!(
+            "SELECT {} FROM {} ORDER BY rank LIMIT {limit}",
+            columns.join(", "),
+            qualified(schema, crate::schema::View::FixNext.name())
         )
     }
 

@@ -368,6 +368,33 @@ impl Warehouse for DuckDbWarehouse {
         })
         .await
     }
+
+    async fn fix_next(&self, limit: u32) -> Result<Option<Vec<super::FixNextRow>>, WarehouseError> {
+        let schema = self.schema.clone();
+        self.with_connection("read fix_next", move |conn| {
+            let dialect = Dialect::DuckDb;
+            let exists: i64 = conn.query_row(
+                &dialect.count_view(crate::schema::View::FixNext),
+                duckdb::params![schema],
+                |row| row.get(0),
+            )?;
+            if exists == 0 {
+                return Ok(None);
+            }
+            let mut stmt = conn.prepare(&dialect.select_fix_next(&schema, limit))?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let width = row.as_ref().column_count();
+                let cells = (0..width)
+                    .map(|i| row.get::<_, Option<String>>(i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                out.push(super::FixNextRow::from_cells(cells));
+            }
+            Ok(Some(out))
+        })
+        .await
+    }
 }
 
 /// The SQL only this backend runs: the text stage the appender fills, and its merge.

@@ -12,11 +12,16 @@
 pub mod dialect;
 #[cfg(feature = "duckdb")]
 mod duck;
+mod fix_next;
 mod postgres;
 pub mod redshift;
+mod retention;
 mod row;
 mod target;
 mod views;
+
+pub use fix_next::FIX_NEXT_COLUMNS;
+pub use retention::{RELEASE_HEALTH_VIEW, RETENTION_IMPACT_VIEW};
 
 pub use dialect::Dialect;
 pub use redshift::target::RedshiftTarget;
@@ -128,6 +133,71 @@ pub trait Warehouse: Send + Sync {
     async fn environment_map(&self) -> Result<Vec<MappedEnvironment>, WarehouseError> {
         Ok(Vec::new())
     }
+    /// The first `limit` rows of `fix_next`, in rank order; `None` while the view does not
+    /// exist (nothing has been migrated yet). Reads only.
+    async fn fix_next(&self, limit: u32) -> Result<Option<Vec<FixNextRow>>, WarehouseError>;
+}
+
+/// One row of `fix_next` as `heimdallr top` prints it (text as the warehouse gave it;
+/// users lost and people as whole numbers, times as UTC days).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FixNextRow {
+    pub rank: String,
+    pub item_id: String,
+    pub environment: Option<String>,
+    pub title: Option<String>,
+    pub level: Option<String>,
+    pub trend: String,
+    pub people_7d: String,
+    pub people_30d: String,
+    pub people_all: String,
+    pub users_lost_d7: Option<String>,
+    pub users_lost_d7_low: Option<String>,
+    pub users_lost_d7_high: Option<String>,
+    pub estimate_note: Option<String>,
+    pub suspect_source: Option<String>,
+    pub suspect_target: Option<String>,
+    pub suspect_sha: Option<String>,
+    pub suspect_deployed_on: Option<String>,
+    pub suspect_actor: Option<String>,
+    pub first_seen_on: Option<String>,
+    pub last_seen_on: Option<String>,
+    pub reactivated: bool,
+    pub reactivation_sha: Option<String>,
+    pub rollbar_url: Option<String>,
+}
+
+impl FixNextRow {
+    /// From the cells of [`Dialect::select_fix_next`], in its order.
+    pub fn from_cells(cells: Vec<Option<String>>) -> Self {
+        let mut cells = cells.into_iter();
+        let mut next = || cells.next().flatten();
+        Self {
+            rank: next().unwrap_or_default(),
+            item_id: next().unwrap_or_default(),
+            environment: next(),
+            title: next(),
+            level: next(),
+            trend: next().unwrap_or_default(),
+            people_7d: next().unwrap_or_default(),
+            people_30d: next().unwrap_or_default(),
+            people_all: next().unwrap_or_default(),
+            users_lost_d7: next(),
+            users_lost_d7_low: next(),
+            users_lost_d7_high: next(),
+            estimate_note: next(),
+            suspect_source: next(),
+            suspect_target: next(),
+            suspect_sha: next(),
+            suspect_deployed_on: next(),
+            suspect_actor: next(),
+            first_seen_on: next(),
+            last_seen_on: next(),
+            reactivated: next().as_deref() == Some("yes"),
+            reactivation_sha: next(),
+            rollbar_url: next(),
+        }
+    }
 }
 
 /// One line of the environment map, for `heimdallr status`.
@@ -136,7 +206,8 @@ pub struct MappedEnvironment {
     pub heroku_app: String,
     pub rollbar_project_id: String,
     pub rollbar_environment: String,
-    /// `setting` or `inferred`.
+    /// `setting`, `pipeline stage <stage>` (the app's Heroku pipeline stage named the
+    /// environment) or `inferred` (from shared shas alone).
     pub origin: String,
     /// For an inferred line: how many code versions the app's releases share with it.
     pub shared_versions: Option<String>,
@@ -246,16 +317,15 @@ pub fn view_statements(dialect: Dialect, schema: &str) -> Vec<String> {
                 .map(|version| (*view, version))
         })
         .collect();
-    let mut statements = vec![
-        format!(
-            "DROP VIEW IF EXISTS {}",
-            dialect::qualified(schema, views::RELEASE_HEALTH_VIEW)
-        ),
-        format!(
-            "DROP VIEW IF EXISTS {}",
-            dialect::qualified(schema, views::RETENTION_IMPACT_VIEW)
-        ),
-    ];
+    // The activity views' fix_next reads the retention view: it goes first.
+    let mut statements: Vec<String> = [
+        View::FixNext.name(),
+        retention::RELEASE_HEALTH_VIEW,
+        retention::RETENTION_IMPACT_VIEW,
+    ]
+    .iter()
+    .map(|name| format!("DROP VIEW IF EXISTS {}", dialect::qualified(schema, name)))
+    .collect();
     statements.extend(latest.iter().rev().map(|(view, _)| {
         format!(
             "DROP VIEW IF EXISTS {}",

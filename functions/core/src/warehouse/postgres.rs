@@ -537,6 +537,38 @@ impl Warehouse for PostgresWarehouse {
             })
             .collect())
     }
+
+    async fn fix_next(&self, limit: u32) -> Result<Option<Vec<super::FixNextRow>>, WarehouseError> {
+        let session = self.session().await?;
+        let exists: i64 = session
+            .client
+            .query_one(
+                &Dialect::Postgres.count_view(crate::schema::View::FixNext),
+                &[&self.schema],
+            )
+            .await
+            .map_err(|e| self.query_error("read fix_next", &e))?
+            .get(0);
+        if exists == 0 {
+            return Ok(None);
+        }
+        let rows = session
+            .client
+            .query(&Dialect::Postgres.select_fix_next(&self.schema, limit), &[])
+            .await
+            .map_err(|e| self.query_error("read fix_next", &e))?;
+        Ok(Some(
+            rows.iter()
+                .map(|row| {
+                    super::FixNextRow::from_cells(
+                        (0..row.len())
+                            .map(|i| row.get::<_, Option<String>>(i))
+                            .collect(),
+                    )
+                })
+                .collect(),
+        ))
+    }
 }
 
 /// The SQL only this backend runs: session stages, binary COPY and single-row upserts.

@@ -5,6 +5,17 @@ use super::dialect::qualified;
 use super::Dialect;
 use crate::schema::View;
 
+/// Which Rollbar environment names each Heroku pipeline stage stands for (lower case).
+/// Review and test apps are short-lived and have no environment of their own.
+pub const STAGE_ENVIRONMENTS: &[(&str, &str)] = &[
+    ("production", "production"),
+    ("production", "prod"),
+    ("staging", "staging"),
+    ("staging", "stage"),
+    ("development", "development"),
+    ("development", "dev"),
+];
+
 /// The hours after a release that count as "after it" when the app has no next release
 /// sooner.
 pub const RELEASE_WINDOW_HOURS: u32 = 24;
@@ -15,13 +26,21 @@ pub const RECORD_MATCH_MINUTES: i32 = 30;
 
 impl Dialect {
     /// The UTC day of a timestamptz.
-    fn utc_day(self, expr: &str) -> String {
+    pub(super) fn utc_day(self, expr: &str) -> String {
         match self {
             Dialect::Postgres | Dialect::Redshift => {
                 format!("CAST({expr} AT TIME ZONE 'UTC' AS DATE)")
             }
             // Without the ICU extension DuckDB has no time zones: go through epoch micros.
             Dialect::DuckDb => format!("CAST(make_timestamp(epoch_us({expr})) AS DATE)"),
+        }
+    }
+
+    /// Whole days from the date `earlier` to the date `later`.
+    pub(super) fn days_between(self, later: &str, earlier: &str) -> String {
+        match self {
+            Dialect::Postgres | Dialect::DuckDb => format!("({later} - {earlier})"),
+            Dialect::Redshift => format!("DATEDIFF(day, {earlier}, {later})"),
         }
     }
 
@@ -36,7 +55,7 @@ impl Dialect {
 
     /// Whether two git shas name the same commit: one is a prefix of the other, of at
     /// least 7 characters (Rollbar's code_version and deploy revision may be short).
-    fn same_sha(self, a: &str, b: &str) -> String {
+    pub(super) fn same_sha(self, a: &str, b: &str) -> String {
         format!(
             "(LENGTH({a}) >= 7 AND LENGTH({b}) >= 7 AND (LOWER(LEFT({b}, LENGTH({a}))) = LOWER({a}) \
              OR LOWER(LEFT({a}, LENGTH({b}))) = LOWER({b})))"
@@ -44,7 +63,7 @@ impl Dialect {
     }
 
     /// `expr` moved by `minutes` (negative: earlier).
-    fn plus_minutes(self, expr: &str, minutes: i32) -> String {
+    pub(super) fn plus_minutes(self, expr: &str, minutes: i32) -> String {
         match self {
             Dialect::Postgres | Dialect::Redshift => {
                 format!("{expr} + INTERVAL '{minutes} minutes'")
@@ -56,7 +75,7 @@ impl Dialect {
         }
     }
 
-    fn plus_hours(self, expr: &str, hours: u32) -> String {
+    pub(super) fn plus_hours(self, expr: &str, hours: u32) -> String {
         match self {
             Dialect::Postgres | Dialect::Redshift => {
                 format!("{expr} + INTERVAL '{hours} hours'")
@@ -180,7 +199,7 @@ impl Dialect {
                 occurrences = t("rollbar_occurrences"),
                 window = self.plus_hours("released_at", RELEASE_WINDOW_HOURS),
             ),
-            View::ItemImpact | View::ItemVersions | View::EnvironmentMap => {
+            View::ItemImpact | View::ItemVersions | View::EnvironmentMap | View::FixNext => {
                 unreachable!("{} is first defined by migration 9", view.name())
             }
         };
@@ -222,12 +241,14 @@ impl Dialect {
                 "SELECT u.source, u.target, u.deploy_id, u.number, u.deployed_at, u.git_sha, u.status, u.succeeded, \
                  u.environment, u.rollbar_project_id, u.rollbar_environment, \
                  COALESCE(u.git_sha <> LAG(u.git_sha) OVER (PARTITION BY u.source, u.target, u.rollbar_project_id \
-                 ORDER BY u.deployed_at, u.deploy_id), TRUE) AS brought_code FROM ( \
+                 ORDER BY u.deployed_at, u.deploy_id), TRUE) AS brought_code, u.actor, \
+                 LAG(u.git_sha) OVER (PARTITION BY u.rollbar_project_id, u.rollbar_environment, u.succeeded \
+                 ORDER BY u.deployed_at, u.deploy_id) AS previous_git_sha FROM ( \
                  SELECT 'heroku' AS source, r.app_name AS target, r.id AS deploy_id, \
                  CAST(r.version AS BIGINT) AS number, r.created_at AS deployed_at, \
                  COALESCE(r.slug_commit, b.source_version) AS git_sha, r.status, \
                  r.status = 'succeeded' AS succeeded, e.name AS environment, \
-                 e.rollbar_project_id, e.rollbar_environment \
+                 e.rollbar_project_id, e.rollbar_environment, r.user_email AS actor \
                  FROM {releases} AS r LEFT JOIN {builds} AS b ON b.release_id = r.id \
                  LEFT JOIN {map} AS e ON e.heroku_app = r.app_name \
                  UNION ALL \
@@ -236,7 +257,7 @@ impl Dialect {
                  d.revision AS git_sha, COALESCE(d.status, 'succeeded') AS status, \
                  COALESCE(d.status, 'succeeded') = 'succeeded' AS succeeded, \
                  COALESCE(e.name, d.environment) AS environment, d.project_id AS rollbar_project_id, \
-                 d.environment AS rollbar_environment \
+                 d.environment AS rollbar_environment, d.local_username AS actor \
                  FROM {rollbar_deploys} AS d LEFT JOIN {environments} AS e \
                  ON e.rollbar_project_id = d.project_id AND e.rollbar_environment = d.environment \
                  LEFT JOIN (SELECT he.rollbar_project_id, he.rollbar_environment, \
@@ -253,7 +274,7 @@ impl Dialect {
                  CASE WHEN w.failed > 0 THEN 'failed' WHEN w.total > 0 AND w.passed = w.total THEN 'success' \
                  WHEN w.total > 0 THEN 'running' ELSE p.state END AS status, \
                  COALESCE(w.failed = 0 AND w.total > 0 AND w.passed = w.total, FALSE) AS succeeded, \
-                 e.name AS environment, e.rollbar_project_id, e.rollbar_environment \
+                 e.name AS environment, e.rollbar_project_id, e.rollbar_environment, p.trigger_actor AS actor \
                  FROM {pipelines} AS p JOIN {environments} AS e ON e.circleci_deploys \
                  AND e.circleci_project_slug = p.project_slug \
                  AND (e.circleci_branch IS NULL OR e.circleci_branch = p.branch) \
@@ -274,23 +295,42 @@ impl Dialect {
                 pipelines = t("circleci_pipelines"),
                 workflows = t("circleci_workflows"),
             ),
+            // Two appearances per item: its first occurrence, and for a reactivated item the
+            // occurrence that reactivated it (Rollbar blames a regression on the deploy
+            // before the reactivation). Each is blamed on a deploy of its own environment:
+            // by the appearance's code version, else the last one before it.
             View::SuspectDeploy => format!(
-                "WITH appeared AS (SELECT i.id AS item_id, i.project_id, i.environment, \
-                 i.first_occurrence_at AS first_seen_at, o.code_version \
-                 FROM {items} AS i LEFT JOIN {occurrences} AS o ON o.id = i.first_occurrence_id), \
-                 candidates AS (SELECT a.item_id, d.source, d.target, d.deploy_id, d.deployed_at, d.git_sha, \
+                "WITH appeared AS (SELECT i.id AS item_id, i.project_id, i.environment, 'first' AS kind, \
+                 i.first_occurrence_at AS seen_at, o.code_version \
+                 FROM {items} AS i LEFT JOIN {occurrences} AS o ON o.id = i.first_occurrence_id \
+                 UNION ALL SELECT i.id, i.project_id, i.environment, 'reactivation', i.last_activated_at, o.code_version \
+                 FROM {items} AS i LEFT JOIN {occurrences} AS o ON o.id = i.activating_occurrence_id \
+                 WHERE i.last_activated_at > i.first_occurrence_at), \
+                 candidates AS (SELECT a.item_id, a.kind, d.source, d.target, d.deploy_id, d.deployed_at, d.git_sha, \
+                 d.actor, d.previous_git_sha, \
                  CASE WHEN d.brought_code AND {same_version} THEN 'code_version' ELSE 'time' END AS matched_by \
                  FROM appeared AS a JOIN {deploys} AS d ON d.succeeded \
                  AND d.rollbar_project_id = a.project_id AND d.rollbar_environment = a.environment \
-                 AND d.deployed_at <= a.first_seen_at), \
-                 ranked AS (SELECT c.item_id, c.source, c.target, c.deploy_id, c.deployed_at, c.git_sha, c.matched_by, \
-                 ROW_NUMBER() OVER (PARTITION BY c.item_id ORDER BY \
+                 AND d.deployed_at <= a.seen_at), \
+                 ranked AS (SELECT c.item_id, c.kind, c.source, c.target, c.deploy_id, c.deployed_at, c.git_sha, \
+                 c.matched_by, c.actor, \
+                 CASE WHEN c.previous_git_sha <> c.git_sha THEN c.previous_git_sha || '..' || c.git_sha END AS commit_range, \
+                 ROW_NUMBER() OVER (PARTITION BY c.item_id, c.kind ORDER BY \
                  CASE WHEN c.matched_by = 'code_version' THEN 0 ELSE 1 END, c.deployed_at DESC, \
                  CASE c.source WHEN 'heroku' THEN 0 WHEN 'rollbar' THEN 1 ELSE 2 END, c.deploy_id) AS pick \
-                 FROM candidates AS c) \
-                 SELECT a.item_id, a.project_id, a.environment, a.first_seen_at, a.code_version, r.matched_by, \
-                 r.source AS deploy_source, r.target AS deploy_target, r.deploy_id, r.deployed_at, r.git_sha \
-                 FROM appeared AS a LEFT JOIN ranked AS r ON r.item_id = a.item_id AND r.pick = 1",
+                 FROM candidates AS c), \
+                 back AS (SELECT a.item_id, a.seen_at, r.matched_by, r.source, r.deploy_id, r.deployed_at, \
+                 r.git_sha, r.actor, r.commit_range FROM appeared AS a LEFT JOIN ranked AS r \
+                 ON r.item_id = a.item_id AND r.kind = a.kind AND r.pick = 1 WHERE a.kind = 'reactivation') \
+                 SELECT a.item_id, a.project_id, a.environment, a.seen_at AS first_seen_at, a.code_version, r.matched_by, \
+                 r.source AS deploy_source, r.target AS deploy_target, r.deploy_id, r.deployed_at, r.git_sha, \
+                 r.actor AS deploy_actor, r.commit_range, b.seen_at AS reactivated_at, \
+                 b.matched_by AS reactivation_matched_by, b.source AS reactivation_deploy_source, \
+                 b.deploy_id AS reactivation_deploy_id, b.deployed_at AS reactivation_deployed_at, \
+                 b.git_sha AS reactivation_git_sha, b.actor AS reactivation_deploy_actor, \
+                 b.commit_range AS reactivation_commit_range \
+                 FROM appeared AS a LEFT JOIN ranked AS r ON r.item_id = a.item_id AND r.kind = a.kind AND r.pick = 1 \
+                 LEFT JOIN back AS b ON b.item_id = a.item_id WHERE a.kind = 'first'",
                 deploys = t(View::Deploys.name()),
                 same_version = self.same_sha("d.git_sha", "a.code_version"),
             ),
@@ -362,6 +402,17 @@ impl Dialect {
                          WHERE app_rank = 1 AND env_rank = 1 AND app_ties = 1 AND env_ties = 1"
                     )
                 };
+                // An app's Heroku pipeline stage names its environment: the Rollbar
+                // environment of that name (or a usual short form), in the project whose
+                // code versions its releases share most (strictly: never a guess between
+                // equals). Several apps of a stage (web and worker) may share one.
+                let stage_names = STAGE_ENVIRONMENTS
+                    .iter()
+                    .map(|(stage, environment)| {
+                        format!("SELECT '{stage}' AS stage, '{environment}' AS environment")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
                 format!(
                     "WITH shas AS (SELECT DISTINCT r.app_name, LOWER(COALESCE(r.slug_commit, b.source_version)) AS sha \
                      FROM {releases} AS r LEFT JOIN {builds} AS b ON b.release_id = r.id \
@@ -370,20 +421,40 @@ impl Dialect {
                      FROM {occurrences} WHERE LENGTH(code_version) >= 7), \
                      taken AS (SELECT heroku_app, rollbar_project_id, rollbar_environment FROM {environments} \
                      WHERE heroku_app IS NOT NULL), \
+                     stage_names AS ({stage_names}), \
+                     staged AS (SELECT s.app_name, v.project_id, v.environment, a.pipeline_stage, \
+                     COUNT(DISTINCT v.code_version) AS shared \
+                     FROM {apps} AS a JOIN stage_names AS n ON n.stage = a.pipeline_stage \
+                     JOIN shas AS s ON s.app_name = a.name \
+                     JOIN versions AS v ON LOWER(v.environment) = n.environment \
+                     AND LEFT(s.sha, LENGTH(v.code_version)) = v.code_version \
+                     LEFT JOIN (SELECT DISTINCT heroku_app FROM taken) AS ka ON ka.heroku_app = a.name \
+                     WHERE ka.heroku_app IS NULL \
+                     GROUP BY s.app_name, v.project_id, v.environment, a.pipeline_stage), \
+                     round0 AS (SELECT app_name, project_id, environment, pipeline_stage, shared FROM \
+                     (SELECT app_name, project_id, environment, pipeline_stage, shared, \
+                     RANK() OVER (PARTITION BY app_name ORDER BY shared DESC) AS app_rank, \
+                     COUNT(*) OVER (PARTITION BY app_name, shared) AS app_ties FROM staged) AS ranked \
+                     WHERE app_rank = 1 AND app_ties = 1), \
+                     taken1 AS (SELECT heroku_app, rollbar_project_id, rollbar_environment FROM taken \
+                     UNION ALL SELECT app_name, project_id, environment FROM round0), \
                      scores1 AS ({scores1}), \
                      round1 AS ({round1}), \
-                     taken2 AS (SELECT heroku_app, rollbar_project_id, rollbar_environment FROM taken \
+                     taken2 AS (SELECT heroku_app, rollbar_project_id, rollbar_environment FROM taken1 \
                      UNION ALL SELECT app_name, project_id, environment FROM round1), \
                      scores2 AS ({scores2}), \
                      round2 AS ({round2}) \
                      SELECT e.name, e.rollbar_project_id, e.rollbar_environment, e.heroku_app, \
                      'setting' AS origin, CAST(NULL AS BIGINT) AS shared_versions \
                      FROM {environments} AS e WHERE e.heroku_app IS NOT NULL \
+                     UNION ALL SELECT environment, project_id, environment, app_name, \
+                     'pipeline stage ' || pipeline_stage, shared FROM round0 \
                      UNION ALL SELECT environment, project_id, environment, app_name, 'inferred', shared FROM round1 \
                      UNION ALL SELECT environment, project_id, environment, app_name, 'inferred', shared FROM round2",
                     releases = t("heroku_releases"),
                     builds = t("heroku_builds"),
-                    scores1 = scores("taken"),
+                    apps = t("heroku_apps"),
+                    scores1 = scores("taken1"),
                     round1 = mutual("scores1"),
                     scores2 = scores("taken2"),
                     round2 = mutual("scores2"),
@@ -397,6 +468,7 @@ impl Dialect {
                  GROUP BY i.id, i.project_id, i.environment, i.level, i.status, i.title, \
                  i.first_occurrence_at, i.last_occurrence_at",
             ),
+            View::FixNext => self.fix_next(schema, None),
             View::ItemVersions => format!(
                 "WITH per_version AS (SELECT o.item_id, o.project_id, o.environment, o.code_version, \
                  MIN(o.occurred_at) AS first_seen_at, MAX(o.occurred_at) AS last_seen_at, \
@@ -410,131 +482,5 @@ impl Dialect {
                  FROM per_version AS v LEFT JOIN {items} AS i ON i.id = v.item_id",
             ),
         }
-    }
-}
-
-/// The views over the company's activity table, and what they are called.
-pub const RELEASE_HEALTH_VIEW: &str = "release_health";
-pub const RETENTION_IMPACT_VIEW: &str = "rollbar_item_retention_impact";
-
-/// Occurrence levels that count as hurting a user (release health, retention impact).
-const HURTING_LEVELS: &str = "('error', 'critical')";
-
-impl Dialect {
-    /// Drops and creates the views over `activity` (`schema.table` with `user_id`, the
-    /// Rollbar person id as text, and `active_on`, a date: one row per user and active
-    /// day):
-    /// - `release_health`: per Heroku release of an environment and per day it was current,
-    ///   active users, users hit by an error or critical occurrence of that environment
-    ///   while it was current, and the crash-free share (1 - affected / active);
-    /// - `rollbar_item_retention_impact`: per item, the D7 and D30 retention of the people
-    ///   an error or critical occurrence of it hit (from the day it first hit them) against
-    ///   the people active on those same days whom it did not hit.
-    pub fn activity_views(self, schema: &str, activity: &str) -> Vec<String> {
-        let t = |name: &str| qualified(schema, name);
-        let activity = activity
-            .split('.')
-            .map(super::dialect::quote)
-            .collect::<Vec<_>>()
-            .join(".");
-        let day = |expr: &str| self.utc_day(expr);
-        let release_health = format!(
-            "CREATE VIEW {view} AS \
-             WITH releases AS (SELECT r.id AS release_id, r.app_name, r.version, r.created_at AS released_at, \
-             COALESCE(LEAD(r.created_at) OVER (PARTITION BY r.app_id ORDER BY r.version), {now}) AS current_until, \
-             e.name AS environment, e.rollbar_project_id, e.rollbar_environment \
-             FROM {releases} AS r JOIN {map} AS e ON e.heroku_app = r.app_name \
-             WHERE r.status = 'succeeded'), \
-             daily AS (SELECT active_on AS day, COUNT(DISTINCT user_id) AS active_users \
-             FROM {activity} GROUP BY active_on), \
-             active AS (SELECT w.release_id, a.day, a.active_users \
-             FROM releases AS w JOIN daily AS a ON a.day >= {released_day} AND a.day <= {until_day}), \
-             hurt AS (SELECT w.release_id, {occurred_day} AS day, COUNT(DISTINCT o.person_id) AS affected_users \
-             FROM releases AS w JOIN {occurrences} AS o ON o.project_id = w.rollbar_project_id \
-             AND o.environment = w.rollbar_environment AND o.occurred_at >= w.released_at \
-             AND o.occurred_at < w.current_until AND o.level IN {HURTING_LEVELS} \
-             JOIN {activity} AS a ON a.user_id = o.person_id AND a.active_on = {occurred_day} \
-             GROUP BY w.release_id, {occurred_day}) \
-             SELECT w.release_id, w.app_name, w.version, w.environment, w.released_at, w.current_until, \
-             d.day, d.active_users, COALESCE(h.affected_users, 0) AS affected_users, \
-             1.0 - CAST(COALESCE(h.affected_users, 0) AS DOUBLE PRECISION) / d.active_users AS crash_free_users \
-             FROM releases AS w JOIN active AS d ON d.release_id = w.release_id \
-             LEFT JOIN hurt AS h ON h.release_id = w.release_id AND h.day = d.day",
-            view = t(RELEASE_HEALTH_VIEW),
-            now = self.now(),
-            releases = t("heroku_releases"),
-            map = t(View::EnvironmentMap.name()),
-            occurrences = t("rollbar_occurrences"),
-            released_day = day("w.released_at"),
-            until_day = day("w.current_until"),
-            occurred_day = day("o.occurred_at"),
-        );
-        let retention = format!(
-            "CREATE VIEW {view} AS \
-             WITH first_hits AS (SELECT o.item_id, o.person_id AS user_id, MIN({occurred_day}) AS hit_day \
-             FROM {occurrences} AS o WHERE o.person_id IS NOT NULL AND o.level IN {HURTING_LEVELS} \
-             GROUP BY o.item_id, o.person_id), \
-             hits AS (SELECT f.item_id, f.user_id, f.hit_day FROM first_hits AS f \
-             JOIN (SELECT DISTINCT user_id, active_on FROM {activity}) AS a \
-             ON a.user_id = f.user_id AND a.active_on = f.hit_day), \
-             observed AS (SELECT MAX(active_on) AS last_day FROM {activity}), \
-             presence AS (SELECT DISTINCT user_id, active_on FROM {activity}), \
-             returned AS (SELECT p.user_id, p.active_on, \
-             CASE WHEN p7.user_id IS NULL THEN 0 ELSE 1 END AS back7, \
-             CASE WHEN p30.user_id IS NULL THEN 0 ELSE 1 END AS back30 FROM presence AS p \
-             LEFT JOIN presence AS p7 ON p7.user_id = p.user_id AND p7.active_on = p.active_on + 7 \
-             LEFT JOIN presence AS p30 ON p30.user_id = p.user_id AND p30.active_on = p.active_on + 30), \
-             daily AS (SELECT active_on AS day, COUNT(*) AS active_users, SUM(back7) AS back7, \
-             SUM(back30) AS back30 FROM returned GROUP BY active_on), \
-             item_days AS (SELECT DISTINCT item_id, hit_day FROM hits), \
-             hit_that_day AS (SELECT d.item_id, d.hit_day, COUNT(*) AS people, SUM(r.back7) AS back7, \
-             SUM(r.back30) AS back30 FROM item_days AS d JOIN first_hits AS f ON f.item_id = d.item_id \
-             JOIN returned AS r ON r.user_id = f.user_id AND r.active_on = d.hit_day \
-             GROUP BY d.item_id, d.hit_day), \
-             others AS (SELECT d.item_id, d.hit_day, y.active_users - COALESCE(h.people, 0) AS people, \
-             y.back7 - COALESCE(h.back7, 0) AS back7, y.back30 - COALESCE(h.back30, 0) AS back30 \
-             FROM item_days AS d JOIN daily AS y ON y.day = d.hit_day \
-             LEFT JOIN hit_that_day AS h ON h.item_id = d.item_id AND h.hit_day = d.hit_day), \
-             hit_side AS (SELECT h.item_id, COUNT(*) AS hit_people, \
-             SUM(CASE WHEN h.hit_day + 7 <= l.last_day THEN 1 ELSE 0 END) AS seen7, \
-             SUM(CASE WHEN h.hit_day + 7 <= l.last_day THEN r.back7 ELSE 0 END) AS back7, \
-             SUM(CASE WHEN h.hit_day + 30 <= l.last_day THEN 1 ELSE 0 END) AS seen30, \
-             SUM(CASE WHEN h.hit_day + 30 <= l.last_day THEN r.back30 ELSE 0 END) AS back30 \
-             FROM hits AS h CROSS JOIN observed AS l \
-             JOIN returned AS r ON r.user_id = h.user_id AND r.active_on = h.hit_day GROUP BY h.item_id), \
-             other_side AS (SELECT o.item_id, SUM(o.people) AS other_people, \
-             SUM(CASE WHEN o.hit_day + 7 <= l.last_day THEN o.people ELSE 0 END) AS seen7, \
-             SUM(CASE WHEN o.hit_day + 7 <= l.last_day THEN o.back7 ELSE 0 END) AS back7, \
-             SUM(CASE WHEN o.hit_day + 30 <= l.last_day THEN o.people ELSE 0 END) AS seen30, \
-             SUM(CASE WHEN o.hit_day + 30 <= l.last_day THEN o.back30 ELSE 0 END) AS back30 \
-             FROM others AS o CROSS JOIN observed AS l GROUP BY o.item_id), \
-             shares AS (SELECT h.item_id, h.hit_people, COALESCE(o.other_people, 0) AS other_people, \
-             CAST(h.back7 AS DOUBLE PRECISION) / NULLIF(h.seen7, 0) AS d7_hit, \
-             CAST(o.back7 AS DOUBLE PRECISION) / NULLIF(o.seen7, 0) AS d7_others, \
-             CAST(h.back30 AS DOUBLE PRECISION) / NULLIF(h.seen30, 0) AS d30_hit, \
-             CAST(o.back30 AS DOUBLE PRECISION) / NULLIF(o.seen30, 0) AS d30_others \
-             FROM hit_side AS h LEFT JOIN other_side AS o ON o.item_id = h.item_id) \
-             SELECT i.id AS item_id, i.project_id, i.environment, i.level, i.title, \
-             s.hit_people, s.other_people, s.d7_hit AS d7_retention_hit, s.d7_others AS d7_retention_others, \
-             s.d30_hit AS d30_retention_hit, s.d30_others AS d30_retention_others, \
-             s.d7_others - s.d7_hit AS d7_retention_lost, s.d30_others - s.d30_hit AS d30_retention_lost \
-             FROM shares AS s JOIN {items} AS i ON i.id = s.item_id",
-            view = t(RETENTION_IMPACT_VIEW),
-            occurrences = t("rollbar_occurrences"),
-            items = t("rollbar_items"),
-            occurred_day = day("o.occurred_at"),
-        );
-        // On Redshift, late binding: the company may rebuild its table without asking.
-        let binding = if self == Dialect::Redshift {
-            " WITH NO SCHEMA BINDING"
-        } else {
-            ""
-        };
-        vec![
-            format!("DROP VIEW IF EXISTS {}", t(RELEASE_HEALTH_VIEW)),
-            format!("DROP VIEW IF EXISTS {}", t(RETENTION_IMPACT_VIEW)),
-            release_health + binding,
-            retention + binding,
-        ]
     }
 }

@@ -479,6 +479,39 @@ impl Warehouse for RedshiftWarehouse {
             })
             .collect())
     }
+
+    async fn fix_next(
+        &self,
+        limit: u32,
+    ) -> Result<Option<Vec<crate::warehouse::FixNextRow>>, WarehouseError> {
+        let exists = self
+            .count(
+                "read fix_next",
+                &Dialect::Redshift.count_view(crate::schema::View::FixNext),
+            )
+            .await?;
+        if exists == 0 {
+            return Ok(None);
+        }
+        let rows = self
+            .api
+            .query(
+                "read fix_next",
+                &Dialect::Redshift.select_fix_next(&self.schema, limit),
+                &[],
+                None,
+            )
+            .await?;
+        Ok(Some(
+            rows.iter()
+                .map(|row| {
+                    crate::warehouse::FixNextRow::from_cells(
+                        row.iter().map(|field| field_text(Some(field))).collect(),
+                    )
+                })
+                .collect(),
+        ))
+    }
 }
 
 /// Redshift's words for a FROM path with no object (COPY error 8001) or a key gone.
