@@ -794,14 +794,58 @@ pub(crate) async fn connect(
     Ok(client)
 }
 
-/// Redshift's CREATE TABLE attributes, which PostgreSQL does not know, are cut off.
+/// Redshift's SQL that PostgreSQL does not know, turned into what PostgreSQL runs:
+/// - CREATE TABLE attributes (DISTSTYLE, SORTKEY) are cut off;
+/// - a late-binding view's `WITH NO SCHEMA BINDING` ("CREATE VIEW", Database Developer
+///   Guide) is cut off: PostgreSQL binds the view now, which is stricter. Redshift
+///   requires every table of such a view to be schema-qualified: refused otherwise
+///   (`redshift_refuses`);
+/// - `DATEDIFF(day, a, b)` ("DATEDIFF function": whole date-part boundaries between two
+///   dates) becomes `(b - a)`, the same whole days for DATE arguments; its bare date-part
+///   keyword is no PostgreSQL argument.
 fn to_postgres(sql: &str) -> String {
     if sql.starts_with("CREATE TABLE") {
         if let Some(at) = sql.find(") DISTSTYLE ") {
             return sql[..=at].to_string();
         }
     }
-    sql.to_string()
+    let mut sql = sql
+        .strip_suffix(" WITH NO SCHEMA BINDING")
+        .unwrap_or(sql)
+        .to_string();
+    while let Some(start) = sql.find("DATEDIFF(day, ") {
+        let args_at = start + "DATEDIFF(day, ".len();
+        let Some((first, second, end)) = two_arguments(&sql[args_at..]) else {
+            break;
+        };
+        let replaced = format!("(({second}) - ({first}))");
+        sql.replace_range(start..args_at + end, &replaced);
+    }
+    sql
+}
+
+/// `a, b)` at the start of `text` (no nested parentheses in `a`/`b` beyond balanced
+/// pairs): the two arguments and where the closing parenthesis ends.
+fn two_arguments(text: &str) -> Option<(String, String, usize)> {
+    let mut depth = 0i32;
+    let mut comma = None;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => {
+                let comma = comma?;
+                return Some((
+                    text[..comma].trim().to_string(),
+                    text[comma + 1..i].trim().to_string(),
+                    i + 1,
+                ));
+            }
+            ')' => depth -= 1,
+            ',' if depth == 0 => comma = Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// What Redshift would say about SQL that only PostgreSQL accepts.
@@ -821,7 +865,30 @@ fn redshift_refuses(sql: &str) -> Option<String> {
     if code.contains("JSONB") {
         return Some("ERROR: type \"jsonb\" does not exist".into());
     }
+    let whole = sql.to_ascii_uppercase();
+    if whole.starts_with("CREATE VIEW") && whole.ends_with("WITH NO SCHEMA BINDING") {
+        // Every FROM/JOIN of a late-binding view names its schema (the literals of these
+        // views hold neither word).
+        let words: Vec<&str> = whole.split_whitespace().collect();
+        for pair in words.windows(2) {
+            let name = pair[1].trim_end_matches([')', ',']);
+            if matches!(pair[0], "FROM" | "JOIN")
+                && !name.starts_with('(')
+                && !name.contains('.')
+                && !is_cte_name(&whole, name)
+            {
+                return Some(format!(
+                    "ERROR: All the relation names inside should be qualified when creating VIEW WITH NO SCHEMA BINDING ({name})"
+                ));
+            }
+        }
+    }
     None
+}
+
+/// Whether `name` is a WITH query of `code` (`name AS (`).
+fn is_cte_name(code: &str, name: &str) -> bool {
+    code.contains(&format!(" {name} AS ("))
 }
 
 fn redshift_error(error: &tokio_postgres::Error) -> String {
