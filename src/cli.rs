@@ -41,10 +41,23 @@ pub enum Command {
     Sync(Box<SyncArgs>),
     /// Show each stream's last run, rows, lag behind the source and position (reads only).
     Status(WarehouseArgs),
-    /// Create or upgrade the warehouse tables (sync does this too).
-    Migrate(WarehouseArgs),
+    /// Create or upgrade the warehouse tables and views (sync does this too), and the
+    /// views over your activity table when it is set.
+    Migrate(MigrateArgs),
     /// Print which bugs to fix first: the fix_next view, ranked (reads only).
     Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub warehouse: WarehouseArgs,
+    /// The environments setting, stored as a sync stores it (docs/analysts.md).
+    #[arg(long, env = "HEIMDALLR_ENVIRONMENTS", value_parser = heimdallr_core::environments::parse)]
+    pub environments: Option<heimdallr_core::environments::Environments>,
+    /// Your activity table (`schema.table`): the views over it are (re)defined.
+    #[arg(long, env = "HEIMDALLR_ACTIVITY_TABLE", value_parser = heimdallr_core::environments::parse_activity_table)]
+    pub activity_table: Option<String>,
 }
 
 #[derive(Debug, Args)]

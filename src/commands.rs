@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Migrate(args) => {
-            let warehouse = open_warehouse(&args).await?;
+            let warehouse = open_warehouse(&args.warehouse).await?;
             let migrated = warehouse.migrate(None).await?;
             let applied = &migrated.applied;
             if applied.is_empty() {
@@ -27,13 +27,43 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             // Asked for explicitly, a view that could not be created fails the command
             // (a sync goes on without it).
-            match &migrated.views_failed {
-                None => Ok(ExitCode::SUCCESS),
-                Some(error) => {
-                    eprintln!("error: the analyst views could not be created (the tables are migrated): {error}");
-                    Ok(ExitCode::FAILURE)
+            if let Some(error) = &migrated.views_failed {
+                eprintln!("error: the analyst views could not be created (the tables are migrated): {error}");
+                return Ok(ExitCode::FAILURE);
+            }
+            if let Err(error) = heimdallr_core::environments::store_analyst_settings(
+                warehouse.as_ref(),
+                args.environments.as_ref(),
+                args.activity_table.as_deref(),
+            )
+            .await
+            {
+                eprintln!("error: the environments or the activity views could not be stored (the tables are migrated): {error}");
+                return Ok(ExitCode::FAILURE);
+            }
+            if let Some(activity) = &args.activity_table {
+                println!("{}: views over {activity} defined", warehouse.describe());
+                let started = Instant::now();
+                match heimdallr_core::environments::refresh_estimates_if_due(
+                    warehouse.as_ref(),
+                    Some(activity),
+                    None,
+                )
+                .await
+                {
+                    Ok(true) => println!(
+                        "{}: retention estimates refreshed in {:.1}s",
+                        warehouse.describe(),
+                        started.elapsed().as_secs_f64()
+                    ),
+                    Ok(false) => {}
+                    Err(error) => {
+                        eprintln!("error: the retention estimates could not be refreshed: {error}");
+                        return Ok(ExitCode::FAILURE);
+                    }
                 }
             }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => {
             let target = WarehouseTarget::parse(&args.warehouse)?;
@@ -154,6 +184,13 @@ async fn sync(args: SyncArgs, log_format: LogFormat) -> Result<ExitCode> {
         }
         progress.clear();
         report(&outcomes);
+        // What fix_next ranks by, from what this pass landed (when due: every few hours).
+        heimdallr_core::environments::refresh_estimates(
+            warehouse.as_ref(),
+            args.engine.activity_table.as_deref(),
+            None,
+        )
+        .await;
         let failed = outcomes.iter().any(|o| o.status == RunStatus::Failed);
         if args.once {
             return Ok(if failed {

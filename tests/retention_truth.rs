@@ -401,6 +401,21 @@ async fn sync_and_estimate(
                 .collect(),
         );
     }
+    // fix_next ranks by the estimates the sync copied from the view after its pass.
+    let listed = query_text(
+        target,
+        format!("SELECT CAST(item_id AS VARCHAR) FROM {s}.fix_next ORDER BY rank LIMIT 5"),
+    )
+    .await;
+    let listed: Vec<i64> = listed
+        .iter()
+        .filter_map(|r| r[0].as_deref().and_then(|v| v.parse().ok()))
+        .collect();
+    let by_estimate: Vec<i64> = top(&shipped, 5).iter().map(|b| items[*b]).collect();
+    assert_eq!(
+        listed, by_estimate,
+        "fix_next's first five are the estimate's"
+    );
     (shipped, old, table)
 }
 

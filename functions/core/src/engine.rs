@@ -854,6 +854,11 @@ mod tests {
         ) -> Result<Option<Vec<crate::warehouse::FixNextRow>>, WarehouseError> {
             Ok(None)
         }
+        async fn retention_estimated_at(
+            &self,
+        ) -> Result<Option<chrono::DateTime<chrono::Utc>>, WarehouseError> {
+            Ok(None)
+        }
     }
 
     fn item(id: i64, title: &str) -> Row {

@@ -119,6 +119,60 @@ pub async fn store_analyst_settings(
     warehouse.commit(batch).await
 }
 
+/// How old the retention estimates `fix_next` ranks by may get before a sync refreshes
+/// them: D7 and D30 returns move by the day, and the view reads the whole activity table.
+pub const RETENTION_REFRESH_EVERY: chrono::Duration = chrono::Duration::hours(6);
+
+/// Whether estimates last refreshed at `last` are due at `now`.
+pub fn estimates_due(
+    last: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    last.is_none_or(|at| now - at >= RETENTION_REFRESH_EVERY)
+}
+
+/// After a sync's pass: copies `rollbar_item_retention_impact` into
+/// `heimdallr_retention_estimates` when the activity table is set and the copy is due
+/// ([`RETENTION_REFRESH_EVERY`]); `cancel_after` bounds it where the backend can cancel
+/// (Redshift). Returns whether it refreshed.
+pub async fn refresh_estimates_if_due(
+    warehouse: &dyn Warehouse,
+    activity_table: Option<&str>,
+    cancel_after: Option<std::time::Instant>,
+) -> Result<bool, WarehouseError> {
+    if activity_table.is_none() {
+        return Ok(false);
+    }
+    let last = warehouse.retention_estimated_at().await?;
+    if !estimates_due(last, chrono::Utc::now()) {
+        return Ok(false);
+    }
+    let started = std::time::Instant::now();
+    let batch = Batch {
+        refresh_estimates: true,
+        cancel_after,
+        ..Batch::default()
+    };
+    warehouse.commit(batch).await?;
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "retention estimates refreshed (fix_next ranks by them)"
+    );
+    Ok(true)
+}
+
+/// [`refresh_estimates_if_due`], which never fails a sync: a failure is logged at error
+/// level and the next pass tries again.
+pub async fn refresh_estimates(
+    warehouse: &dyn Warehouse,
+    activity_table: Option<&str>,
+    cancel_after: Option<std::time::Instant>,
+) {
+    if let Err(e) = refresh_estimates_if_due(warehouse, activity_table, cancel_after).await {
+        tracing::error!(error = %e, "the retention estimates could not be refreshed; fix_next keeps the last ones");
+    }
+}
+
 /// Parses and checks `HEIMDALLR_ENVIRONMENTS` (a JSON list; the error says what is wrong
 /// and where).
 pub fn parse(text: &str) -> Result<Environments, String> {
@@ -201,6 +255,14 @@ impl Environments {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn estimates_are_due_when_never_made_or_older_than_the_refresh_interval() {
+        let now = chrono::Utc::now();
+        assert!(estimates_due(None, now));
+        assert!(!estimates_due(Some(now - chrono::Duration::hours(5)), now));
+        assert!(estimates_due(Some(now - RETENTION_REFRESH_EVERY), now));
+    }
 
     #[test]
     fn the_documented_example_parses_and_mistakes_are_named() {

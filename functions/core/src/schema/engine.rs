@@ -83,3 +83,23 @@ pub static ENVIRONMENTS: Table = Table {
     event_time: None,
     dist_key: None,
 };
+
+/// The retention estimates `fix_next` ranks by, copied from `rollbar_item_retention_impact`
+/// by a sync when they are older than `environments::RETENTION_REFRESH_EVERY` (the view
+/// reads the whole activity table: minutes at company size; `fix_next` must take seconds).
+pub static RETENTION_ESTIMATES: Table = Table {
+    name: "heimdallr_retention_estimates",
+    columns: &[
+        key("item_id", BigInt),
+        col("hit_people", BigInt),
+        col("users_lost_d7", Double),
+        col("users_lost_d7_low", Double),
+        col("users_lost_d7_high", Double),
+        col("users_lost_d30", Double),
+        col("estimate_note", Text(255)),
+        col("estimated_at", Timestamp),
+    ],
+    key: &["item_id"],
+    event_time: None,
+    dist_key: None,
+};

@@ -285,6 +285,7 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "fix next list, Heroku pipeline stages, deploy actors and commit ranges, regressions' suspect deploys",
         steps: &[
             Step::AddColumns(&HEROKU_APPS),
+            Step::CreateTable(&RETENTION_ESTIMATES),
             Step::CreateView(View::EnvironmentMap),
             Step::CreateView(View::Deploys),
             Step::CreateView(View::SuspectDeploy),

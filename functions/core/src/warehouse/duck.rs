@@ -248,10 +248,8 @@ impl Warehouse for DuckDbWarehouse {
             // statement per row.
             let dialect = Dialect::DuckDb;
             let tx = conn.transaction()?;
-            if let Some(activity) = &batch.activity_views {
-                for statement in dialect.activity_views(&schema, activity) {
-                    tx.execute_batch(&statement)?;
-                }
+            for statement in dialect.analyst_statements(&schema, &batch) {
+                tx.execute_batch(&statement)?;
             }
             for table in &batch.replace {
                 tx.execute_batch(&dialect.delete_all(&schema, table))?;
@@ -367,6 +365,18 @@ impl Warehouse for DuckDbWarehouse {
             rows.collect::<Result<Vec<_>, _>>()
         })
         .await
+    }
+
+    async fn retention_estimated_at(&self) -> Result<Option<DateTime<Utc>>, WarehouseError> {
+        let schema = self.schema.clone();
+        let seconds: Option<i64> = self
+            .with_connection("read the retention estimates' time", move |conn| {
+                conn.query_row(&Dialect::DuckDb.select_estimated_at(&schema), [], |row| {
+                    row.get(0)
+                })
+            })
+            .await?;
+        Ok(seconds.and_then(|s| DateTime::from_timestamp(s, 0)))
     }
 
     async fn fix_next(&self, limit: u32) -> Result<Option<Vec<super::FixNextRow>>, WarehouseError> {

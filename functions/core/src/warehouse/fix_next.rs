@@ -11,8 +11,10 @@ use crate::schema::View;
 /// What `estimate_note` says when no activity table is set.
 pub const NO_ACTIVITY_NOTE: &str = "no activity table set (HEIMDALLR_ACTIVITY_TABLE)";
 
-/// What `estimate_note` says when no person the item hit is in the activity table.
-pub const NOT_IN_ACTIVITY_NOTE: &str = "no person it hit is active in the activity table";
+/// What `estimate_note` says when the last estimate has no row for the item: no person
+/// it hit is in the activity table, or it was first hit after that estimate.
+pub const NOT_IN_ACTIVITY_NOTE: &str =
+    "not estimated: no person it hit is in the activity table, or it is newer than the estimate";
 
 /// Rollbar's link to an occurrence by its UUID, which opens the item it belongs to
 /// ("Occurrence UUID" in Rollbar's docs: https://rollbar.com/item/uuid/?uuid=...).
@@ -37,6 +39,7 @@ pub const FIX_NEXT_COLUMNS: &[&str] = &[
     "users_lost_d7_high",
     "users_lost_d30",
     "estimate_note",
+    "estimated_at",
     "suspect_source",
     "suspect_target",
     "suspect_sha",
@@ -53,7 +56,8 @@ pub const FIX_NEXT_COLUMNS: &[&str] = &[
 ];
 
 impl Dialect {
-    /// The body of `fix_next`; `retention` is the retention view to rank by, if any.
+    /// The body of `fix_next`; `retention` is the table of retention estimates to rank by,
+    /// if any.
     ///
     /// Order (documented in docs/analysts.md): estimated users lost at D7, highest first
     /// (items without an estimate after those with one), then people hit in the last 30
@@ -62,18 +66,24 @@ impl Dialect {
         let t = |name: &str| qualified(schema, name);
         let ago = |days: i32| self.plus_minutes(self.now(), -days * 24 * 60);
         let (estimates, join) = match retention {
-            Some(view) => (
+            // An item the last estimate did not see: hit after it, or by nobody the
+            // activity table knows.
+            Some(estimates) => (
                 format!(
                     "r.users_lost_d7, r.users_lost_d7_low, r.users_lost_d7_high, r.users_lost_d30, \
-                     CASE WHEN r.item_id IS NULL THEN '{NOT_IN_ACTIVITY_NOTE}' ELSE r.estimate_note END AS estimate_note"
+                     CASE WHEN r.item_id IS NULL THEN '{NOT_IN_ACTIVITY_NOTE}' ELSE r.estimate_note END AS estimate_note, \
+                     e.estimated_at"
                 ),
-                format!("LEFT JOIN {view} AS r ON r.item_id = i.id"),
+                format!(
+                    "LEFT JOIN {estimates} AS r ON r.item_id = i.id \
+                     CROSS JOIN (SELECT MAX(estimated_at) AS estimated_at FROM {estimates}) AS e"
+                ),
             ),
             None => (
                 format!(
                     "CAST(NULL AS DOUBLE PRECISION) AS users_lost_d7, CAST(NULL AS DOUBLE PRECISION) AS users_lost_d7_low, \
                      CAST(NULL AS DOUBLE PRECISION) AS users_lost_d7_high, CAST(NULL AS DOUBLE PRECISION) AS users_lost_d30, \
-                     '{NO_ACTIVITY_NOTE}' AS estimate_note"
+                     '{NO_ACTIVITY_NOTE}' AS estimate_note, CAST(NULL AS TIMESTAMPTZ) AS estimated_at"
                 ),
                 String::new(),
             ),

@@ -136,6 +136,8 @@ pub trait Warehouse: Send + Sync {
     /// The first `limit` rows of `fix_next`, in rank order; `None` while the view does not
     /// exist (nothing has been migrated yet). Reads only.
     async fn fix_next(&self, limit: u32) -> Result<Option<Vec<FixNextRow>>, WarehouseError>;
+    /// When `heimdallr_retention_estimates` was last refreshed (`None`: never). Reads only.
+    async fn retention_estimated_at(&self) -> Result<Option<DateTime<Utc>>, WarehouseError>;
 }
 
 /// One row of `fix_next` as `heimdallr top` prints it (text as the warehouse gave it;

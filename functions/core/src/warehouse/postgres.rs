@@ -225,10 +225,8 @@ impl PostgresWarehouse {
     ) -> Result<(), tokio_postgres::Error> {
         let Session { client, prepared } = session;
         let tx = client.transaction().await?;
-        if let Some(activity) = &batch.activity_views {
-            for statement in Dialect::Postgres.activity_views(&self.schema, activity) {
-                tx.execute(&statement, &[]).await?;
-            }
+        for statement in Dialect::Postgres.analyst_statements(&self.schema, batch) {
+            tx.execute(&statement, &[]).await?;
         }
         for table in &batch.replace {
             tx.execute(&Dialect::Postgres.delete_all(&self.schema, table), &[])
@@ -536,6 +534,17 @@ impl Warehouse for PostgresWarehouse {
                 shared_versions: row.get(4),
             })
             .collect())
+    }
+
+    async fn retention_estimated_at(&self) -> Result<Option<DateTime<Utc>>, WarehouseError> {
+        let session = self.session().await?;
+        let seconds: Option<i64> = session
+            .client
+            .query_one(&Dialect::Postgres.select_estimated_at(&self.schema), &[])
+            .await
+            .map_err(|e| self.query_error("read the retention estimates' time", &e))?
+            .get(0);
+        Ok(seconds.and_then(|s| DateTime::from_timestamp(s, 0)))
     }
 
     async fn fix_next(&self, limit: u32) -> Result<Option<Vec<super::FixNextRow>>, WarehouseError> {

@@ -5,7 +5,7 @@
 
 use super::dialect::{qualified, quote};
 use super::Dialect;
-use crate::schema::View;
+use crate::schema::{View, RETENTION_ESTIMATES};
 
 pub const RELEASE_HEALTH_VIEW: &str = "release_health";
 pub const RETENTION_IMPACT_VIEW: &str = "rollbar_item_retention_impact";
@@ -43,7 +43,8 @@ impl Dialect {
     /// - `rollbar_item_retention_impact`: per item, the D7 and D30 return of the people it
     ///   hit (from the day it first hit them) against people not (yet) hit by it, active the
     ///   same day with the same prior activity, and the users that difference loses;
-    /// - `fix_next`, re-created to rank by those users lost.
+    /// - `fix_next`, re-created to rank by those users lost, as last copied into
+    ///   `heimdallr_retention_estimates` (see [`Dialect::analyst_statements`]).
     pub fn activity_views(self, schema: &str, activity: &str) -> Vec<String> {
         let t = |name: &str| qualified(schema, name);
         let activity = activity.split('.').map(quote).collect::<Vec<_>>().join(".");
@@ -70,9 +71,58 @@ impl Dialect {
             format!(
                 "CREATE VIEW {} AS {}{binding}",
                 t(View::FixNext.name()),
-                self.fix_next(schema, Some(&t(RETENTION_IMPACT_VIEW)))
+                self.fix_next(schema, Some(&t(RETENTION_ESTIMATES.name)))
             ),
         ]
+    }
+
+    /// What a batch runs first, in its transaction: the views over the activity table it
+    /// (re)defines, then the refresh of the retention estimates it asks for.
+    pub fn analyst_statements(self, schema: &str, batch: &super::Batch) -> Vec<String> {
+        let mut statements = batch
+            .activity_views
+            .as_deref()
+            .map(|activity| self.activity_views(schema, activity))
+            .unwrap_or_default();
+        if batch.refresh_estimates {
+            statements.extend(self.refresh_estimates(schema));
+        }
+        statements
+    }
+
+    /// `heimdallr_retention_estimates` replaced by the retention view's answer now.
+    fn refresh_estimates(self, schema: &str) -> Vec<String> {
+        let table = qualified(schema, RETENTION_ESTIMATES.name);
+        let columns = RETENTION_ESTIMATES
+            .columns
+            .iter()
+            .map(|c| quote(c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        vec![
+            format!("DELETE FROM {table}"),
+            format!(
+                "INSERT INTO {table} ({columns}) SELECT item_id, hit_people, users_lost_d7, \
+                 users_lost_d7_low, users_lost_d7_high, users_lost_d30, estimate_note, {now} \
+                 FROM {view}",
+                now = self.now(),
+                view = qualified(schema, RETENTION_IMPACT_VIEW),
+            ),
+        ]
+    }
+
+    /// When the retention estimates were last refreshed, as Unix seconds (one row; NULL
+    /// when never).
+    pub fn select_estimated_at(self, schema: &str) -> String {
+        let epoch = match self {
+            Dialect::Postgres | Dialect::Redshift => "EXTRACT(EPOCH FROM MAX(estimated_at))",
+            // Without the ICU extension DuckDB has no time zones: through epoch micros.
+            Dialect::DuckDb => "epoch_us(MAX(estimated_at)) // 1000000",
+        };
+        format!(
+            "SELECT CAST({epoch} AS BIGINT) FROM {}",
+            qualified(schema, RETENTION_ESTIMATES.name)
+        )
     }
 
     fn release_health(self, schema: &str, activity: &str) -> String {
@@ -130,8 +180,12 @@ impl Dialect {
         let lags = offsets
             .iter()
             .map(|k| {
+                // The k-th earlier row, as a one-row frame rather than LAG(x, k): DuckDB
+                // 1.2 stores LAG(x, k) in a view as lag(x, k, k), which DuckDB 1.1 cannot
+                // read and 2.0 reads as a default of k.
                 format!(
-                    "LAG(active_on, {k}) OVER (PARTITION BY user_id ORDER BY active_on) AS lag{k}"
+                    "MIN(active_on) OVER (PARTITION BY user_id ORDER BY active_on \
+                     ROWS BETWEEN {k} PRECEDING AND {k} PRECEDING) AS lag{k}"
                 )
             })
             .collect::<Vec<_>>()

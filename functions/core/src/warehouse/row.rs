@@ -238,6 +238,9 @@ pub struct Batch {
     /// (Re)defines the views over the company's activity table (`schema.table`), first in
     /// the transaction: `Dialect::activity_views`.
     pub activity_views: Option<String>,
+    /// Replaces `heimdallr_retention_estimates` with what `rollbar_item_retention_impact`
+    /// says now (after the activity views, in the same transaction).
+    pub refresh_estimates: bool,
     pub heartbeats: Vec<Heartbeat>,
     /// A backend that can cancel a running statement (Redshift) cancels it after this
     /// instant and reports the batch as not applied.

@@ -140,12 +140,10 @@ pub fn plan_batch_with(
     writes.sort_by_key(|w| rank(w.table));
 
     let mut planner = Planner::default();
-    if let Some(activity) = &batch.activity_views {
-        planner
-            .current
-            .statements
-            .extend(crate::warehouse::Dialect::Redshift.activity_views(schema, activity));
-    }
+    planner
+        .current
+        .statements
+        .extend(crate::warehouse::Dialect::Redshift.analyst_statements(schema, batch));
     for table in &batch.replace {
         planner
             .current

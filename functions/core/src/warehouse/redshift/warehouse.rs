@@ -480,6 +480,24 @@ impl Warehouse for RedshiftWarehouse {
             .collect())
     }
 
+    async fn retention_estimated_at(
+        &self,
+    ) -> Result<Option<chrono::DateTime<Utc>>, WarehouseError> {
+        let rows = self
+            .api
+            .query(
+                "read the retention estimates' time",
+                &Dialect::Redshift.select_estimated_at(&self.schema),
+                &[],
+                None,
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|row| field_i64(row.first()))
+            .and_then(|s| chrono::DateTime::from_timestamp(s, 0)))
+    }
+
     async fn fix_next(
         &self,
         limit: u32,
