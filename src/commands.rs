@@ -44,19 +44,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(activity) = &args.activity_table {
                 println!("{}: views over {activity} defined", warehouse.describe());
                 let started = Instant::now();
-                match heimdallr_core::environments::refresh_estimates_if_due(
-                    warehouse.as_ref(),
-                    Some(activity),
-                    None,
-                )
-                .await
+                match heimdallr_core::environments::refresh_estimates_now(warehouse.as_ref(), None)
+                    .await
                 {
-                    Ok(true) => println!(
+                    Ok(()) => println!(
                         "{}: retention estimates refreshed in {:.1}s",
                         warehouse.describe(),
                         started.elapsed().as_secs_f64()
                     ),
-                    Ok(false) => {}
                     Err(error) => {
                         eprintln!("error: the retention estimates could not be refreshed: {error}");
                         return Ok(ExitCode::FAILURE);

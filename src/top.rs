@@ -5,10 +5,15 @@ use heimdallr_core::warehouse::FixNextRow;
 /// The widest line `top` prints.
 pub const WIDTH: usize = 100;
 
-/// `text` cut to `width` characters, with an ellipsis when cut.
+/// `text` cut to `width` characters, with an ellipsis when cut. Control characters
+/// (newlines, tabs, terminal escapes from an exception message) become spaces.
 fn fit(text: &str, width: usize) -> String {
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if text.chars().count() <= width {
-        return text.to_string();
+        return text;
     }
     let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
     cut.push('…');
@@ -119,7 +124,7 @@ mod tests {
             rank: rank.to_string(),
             item_id: "800000001".into(),
             environment: Some("production".into()),
-            title: Some("x".repeat(300)),
+            title: Some(format!("line one\n\x1b[31mred\t{}", "x".repeat(300))),
             level: Some("critical".into()),
             trend: "escalating".into(),
             people_7d: "1234567".into(),
@@ -150,6 +155,7 @@ mod tests {
         let lines = render(&[row(1), row(20)]);
         for line in &lines {
             assert!(line.chars().count() <= WIDTH, "{line:?}");
+            assert!(!line.chars().any(char::is_control), "{line:?}");
         }
         assert!(lines
             .iter()

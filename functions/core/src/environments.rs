@@ -147,6 +147,16 @@ pub async fn refresh_estimates_if_due(
     if !estimates_due(last, chrono::Utc::now()) {
         return Ok(false);
     }
+    refresh_estimates_now(warehouse, cancel_after).await?;
+    Ok(true)
+}
+
+/// Copies `rollbar_item_retention_impact` into `heimdallr_retention_estimates` now (what
+/// `heimdallr migrate --activity-table` does, due or not).
+pub async fn refresh_estimates_now(
+    warehouse: &dyn Warehouse,
+    cancel_after: Option<std::time::Instant>,
+) -> Result<(), WarehouseError> {
     let started = std::time::Instant::now();
     let batch = Batch {
         refresh_estimates: true,
@@ -158,7 +168,7 @@ pub async fn refresh_estimates_if_due(
         seconds = started.elapsed().as_secs_f64(),
         "retention estimates refreshed (fix_next ranks by them)"
     );
-    Ok(true)
+    Ok(())
 }
 
 /// [`refresh_estimates_if_due`], which never fails a sync: a failure is logged at error

@@ -237,18 +237,20 @@ impl<S: Source> SourceFunction<S> {
         options.batch_rows = self.settings.batch_rows;
         options.batch_bytes = self.settings.batch_bytes;
         let outcomes = sync_source(&self.source, &credential, &pii, &warehouse, &options).await;
-        // What fix_next ranks by (when due), within what is left of the invocation.
+        for outcome in &outcomes {
+            // EMF goes to stdout as its own line; CloudWatch extracts the metrics from it.
+            println!("{}", emf_line(&self.settings.function_name, outcome));
+        }
+        // What fix_next ranks by (when due), after the metrics and within what is left of
+        // the invocation: Redshift and PostgreSQL cancel it at the stop, and the next
+        // invocation tries again.
         if Instant::now() < stop {
             crate::environments::refresh_estimates(
                 warehouse.as_ref(),
                 self.settings.activity_table.as_deref(),
-                Some(stop + COMMIT_GRACE),
+                Some(stop),
             )
             .await;
-        }
-        for outcome in &outcomes {
-            // EMF goes to stdout as its own line; CloudWatch extracts the metrics from it.
-            println!("{}", emf_line(&self.settings.function_name, outcome));
         }
         let failed: Vec<&RunOutcome> = outcomes
             .iter()

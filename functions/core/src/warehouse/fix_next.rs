@@ -59,9 +59,10 @@ impl Dialect {
     /// The body of `fix_next`; `retention` is the table of retention estimates to rank by,
     /// if any.
     ///
-    /// Order (documented in docs/analysts.md): estimated users lost at D7, highest first
-    /// (items without an estimate after those with one), then people hit in the last 30
-    /// days, people hit all time, last seen (latest first), and the item id.
+    /// Order (documented in docs/analysts.md): estimated users lost at D7, highest first,
+    /// where no estimate and an estimate of none or fewer count as zero (a new bug is not
+    /// ranked below a bug that cost nobody); then people hit in the last 30 days, people
+    /// hit all time, last seen (latest first), and the item id.
     pub(super) fn fix_next(self, schema: &str, retention: Option<&str>) -> String {
         let t = |name: &str| qualified(schema, name);
         let ago = |days: i32| self.plus_minutes(self.now(), -days * 24 * 60);
@@ -127,7 +128,7 @@ impl Dialect {
              LEFT JOIN {occurrences} AS u ON u.id = COALESCE(i.last_occurrence_id, i.first_occurrence_id) \
              {join} \
              WHERE i.level IN {HURTING_LEVELS} AND COALESCE(i.status, 'active') = 'active') \
-             SELECT CAST(ROW_NUMBER() OVER (ORDER BY l.users_lost_d7 DESC NULLS LAST, l.people_30d DESC, \
+             SELECT CAST(ROW_NUMBER() OVER (ORDER BY GREATEST(COALESCE(l.users_lost_d7, 0), 0) DESC, l.people_30d DESC, \
              l.people_all DESC, l.last_seen_at DESC NULLS LAST, l.item_id) AS BIGINT) AS rank, {columns} \
              FROM listed AS l ORDER BY rank",
             week_ago = ago(7),

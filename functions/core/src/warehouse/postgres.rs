@@ -225,6 +225,14 @@ impl PostgresWarehouse {
     ) -> Result<(), tokio_postgres::Error> {
         let Session { client, prepared } = session;
         let tx = client.transaction().await?;
+        // The estimates' refresh can outlast a Lambda's invocation: PostgreSQL cancels it at
+        // `cancel_after` (the transaction rolls back; the next run tries again).
+        if let (true, Some(at)) = (batch.refresh_estimates, batch.cancel_after) {
+            let left = at.saturating_duration_since(std::time::Instant::now());
+            let millis = left.as_millis().clamp(1, i32::MAX as u128);
+            tx.batch_execute(&format!("SET LOCAL statement_timeout = {millis}"))
+                .await?;
+        }
         for statement in Dialect::Postgres.analyst_statements(&self.schema, batch) {
             tx.execute(&statement, &[]).await?;
         }
@@ -571,7 +579,7 @@ impl Warehouse for PostgresWarehouse {
                 .map(|row| {
                     super::FixNextRow::from_cells(
                         (0..row.len())
-                            .map(|i| row.get::<_, Option<String>>(i))
+                            .map(|i| row.try_get::<_, Option<String>>(i).ok().flatten())
                             .collect(),
                     )
                 })

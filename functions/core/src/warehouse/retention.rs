@@ -222,11 +222,16 @@ impl Dialect {
         let note = |n: u32| {
             format!(
                 "CASE WHEN s.hit_people < {MIN_HIT_PEOPLE} THEN 'fewer than {MIN_HIT_PEOPLE} people hit' \
-                 WHEN COALESCE(m.matched{n}, 0) = 0 THEN 'no hit person with {n} days observed and a matched comparison' END"
+                 WHEN COALESCE(m.matched{n}, 0) < {MIN_HIT_PEOPLE} THEN \
+                 'fewer than {MIN_HIT_PEOPLE} hit people with {n} days observed and a matched comparison' END"
             )
         };
         let estimates = |n: u32| {
-            let ok = format!("s.hit_people >= {MIN_HIT_PEOPLE} AND COALESCE(m.matched{n}, 0) > 0");
+            // As many matched people as hit people are needed: never a number scaled up
+            // from a handful.
+            let ok = format!(
+                "s.hit_people >= {MIN_HIT_PEOPLE} AND COALESCE(m.matched{n}, 0) >= {MIN_HIT_PEOPLE}"
+            );
             let diff = format!("(m.expected{n} - m.observed{n})");
             let half = format!("{Z_95} * SQRT(m.variance{n})");
             let per_person = |x: &str| format!("CASE WHEN {ok} THEN ({x}) / m.matched{n} END");

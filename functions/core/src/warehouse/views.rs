@@ -241,9 +241,7 @@ impl Dialect {
                 "SELECT u.source, u.target, u.deploy_id, u.number, u.deployed_at, u.git_sha, u.status, u.succeeded, \
                  u.environment, u.rollbar_project_id, u.rollbar_environment, \
                  COALESCE(u.git_sha <> LAG(u.git_sha) OVER (PARTITION BY u.source, u.target, u.rollbar_project_id \
-                 ORDER BY u.deployed_at, u.deploy_id), TRUE) AS brought_code, u.actor, \
-                 LAG(u.git_sha) OVER (PARTITION BY u.rollbar_project_id, u.rollbar_environment, u.succeeded \
-                 ORDER BY u.deployed_at, u.deploy_id) AS previous_git_sha FROM ( \
+                 ORDER BY u.deployed_at, u.deploy_id), TRUE) AS brought_code, u.actor FROM ( \
                  SELECT 'heroku' AS source, r.app_name AS target, r.id AS deploy_id, \
                  CAST(r.version AS BIGINT) AS number, r.created_at AS deployed_at, \
                  COALESCE(r.slug_commit, b.source_version) AS git_sha, r.status, \
@@ -307,21 +305,32 @@ impl Dialect {
                  FROM {items} AS i LEFT JOIN {occurrences} AS o ON o.id = i.activating_occurrence_id \
                  WHERE i.last_activated_at > i.first_occurrence_at), \
                  candidates AS (SELECT a.item_id, a.kind, d.source, d.target, d.deploy_id, d.deployed_at, d.git_sha, \
-                 d.actor, d.previous_git_sha, \
+                 d.actor, \
                  CASE WHEN d.brought_code AND {same_version} THEN 'code_version' ELSE 'time' END AS matched_by \
                  FROM appeared AS a JOIN {deploys} AS d ON d.succeeded \
                  AND d.rollbar_project_id = a.project_id AND d.rollbar_environment = a.environment \
                  AND d.deployed_at <= a.seen_at), \
                  ranked AS (SELECT c.item_id, c.kind, c.source, c.target, c.deploy_id, c.deployed_at, c.git_sha, \
                  c.matched_by, c.actor, \
-                 CASE WHEN c.previous_git_sha <> c.git_sha THEN c.previous_git_sha || '..' || c.git_sha END AS commit_range, \
                  ROW_NUMBER() OVER (PARTITION BY c.item_id, c.kind ORDER BY \
                  CASE WHEN c.matched_by = 'code_version' THEN 0 ELSE 1 END, c.deployed_at DESC, \
                  CASE c.source WHEN 'heroku' THEN 0 WHEN 'rollbar' THEN 1 ELSE 2 END, c.deploy_id) AS pick \
                  FROM candidates AS c), \
+                 picked AS (SELECT r.item_id, r.kind, r.source, r.target, r.deploy_id, r.deployed_at, r.git_sha, \
+                 r.matched_by, r.actor, a.project_id, a.environment FROM ranked AS r \
+                 JOIN appeared AS a ON a.item_id = r.item_id AND a.kind = r.kind WHERE r.pick = 1), \
+                 earlier AS (SELECT p.item_id, p.kind, d.git_sha, ROW_NUMBER() OVER (PARTITION BY p.item_id, p.kind \
+                 ORDER BY d.deployed_at DESC, d.deploy_id DESC) AS pick \
+                 FROM picked AS p JOIN {deploys} AS d ON d.succeeded \
+                 AND d.rollbar_project_id = p.project_id AND d.rollbar_environment = p.environment \
+                 AND d.deployed_at < p.deployed_at AND d.git_sha IS NOT NULL AND NOT {same_previous}), \
+                 blamed AS (SELECT p.item_id, p.kind, p.source, p.target, p.deploy_id, p.deployed_at, p.git_sha, \
+                 p.matched_by, p.actor, \
+                 CASE WHEN e.git_sha IS NOT NULL AND p.git_sha IS NOT NULL THEN e.git_sha || '..' || p.git_sha END AS commit_range \
+                 FROM picked AS p LEFT JOIN earlier AS e ON e.item_id = p.item_id AND e.kind = p.kind AND e.pick = 1), \
                  back AS (SELECT a.item_id, a.seen_at, r.matched_by, r.source, r.deploy_id, r.deployed_at, \
-                 r.git_sha, r.actor, r.commit_range FROM appeared AS a LEFT JOIN ranked AS r \
-                 ON r.item_id = a.item_id AND r.kind = a.kind AND r.pick = 1 WHERE a.kind = 'reactivation') \
+                 r.git_sha, r.actor, r.commit_range FROM appeared AS a LEFT JOIN blamed AS r \
+                 ON r.item_id = a.item_id AND r.kind = a.kind WHERE a.kind = 'reactivation') \
                  SELECT a.item_id, a.project_id, a.environment, a.seen_at AS first_seen_at, a.code_version, r.matched_by, \
                  r.source AS deploy_source, r.target AS deploy_target, r.deploy_id, r.deployed_at, r.git_sha, \
                  r.actor AS deploy_actor, r.commit_range, b.seen_at AS reactivated_at, \
@@ -329,10 +338,11 @@ impl Dialect {
                  b.deploy_id AS reactivation_deploy_id, b.deployed_at AS reactivation_deployed_at, \
                  b.git_sha AS reactivation_git_sha, b.actor AS reactivation_deploy_actor, \
                  b.commit_range AS reactivation_commit_range \
-                 FROM appeared AS a LEFT JOIN ranked AS r ON r.item_id = a.item_id AND r.kind = a.kind AND r.pick = 1 \
+                 FROM appeared AS a LEFT JOIN blamed AS r ON r.item_id = a.item_id AND r.kind = a.kind \
                  LEFT JOIN back AS b ON b.item_id = a.item_id WHERE a.kind = 'first'",
                 deploys = t(View::Deploys.name()),
                 same_version = self.same_sha("d.git_sha", "a.code_version"),
+                same_previous = self.same_sha("d.git_sha", "p.git_sha"),
             ),
             View::ReleaseImpact => format!(
                 "WITH releases AS (SELECT r.id AS release_id, r.app_id, r.app_name, r.version, \
