@@ -201,6 +201,16 @@ async fn rows(target: &Target, sql: String) -> Vec<Vec<String>> {
     rows
 }
 
+/// The environment map as text: app, project id, environment, origin, shared versions.
+async fn environment_map(target: &Target) -> Vec<Vec<String>> {
+    let s = target.schema();
+    rows(
+        target,
+        format!("SELECT heroku_app, CAST(rollbar_project_id AS VARCHAR), rollbar_environment, origin, CAST(shared_versions AS VARCHAR) FROM {s}.heimdallr_environment_map"),
+    )
+    .await
+}
+
 fn expect(rows: &[&[&str]]) -> Vec<Vec<String>> {
     let mut rows: Vec<Vec<String>> = rows
         .iter()
@@ -1059,11 +1069,7 @@ async fn without_the_setting_environments_are_inferred_from_the_shas_and_status_
     let target = Target::Duck(dir.path().join("w.duckdb"));
     sync_day(&target, None).await;
     let s = target.schema().to_string();
-    let map = rows(
-        &target,
-        format!("SELECT heroku_app, CAST(rollbar_project_id AS VARCHAR), rollbar_environment, origin, CAST(shared_versions AS VARCHAR) FROM {s}.heimdallr_environment_map"),
-    )
-    .await;
+    let map = environment_map(&target).await;
     // acme-web released every version production reported (3); staging's app shares two of
     // them with production (promotions) and one with staging: it is matched once
     // production has its best app, never by a guess between equals.
@@ -1149,11 +1155,7 @@ async fn in_the_standard_pipeline_flow_each_app_is_mapped_by_its_heroku_stage() 
     let finished = run(command).await;
     assert_eq!(finished.code, Some(0), "{}", finished.stderr);
     let s = target.schema().to_string();
-    let map = rows(
-        &target,
-        format!("SELECT heroku_app, CAST(rollbar_project_id AS VARCHAR), rollbar_environment, origin, CAST(shared_versions AS VARCHAR) FROM {s}.heimdallr_environment_map"),
-    )
-    .await;
+    let map = environment_map(&target).await;
     // The review app has no environment of its own.
     assert_eq!(
         map,
